@@ -1,0 +1,212 @@
+"""Program specs: how to run an unmodified estimation program (DESIGN.md, "Program spec").
+
+A spec is a TOML file. ``load_spec`` checks it completely and raises ``SpecError`` naming
+the file and the key; ``render_command`` fills the placeholders of its command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import string
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import SpecError
+
+PLACEHOLDERS = frozenset({"input", "frame", "cohort", "run_date", "output_dir"})
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class ProgramSpec:
+    """A validated program spec."""
+
+    name: str
+    version: str
+    command: tuple[str, ...]
+    results: str
+    input_format: str = "parquet"
+    timeout_seconds: float = 7200.0
+    image: str = ""
+    cpu: int = 1024
+    memory: int = 2048
+    params: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        """Short hash of everything that changes the results: part of output paths."""
+        payload = {
+            "name": self.name,
+            "version": self.version,
+            "command": list(self.command),
+            "results": self.results,
+            "input_format": self.input_format,
+            "image": self.image,
+            "params": self.params,
+        }
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as a TOML-shaped dict that ``spec_from_dict`` reads back (job documents)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "image": self.image,
+            "command": list(self.command),
+            "input_format": self.input_format,
+            "timeout": self.timeout_seconds,
+            "cpu": self.cpu,
+            "memory": self.memory,
+            "outputs": {"results": self.results},
+            "params": dict(self.params),
+        }
+
+    @property
+    def slug(self) -> str:
+        """Directory name that identifies this program build: ``name-version-fingerprint``."""
+        return f"{self.name}-{self.version}-{self.fingerprint}"
+
+
+def parse_duration(value: Any, *, where: str = "timeout") -> float:
+    """``"2h"``, ``"90m"``, ``"30s"``, ``"1.5h"`` or a number of seconds."""
+    if isinstance(value, bool):
+        raise SpecError(f"{where}: expected a duration like '2h', got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise SpecError(
+                f"{where}: expected a duration like '2h', '90m' or '30s', got {value!r}"
+            )
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise SpecError(f"{where}: must be positive, got {value!r}")
+    return seconds
+
+
+def load_spec(path: str | Path) -> ProgramSpec:
+    """Read and validate a program spec; every problem names the file and the key."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"{path}: program spec not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: not valid TOML: {exc}") from None
+    return spec_from_dict(data, source=str(path))
+
+
+def spec_from_dict(data: dict[str, Any], *, source: str = "<spec>") -> ProgramSpec:
+    def fail(key: str, message: str) -> SpecError:
+        return SpecError(f"{source}: {key}: {message}")
+
+    known = {
+        "name",
+        "version",
+        "image",
+        "command",
+        "input_format",
+        "timeout",
+        "cpu",
+        "memory",
+        "outputs",
+        "params",
+    }
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise fail(unknown[0], f"unknown key (known: {', '.join(sorted(known))})")
+    for key in ("name", "version", "command"):
+        if key not in data:
+            raise fail(key, "required key is missing")
+    name, version = data["name"], data["version"]
+    for key, value in (("name", name), ("version", version)):
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise fail(key, f"must be a simple identifier ([A-Za-z0-9._-]), got {value!r}")
+    command = data["command"]
+    if (
+        not isinstance(command, list)
+        or not command
+        or not all(isinstance(arg, str) for arg in command)
+    ):
+        raise fail("command", "must be a non-empty list of strings")
+    input_format = data.get("input_format", "parquet")
+    if input_format not in ("parquet", "csv"):
+        raise fail("input_format", f"must be 'parquet' or 'csv', got {input_format!r}")
+    outputs = data.get("outputs", {})
+    if not isinstance(outputs, dict) or not isinstance(outputs.get("results"), str):
+        raise fail("outputs.results", "required: the results file under {output_dir}")
+    results = outputs["results"]
+    if not results.endswith((".csv", ".parquet")) or results.startswith("/") or ".." in results:
+        raise fail("outputs.results", f"must be a relative .csv or .parquet path, got {results!r}")
+    params = data.get("params", {})
+    if not isinstance(params, dict):
+        raise fail("params", "must be a table")
+    for key in ("cpu", "memory"):
+        value = data.get(key, 1024 if key == "cpu" else 2048)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise fail(key, f"must be a positive integer, got {value!r}")
+    image = data.get("image", "")
+    if not isinstance(image, str):
+        raise fail("image", "must be a string")
+    spec = ProgramSpec(
+        name=name,
+        version=version,
+        command=tuple(command),
+        results=results,
+        input_format=input_format,
+        timeout_seconds=parse_duration(data.get("timeout", "2h"), where=f"{source}: timeout"),
+        image=image,
+        cpu=data.get("cpu", 1024),
+        memory=data.get("memory", 2048),
+        params=dict(params),
+        source=source,
+    )
+    # Render once with dummy values so an unknown placeholder fails now, not mid-run.
+    render_command(spec, {k: k for k in PLACEHOLDERS})
+    return spec
+
+
+def render_command(spec: ProgramSpec, values: dict[str, str]) -> list[str]:
+    """Fill ``{input}``, ``{frame}``, ``{cohort}``, ``{run_date}``, ``{output_dir}`` and
+    ``{params.NAME}`` in each argument. Literal braces are written ``{{`` and ``}}``."""
+    rendered = []
+    for index, arg in enumerate(spec.command):
+        out = []
+        try:
+            parsed = list(string.Formatter().parse(arg))
+        except ValueError as exc:
+            raise SpecError(f"{spec.source}: command[{index}] {arg!r}: {exc}") from None
+        for literal, field_name, format_spec, conversion in parsed:
+            out.append(literal)
+            if field_name is None:
+                continue
+            if format_spec or conversion:
+                raise SpecError(
+                    f"{spec.source}: command[{index}] {arg!r}: format specs are not supported"
+                )
+            if field_name.startswith("params."):
+                param = field_name.removeprefix("params.")
+                if param not in spec.params:
+                    raise SpecError(
+                        f"{spec.source}: command[{index}] uses {{{field_name}}} "
+                        f"but [params] has no {param!r}"
+                    )
+                out.append(str(spec.params[param]))
+            elif field_name in PLACEHOLDERS:
+                out.append(str(values[field_name]))
+            else:
+                known = ", ".join(f"{{{p}}}" for p in sorted(PLACEHOLDERS))
+                raise SpecError(
+                    f"{spec.source}: command[{index}] has unknown placeholder "
+                    f"{{{field_name}}} (known: {known}, {{params.NAME}})"
+                )
+        rendered.append("".join(out))
+    return rendered

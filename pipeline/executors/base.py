@@ -1,0 +1,116 @@
+"""What every executor shares: the job it is given, the record it returns, the interface.
+
+An executor runs ``python -m pipeline.wrapper --job URI`` somewhere (a subprocess, an ECS
+task, a Batch job), watches it, stops it on failure or interrupt, and returns a
+``RunRecord``: one row of the ``pipeline_runs`` table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+from pipeline import config
+from pipeline.core.spec import ProgramSpec
+
+
+@dataclass(frozen=True)
+class Job:
+    """One program run for one cohort, as prepared by ``RunModel``."""
+
+    run_date: str
+    cohort: str
+    spec: ProgramSpec
+    attempt: str
+    job_uri: str  # the job document the wrapper reads (local path or s3://)
+    output_uri: str  # where the program's output directory ends up
+    log_path: Path  # local log file: the program's output (or its log tail) lands here
+
+
+@dataclass
+class RunRecord:
+    """One row of ``pipeline_runs``: where and how a program run went."""
+
+    executor: str
+    job_id: str
+    attempt: str
+    started_at: str
+    finished_at: str
+    exit_code: int | None
+    vcpu_seconds: float = 0.0
+    memory_gib_seconds: float = 0.0
+    cost_usd: float = 0.0
+    log_uri: str = ""
+    tracking_url: str = ""
+    host: str = ""
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Events:
+    """Callbacks through which an executor reports to the luigi task (and so to luigid)."""
+
+    status: Callable[[str], None] = lambda _msg: None
+    tracking_url: Callable[[str], None] = lambda _url: None
+    progress: Callable[[float], None] = lambda _pct: None
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, job: Job, events: Events) -> RunRecord:
+        """Run the job to its end; stop it if interrupted (the exception propagates)."""
+        ...
+
+
+class Interrupted(BaseException):
+    """The worker received SIGTERM/SIGINT while a program was running."""
+
+
+@contextlib.contextmanager
+def interrupts_as_exceptions() -> Iterator[None]:
+    """Turn SIGTERM/SIGINT into ``Interrupted`` while a job runs, so executors get to stop
+    their program or cloud task in a ``finally`` instead of dying silently (luigi's worker
+    sends SIGTERM to a task process that exceeds its timeout)."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    try:
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    except ValueError:  # not the main thread: nothing to install, nothing to restore
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def estimate_cost(executor: str, vcpu_seconds: float, memory_gib_seconds: float) -> float:
+    """USD from ``[cost] <executor>_vcpu_hour`` and ``<executor>_gib_hour`` prices."""
+    vcpu_hour = config.get_float("cost", f"{executor}_vcpu_hour", 0.0)
+    gib_hour = config.get_float("cost", f"{executor}_gib_hour", 0.0)
+    return round((vcpu_seconds * vcpu_hour + memory_gib_seconds * gib_hour) / 3600.0, 6)
+
+
+def tail_lines(path: Path, n: int = 20) -> list[str]:
+    """The last ``n`` lines of a text file (empty if it does not exist)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            text = fh.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    return text.splitlines()[-n:]

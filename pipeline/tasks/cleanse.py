@@ -1,0 +1,99 @@
+"""CleanseSurvey: raw export → per-cohort cleansed rows, rejections, summary, input pin."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from pipeline import config, storage
+from pipeline.core import rawdata
+from pipeline.core.cleanse import CleanseRules, cleanse
+from pipeline.errors import PinnedInputsError
+from pipeline.tasks.base import RunDateTask
+
+
+def cleansing_rules() -> CleanseRules:
+    """The ``[cleansing]`` settings of luigi.cfg."""
+    return CleanseRules(
+        min_duration_seconds=config.get_float("cleansing", "min_duration_seconds", 120),
+        attention_expected=config.get("cleansing", "attention_expected", "3"),
+        n_patients_min=config.get_float("cleansing", "n_patients_min", 0),
+        n_patients_max=config.get_float("cleansing", "n_patients_max", 10000),
+        share_min=config.get_float("cleansing", "share_min", 0),
+        share_max=config.get_float("cleansing", "share_max", 100),
+        share_sum_tolerance=config.get_float("cleansing", "share_sum_tolerance", 1),
+    )
+
+
+class CleanseSurvey(RunDateTask):
+    """Reads every raw CSV (``[pipeline] raw`` or ``$PIPELINE_HOME/raw``) as delivered and
+    writes, under ``<run_date>/cleanse/``: ``cohorts/<code>.parquet`` per cohort (the
+    program's input), ``frame.csv``, ``rejections.parquet``, ``inputs.json`` (the raw
+    files' checksums: the run date's pin) and ``summary.json`` (last)."""
+
+    def output(self) -> dict[str, object]:
+        return {
+            name: self.target("cleanse", name)
+            for name in ("inputs.json", "frame.csv", "rejections.parquet", "summary.json")
+        }
+
+    def run(self) -> None:
+        raw = config.raw_dir()
+        self.set_status_message(f"reading {raw}")
+        export = rawdata.read_raw_export(raw)
+        self.set_status_message(f"cleansing {len(export.responses):,} rows")
+        result = cleanse(export, cleansing_rules(), config.respondent_key())
+        storage.write_json(self.path("cleanse", "inputs.json"), export.files)
+        share_columns = [c for c in result.cleansed.columns if c.startswith("share_")]
+        for code in export.cohorts["code"]:
+            rows = result.cleansed[result.cleansed["cohort"] == code]
+            # A cohort's treatments are the share columns its respondents answered.
+            unused = [c for c in share_columns if rows[c].isna().all()]
+            storage.write_parquet(
+                self.path("cleanse", "cohorts", f"{code}.parquet"), rows.drop(columns=unused)
+            )
+        storage.write_bytes(
+            self.path("cleanse", "frame.csv"), export.frame.to_csv(index=False).encode()
+        )
+        storage.write_parquet(self.path("cleanse", "rejections.parquet"), result.rejections)
+        storage.write_json(self.path("cleanse", "summary.json"), result.summary)
+        self.set_status_message(
+            f"{result.summary['raw_rows']:,} rows: {result.summary['cleansed_rows']:,} cleansed, "
+            f"{result.summary['rejected_rows']:,} rejected"
+        )
+
+
+def cohort_input_uri(run_date: str, code: str) -> str:
+    return storage.join(config.storage_root(), run_date, "cleanse", "cohorts", f"{code}.parquet")
+
+
+def check_pinned(run_date: str) -> None:
+    """Refuse to go on when the raw files of ``run_date`` changed since it was cleansed."""
+    pin_uri = storage.join(config.storage_root(), run_date, "cleanse", "inputs.json")
+    if not storage.exists(pin_uri):
+        return
+    pinned: dict[str, str] = storage.read_json(pin_uri)
+    current = rawdata.checksums(config.raw_dir())
+    changes = sorted(
+        [f"{name} changed" for name in pinned if name in current and current[name] != pinned[name]]
+        + [f"{name} removed" for name in pinned if name not in current]
+        + [f"{name} added" for name in current if name not in pinned]
+    )
+    if changes:
+        raise PinnedInputsError(
+            f"the raw files of run date {run_date} differ from the ones it was cleansed from "
+            f"({'; '.join(changes[:5])}{'; ...' if len(changes) > 5 else ''}): use a new "
+            f"--run-date, or re-run from cleansing on purpose with "
+            f"`pipeline rerun --run-date {run_date} --from cleanse`"
+        )
+
+
+def known_cohorts(run_date: str) -> pd.DataFrame:
+    """The run date's cohorts (code, label): from its cleansing summary once it has been
+    cleansed (pinned), else from the raw ``cohorts.csv``."""
+    summary_uri = storage.join(config.storage_root(), run_date, "cleanse", "summary.json")
+    if storage.exists(summary_uri):
+        cohorts = storage.read_json(summary_uri)["cohorts"]
+        return pd.DataFrame(
+            [(code, info["label"]) for code, info in cohorts.items()], columns=["code", "label"]
+        )
+    return rawdata.read_cohorts(config.raw_dir())

@@ -1,0 +1,136 @@
+"""IngestSurvey and IngestResults: load a run date's data into the warehouse.
+
+Each load replaces the rows of its (run_date, cohort) in one transaction, so re-running
+never duplicates rows. The output is a small marker file per warehouse with the counts.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import luigi
+import pandas as pd
+
+from pipeline import storage
+from pipeline.core.validate import blocking_failures
+from pipeline.errors import ValidationFailed
+from pipeline.tasks.base import RunDateTask, warehouse_uri
+from pipeline.tasks.cleanse import CleanseSurvey
+from pipeline.tasks.model import RunModel
+from pipeline.tasks.validate import ValidateResults
+from pipeline.warehouse import open_warehouse, warehouse_id
+
+
+class WarehouseTask(RunDateTask):
+    warehouse = luigi.Parameter(
+        default="", description="Warehouse URI (default: [pipeline] warehouse)."
+    )
+
+    @property
+    def resources(self) -> dict[str, int]:
+        # An embedded DuckDB file takes one writer at a time.
+        return {"duckdb_writer": 1} if self.warehouse_uri.startswith("duckdb:") else {}
+
+    @property
+    def warehouse_uri(self) -> str:
+        return warehouse_uri(self.warehouse)
+
+    def marker(self, *parts: str) -> luigi.target.FileSystemTarget:
+        return self.target("ingest", *parts, f"{warehouse_id(self.warehouse_uri)}.json")
+
+    def write_marker(self, counts: dict[str, int]) -> None:
+        storage.write_json(
+            self.output().path,
+            {"warehouse": self.warehouse_uri, "rows": counts, "at": datetime.now(UTC)},
+        )
+
+
+class IngestSurvey(WarehouseTask):
+    """Loads ``cleanse/cohorts/*.parquet`` into ``survey_responses`` and
+    ``rejections.parquet`` into ``survey_rejections``, replacing the run date's rows.
+    Runs as soon as cleansing is done, so QA can start before any model finishes."""
+
+    def requires(self) -> CleanseSurvey:
+        return CleanseSurvey(run_date=self.run_date)
+
+    def output(self) -> luigi.target.FileSystemTarget:
+        return self.marker("_survey")
+
+    def run(self) -> None:
+        parts = [
+            storage.read_parquet(uri)
+            for uri in storage.listdir(self.path("cleanse", "cohorts"))
+            if uri.endswith(".parquet")
+        ]
+        responses = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        rejections = storage.read_parquet(self.input()["rejections.parquet"].path)
+        counts = open_warehouse(self.warehouse_uri).replace(
+            self.run_date,
+            None,
+            {"survey_responses": responses, "survey_rejections": rejections},
+        )
+        self.write_marker(counts)
+        self.set_status_message(
+            f"{counts['survey_responses']:,} responses, {counts['survey_rejections']:,} "
+            f"rejections loaded"
+        )
+
+
+class IngestResults(WarehouseTask):
+    """Loads one cohort's ``model_estimates``, ``validation_checks`` and ``pipeline_runs``
+    (every attempt) into the warehouse. A failed error check blocks the estimates: the
+    checks and runs are still loaded so QA sees why, and the task fails."""
+
+    cohort = luigi.Parameter(description="Cohort code (one disease).")
+    program = luigi.Parameter(default="", description="Program spec TOML ([pipeline] program).")
+    executor = luigi.Parameter(
+        default="",
+        significant=False,
+        description="Passed to RunModel ([pipeline] executor: local, ecs or batch).",
+    )
+
+    def requires(self) -> ValidateResults:
+        return ValidateResults(
+            run_date=self.run_date, cohort=self.cohort, program=self.program, executor=self.executor
+        )
+
+    def model(self) -> RunModel:
+        return self.requires().requires()
+
+    def output(self) -> luigi.target.FileSystemTarget:
+        return self.marker(self.cohort, self.model().spec.slug)
+
+    def run(self) -> None:
+        spec = self.model().spec
+        program = {"program_name": spec.name, "program_version": spec.version}
+        checks = storage.read_parquet(self.input().path).assign(**program)
+        attempts = self.model().path(*self.model().model_dir(), "attempts")
+        runs = pd.DataFrame(
+            [
+                storage.read_json(uri)
+                for uri in storage.listdir(attempts)
+                if uri.endswith("/run.json")
+            ]
+        )
+        blocking = blocking_failures(checks)
+        estimates = storage.read_parquet(self.model().output()["results"].path)
+        if len(blocking):
+            estimates = estimates.iloc[0:0]
+        counts = open_warehouse(self.warehouse_uri).replace(
+            self.run_date,
+            self.cohort,
+            {
+                "model_estimates": estimates.assign(**program),
+                "validation_checks": checks,
+                "pipeline_runs": runs,
+            },
+        )
+        if len(blocking):
+            details = "; ".join(f"{r.check}: {r.detail}" for r in blocking.itertuples())
+            raise ValidationFailed(
+                f"cohort {self.cohort}: results not ingested, {len(blocking)} error check(s) "
+                f"failed: {details}. Fix the program or its input and re-run from the model "
+                "step."
+            )
+        self.write_marker(counts)
+        self.set_status_message(f"{counts['model_estimates']} estimates loaded")

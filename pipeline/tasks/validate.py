@@ -1,0 +1,51 @@
+"""ValidateResults: plausibility checks of one cohort's results, written as data."""
+
+from __future__ import annotations
+
+import io
+
+import luigi
+import pyarrow.parquet as pq
+
+from pipeline import storage
+from pipeline.core.validate import blocking_failures, validate_results
+from pipeline.tasks.base import RunDateTask
+from pipeline.tasks.cleanse import cohort_input_uri
+from pipeline.tasks.model import RunModel
+
+
+class ValidateResults(RunDateTask):
+    """Reads ``model/<cohort>/<slug>/results.parquet`` and the cohort's treatments (its
+    cleansed share columns); writes ``validate/<cohort>/<slug>/checks.parquet``. Failed
+    checks do not fail this task: ``IngestResults`` records them and blocks on errors."""
+
+    cohort = luigi.Parameter(description="Cohort code (one disease).")
+    program = luigi.Parameter(default="", description="Program spec TOML ([pipeline] program).")
+    executor = luigi.Parameter(
+        default="",
+        significant=False,
+        description="Passed to RunModel ([pipeline] executor: local, ecs or batch).",
+    )
+
+    def requires(self) -> RunModel:
+        return RunModel(
+            run_date=self.run_date, cohort=self.cohort, program=self.program, executor=self.executor
+        )
+
+    def output(self) -> luigi.target.FileSystemTarget:
+        return self.target("validate", self.cohort, self.requires().spec.slug, "checks.parquet")
+
+    def run(self) -> None:
+        results = storage.read_parquet(self.input()["results"].path)
+        schema = pq.read_schema(
+            io.BytesIO(storage.read_bytes(cohort_input_uri(self.run_date.isoformat(), self.cohort)))
+        )
+        treatments = [n.removeprefix("share_") for n in schema.names if n.startswith("share_")]
+        checks = validate_results(results, treatments)
+        storage.write_parquet(self.output().path, checks)
+        failed = checks[~checks["passed"]]
+        errors = len(blocking_failures(checks))
+        self.set_status_message(
+            f"{len(checks) - len(failed)}/{len(checks)} checks passed"
+            + (f"; {errors} error(s): {', '.join(failed['check'])}" if len(failed) else "")
+        )

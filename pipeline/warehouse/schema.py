@@ -1,0 +1,172 @@
+"""The five warehouse tables (DESIGN.md, "Warehouse tables"): one definition for every
+backend. Types are BigQuery's names; each backend maps them to its own."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pandas as pd
+
+from pipeline.errors import WarehouseError
+
+STRING, INT64, FLOAT64, BOOL, DATE, TIMESTAMP = (
+    "STRING", "INT64", "FLOAT64", "BOOL", "DATE", "TIMESTAMP",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    description: str
+    # Extra columns a load may add (schema evolves additively): a prefix, "*" or None.
+    extra: str | None = None
+
+    @property
+    def column_names(self) -> list[str]:
+        return [name for name, _ in self.columns]
+
+
+_KEY = (("run_date", DATE), ("cohort", STRING))
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        Table(
+            "survey_responses",
+            (
+                *_KEY,
+                ("response_id", STRING),
+                ("respondent_key", STRING),
+                ("specialty", STRING),
+                ("region", STRING),
+                ("facility_type", STRING),
+                ("started_at", TIMESTAMP),
+                ("submitted_at", TIMESTAMP),
+                ("n_patients", INT64),
+                ("attention_check", STRING),
+                ("source_file", STRING),
+                ("source_row", INT64),
+            ),
+            "Cleansed survey rows; respondent ids are keyed hashes. One share_<treatment> "
+            "column (percent) per treatment.",
+            extra="share_",
+        ),
+        Table(
+            "survey_rejections",
+            (
+                *_KEY,
+                ("response_id", STRING),
+                ("reasons", STRING),
+                ("source_file", STRING),
+                ("source_row", INT64),
+                ("raw", STRING),
+            ),
+            "Rejected raw rows with every reason that applies (';'-joined) and the raw "
+            "values as JSON (respondent_id replaced by its keyed hash).",
+        ),
+        Table(
+            "model_estimates",
+            (
+                *_KEY,
+                ("treatment", STRING),
+                ("estimate", FLOAT64),
+                ("ci_low", FLOAT64),
+                ("ci_high", FLOAT64),
+                ("program_name", STRING),
+                ("program_version", STRING),
+            ),
+            "The estimation program's results; extra result columns are kept.",
+            extra="*",
+        ),
+        Table(
+            "validation_checks",
+            (
+                *_KEY,
+                ("check", STRING),
+                ("severity", STRING),
+                ("passed", BOOL),
+                ("detail", STRING),
+                ("program_name", STRING),
+                ("program_version", STRING),
+            ),
+            "Plausibility checks of each cohort's results.",
+        ),
+        Table(
+            "pipeline_runs",
+            (
+                *_KEY,
+                ("executor", STRING),
+                ("job_id", STRING),
+                ("attempt", STRING),
+                ("started_at", TIMESTAMP),
+                ("finished_at", TIMESTAMP),
+                ("exit_code", INT64),
+                ("vcpu_seconds", FLOAT64),
+                ("memory_gib_seconds", FLOAT64),
+                ("cost_usd", FLOAT64),
+                ("program_name", STRING),
+                ("program_version", STRING),
+                ("log_uri", STRING),
+                ("host", STRING),
+                ("error", STRING),
+            ),
+            "One row per program run (every attempt, failed ones included).",
+        ),
+    )
+}
+
+
+def infer_type(series: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(series):
+        return BOOL
+    if pd.api.types.is_integer_dtype(series):
+        return INT64
+    if pd.api.types.is_float_dtype(series):
+        return FLOAT64
+    if isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(series):
+        return TIMESTAMP
+    return STRING
+
+
+def _coerce(series: pd.Series, type_: str) -> pd.Series:
+    if type_ == STRING:
+        return series.astype("string")
+    if type_ == INT64:
+        return pd.to_numeric(series, errors="raise").astype("Int64")
+    if type_ == FLOAT64:
+        return pd.to_numeric(series, errors="raise").astype("float64")
+    if type_ == BOOL:
+        return series.astype("boolean")
+    if type_ == DATE:
+        return pd.to_datetime(series).dt.date
+    return pd.to_datetime(series, utc=True, format="ISO8601")
+
+
+def conform(
+    table: str, frame: pd.DataFrame, *, run_date: dt.date, cohort: str | None
+) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Add ``run_date`` (and ``cohort`` if given) to ``frame``, coerce every column to its
+    table type and order them; returns the frame and its full (name, type) schema,
+    contract columns first, then the extra columns this load brings."""
+    spec = TABLES[table]
+    out = frame.copy()
+    out["run_date"] = run_date
+    if cohort is not None:
+        out["cohort"] = cohort
+    missing = [name for name in spec.column_names if name not in out.columns]
+    if missing:
+        raise WarehouseError(f"{table}: load is missing columns {', '.join(missing)}")
+    extras = [c for c in out.columns if c not in spec.column_names]
+    allowed = [c for c in extras if spec.extra == "*" or (spec.extra and c.startswith(spec.extra))]
+    refused = sorted(set(extras) - set(allowed))
+    if refused:
+        raise WarehouseError(f"{table}: unexpected columns {', '.join(refused)}")
+    schema = [*spec.columns, *((c, infer_type(out[c])) for c in allowed)]
+    for name, type_ in schema:
+        try:
+            out[name] = _coerce(out[name], type_)
+        except (ValueError, TypeError) as exc:
+            raise WarehouseError(f"{table}.{name}: cannot convert to {type_}: {exc}") from None
+    return out[[name for name, _ in schema]], schema

@@ -1,0 +1,239 @@
+"""The wrapper around an unmodified estimation program: the container entrypoint.
+
+``python -m pipeline.wrapper --job URI`` reads a job document (written by ``RunModel``):
+
+    {"spec": {...program spec...}, "run_date": "2026-11-22", "cohort": "asthma",
+     "input": URI, "frame": URI, "output": URI, "grace_seconds": 30}
+
+It downloads ``s3://`` inputs to local files, renders the spec's command, runs the
+program in its own process group, enforces the spec's timeout here (SIGTERM, then SIGKILL
+after the grace period; exit 124), forwards SIGTERM/SIGINT from ECS/Batch, uploads the
+output directory and writes ``manifest.json`` next to the results. It exits with the
+program's exit code (128+N when the program died of signal N).
+
+It imports only the standard library, boto3 (for ``s3://``) and ``pipeline.core.spec``,
+so the program's image needs nothing else from this package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pipeline.core.spec import render_command, spec_from_dict
+from pipeline.errors import PipelineError
+
+EXIT_DEADLINE = 124
+EXIT_NOT_FOUND = 127
+EXIT_WRAPPER_ERROR = 3
+DEFAULT_GRACE_SECONDS = 30.0
+
+
+def log(message: str) -> None:
+    print(
+        f"[wrapper] {datetime.now(UTC).isoformat(timespec='seconds')} {message}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _s3():
+    import boto3  # only when a URI needs it: the local path never pays for it
+
+    return boto3.client("s3")
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def read_uri(uri: str) -> bytes:
+    if uri.startswith("s3://"):
+        bucket, key = _split_s3(uri)
+        return _s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+    return Path(uri).read_bytes()
+
+
+def fetch(uri: str, workdir: Path) -> Path:
+    """A local path for ``uri``: downloaded into ``workdir`` when it is on S3."""
+    if not uri.startswith("s3://"):
+        return Path(uri)
+    bucket, key = _split_s3(uri)
+    local = workdir / "inputs" / key.rsplit("/", 1)[-1]
+    local.parent.mkdir(parents=True, exist_ok=True)
+    _s3().download_file(bucket, key, str(local))
+    return local
+
+
+def upload_dir(local_dir: Path, uri: str) -> None:
+    """Upload every file under ``local_dir`` to the ``s3://`` prefix ``uri``.
+
+    ``manifest.json`` goes last so that its presence means the upload is whole.
+    """
+    bucket, prefix = _split_s3(uri.rstrip("/"))
+    client = _s3()
+    files = sorted(p for p in local_dir.rglob("*") if p.is_file())
+    files.sort(key=lambda p: p.name == "manifest.json")
+    for path in files:
+        client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(local_dir).as_posix()}")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ProgramRunner:
+    """Runs one command with a deadline and forwards termination signals to it."""
+
+    def __init__(self, command: list[str], *, timeout: float, grace: float) -> None:
+        self.command, self.timeout, self.grace = command, timeout, grace
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.terminated_by: str | None = None
+
+    def _signal_group(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+
+    def _stop(self, why: str) -> None:
+        """SIGTERM the program's group, then SIGKILL it if it is still there after grace."""
+        self.terminated_by = self.terminated_by or why
+        log(f"{why}: sending SIGTERM to the program, SIGKILL in {self.grace:g}s")
+        self._signal_group(signal.SIGTERM)
+        assert self.proc is not None
+        try:
+            self.proc.wait(timeout=self.grace)
+        except subprocess.TimeoutExpired:
+            log("program ignored SIGTERM: sending SIGKILL")
+            self._signal_group(signal.SIGKILL)
+            self.proc.wait()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # Raising here interrupts wait(); run() then stops the program and exits. A second
+        # signal while already stopping must not abandon the program half-killed.
+        if self.terminated_by is None:
+            raise _Terminated(signal.Signals(signum).name)
+
+    def run(self) -> int:
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            # Own process group: the program's children (e.g. joblib workers) go with it.
+            self.proc = subprocess.Popen(self.command, start_new_session=True)
+            try:
+                code = self.proc.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                self._stop(f"deadline of {self.timeout:g}s passed")
+                return EXIT_DEADLINE
+            except _Terminated as exc:
+                self._stop(f"received {exc}")
+                code = self.proc.returncode
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        return 128 - code if code is not None and code < 0 else int(code or 0)
+
+
+class _Terminated(BaseException):
+    pass
+
+
+def run_job(job: dict[str, Any], *, workdir: Path) -> int:
+    """Run one job document; returns the exit code the wrapper should exit with."""
+    spec = spec_from_dict(job["spec"], source=f"job {job.get('cohort', '?')}")
+    started = datetime.now(UTC)
+    input_path = fetch(job["input"], workdir)
+    frame_path = fetch(job["frame"], workdir)
+    output_uri: str = job["output"]
+    out_dir = workdir / "out" if output_uri.startswith("s3://") else Path(output_uri)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    command = render_command(
+        spec,
+        {
+            "input": str(input_path),
+            "frame": str(frame_path),
+            "cohort": job["cohort"],
+            "run_date": job["run_date"],
+            "output_dir": str(out_dir),
+        },
+    )
+    log(f"running {spec.name} {spec.version} for cohort {job['cohort']}: {command}")
+    runner = ProgramRunner(
+        command,
+        timeout=spec.timeout_seconds,
+        grace=float(job.get("grace_seconds", DEFAULT_GRACE_SECONDS)),
+    )
+    start = time.monotonic()
+    try:
+        code = runner.run()
+    except FileNotFoundError as exc:
+        log(f"cannot start the program: {exc}")
+        code = EXIT_NOT_FOUND
+    log(f"program exited with {code} after {time.monotonic() - start:.1f}s")
+    manifest = {
+        "program": {"name": spec.name, "version": spec.version, "image": spec.image},
+        "params": spec.params,
+        "command": command,
+        "run_date": job["run_date"],
+        "cohort": job["cohort"],
+        "inputs": {
+            job["input"]: sha256_file(input_path),
+            job["frame"]: sha256_file(frame_path),
+        },
+        "outputs": {
+            p.relative_to(out_dir).as_posix(): sha256_file(p)
+            for p in sorted(out_dir.rglob("*"))
+            if p.is_file() and p.name != "manifest.json"
+        },
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "exit_code": code,
+        "terminated_by": runner.terminated_by,
+        "host": socket.gethostname(),
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if output_uri.startswith("s3://"):
+        upload_dir(out_dir, output_uri)
+        log(f"uploaded outputs to {output_uri}")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.wrapper",
+        description="Run an estimation program from a job document: fetch inputs, run the "
+        "program with its deadline, upload outputs and a manifest.",
+    )
+    parser.add_argument("--job", required=True, help="job document: a local path or s3:// URI")
+    parser.add_argument("--workdir", help="scratch directory (default: a fresh temp dir)")
+    args = parser.parse_args(argv)
+    try:
+        job = json.loads(read_uri(args.job))
+        if args.workdir:
+            return run_job(job, workdir=Path(args.workdir))
+        with tempfile.TemporaryDirectory(prefix="wrapper-") as tmp:
+            return run_job(job, workdir=Path(tmp))
+    except (PipelineError, KeyError, ValueError, OSError) as exc:
+        log(f"error: {type(exc).__name__}: {exc}")
+        return EXIT_WRAPPER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

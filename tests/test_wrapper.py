@@ -1,0 +1,144 @@
+"""The wrapper, run for real as a subprocess around small programs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+PROGRAM = """
+import os, pathlib, signal, sys, time
+mode, out = sys.argv[1], pathlib.Path(sys.argv[2])
+pathlib.Path(sys.argv[3]).write_text(str(os.getpid()))
+if mode == "ok":
+    (out / "estimates.csv").write_text("treatment,estimate,ci_low,ci_high\\na,1,0,2\\n")
+    print("done", flush=True)
+elif mode == "fail":
+    print("something broke: column 'n_patients' missing", file=sys.stderr, flush=True)
+    sys.exit(3)
+elif mode == "hang":
+    time.sleep(600)
+elif mode == "stubborn":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        time.sleep(0.1)
+"""
+
+
+def make_job(tmp_path: Path, mode: str, *, timeout: float = 30, grace: float = 1) -> Path:
+    program = tmp_path / "prog.py"
+    program.write_text(PROGRAM)
+    (tmp_path / "input.parquet").write_bytes(b"input-bytes")
+    (tmp_path / "frame.csv").write_text("specialty\n")
+    job = {
+        "spec": {
+            "name": "prog",
+            "version": "0.1",
+            "command": [sys.executable, str(program), mode, "{output_dir}",
+                        str(tmp_path / "pid")],  # fmt: skip
+            "outputs": {"results": "estimates.csv"},
+            "timeout": timeout,
+        },
+        "run_date": "2026-11-22",
+        "cohort": "c1",
+        "input": str(tmp_path / "input.parquet"),
+        "frame": str(tmp_path / "frame.csv"),
+        "output": str(tmp_path / "out"),
+        "grace_seconds": grace,
+    }
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job))
+    return path
+
+
+def start(job: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.wrapper", "--job", str(job)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def program_pid(tmp_path: Path) -> int:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        pid_file = tmp_path / "pid"
+        if pid_file.exists() and pid_file.read_text():
+            return int(pid_file.read_text())
+        time.sleep(0.05)
+    raise AssertionError("the program never started")
+
+
+def assert_gone(pid: int) -> None:
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_success_writes_results_and_manifest(tmp_path: Path) -> None:
+    proc = start(make_job(tmp_path, "ok"))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "done" in out
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["exit_code"] == 0
+    assert manifest["program"] == {"name": "prog", "version": "0.1", "image": ""}
+    assert set(manifest["outputs"]) == {"estimates.csv"}
+    assert len(manifest["inputs"][str(tmp_path / "input.parquet")]) == 64
+    assert manifest["started_at"] <= manifest["finished_at"]
+    assert manifest["terminated_by"] is None
+
+
+def test_failure_exits_with_the_program_code(tmp_path: Path) -> None:
+    proc = start(make_job(tmp_path, "fail"))
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3
+    assert "column 'n_patients' missing" in err
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["exit_code"] == 3
+
+
+def test_deadline_is_enforced_inside(tmp_path: Path) -> None:
+    proc = start(make_job(tmp_path, "hang", timeout=1.5))
+    pid = program_pid(tmp_path)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 124
+    assert "deadline of 1.5s passed" in err
+    assert_gone(pid)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["terminated_by"].startswith("deadline")
+
+
+def test_program_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
+    proc = start(make_job(tmp_path, "stubborn", timeout=1, grace=1))
+    pid = program_pid(tmp_path)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 124
+    assert "ignored SIGTERM: sending SIGKILL" in err
+    assert_gone(pid)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_termination_is_forwarded(tmp_path: Path, sig: signal.Signals) -> None:
+    proc = start(make_job(tmp_path, "hang"))
+    pid = program_pid(tmp_path)
+    proc.send_signal(sig)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert f"received {sig.name}" in err
+    assert_gone(pid)
+
+
+def test_program_not_found(tmp_path: Path) -> None:
+    job = make_job(tmp_path, "ok")
+    data = json.loads(job.read_text())
+    data["spec"]["command"] = ["/nonexistent/program", "{input}"]
+    job.write_text(json.dumps(data))
+    proc = start(job)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 127
+    assert "cannot start the program" in err

@@ -1,0 +1,117 @@
+"""The DuckDB warehouse, for real: replace semantics, evolution, atomicity."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from pipeline.errors import WarehouseError
+from pipeline.warehouse import open_warehouse
+
+D1 = dt.date(2026, 11, 22)
+
+
+def estimates(values: list[float], **extra) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "treatment": [f"t{i}" for i in range(len(values))],
+            "estimate": values,
+            "ci_low": [v - 1 for v in values],
+            "ci_high": [v + 1 for v in values],
+            "program_name": "est",
+            "program_version": "1",
+            **extra,
+        }
+    )
+
+
+def rows(path: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_reingest_replaces_only_its_cohort(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    wh = open_warehouse(f"duckdb://{path}")
+    wh.replace(D1, "a", {"model_estimates": estimates([1, 2])})
+    wh.replace(D1, "b", {"model_estimates": estimates([3, 4, 5])})
+    wh.replace(D1, "a", {"model_estimates": estimates([7, 8])})
+    got = rows(path, "SELECT cohort, count(*), sum(estimate) FROM model_estimates "
+                     "GROUP BY cohort ORDER BY cohort")  # fmt: skip
+    assert got == [("a", 2, 15.0), ("b", 3, 12.0)]
+    assert rows(path, "SELECT DISTINCT run_date FROM model_estimates") == [(D1,)]
+
+
+def test_date_level_replace_keeps_other_dates(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    wh = open_warehouse(f"duckdb://{path}")
+    d0 = dt.date(2026, 11, 1)
+    for date in (d0, D1, D1):
+        wh.replace(date, None, {"model_estimates": estimates([1]).assign(cohort="x")})
+    assert rows(path, "SELECT run_date, count(*) FROM model_estimates GROUP BY 1 ORDER BY 1") == [
+        (d0, 1),
+        (D1, 1),
+    ]
+
+
+def test_schema_evolves_additively(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    wh = open_warehouse(f"duckdb://{path}")
+    wh.replace(D1, "a", {"model_estimates": estimates([1])})
+    wh.replace(D1, "b", {"model_estimates": estimates([2], n_respondents=[40])})
+    assert rows(path, "SELECT cohort, n_respondents FROM model_estimates ORDER BY cohort") == [
+        ("a", None),
+        ("b", 40),
+    ]
+
+
+def test_failed_load_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    wh = open_warehouse(f"duckdb://{path}")
+    wh.replace(D1, "a", {"model_estimates": estimates([1, 2])})
+    bad = estimates([9]).assign(estimate=["not a number"])
+    with pytest.raises(WarehouseError, match=r"model_estimates\.estimate: cannot convert"):
+        wh.replace(D1, "a", {"model_estimates": bad})
+    with pytest.raises(WarehouseError, match="missing columns ci_high"):
+        wh.replace(D1, "a", {"model_estimates": estimates([9]).drop(columns=["ci_high"])})
+    assert rows(path, "SELECT count(*) FROM model_estimates") == [(2,)]
+
+
+def test_multi_table_load_is_one_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    wh = open_warehouse(f"duckdb://{path}")
+    wh.replace(D1, "a", {"model_estimates": estimates([1])})
+    with pytest.raises(WarehouseError):
+        wh.replace(
+            D1,
+            "a",
+            {
+                "model_estimates": estimates([5, 6]),  # would succeed alone
+                "validation_checks": pd.DataFrame({"check": ["x"]}),  # missing columns
+            },
+        )
+    assert rows(path, "SELECT estimate FROM model_estimates") == [(1.0,)]
+
+
+def test_query_speaks_bigquery_sql(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    wh = open_warehouse(f"duckdb://{path}")
+    wh.replace(D1, "a", {"model_estimates": estimates([1, 2])})
+    got = wh.query(
+        "SELECT cohort, COUNTIF(estimate > 1) AS big, SAFE_DIVIDE(SUM(estimate), 0) AS r "
+        "FROM model_estimates WHERE run_date = DATE '2026-11-22' GROUP BY cohort"
+    )
+    assert len(got) == 1
+    assert got.loc[0, "cohort"] == "a" and got.loc[0, "big"] == 1
+    assert pd.isna(got.loc[0, "r"])  # SAFE_DIVIDE by zero is NULL, not an error
+
+
+def test_unknown_uri_is_refused() -> None:
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unsupported warehouse URI"):
+        open_warehouse("mysql://x")
