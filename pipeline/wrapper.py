@@ -103,8 +103,11 @@ def sha256_file(path: Path) -> str:
 class ProgramRunner:
     """Runs one command with a deadline and forwards termination signals to it."""
 
-    def __init__(self, command: list[str], *, timeout: float, grace: float) -> None:
+    def __init__(
+        self, command: list[str], *, timeout: float, grace: float, stop_with_parent: bool = False
+    ) -> None:
         self.command, self.timeout, self.grace = command, timeout, grace
+        self.stop_with_parent = stop_with_parent
         self.proc: subprocess.Popen[bytes] | None = None
         self.terminated_by: str | None = None
 
@@ -134,17 +137,27 @@ class ProgramRunner:
 
     def run(self) -> int:
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        deadline = time.monotonic() + self.timeout
+        parent = os.getppid()
         try:
             # Own process group: the program's children (e.g. joblib workers) go with it.
             self.proc = subprocess.Popen(self.command, start_new_session=True)
-            try:
-                code = self.proc.wait(timeout=self.timeout)
-            except subprocess.TimeoutExpired:
-                self._stop(f"deadline of {self.timeout:g}s passed")
-                return EXIT_DEADLINE
-            except _Terminated as exc:
-                self._stop(f"received {exc}")
-                code = self.proc.returncode
+            while True:
+                try:
+                    code = self.proc.wait(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() >= deadline:
+                        self._stop(f"deadline of {self.timeout:g}s passed")
+                        return EXIT_DEADLINE
+                    if self.stop_with_parent and os.getppid() != parent:
+                        self._stop("the worker that started this run is gone")
+                        code = self.proc.returncode
+                        break
+                except _Terminated as exc:
+                    self._stop(f"received {exc}")
+                    code = self.proc.returncode
+                    break
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
@@ -155,7 +168,7 @@ class _Terminated(BaseException):
     pass
 
 
-def run_job(job: dict[str, Any], *, workdir: Path) -> int:
+def run_job(job: dict[str, Any], *, workdir: Path, stop_with_parent: bool = False) -> int:
     """Run one job document; returns the exit code the wrapper should exit with."""
     spec = spec_from_dict(job["spec"], source=f"job {job.get('cohort', '?')}")
     started = datetime.now(UTC)
@@ -179,6 +192,7 @@ def run_job(job: dict[str, Any], *, workdir: Path) -> int:
         command,
         timeout=spec.timeout_seconds,
         grace=float(job.get("grace_seconds", DEFAULT_GRACE_SECONDS)),
+        stop_with_parent=stop_with_parent,
     )
     start = time.monotonic()
     try:
@@ -186,7 +200,8 @@ def run_job(job: dict[str, Any], *, workdir: Path) -> int:
     except FileNotFoundError as exc:
         log(f"cannot start the program: {exc}")
         code = EXIT_NOT_FOUND
-    log(f"program exited with {code} after {time.monotonic() - start:.1f}s")
+    program_seconds = time.monotonic() - start
+    log(f"program exited with {code} after {program_seconds:.1f}s")
     manifest = {
         "program": {"name": spec.name, "version": spec.version, "image": spec.image},
         "params": spec.params,
@@ -204,6 +219,7 @@ def run_job(job: dict[str, Any], *, workdir: Path) -> int:
         },
         "started_at": started.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
+        "program_seconds": round(program_seconds, 3),
         "exit_code": code,
         "terminated_by": runner.terminated_by,
         "host": socket.gethostname(),
@@ -223,13 +239,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--job", required=True, help="job document: a local path or s3:// URI")
     parser.add_argument("--workdir", help="scratch directory (default: a fresh temp dir)")
+    parser.add_argument(
+        "--stop-with-parent",
+        action="store_true",
+        help="stop the program when the process that started the wrapper dies (local "
+        "executor: a killed worker must not leave programs running until their deadline)",
+    )
     args = parser.parse_args(argv)
     try:
         job = json.loads(read_uri(args.job))
         if args.workdir:
-            return run_job(job, workdir=Path(args.workdir))
+            return run_job(job, workdir=Path(args.workdir), stop_with_parent=args.stop_with_parent)
         with tempfile.TemporaryDirectory(prefix="wrapper-") as tmp:
-            return run_job(job, workdir=Path(tmp))
+            return run_job(job, workdir=Path(tmp), stop_with_parent=args.stop_with_parent)
     except (PipelineError, KeyError, ValueError, OSError) as exc:
         log(f"error: {type(exc).__name__}: {exc}")
         return EXIT_WRAPPER_ERROR

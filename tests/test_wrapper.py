@@ -40,8 +40,13 @@ def make_job(tmp_path: Path, mode: str, *, timeout: float = 30, grace: float = 1
         "spec": {
             "name": "prog",
             "version": "0.1",
-            "command": [sys.executable, str(program), mode, "{output_dir}",
-                        str(tmp_path / "pid")],  # fmt: skip
+            "command": [
+                sys.executable,
+                str(program),
+                mode,
+                "{output_dir}",
+                str(tmp_path / "pid"),
+            ],  # fmt: skip
             "outputs": {"results": "estimates.csv"},
             "timeout": timeout,
         },
@@ -142,3 +147,24 @@ def test_program_not_found(tmp_path: Path) -> None:
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 127
     assert "cannot start the program" in err
+
+
+def test_stops_the_program_when_its_parent_dies(tmp_path: Path) -> None:
+    job = make_job(tmp_path, "hang")
+    # A parent shell that starts the wrapper in the background and is then SIGKILLed.
+    parent = subprocess.Popen(
+        [
+            "sh",
+            "-c",
+            f"{sys.executable} -m pipeline.wrapper --job {job} --stop-with-parent "
+            f"2>{tmp_path / 'err'} & wait",
+        ],  # fmt: skip
+    )
+    pid = program_pid(tmp_path)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while psutil.pid_exists(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert_gone(pid)
+    assert "the worker that started this run is gone" in (tmp_path / "err").read_text()

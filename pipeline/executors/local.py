@@ -47,7 +47,9 @@ class LocalExecutor:
         env = dict(os.environ)
         # The spec's "python" must be this environment's interpreter, as in the image.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        command = [sys.executable, "-m", "pipeline.wrapper", "--job", job.job_uri]
+        command = [
+            sys.executable, "-m", "pipeline.wrapper", "--job", job.job_uri, "--stop-with-parent",
+        ]  # fmt: skip
         started = datetime.now(UTC)
         usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         stderr_tail: deque[str] = deque(maxlen=30)

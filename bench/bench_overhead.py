@@ -1,0 +1,57 @@
+"""Overhead: for one cohort, `pipeline run` wall time minus the program's own run time
+(the wrapper's `program_seconds` in the manifest) must be ≤ 3 s. Sample data with the
+default size (4 cohorts, 2,000 respondents), the real estimator, the local scheduler;
+the whole command is timed, so start-up, cleansing, validation and ingest all count.
+Median of 5 runs, each on a new run date.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+REPEATS = 5
+
+
+def run() -> dict[str, float]:
+    from pipeline.sampledata import generate
+
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
+        home = Path(tmp)
+        generate(home / "raw", seed=2)
+        cohort = (home / "raw" / "cohorts.csv").read_text(encoding="utf-8-sig").splitlines()[1]
+        cohort = cohort.split(",")[0]
+        env = {**os.environ, "PIPELINE_HOME": str(home), "PIPELINE_RESPONDENT_KEY": "bench"}
+        walls, programs = [], []
+        for i in range(REPEATS):
+            date = f"2026-02-{i + 1:02d}"
+            started = time.monotonic()
+            proc = subprocess.run(
+                [sys.executable, "-m", "pipeline.cli", "run", "--run-date", date,
+                 "--cohort", cohort, "--workers", "1", "--local-scheduler"],
+                cwd=REPO, env=env, capture_output=True, text=True,
+            )  # fmt: skip
+            walls.append(time.monotonic() - started)
+            if proc.returncode != 0:
+                raise RuntimeError(f"pipeline run failed:\n{proc.stdout}\n{proc.stderr}")
+            (manifest,) = (home / "work" / date / "model").glob("*/*/attempts/*/out/manifest.json")
+            programs.append(json.loads(manifest.read_text())["program_seconds"])
+    overheads = [w - p for w, p in zip(walls, programs, strict=True)]
+    return {
+        "wall_median_s": round(statistics.median(walls), 3),
+        "program_median_s": round(statistics.median(programs), 3),
+        "overhead_median_s": round(statistics.median(overheads), 3),
+        "overhead_max_s": round(max(overheads), 3),
+        "target_met (median overhead <= 3 s)": statistics.median(overheads) <= 3.0,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))
