@@ -162,10 +162,10 @@ def generate(
     bounds = np.linspace(0, len(table), len(RESPONSE_FILES) + 1).round().astype(int)
     for i, (name, encoding, newline) in enumerate(RESPONSE_FILES):
         part = table.slice(bounds[i], bounds[i + 1] - bounds[i])
-        columns = _RESPONSE_ORDER + share_columns
+        columns = [*_RESPONSE_ORDER, *share_columns]
         if encoding == "cp932":
             # a second survey tool exports in another column order
-            columns = _RESPONSE_ORDER[:8] + ["attention_check", "n_patients"] + share_columns[::-1]
+            columns = [*_RESPONSE_ORDER[:8], "attention_check", "n_patients", *share_columns[::-1]]
         path = out_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         _write(path, _csv_text(part, columns, newline), encoding)
@@ -203,7 +203,7 @@ def _frame_csv(rng: np.random.Generator) -> tuple[str, int]:
     for s_name, s_weight, _ in SPECIALTIES:
         for r_name, r_weight, *_ in REGIONS:
             for f_name, f_weight, *_ in FACILITIES:
-                n = int(round(300_000 * s_weight * r_weight * f_weight * rng.lognormal(0, 0.15)))
+                n = round(300_000 * s_weight * r_weight * f_weight * float(rng.lognormal(0, 0.15)))
                 lines.append(f"{s_name},{r_name},{f_name},{_frame_number(max(n, 1), len(lines))}")
     return "\r\n".join(lines) + "\r\n", len(lines) - 1
 

@@ -17,12 +17,14 @@ Also here: the vectorised normalisation shared with cleansing (``normalize_text`
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +107,21 @@ def checksums(raw_dir: Path) -> dict[str, str]:
     The same files and digests as ``RawExport.files``; raises ``InputError`` when the
     directory is missing or holds no CSV file.
     """
-    return {rel: hashlib.sha256(path.read_bytes()).hexdigest() for rel, path in _csv_files(raw_dir)}
+    return {rel: _sha256(path.read_bytes()) for rel, path in _csv_files(raw_dir)}
+
+
+def read_cohorts(raw_dir: Path) -> pd.DataFrame:
+    """Only ``cohorts.csv`` at the top of ``raw_dir``, as ``RawExport.cohorts`` holds it.
+
+    For deciding which cohorts a run has without reading the responses; raises the same
+    ``InputError``s as ``read_raw_export`` for that file.
+    """
+    path = Path(raw_dir) / COHORTS_FILE
+    if not Path(raw_dir).is_dir():
+        raise InputError(f"the raw directory {raw_dir} does not exist")
+    if not path.is_file():
+        raise InputError(f"no {COHORTS_FILE} in the raw directory {raw_dir}", file=COHORTS_FILE)
+    return _cohorts(_parse_csv(path.read_bytes(), COHORTS_FILE))
 
 
 def read_raw_export(raw_dir: Path) -> RawExport:
@@ -131,12 +147,15 @@ def read_raw_export(raw_dir: Path) -> RawExport:
         if special not in names:
             raise InputError(f"no {special} in the raw directory {raw_dir}", file=special)
 
-    digests: dict[str, str] = {}
     tables: dict[str, _Parsed] = {}
-    for rel, path in files:
-        data = path.read_bytes()
-        digests[rel] = hashlib.sha256(data).hexdigest()
-        tables[rel] = _parse_csv(data, rel)
+    # hashlib releases the GIL on large buffers: checksums overlap decoding and parsing
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = {}
+        for rel, path in files:
+            data = path.read_bytes()
+            hashing[rel] = pool.submit(_sha256, data)
+            tables[rel] = _parse_csv(data, rel)
+        digests = {rel: future.result() for rel, future in hashing.items()}
 
     cohorts = _cohorts(tables.pop(COHORTS_FILE))
     frame = _frame(tables.pop(FRAME_FILE))
@@ -149,6 +168,12 @@ def read_raw_export(raw_dir: Path) -> RawExport:
 
 
 # --- normalisation shared with cleansing --------------------------------------------------
+# Real exports are mostly clean, so these work on arrow's buffers with numpy and copy a
+# column only when some value in it actually changes.
+
+_SPACE_BYTES = np.zeros(256, dtype=bool)
+_SPACE_BYTES[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # what str.strip() drops in ASCII
+_FAST_NUMBER_WIDTH = 8
 
 
 def as_text(values: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -162,44 +187,172 @@ def as_text(values: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array:
     return values
 
 
-def normalize_text(values: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array:
-    """NFKC-normalised, whitespace-stripped text; empty values become null.
+def string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets int64 of len + 1, data uint8) of a ``large_string`` array, zero-copy."""
+    _, offsets, data = values.buffers()
+    offsets = np.frombuffer(offsets, dtype=np.int64)[
+        values.offset : values.offset + len(values) + 1
+    ]
+    if data is None or len(data) == 0:
+        return offsets, np.zeros(1, dtype=np.uint8)
+    return offsets, np.frombuffer(data, dtype=np.uint8)
 
-    Only the distinct non-ASCII values go through ``unicodedata`` (ASCII is NFKC-stable).
+
+def byte_matrix(offsets: np.ndarray, data: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
+    """The first ``width`` bytes of each of ``rows`` as a rows x width uint8 matrix."""
+    out = np.empty((len(rows), width), dtype=np.uint8)
+    step = 1 << 17  # bounds the int64 index block to a few MiB
+    columns = np.arange(width)
+    for begin in range(0, len(rows), step):
+        block = rows[begin : begin + step]
+        out[begin : begin + len(block)] = data[offsets[block][:, None] + columns]
+    return out
+
+
+def valid_mask(values: pa.Array) -> np.ndarray:
+    """Bool mask of the non-null entries."""
+    if values.null_count == 0:
+        return np.ones(len(values), dtype=bool)
+    return values.is_valid().to_numpy(zero_copy_only=False)
+
+
+def empty_to_null(values: pa.Array) -> pa.Array:
+    """``values`` (``large_string``) with empty strings turned into nulls, data not copied."""
+    offsets, _ = string_buffers(values)
+    keep = (offsets[1:] != offsets[:-1]) & valid_mask(values)
+    if keep.all():
+        return values
+    if values.offset:
+        values = pa.concat_arrays([values])  # a fresh array starts its bitmap at bit 0
+    validity = pa.py_buffer(np.packbits(keep, bitorder="little"))
+    _, offsets_buffer, data_buffer = values.buffers()
+    return pa.Array.from_buffers(
+        pa.large_string(), len(values), [validity, offsets_buffer, data_buffer]
+    )
+
+
+def normalize_text(values: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array:
+    """NFKC-normalised, stripped text (``str.strip``); empty values become null.
+
+    Only the distinct values that are non-ASCII or start or end with a space go through
+    Python; the column is copied only if one of them changes.
     """
     text = as_text(values)
-    non_ascii = pc.invert(pc.fill_null(pc.string_is_ascii(text), True))
-    if pc.any(non_ascii).as_py():
-        subset = pc.filter(text, non_ascii).dictionary_encode()
-        normalised = pa.array(
-            [unicodedata.normalize("NFKC", s) for s in subset.dictionary.to_pylist()],
-            pa.large_string(),
-        )
-        text = pc.replace_with_mask(text, non_ascii, normalised.take(subset.indices))
-    text = pc.utf8_trim_whitespace(text)
-    return pc.if_else(pc.greater(pc.binary_length(text), 0), text, pa.scalar(None, text.type))
+    if len(text) == 0:
+        return text
+    offsets, data = string_buffers(text)
+    nonempty = (offsets[1:] > offsets[:-1]) & valid_mask(text)
+    first = data[np.minimum(offsets[:-1], len(data) - 1)]
+    last = data[np.maximum(offsets[1:] - 1, 0)]
+    is_ascii = pc.fill_null(pc.string_is_ascii(text), True).to_numpy(zero_copy_only=False)
+    suspect = nonempty & (~is_ascii | _SPACE_BYTES[first] | _SPACE_BYTES[last])
+    count = int(suspect.sum())
+    if count == 0:
+        return empty_to_null(text)
+    subset = text if count * 2 > len(text) else text.take(pa.array(np.flatnonzero(suspect)))
+    # the distinct values decide; most columns turn out unchanged and are returned as is
+    uniques = [u for u in pc.unique(subset).to_pylist() if u is not None]
+    if all(unicodedata.normalize("NFKC", u).strip() == u for u in uniques):
+        return empty_to_null(text)
+    rows = np.arange(len(text)) if subset is text else np.flatnonzero(suspect)
+    encoded = subset.dictionary_encode()
+    uniques = encoded.dictionary.to_pylist()
+    fixed = [unicodedata.normalize("NFKC", u).strip() for u in uniques]
+    changed = np.fromiter((f != u for f, u in zip(fixed, uniques, strict=True)), bool, len(fixed))
+    index = pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False)
+    hit = changed[index] & valid_mask(encoded.indices)
+    mask = np.zeros(len(text), dtype=bool)
+    mask[rows[hit]] = True
+    replacement = pa.array(fixed, pa.large_string()).take(pa.array(index[hit]))
+    return empty_to_null(pc.replace_with_mask(text, pa.array(mask), replacement))
 
 
-def parse_numbers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Parse normalised text (see ``normalize_text``) as decimal numbers.
+def parse_number_cells(
+    values: pd.Series | pa.Array | pa.ChunkedArray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parse text as decimal numbers, compactly: ``(rows, numbers, bad_rows)``.
 
-    Accepts ``[+-]digits[.digits]``, with thousands separators only in groups of three
-    (``1,200``; ``1,2`` is refused) and spaces anywhere inside (``1 200``). Returns
-    ``(numbers, bad)``: float64 with NaN where the value is null or does not parse, and a
-    bool mask of the values that are present but do not parse.
+    ``rows``/``numbers`` are the entries holding a number (float64), ``bad_rows`` the
+    entries that are present but do not parse; missing entries are in neither. The text
+    is normalised first (``normalize_text``); accepted are ``[+-]digits[.digits]``, with
+    thousands separators only in groups of three (``1,200``; ``1,2`` is refused) and spaces
+    anywhere inside (``1 200``). Plain ASCII numbers are read straight from the bytes.
     """
-    text = values
+    text = as_text(values)
+    offsets, data = string_buffers(text)
+    filled = np.flatnonzero(offsets[1:] != offsets[:-1])
+    if text.null_count:
+        filled = filled[valid_mask(text)[filled]]
+    lengths = (offsets[filled + 1] - offsets[filled]).clip(0, _FAST_NUMBER_WIDTH + 1)
+    fast = lengths <= _FAST_NUMBER_WIDTH
+    rows_out, numbers_out = [], []
+    for width in np.flatnonzero(np.bincount(lengths[fast], minlength=1)).tolist():
+        rows = filled[lengths == width]
+        ok, numbers = _plain_numbers(byte_matrix(offsets, data, rows, width))
+        rows_out.append(rows[ok])
+        numbers_out.append(numbers[ok])
+        fast[np.flatnonzero(lengths == width)[~ok]] = False
+    slow = filled[~fast]
+    bad_rows = np.zeros(0, dtype=np.int64)
+    if len(slow):
+        numbers, bad = _parse_slow(normalize_text(text.take(pa.array(slow))))
+        got = ~np.isnan(numbers)
+        rows_out.append(slow[got])
+        numbers_out.append(numbers[got])
+        bad_rows = slow[bad]
+    if not rows_out:
+        return np.zeros(0, dtype=np.int64), np.zeros(0), bad_rows
+    return np.concatenate(rows_out), np.concatenate(numbers_out), bad_rows
+
+
+def parse_numbers(values: pd.Series | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """``parse_number_cells`` as full columns: ``(numbers with NaN where none, bad mask)``."""
+    rows, numbers, bad_rows = parse_number_cells(values)
+    n = len(values)
+    out = np.full(n, np.nan)
+    out[rows] = numbers
+    bad = np.zeros(n, dtype=bool)
+    bad[bad_rows] = True
+    return out, bad
+
+
+def _plain_numbers(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ASCII bytes (one width) that are ``digits[.digits]``, and their values."""
+    rows, width = matrix.shape
+    columns = np.asfortranarray(matrix)  # column-wise passes read contiguous memory
+    mantissa = np.zeros(rows, dtype=np.int64)
+    ok = np.ones(rows, dtype=bool)
+    if not (columns == ord(".")).any():
+        for c in range(width):
+            digit = columns[:, c] - np.uint8(48)
+            ok &= digit <= 9
+            mantissa = mantissa * 10 + digit
+        return ok, mantissa.astype(np.float64)
+    seen_digit = np.zeros(rows, dtype=bool)
+    dots = np.zeros(rows, dtype=np.int8)
+    scale = np.zeros(rows, dtype=np.int64)
+    for c in range(width):
+        digit = columns[:, c] - np.uint8(48)
+        is_digit = digit <= 9
+        is_dot = columns[:, c] == ord(".")
+        ok &= is_digit | is_dot
+        mantissa = np.where(is_digit, mantissa * 10 + digit, mantissa)
+        scale += is_digit & (dots > 0)
+        dots += is_dot
+        seen_digit |= is_digit
+    return ok & seen_digit & (dots <= 1), mantissa / 10.0**scale
+
+
+def _parse_slow(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Regex path of ``parse_number_cells`` for normalised text: ``(numbers, bad)``."""
     if pc.any(pc.match_substring(text, " ")).as_py():
         text = pc.replace_substring(text, " ", "")
     ok = pc.fill_null(pc.match_substring_regex(text, _PLAIN_NUMBER), False)
-    present = pc.is_valid(text)
-    if not pc.all(pc.or_(ok, pc.invert(present))).as_py():
-        grouped = pc.fill_null(pc.match_substring_regex(text, _GROUPED_NUMBER), False)
-        if pc.any(grouped).as_py():
-            text = pc.if_else(grouped, pc.replace_substring(text, ",", ""), text)
-            ok = pc.or_(ok, grouped)
+    grouped = pc.fill_null(pc.match_substring_regex(text, _GROUPED_NUMBER), False)
+    text = pc.if_else(grouped, pc.replace_substring(text, ",", ""), text)
+    ok = pc.or_(ok, grouped)
     numbers = pc.cast(pc.if_else(ok, text, pa.scalar(None, text.type)), pa.float64())
-    bad = pc.and_(present, pc.invert(ok))
+    bad = pc.and_(pc.is_valid(text), pc.invert(ok))
     return (
         numbers.to_numpy(zero_copy_only=False),
         bad.to_numpy(zero_copy_only=False),
@@ -245,14 +398,21 @@ def _undecodable(
     )
 
 
-def _utf8(data: bytes, file: str) -> tuple[bytes, str | None]:
-    """UTF-8 bytes for arrow (BOM dropped, CP932 transcoded) and the text if it was built."""
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _looks_utf8(data: bytes) -> bool:
+    """Whether the start of ``data`` is UTF-8 (arrow validates the rest while parsing)."""
     try:
-        data.decode("utf-8")  # validation only: arrow parses the bytes themselves
+        codecs.getincrementaldecoder("utf-8")().decode(data[: 1 << 16], final=False)
     except UnicodeDecodeError:
-        text = decode_bytes(data, file)
-        return text.encode("utf-8"), text
-    return (data[len(_BOM) :] if data.startswith(_BOM) else data), None
+        return False
+    return True
+
+
+class _NotUtf8(Exception):
+    """Arrow found invalid UTF-8 past the checked start of a file."""
 
 
 def _header(utf8: bytes, file: str) -> list[str]:
@@ -285,7 +445,17 @@ def _header(utf8: bytes, file: str) -> list[str]:
 
 
 def _parse_csv(data: bytes, file: str) -> _Parsed:
-    utf8, text = _utf8(data, file)
+    """Parse one CSV file's bytes: UTF-8 as is (BOM dropped), anything else via CP932."""
+    if _looks_utf8(data):
+        try:
+            return _parse_utf8(data[len(_BOM) :] if data.startswith(_BOM) else data, None, file)
+        except _NotUtf8:
+            pass
+    text = decode_bytes(data, file)
+    return _parse_utf8(text.encode("utf-8"), text, file)
+
+
+def _parse_utf8(utf8: bytes, text: str | None, file: str) -> _Parsed:
     names = _header(utf8, file)
     invalid: list[pacsv.InvalidRow] = []
 
@@ -307,46 +477,68 @@ def _parse_csv(data: bytes, file: str) -> _Parsed:
             ),
         )
     except pa.ArrowInvalid as error:
+        if text is None and "UTF8" in str(error):
+            raise _NotUtf8 from None
         raise _malformed(utf8, text, file, len(names), str(error)) from None
     if invalid:
         raise _malformed(utf8, text, file, len(names), invalid[0].text)
     return _Parsed(file, table, _line_numbers(utf8, text, table.num_rows))
 
 
-def _records(utf8: bytes, text: str | None) -> Iterable[tuple[int, list[str]]]:
-    """(start line, fields) of every non-blank record, header included (slow; rare paths)."""
+def _records(
+    utf8: bytes, text: str | None, *, strict: bool = False
+) -> Iterator[tuple[int, list[str]]]:
+    """(start line, fields) of every non-blank record, header included (slow; rare paths).
+
+    A ``csv.Error`` comes out as ``_CsvError`` carrying the line its record starts on.
+    """
     if text is None:
         text = utf8.decode("utf-8")
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=strict)
     end = 0
-    for record in reader:
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise _CsvError(end + 1, str(error)) from None
         if record:
             yield end + 1, record
         end = reader.line_num
+
+
+class _CsvError(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 def _line_numbers(utf8: bytes, text: str | None, count: int) -> np.ndarray:
     lines = utf8.count(b"\n") + (0 if utf8.endswith(b"\n") else 1)
     if lines == count + 1:  # one line per record: no quoted line breaks, no blank lines
         return np.arange(2, count + 2, dtype=np.int64)
-    starts = np.fromiter((line for line, _ in _records(utf8, text)), dtype=np.int64)[1:]
+    try:
+        starts = np.fromiter((line for line, _ in _records(utf8, text)), dtype=np.int64)[1:]
+    except _CsvError:
+        starts = np.zeros(0, dtype=np.int64)
     if len(starts) != count:  # the two parsers disagree: fall back to record index + 1
         return np.arange(2, count + 2, dtype=np.int64)
     return starts
 
 
 def _malformed(utf8: bytes, text: str | None, file: str, expected: int, detail: str) -> InputError:
-    line = 1
+    """Locate the first malformed record with Python's strict csv reader (error path)."""
     try:
-        for line, record in _records(utf8, text):
+        for line, record in _records(utf8, text, strict=True):
             if len(record) != expected:
                 return InputError(
                     f"malformed CSV line: {len(record)} fields where the header has {expected}",
                     file=file,
                     row=line,
                 )
-    except csv.Error as error:
-        return InputError(f"malformed CSV line: {error}", file=file, row=line + 1)
+    except _CsvError as error:
+        return InputError(f"malformed CSV line: {error}", file=file, row=error.line)
     return InputError(f"malformed CSV: {detail.strip()}", file=file)
 
 
@@ -404,7 +596,7 @@ def _frame(parsed: _Parsed) -> pd.DataFrame:
             raise InputError("empty value", file=parsed.file, row=int(rows[empty[0]]), column=name)
         out[name] = values
     raw = parsed.table.column("n_physicians")
-    numbers, bad = parse_numbers(normalize_text(raw))
+    numbers, bad = parse_numbers(raw)
     invalid = bad | np.isnan(numbers) | (numbers < 0) | (np.floor(numbers) != numbers)
     if invalid.any():
         at = int(np.flatnonzero(invalid)[0])
@@ -452,4 +644,6 @@ def _responses(parsed: list[_Parsed]) -> tuple[pd.DataFrame, list[str]]:
         ).cast(pa.large_string())
         arrays += [source, pa.array(item.rows)]
         tables.append(pa.Table.from_arrays(arrays, names=[*names, "source_file", "source_row"]))
-    return pa.concat_tables(tables).to_pandas(), share_columns
+    # one chunk per column: cleansing reads arrow's buffers directly
+    table = pa.concat_tables(tables).combine_chunks()
+    return table.to_pandas(split_blocks=True), share_columns
