@@ -21,13 +21,13 @@ REPEATS = 5
 
 
 def run() -> dict[str, float]:
+    from pipeline.core.rawdata import read_cohorts
     from pipeline.sampledata import generate
 
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         home = Path(tmp)
         generate(home / "raw", seed=2)
-        cohort = (home / "raw" / "cohorts.csv").read_text(encoding="utf-8-sig").splitlines()[1]
-        cohort = cohort.split(",")[0]
+        cohort = read_cohorts(home / "raw")["code"].iloc[0]
         env = {**os.environ, "PIPELINE_HOME": str(home), "PIPELINE_RESPONDENT_KEY": "bench"}
         walls, programs = [], []
         for i in range(REPEATS):

@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 
+from pipeline.core.rawdata import read_cohorts
 from tests.conftest import ESTIMATOR_SPEC, REPO, run_cli
 
 DATE = "2026-11-22"
@@ -28,8 +30,7 @@ def home(pipeline_home: Path) -> Path:
 
 
 def cohort_codes(home: Path) -> list[str]:
-    lines = (home / "raw" / "cohorts.csv").read_text(encoding="utf-8-sig").splitlines()[1:]
-    return [line.split(",")[0] for line in lines if line]
+    return list(read_cohorts(home / "raw")["code"])
 
 
 def query(home: Path, sql: str) -> list[tuple]:
@@ -37,14 +38,21 @@ def query(home: Path, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
 
 
-def snapshot(home: Path) -> dict[str, list[tuple]]:
+def snapshot(home: Path) -> dict[str, pd.DataFrame]:
     """Every contract table's content, except run bookkeeping that differs by design."""
-    return {
-        "responses": query(home, "SELECT * FROM survey_responses ORDER BY ALL"),
-        "rejections": query(home, "SELECT * FROM survey_rejections ORDER BY ALL"),
-        "estimates": query(home, "SELECT * FROM model_estimates ORDER BY ALL"),
-        "checks": query(home, "SELECT * FROM validation_checks ORDER BY ALL"),
-    }
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        return {
+            table: con.execute(f"SELECT * FROM {table} ORDER BY ALL").df()
+            for table in ("survey_responses", "survey_rejections", "model_estimates",
+                          "validation_checks")  # fmt: skip
+        }
+
+
+def assert_same_tables(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> None:
+    assert a.keys() == b.keys()
+    for table in a:
+        assert len(a[table]) > 0, table
+        pd.testing.assert_frame_equal(a[table], b[table], obj=table)
 
 
 def test_full_run_fills_every_table(home: Path) -> None:
@@ -81,7 +89,7 @@ def test_rerun_replaces_and_never_duplicates(home: Path) -> None:
         marker.unlink()
     again = run_cli("run", "--run-date", DATE, "--local-scheduler")
     assert again.returncode == 0, again.stderr
-    assert snapshot(home) == before
+    assert_same_tables(snapshot(home), before)
 
 
 def test_one_failing_cohort_fails_only_itself(home: Path, tmp_path: Path) -> None:
@@ -127,7 +135,7 @@ def test_luigi_module_entry_point_is_equivalent(home: Path) -> None:
 
 def test_changed_raw_files_are_refused_for_a_pinned_date(home: Path) -> None:
     assert run_cli("run", "--run-date", DATE, "--local-scheduler").returncode == 0
-    response_file = next(p for p in sorted((home / "raw").glob("*.csv"))
+    response_file = next(p for p in sorted((home / "raw").rglob("*.csv"))
                          if p.name not in ("cohorts.csv", "frame.csv"))  # fmt: skip
     response_file.write_bytes(response_file.read_bytes() + b"\n")
     result = run_cli("run", "--run-date", DATE, "--local-scheduler")
@@ -162,7 +170,7 @@ def test_killed_run_then_rerun_equals_a_clean_run(home: Path, tmp_path: Path) ->
     assert not _wrappers_running(home)
     result = run_cli("run", "--run-date", DATE, "--local-scheduler")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert snapshot(home) == snapshot(clean_home)
+    assert_same_tables(snapshot(home), snapshot(clean_home))
 
 
 def _wrappers_running(home: Path) -> bool:

@@ -1,0 +1,14 @@
+terraform {
+  required_version = ">= 1.11.0"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = "6.28.0"
+    }
+    datadog = {
+      source  = "DataDog/datadog"
+      version = "4.16.0"
+    }
+  }
+}

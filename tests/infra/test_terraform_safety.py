@@ -1,0 +1,260 @@
+"""What costs money or leaks data if it is wrong: IAM breadth, the bucket, the registries,
+compute that must idle at zero, secrets in plain environment, alerts on real metrics."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.infra.tf import REPO, Module, all_envs, all_modules, statements
+
+MODULES = REPO / "terraform" / "modules"
+
+
+def module(name: str) -> Module:
+    return Module(MODULES / name)
+
+
+def policy_statements():
+    for m in all_modules():
+        for rtype, name, body in m.typed("data"):
+            if rtype == "aws_iam_policy_document":
+                for statement in statements(body):
+                    yield f"{m.name}/{name}/{statement.get('sid', '?')}", statement
+
+
+def as_list(value) -> list[str]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_no_allow_statement_grants_everything():
+    seen = 0
+    for where, statement in policy_statements():
+        seen += 1
+        if statement.get("effect", "Allow") != "Allow":
+            continue
+        actions = as_list(statement.get("actions", []))
+        resources = as_list(statement.get("resources", []))
+        assert "*" not in actions, f'{where}: Action "*"'
+        assert not ("*" in resources and any(a.endswith("*") for a in actions)) or where.startswith(
+            "kms/"
+        ), f'{where}: wildcard actions on Resource "*"'
+        assert not any(a.split(":")[-1] == "*" and a.split(":")[0] == "iam" for a in actions), where
+    assert seen > 20
+
+
+def test_resource_star_only_where_aws_allows_nothing_else():
+    # Actions without resource-level permissions, and key policies (whose "*" is the key).
+    allowed = {
+        "ecr:GetAuthorizationToken",
+        "ecs:DescribeTaskDefinition",
+        "batch:DescribeJobs",
+        "batch:ListJobs",
+    }
+    for where, statement in policy_statements():
+        if statement.get("effect", "Allow") != "Allow" or "*" not in as_list(
+            statement.get("resources", [])
+        ):
+            continue
+        if where.startswith("kms/"):
+            continue
+        extra = set(as_list(statement["actions"])) - allowed
+        assert not extra, f'{where}: {sorted(extra)} on Resource "*"'
+
+
+def worker_statement(sid: str) -> dict:
+    docs = {
+        name: body
+        for t, name, body in module("iam").typed("data")
+        if t == "aws_iam_policy_document"
+    }
+    return next(s for s in statements(docs["worker_task"]) if s["sid"] == sid)
+
+
+def test_worker_may_run_only_the_estimator_and_pass_only_its_roles():
+    run = worker_statement("RunOnlyTheEstimator")
+    assert run["actions"] == ["ecs:RunTask"]
+    assert run["resources"] == ["${local.estimator_task_definitions}"]
+    locals_ = module("iam").locals()
+    assert (
+        locals_["estimator_task_definitions"]
+        == "${local.ecs}:task-definition/${var.estimator_family}:*"
+    )
+    assert run["condition"][0]["variable"] == "ecs:cluster"
+    passrole = worker_statement("PassOnlyTheEstimatorRoles")
+    assert passrole["actions"] == ["iam:PassRole"]
+    assert passrole["resources"] == "${local.estimator_roles}"
+    assert locals_["estimator_roles"] == [
+        '${aws_iam_role.this["estimator_task"].arn}',
+        '${aws_iam_role.this["estimator_execution"].arn}',
+    ]
+    assert passrole["condition"][0]["values"] == ["ecs-tasks.amazonaws.com"]
+    submit = worker_statement("SubmitOnlyTheEstimatorJob")
+    assert all(
+        "var.batch_job_definition" in r or "var.batch_job_queue" in r for r in submit["resources"]
+    )
+
+
+def test_only_expected_managed_policies_are_attached():
+    for m in all_modules():
+        for rtype, name, body in m.typed("resource"):
+            if rtype == "aws_iam_role_policy_attachment":
+                assert body["policy_arn"].rsplit("/", 1)[-1] in (
+                    "AmazonEC2ContainerServiceforEC2Role",
+                    "AmazonRDSEnhancedMonitoringRole",
+                ), f"{m.name}/{name} attaches {body['policy_arn']}"
+
+
+def test_work_bucket_is_versioned_encrypted_private_tls_only_and_expires_work_files():
+    s = module("storage")
+    assert (
+        s.resource("aws_s3_bucket_versioning")["versioning_configuration"][0]["status"] == "Enabled"
+    )
+    sse = s.resource("aws_s3_bucket_server_side_encryption_configuration")["rule"][0]
+    default = sse["apply_server_side_encryption_by_default"][0]
+    assert default["sse_algorithm"] == "aws:kms"
+    assert default["kms_master_key_id"] == "${var.kms_key_arn}"
+    block = s.resource("aws_s3_bucket_public_access_block")
+    for flag in (
+        "block_public_acls",
+        "block_public_policy",
+        "ignore_public_acls",
+        "restrict_public_buckets",
+    ):
+        assert block[flag] is True, flag
+    assert (
+        s.resource("aws_s3_bucket_ownership_controls")["rule"][0]["object_ownership"]
+        == "BucketOwnerEnforced"
+    )
+    docs = {name: body for t, name, body in s.typed("data") if t == "aws_iam_policy_document"}
+    tls = [
+        st for st in statements(docs["this"])
+        if st["effect"] == "Deny" and st["condition"][0]["variable"] == "aws:SecureTransport"
+    ]  # fmt: skip
+    assert tls and tls[0]["condition"][0]["values"] == ["false"]
+    assert (
+        s.resource("aws_s3_bucket_policy")["policy"] == "${data.aws_iam_policy_document.this.json}"
+    )
+    rules = {r["id"]: r for r in s.resource("aws_s3_bucket_lifecycle_configuration")["rule"]}
+    work = rules["expire-old-work-files"]
+    assert work["filter"][0]["prefix"] == "work/"
+    assert work["expiration"][0]["days"] == "${var.work_retention_days}"
+    assert "abort_incomplete_multipart_upload" in rules["abort-incomplete-uploads"]
+    assert s.resource("aws_s3_bucket_logging")["target_bucket"] == "${aws_s3_bucket.logs.id}"
+
+
+def test_registries_scan_on_push_and_are_immutable():
+    repo = module("ecr").resource("aws_ecr_repository")
+    assert repo["image_tag_mutability"] == "IMMUTABLE"
+    assert repo["image_scanning_configuration"][0]["scan_on_push"] is True
+    assert repo["encryption_configuration"][0]["encryption_type"] == "KMS"
+
+
+def test_compute_idles_at_zero():
+    ce = module("batch").resource("aws_batch_compute_environment")["compute_resources"][0]
+    assert ce["min_vcpus"] == 0 and ce["desired_vcpus"] == 0
+    asg = module("ecs_cluster").resource("aws_autoscaling_group", "instances")
+    assert asg["min_size"] == 0
+    assert "desired_capacity" not in asg  # ECS managed scaling owns it
+    provider = module("ecs_cluster").resource("aws_ecs_capacity_provider", "ec2")
+    scaling = provider["auto_scaling_group_provider"][0]["managed_scaling"][0]
+    assert scaling["status"] == "ENABLED" and scaling["target_capacity"] == 100
+    providers = module("ecs_cluster").resource("aws_ecs_cluster_capacity_providers")
+    assert "FARGATE" in providers["capacity_providers"]
+    # luigid is the only service, and there is exactly one of it.
+    services = [
+        (m.name, n)
+        for m in all_modules()
+        for t, n, _ in m.typed("resource")
+        if t == "aws_ecs_service"
+    ]
+    assert services == [("luigid", "this")]
+    assert module("luigid").resource("aws_ecs_service")["desired_count"] == 1
+
+
+def test_batch_retries_only_lost_hosts_and_has_a_timeout():
+    jd = module("batch").resource("aws_batch_job_definition")
+    rules = jd["retry_strategy"][0]["evaluate_on_exit"]
+    assert rules[0] == {"on_status_reason": "Host EC2*", "action": "RETRY"}
+    assert rules[-1] == {"on_reason": "*", "action": "EXIT"}
+    assert jd["timeout"][0]["attempt_duration_seconds"] == "${var.attempt_timeout_seconds}"
+
+
+def test_luigid_is_internal_and_authenticated():
+    lb = module("luigid").resource("aws_lb")
+    assert lb["internal"] is True
+    https = module("luigid").resource("aws_lb_listener", "https")
+    first, second = https["default_action"]
+    assert first["order"] == 1 and first["type"].startswith("${var.auth.oidc == null")
+    assert second["type"] == "forward" and second["order"] == 2
+    http = module("luigid").resource("aws_lb_listener", "http")
+    assert http["default_action"][0]["type"] == "redirect"
+    service = module("luigid").resource("aws_ecs_service")
+    assert service["network_configuration"][0]["assign_public_ip"] is False
+    assert service["deployment_maximum_percent"] == 100  # never two luigids on one state file
+
+
+def test_secrets_are_never_plain_environment():
+    secret_names = {"GOOGLE_APPLICATION_CREDENTIALS_JSON", "PIPELINE_RESPONDENT_KEY", "DD_API_KEY",
+                    "LUIGID_DB_SECRET"}  # fmt: skip
+    for m in all_modules():
+        for name, call in m.labelled("module").items():
+            environment = call.get("environment")
+            if isinstance(environment, dict):
+                assert not secret_names & set(environment), (
+                    f"{m.name}/{name} puts a secret in environment"
+                )
+    worker = module("platform").labelled("module")["worker_task"]["secrets"]
+    assert worker == {
+        "GOOGLE_APPLICATION_CREDENTIALS_JSON": "${module.secrets.arns.bigquery_key}",
+        "PIPELINE_RESPONDENT_KEY": "${module.secrets.arns.respondent_key}",
+    }
+    datadog = (MODULES / "task" / "datadog.tf").read_text()
+    assert (
+        'secrets      = [{ name = "DD_API_KEY", valueFrom = local.dd.api_key_secret_arn }]'
+        in datadog
+    )
+    assert "secret_string" not in module("secrets").text()  # values are put by hand, never in state
+
+
+def test_every_task_runs_read_only_and_unprivileged():
+    text = module("task").text() + module("batch").text()
+    assert text.count("readonlyRootFilesystem = true") == 4  # main, agent init, agent, batch
+    assert "privileged             = true" not in text
+
+
+def test_monitors_watch_metrics_the_pipeline_declares():
+    metrics = pytest.importorskip("pipeline.metrics", reason="needs the pipeline package (.venv)")
+    text = module("monitoring").text()
+    queried = set(re.findall(r"survey_pipeline\.([a-z_.]+)\{", text))
+    assert {"task.failures", "orphans.reaped"} <= queried
+    declared = set(metrics.METRICS)
+    assert queried <= declared, f"monitors query undeclared metrics: {queried - declared}"
+    assert metrics.DEFAULT_NAMESPACE == "survey_pipeline"
+
+
+def test_environments_guard_their_account_and_keep_staging_off_schedule():
+    for env in all_envs():
+        main = (env.path / "main.tf").read_text()
+        assert "allowed_account_ids = [var.aws_account_id]" in main
+    staging = (REPO / "terraform/envs/staging/main.tf").read_text()
+    assert "daily_run_enabled  = false" in staging
+    assert "daily_run_enabled  = true" in (REPO / "terraform/envs/prod/main.tf").read_text()
+
+
+def test_security_group_descriptions_use_only_characters_aws_accepts():
+    """EC2 refuses a description with e.g. an apostrophe, at apply time, not at plan."""
+    allowed = re.compile(r"[A-Za-z0-9 ._\-:/()#,@\[\]+=&;{}!$*]*")
+    kinds = ("aws_security_group", "aws_vpc_security_group_ingress_rule",
+             "aws_vpc_security_group_egress_rule")  # fmt: skip
+    checked = 0
+    for m in all_modules():
+        for rtype, name, body in m.typed("resource"):
+            if rtype in kinds:
+                literal = re.sub(r"\$\{[^}]*\}", "", body["description"])
+                assert allowed.fullmatch(literal), (
+                    f"{m.name}/{rtype}.{name}: {body['description']!r}"
+                )
+                checked += 1
+    assert checked > 15
