@@ -1,19 +1,31 @@
 """Warehouse backends chosen by URI: ``duckdb:///path/file.duckdb`` (embedded default) and
-``bigquery://PROJECT/DATASET``. Same tables, same semantics (see ``schema.py``)."""
+``bigquery://PROJECT/DATASET``. Same tables, same semantics (see ``schema.py`` and
+docs/warehouse.md).
+
+Every backend has two datasets: the staging one that ingest writes and QA reads (the
+URI's), and the published one that ``pipeline approve`` fills with signed-off cohorts and
+clients' dashboards read through views.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import pandas as pd
 
 from pipeline.errors import ConfigError
+from pipeline.warehouse.shared import STATUS_COLUMNS, Approval
+
+__all__ = ["STATUS_COLUMNS", "Approval", "Warehouse", "open_warehouse", "warehouse_id"]
 
 
 class Warehouse(Protocol):
     uri: str
+    # How package SQL names the published dataset (``{published}`` in .sql files).
+    published_dataset: str
 
     def replace(
         self, run_date: dt.date, cohort: str | None, tables: dict[str, pd.DataFrame]
@@ -23,8 +35,21 @@ class Warehouse(Protocol):
         number of rows loaded per table. A re-run never duplicates rows."""
         ...
 
-    def query(self, sql: str) -> pd.DataFrame:
-        """Run a read-only query (BigQuery SQL dialect) and return its result."""
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """Run a read-only query (BigQuery SQL dialect; ``@name`` parameters from
+        ``params``) and return its result. Unqualified tables are the staging dataset's."""
+        ...
+
+    def publication_status(self, run_date: dt.date) -> pd.DataFrame:
+        """One row per cohort ingested for ``run_date``: ``cohort, ingested_at,
+        approved_by, approved_at, program_version, published_at`` (its latest sign-off;
+        nulls where not approved/published), ordered by cohort."""
+        ...
+
+    def approve(self, run_date: dt.date, cohort: str, approved_by: str) -> Approval:
+        """Record the sign-off of (run_date, cohort) and publish that cohort's rows of every
+        table to the published dataset, atomically. Refuses (WarehouseError, nothing
+        changes) a cohort that is not ingested or whose error checks failed."""
         ...
 
 
@@ -34,10 +59,16 @@ def warehouse_id(uri: str) -> str:
 
 
 def open_warehouse(uri: str) -> Warehouse:
+    """The backend for ``uri``. Opening never connects: a bad URI fails here, missing
+    credentials or permissions on first use."""
     if uri.startswith("duckdb://"):
         from pipeline.warehouse.duckdb import DuckDBWarehouse
 
         return DuckDBWarehouse(uri)
+    if uri.startswith("bigquery://"):
+        from pipeline.warehouse.bigquery import BigQueryWarehouse
+
+        return BigQueryWarehouse(uri)
     raise ConfigError(
         f"unsupported warehouse URI {uri!r}: use duckdb:///path/file.duckdb "
         "or bigquery://PROJECT/DATASET"

@@ -1,17 +1,37 @@
-"""The embedded DuckDB warehouse (``duckdb:///path/file.duckdb``)."""
+"""The embedded DuckDB warehouse (``duckdb:///path/file.duckdb``).
+
+One file holds both datasets: schema ``main`` is the staging dataset (what ingest writes,
+what QA and dashboard drafts read) and schema ``published`` the published one (signed-off
+rows, the approvals and the clients' views), mirroring BigQuery's two datasets.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import re
 import time
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
 import sqlglot
 
 from pipeline.errors import ConfigError, WarehouseError
-from pipeline.warehouse.schema import TABLES, conform
+from pipeline.warehouse.schema import APPROVALS, INGEST_LOG, TABLES, conform
+from pipeline.warehouse.shared import (
+    PUBLISHED_TABLES,
+    Approval,
+    approval_from_check,
+    empty_status,
+    merge_status,
+    publish_script,
+    sql_text,
+    view_statements,
+)
 
 _TYPES = {
     "STRING": "VARCHAR",
@@ -21,6 +41,7 @@ _TYPES = {
     "DATE": "DATE",
     "TIMESTAMP": "TIMESTAMPTZ",
 }
+STAGING, PUBLISHED = "main", "published"
 # DuckDB lets one process write a file at a time; parallel luigi workers take turns.
 LOCK_WAIT_SECONDS = 120.0
 
@@ -29,7 +50,41 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _param(value: Any) -> Any:
+    # DuckDB converts aware datetimes through pytz; connections run in UTC, so naive UTC
+    # values mean the same instant.
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+def run_bigquery_sql(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
+    """Run BigQuery-dialect SQL (one statement or a script) on ``con``, transpiled by
+    sqlglot; ``@name`` query parameters come from ``params``. Returns the result of the
+    last statement when it is a query (else an empty frame)."""
+    params = params or {}
+    statements = [s for s in sqlglot.parse(sql, read="bigquery") if s is not None]
+    for index, parsed in enumerate(statements):
+        statement = parsed.sql("duckdb")
+        used = {
+            name: _param(value)
+            for name, value in params.items()
+            if re.search(rf"\${re.escape(name)}\b", statement)
+        }
+        if index == len(statements) - 1 and isinstance(parsed, sqlglot.exp.Query):
+            # Through Arrow: dates stay dates and timestamps UTC, as from BigQuery.
+            return con.sql(statement, params=used or None).to_arrow_table().to_pandas()
+        con.execute(statement, used) if used else con.execute(statement)
+    return pd.DataFrame()
+
+
 class DuckDBWarehouse:
+    published_dataset = PUBLISHED
+
     def __init__(self, uri: str) -> None:
         path = uri.removeprefix("duckdb://")
         if not path:
@@ -45,28 +100,71 @@ class DuckDBWarehouse:
         delay = 0.05
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
+                con = duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                     raise WarehouseError(f"{self.path}: cannot open: {exc}") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+            else:
+                con.execute("SET TimeZone = 'UTC'")
+                return con
+
+    @staticmethod
+    def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
+        """Column name → DuckDB type of ``schema.table`` (empty if there is no such table)."""
+        rows = con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            [schema, table],
+        ).fetchall()
+        return dict(rows)
 
     def _ensure(
-        self, con: duckdb.DuckDBPyConnection, table: str, schema: list[tuple[str, str]]
+        self,
+        con: duckdb.DuckDBPyConnection,
+        table: str,
+        columns: list[tuple[str, str]],
+        *,
+        schema: str = STAGING,
+        existing: dict[str, str] | None = None,
     ) -> None:
-        cols = ", ".join(f"{_quote(n)} {_TYPES[t]}" for n, t in schema)
-        con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
-        existing = {
-            row[0]
-            for row in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
-                [table],
-            ).fetchall()
-        }
-        for name, type_ in schema:
-            if name not in existing:  # additive evolution: new share_ or result columns
-                con.execute(f"ALTER TABLE {table} ADD COLUMN {_quote(name)} {_TYPES[type_]}")
+        """Create ``schema.table`` or add the columns it lacks (additive evolution: new
+        share_ or result columns). ``columns`` are (name, DuckDB type); ``existing`` the
+        table's current columns when the caller already read them."""
+        qualified = f"{schema}.{table}"
+        if existing is None:
+            existing = self._columns(con, schema, table)
+        if not existing:
+            cols = ", ".join(f"{_quote(n)} {t}" for n, t in columns)
+            con.execute(f"CREATE TABLE IF NOT EXISTS {qualified} ({cols})")
+            return
+        for name, type_ in columns:
+            if name not in existing:
+                con.execute(f"ALTER TABLE {qualified} ADD COLUMN {_quote(name)} {type_}")
+
+    def _ensure_layout(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Both datasets with every contract table, the ingest log and the approvals."""
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {PUBLISHED}")
+        catalog: dict[tuple[str, str], dict[str, str]] = {}
+        for schema, table, column, type_ in con.execute(
+            "SELECT table_schema, table_name, column_name, data_type "
+            "FROM information_schema.columns WHERE table_schema IN (?, ?)",
+            [STAGING, PUBLISHED],
+        ).fetchall():
+            catalog.setdefault((schema, table), {})[column] = type_
+        wanted = [
+            *((STAGING, spec) for spec in (*TABLES.values(), INGEST_LOG)),
+            *((PUBLISHED, spec) for spec in (*TABLES.values(), APPROVALS)),
+        ]
+        for schema, spec in wanted:
+            self._ensure(
+                con,
+                spec.name,
+                [(n, _TYPES[t]) for n, t in spec.columns],
+                schema=schema,
+                existing=catalog.get((schema, spec.name), {}),
+            )
 
     def replace(
         self, run_date: dt.date, cohort: str | None, tables: dict[str, pd.DataFrame]
@@ -76,13 +174,13 @@ class DuckDBWarehouse:
             for name, frame in tables.items()
         }
         counts: dict[str, int] = {}
+        load_id, now = uuid.uuid4().hex, dt.datetime.now(dt.UTC).replace(tzinfo=None)
         con = self.connect()
         try:
             con.begin()
+            self._ensure_layout(con)
             for name, (frame, schema) in conformed.items():
-                if name not in TABLES:
-                    raise WarehouseError(f"unknown table {name!r}")
-                self._ensure(con, name, schema)
+                self._ensure(con, name, [(n, _TYPES[t]) for n, t in schema])
                 where, params = "run_date = ?", [run_date]
                 if cohort is not None:
                     where, params = where + " AND cohort = ?", [run_date, cohort]
@@ -91,6 +189,11 @@ class DuckDBWarehouse:
                 con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
                 con.unregister("incoming")
                 counts[name] = len(frame)
+            log = ", ".join(INGEST_LOG.column_names)
+            con.executemany(
+                f"INSERT INTO {INGEST_LOG.name} ({log}) VALUES (?, ?, ?, ?, ?, ?)",
+                [[run_date, cohort, name, n, load_id, now] for name, n in counts.items()],
+            )
             con.commit()
         except BaseException:
             con.rollback()
@@ -99,13 +202,81 @@ class DuckDBWarehouse:
             con.close()
         return counts
 
-    def query(self, sql: str) -> pd.DataFrame:
-        """Run BigQuery-dialect SQL, transpiled by sqlglot to DuckDB's dialect."""
-        statements = sqlglot.transpile(sql, read="bigquery", write="duckdb")
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """Run BigQuery-dialect SQL, transpiled by sqlglot to DuckDB's dialect; ``@name``
+        parameters come from ``params``. Unqualified tables are the staging dataset's;
+        ``published.TABLE`` reads the published one."""
         con = self.connect(read_only=True)
         try:
-            for statement in statements[:-1]:
-                con.execute(statement)
-            return con.execute(statements[-1]).fetchdf()
+            return run_bigquery_sql(con, sql, params)
+        except duckdb.Error as exc:
+            raise WarehouseError(f"{self.path}: query failed: {exc}") from None
         finally:
             con.close()
+
+    def publication_status(self, run_date: dt.date) -> pd.DataFrame:
+        """Per cohort ingested for ``run_date``: when, and its latest sign-off."""
+        if not self.path.exists():
+            return empty_status()
+        con = self.connect(read_only=True)
+        try:
+            if not self._columns(con, STAGING, INGEST_LOG.name):
+                return empty_status()
+            params = {"run_date": run_date}
+            ingested = run_bigquery_sql(
+                con, sql_text("sql/status_ingested.sql", published=PUBLISHED), params
+            )
+            approved = run_bigquery_sql(
+                con, sql_text("sql/status_approved.sql", published=PUBLISHED), params
+            )
+        finally:
+            con.close()
+        return merge_status(ingested, approved)
+
+    def approve(self, run_date: dt.date, cohort: str, approved_by: str) -> Approval:
+        """Record the sign-off of (run_date, cohort) and publish its rows of every table
+        from ``main`` to ``published`` in one transaction; refuses a cohort that is not
+        ingested or whose error checks failed (WarehouseError, nothing changes)."""
+        con = self.connect()
+        try:
+            self._ensure_layout(con)
+            params = {"run_date": run_date, "cohort": cohort}
+            check = run_bigquery_sql(
+                con, sql_text("sql/approval_check.sql", published=PUBLISHED), params
+            )
+            approval = approval_from_check(
+                check,
+                run_date=run_date,
+                cohort=cohort,
+                approved_by=approved_by,
+                staging=f"{self.path} (schema {STAGING})",
+                approval_id=uuid.uuid4().hex,
+            )
+            columns = {t: self._columns(con, STAGING, t) for t in PUBLISHED_TABLES}
+            for table, cols in columns.items():
+                self._ensure(con, table, list(cols.items()), schema=PUBLISHED)
+            for statement in view_statements(PUBLISHED):
+                run_bigquery_sql(con, statement)
+            rows = {
+                t: con.execute(
+                    f"SELECT count(*) FROM {STAGING}.{t} WHERE run_date = ? AND cohort = ?",
+                    [run_date, cohort],
+                ).fetchone()[0]
+                for t in PUBLISHED_TABLES
+            }
+            script = publish_script(STAGING, PUBLISHED, {t: list(c) for t, c in columns.items()})
+            try:
+                run_bigquery_sql(con, script, approval.params())
+            except BaseException:
+                # Unless the failing statement ended the transaction already.
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise
+        except duckdb.Error as exc:
+            raise WarehouseError(
+                f"{self.path}: publishing cohort {cohort} of {run_date} failed, nothing was "
+                f"published: {exc}"
+            ) from None
+        finally:
+            con.close()
+        return Approval(**{**approval.__dict__, "rows": rows})

@@ -22,6 +22,8 @@ class Table:
     description: str
     # Extra columns a load may add (schema evolves additively): a prefix, "*" or None.
     extra: str | None = None
+    # Columns added to the contract later: a load without them gets NULLs.
+    optional: frozenset[str] = frozenset()
 
     @property
     def column_names(self) -> list[str]:
@@ -111,11 +113,61 @@ TABLES: dict[str, Table] = {
                 ("log_uri", STRING),
                 ("host", STRING),
                 ("error", STRING),
+                ("tracking_url", STRING),
             ),
             "One row per program run (every attempt, failed ones included).",
+            optional=frozenset({"tracking_url"}),
+        ),
+        Table(
+            "cleansing_summary",
+            (*_KEY, ("label", STRING), ("cleansed_rows", INT64), ("rejected_rows", INT64)),
+            "Rows per cohort as counted by cleansing (summary.json), for QA's row counts; "
+            "the row with a NULL cohort counts rejected rows of no known cohort.",
+        ),
+        Table(
+            "survey_frame",
+            (
+                *_KEY,
+                ("specialty", STRING),
+                ("region", STRING),
+                ("facility_type", STRING),
+                ("n_physicians", INT64),
+            ),
+            "The physician population (frame.csv), repeated for every cohort so that each "
+            "cohort publishes with its frame and QA can find segments without responses.",
         ),
     )
 }
+
+# Bookkeeping tables the backends maintain themselves (never loaded through replace()).
+INGEST_LOG = Table(
+    "ingest_log",
+    (
+        *_KEY,
+        ("table_name", STRING),
+        ("row_count", INT64),
+        ("load_id", STRING),
+        ("ingested_at", TIMESTAMP),
+    ),
+    "One row per table per load into the staging dataset; cohort is NULL for loads that "
+    "replace every cohort of the run date (the survey tables).",
+)
+APPROVALS = Table(
+    "approvals",
+    (
+        *_KEY,
+        ("approved_by", STRING),
+        ("approved_at", TIMESTAMP),
+        ("program_name", STRING),
+        ("program_version", STRING),
+        ("ingested_at", TIMESTAMP),
+        ("published_at", TIMESTAMP),
+        ("approval_id", STRING),
+    ),
+    "Sign-offs: who approved which cohort's results of which program version, and when "
+    "they were published. Lives in the published dataset, written in the publish "
+    "transaction.",
+)
 
 
 def infer_type(series: pd.Series) -> str:
@@ -130,7 +182,8 @@ def infer_type(series: pd.Series) -> str:
     return STRING
 
 
-def _coerce(series: pd.Series, type_: str) -> pd.Series:
+def coerce(series: pd.Series, type_: str) -> pd.Series:
+    """``series`` converted to the pandas type that holds the table type ``type_``."""
     if type_ == STRING:
         return series.astype("string")
     if type_ == INT64:
@@ -150,11 +203,15 @@ def conform(
     """Add ``run_date`` (and ``cohort`` if given) to ``frame``, coerce every column to its
     table type and order them; returns the frame and its full (name, type) schema,
     contract columns first, then the extra columns this load brings."""
+    if table not in TABLES:
+        raise WarehouseError(f"unknown table {table!r} (known: {', '.join(TABLES)})")
     spec = TABLES[table]
     out = frame.copy()
     out["run_date"] = run_date
     if cohort is not None:
         out["cohort"] = cohort
+    for name in spec.optional - set(out.columns):
+        out[name] = None
     missing = [name for name in spec.column_names if name not in out.columns]
     if missing:
         raise WarehouseError(f"{table}: load is missing columns {', '.join(missing)}")
@@ -166,7 +223,35 @@ def conform(
     schema = [*spec.columns, *((c, infer_type(out[c])) for c in allowed)]
     for name, type_ in schema:
         try:
-            out[name] = _coerce(out[name], type_)
+            out[name] = coerce(out[name], type_)
         except (ValueError, TypeError) as exc:
             raise WarehouseError(f"{table}.{name}: cannot convert to {type_}: {exc}") from None
     return out[[name for name, _ in schema]], schema
+
+
+def survey_reference_tables(summary: dict, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The ``cleansing_summary`` and ``survey_frame`` rows of one run date, from the
+    cleansing ``summary`` (summary.json) and the physician ``frame`` (frame.csv), for
+    ``Warehouse.replace(run_date, None, ...)`` next to the survey tables."""
+    cohorts: dict[str, dict] = summary["cohorts"]
+    counts = [
+        (code, info["label"], int(info["cleansed"]), int(info["rejected"]))
+        for code, info in cohorts.items()
+    ]
+    known_rejected = sum(int(info["rejected"]) for info in cohorts.values())
+    counts.append((None, "(no known cohort)", 0, int(summary["rejected_rows"]) - known_rejected))
+    frame_columns = ["specialty", "region", "facility_type", "n_physicians"]
+    missing = [c for c in frame_columns if c not in frame.columns]
+    if missing:
+        raise WarehouseError(f"survey_frame: frame is missing columns {', '.join(missing)}")
+    per_cohort = [frame[frame_columns].assign(cohort=code) for code in cohorts]
+    return {
+        "cleansing_summary": pd.DataFrame(
+            counts, columns=["cohort", "label", "cleansed_rows", "rejected_rows"]
+        ),
+        "survey_frame": (
+            pd.concat(per_cohort, ignore_index=True)
+            if per_cohort
+            else pd.DataFrame(columns=[*frame_columns, "cohort"])
+        ),
+    }

@@ -115,3 +115,27 @@ def test_unknown_uri_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="unsupported warehouse URI"):
         open_warehouse("mysql://x")
+
+
+def test_published_schema_lives_in_the_same_file(tmp_path: Path) -> None:
+    from tests.warehouse.helpers import results, survey
+
+    path = tmp_path / "w.duckdb"
+    wh = open_warehouse(f"duckdb://{path}")
+    wh.replace(D1, None, survey({"a": 2}))
+    wh.replace(D1, "a", results([1, 2]))
+    assert rows(path, "SELECT count(*) FROM published.model_estimates") == [(0,)]
+    wh.approve(D1, "a", "Jane")
+    assert rows(path, "SELECT count(*) FROM published.model_estimates") == [(2,)]
+    assert rows(path, "SELECT cohort, approved_by FROM published.v_deliveries") == [("a", "Jane")]
+    views = rows(
+        path,
+        "SELECT view_name FROM duckdb_views() WHERE schema_name = 'published' ORDER BY 1",
+    )
+    assert [v for (v,) in views] == [
+        "v_deliveries",
+        "v_estimates",
+        "v_latest_estimates",
+        "v_responses",
+        "v_validation_checks",
+    ]

@@ -1,0 +1,1 @@
+"""BigQuery-dialect SQL the backends share (approval checks, publication status)."""
