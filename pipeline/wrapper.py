@@ -42,6 +42,19 @@ EXIT_WRAPPER_ERROR = 3
 DEFAULT_GRACE_SECONDS = 30.0
 
 
+class WrapperError(Exception):
+    """The wrapper itself could not do its part (download, upload, job document)."""
+
+
+def _aws_error(exc: BaseException) -> str:
+    """An AWS error as one line (code and message; never request headers)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        err = response["Error"]
+        return f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip()
+    return f"{type(exc).__name__}: {exc}"
+
+
 def log(message: str) -> None:
     print(
         f"[wrapper] {datetime.now(UTC).isoformat(timespec='seconds')} {message}",
@@ -50,10 +63,21 @@ def log(message: str) -> None:
     )
 
 
-def _s3():
-    import boto3  # only when a URI needs it: the local path never pays for it
+_S3_CLIENT = None
 
-    return boto3.client("s3")
+
+def _s3():
+    """One S3 client per wrapper process, made when a URI needs it (the local path never
+    imports boto3). Credentials come from the task role; AWS_ENDPOINT_URL is honoured."""
+    global _S3_CLIENT
+    if _S3_CLIENT is None:
+        import boto3
+        from botocore.config import Config
+
+        _S3_CLIENT = boto3.session.Session().client(
+            "s3", config=Config(retries={"mode": "standard", "max_attempts": 8})
+        )
+    return _S3_CLIENT
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
@@ -64,18 +88,26 @@ def _split_s3(uri: str) -> tuple[str, str]:
 def read_uri(uri: str) -> bytes:
     if uri.startswith("s3://"):
         bucket, key = _split_s3(uri)
-        return _s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+        try:
+            return _s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as exc:
+            raise WrapperError(f"cannot read {uri}: {_aws_error(exc)}") from None
     return Path(uri).read_bytes()
 
 
-def fetch(uri: str, workdir: Path) -> Path:
-    """A local path for ``uri``: downloaded into ``workdir`` when it is on S3."""
+def fetch(uri: str, workdir: Path, role: str) -> Path:
+    """A local path for ``uri``: downloaded to ``workdir/inputs/<role>/`` when it is on S3
+    (one directory per role, so two inputs with the same file name cannot collide)."""
     if not uri.startswith("s3://"):
         return Path(uri)
     bucket, key = _split_s3(uri)
-    local = workdir / "inputs" / key.rsplit("/", 1)[-1]
+    local = workdir / "inputs" / role / key.rsplit("/", 1)[-1]
     local.parent.mkdir(parents=True, exist_ok=True)
-    _s3().download_file(bucket, key, str(local))
+    try:
+        _s3().download_file(bucket, key, str(local))
+    except Exception as exc:
+        raise WrapperError(f"cannot download the {role} {uri}: {_aws_error(exc)}") from None
+    log(f"downloaded {role} {uri} ({local.stat().st_size:,} bytes)")
     return local
 
 
@@ -89,7 +121,13 @@ def upload_dir(local_dir: Path, uri: str) -> None:
     files = sorted(p for p in local_dir.rglob("*") if p.is_file())
     files.sort(key=lambda p: p.name == "manifest.json")
     for path in files:
-        client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(local_dir).as_posix()}")
+        key = f"{prefix}/{path.relative_to(local_dir).as_posix()}"
+        try:
+            client.upload_file(str(path), bucket, key)
+        except Exception as exc:
+            raise WrapperError(
+                f"cannot upload {path.name} to s3://{bucket}/{key}: {_aws_error(exc)}"
+            ) from None
 
 
 def sha256_file(path: Path) -> str:
@@ -172,8 +210,8 @@ def run_job(job: dict[str, Any], *, workdir: Path, stop_with_parent: bool = Fals
     """Run one job document; returns the exit code the wrapper should exit with."""
     spec = spec_from_dict(job["spec"], source=f"job {job.get('cohort', '?')}")
     started = datetime.now(UTC)
-    input_path = fetch(job["input"], workdir)
-    frame_path = fetch(job["frame"], workdir)
+    input_path = fetch(job["input"], workdir, "input")
+    frame_path = fetch(job["frame"], workdir, "frame")
     output_uri: str = job["output"]
     out_dir = workdir / "out" if output_uri.startswith("s3://") else Path(output_uri)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -227,7 +265,7 @@ def run_job(job: dict[str, Any], *, workdir: Path, stop_with_parent: bool = Fals
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     if output_uri.startswith("s3://"):
         upload_dir(out_dir, output_uri)
-        log(f"uploaded outputs to {output_uri}")
+        log(f"uploaded {len(manifest['outputs']) + 1} files to {output_uri}")
     return code
 
 
@@ -252,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_job(job, workdir=Path(args.workdir), stop_with_parent=args.stop_with_parent)
         with tempfile.TemporaryDirectory(prefix="wrapper-") as tmp:
             return run_job(job, workdir=Path(tmp), stop_with_parent=args.stop_with_parent)
-    except (PipelineError, KeyError, ValueError, OSError) as exc:
+    except (PipelineError, WrapperError, KeyError, ValueError, OSError) as exc:
         log(f"error: {type(exc).__name__}: {exc}")
         return EXIT_WRAPPER_ERROR
 

@@ -1,0 +1,188 @@
+"""The AWS Batch executor: one ``SubmitJob`` per cohort, watched until it ends.
+
+Settings come from luigi.cfg ``[batch]``: ``job_queue``, ``job_definition``,
+``attempts`` (retries of infrastructure failures only), ``timeout_grace`` (seconds added
+to the spec's timeout for ``attemptDurationSeconds``), ``log_group`` (default
+``/aws/batch/job``), ``poll_interval``/``poll_max_interval`` and ``log_lines``.
+
+Retries: Batch retries an attempt whose status reason starts with ``Host EC2`` (the
+instance went away, e.g. a Spot reclamation) and never one that ended with an exit code
+of the program's own: the first matching ``evaluateOnExit`` rule wins, and every exit
+code or reason that is not a lost host means ``EXIT``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline import config
+from pipeline.executors import aws
+from pipeline.executors.base import Job
+from pipeline.executors.cloud import CloudError, CloudExecutor, TaskState
+
+log = logging.getLogger("pipeline.executors.batch")
+
+ACTIVE_STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
+DONE_STATUSES = ("SUCCEEDED", "FAILED")
+
+
+def retry_strategy(attempts: int) -> dict[str, Any]:
+    """Retry lost hosts (``Host EC2*``), exit on anything else (first match wins)."""
+    return {
+        "attempts": max(1, min(10, attempts)),
+        "evaluateOnExit": [
+            {"onStatusReason": "Host EC2*", "action": "RETRY"},
+            {"onExitCode": "*", "action": "EXIT"},
+            {"onReason": "*", "action": "EXIT"},
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    job_queue: str = "survey-pipeline"
+    job_definition: str = "survey-pipeline-estimator"
+    attempts: int = 3
+    timeout_grace: float = 300.0
+    log_group: str = "/aws/batch/job"
+    poll_interval: float = 5.0
+    poll_max_interval: float = 30.0
+    log_lines: int = 200
+
+    @classmethod
+    def from_config(cls) -> BatchSettings:
+        """The ``[batch]`` section of luigi.cfg."""
+        return cls(
+            job_queue=config.get("batch", "job_queue", cls.job_queue),
+            job_definition=config.get("batch", "job_definition", cls.job_definition),
+            attempts=int(config.get_float("batch", "attempts", cls.attempts)),
+            timeout_grace=config.get_float("batch", "timeout_grace", cls.timeout_grace),
+            log_group=config.get("batch", "log_group", cls.log_group) or cls.log_group,
+            poll_interval=config.get_float("batch", "poll_interval", cls.poll_interval),
+            poll_max_interval=config.get_float("batch", "poll_max_interval", cls.poll_max_interval),
+            log_lines=int(config.get_float("batch", "log_lines", cls.log_lines)),
+        )
+
+
+def _seconds(ms: Any) -> float | None:
+    return float(ms) / 1000.0 if isinstance(ms, int | float) and ms > 0 else None
+
+
+def job_state(job: dict[str, Any], default_log_group: str) -> TaskState:
+    """A ``DescribeJobs`` job as a ``TaskState``: the last attempt's exit code, status
+    reason and log stream, and the seconds every attempt ran (what was billed)."""
+    status = str(job.get("status", "UNKNOWN"))
+    done = status in DONE_STATUSES
+    container = job.get("container") or {}
+    attempts = job.get("attempts") or []
+    last_attempt = attempts[-1] if attempts else {}
+    last = last_attempt.get("container") or {}
+    exit_code = container.get("exitCode", last.get("exitCode"))
+    if done and exit_code is None and status == "SUCCEEDED":
+        exit_code = 0
+    reasons = []
+    for part in (
+        job.get("statusReason"),
+        last_attempt.get("statusReason"),
+        container.get("reason") or last.get("reason"),
+    ):
+        if part and part not in reasons:
+            reasons.append(str(part))
+    options = (container.get("logConfiguration") or {}).get("options") or {}
+    started = [_seconds(a.get("startedAt")) for a in attempts]
+    stopped = [_seconds(a.get("stoppedAt")) for a in attempts]
+    runs = [(a, b) for a, b in zip(started, stopped, strict=True) if a and b]
+    billed = sum(b - a for a, b in runs) if runs else None
+    return TaskState(
+        id=str(job["jobId"]),
+        status=status,
+        done=done,
+        exit_code=int(exit_code) if done and exit_code is not None else None,
+        reason="; ".join(reasons),
+        log_stream=str(container.get("logStreamName") or last.get("logStreamName") or ""),
+        log_group=str(options.get("awslogs-group") or default_log_group),
+        started_at=_seconds(job.get("startedAt")),
+        stopped_at=_seconds(job.get("stoppedAt")),
+        billed_seconds=billed,
+    )
+
+
+class BatchExecutor(CloudExecutor):
+    """Runs each cohort as one AWS Batch job of ``[batch] job_definition`` on
+    ``[batch] job_queue``; see ``CloudExecutor`` for watching, stopping and records."""
+
+    name = "batch"
+
+    def __init__(self, settings: BatchSettings | None = None, *, client: Any = None,
+                 logs_client: Any = None) -> None:  # fmt: skip
+        self.settings = settings or BatchSettings.from_config()
+        super().__init__(
+            poll_interval=self.settings.poll_interval,
+            poll_max_interval=self.settings.poll_max_interval,
+            log_lines=self.settings.log_lines,
+        )
+        self.client = client if client is not None else aws.batch_client()
+        self._logs = logs_client
+
+    def region(self) -> str:
+        return str(self.client.meta.region_name)
+
+    def where(self) -> str:
+        return f"queue {self.settings.job_queue}"
+
+    def console_url(self, task_id: str) -> str:
+        return aws.batch_job_url(self.region(), task_id)
+
+    def submit_job_params(self, job: Job, command: list[str], env: dict[str, str],
+                          tags: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+        """The ``SubmitJob`` request for one job."""
+        s = self.settings
+        name = re.sub(r"[^A-Za-z0-9_-]", "-", f"{job.spec.name}-{job.cohort}-{job.attempt}")
+        return {
+            "jobName": name[:128],
+            "jobQueue": s.job_queue,
+            "jobDefinition": s.job_definition,
+            "containerOverrides": {
+                "command": command,
+                "environment": [{"name": k, "value": v} for k, v in env.items()],
+                "resourceRequirements": [
+                    {"type": "VCPU", "value": f"{job.spec.cpu / 1024:g}"},
+                    {"type": "MEMORY", "value": str(job.spec.memory)},
+                ],
+            },
+            # Batch's own hard limit per attempt, on top of the wrapper's deadline inside.
+            "timeout": {
+                "attemptDurationSeconds": max(60, int(job.spec.timeout_seconds + s.timeout_grace))
+            },
+            "retryStrategy": retry_strategy(s.attempts),
+            "tags": tags,
+            "propagateTags": True,
+        }
+
+    def submit(self, job: Job, command: list[str], env: dict[str, str],
+               tags: dict[str, str], deadline: float) -> str:  # fmt: skip
+        params = self.submit_job_params(job, command, env, tags)
+        try:
+            response = aws.with_backoff(lambda: self.client.submit_job(**params))
+        except Exception as exc:
+            raise CloudError(
+                f"batch SubmitJob for cohort {job.cohort} on queue {self.settings.job_queue} "
+                f"(job definition {self.settings.job_definition}) failed: "
+                f"{aws.describe_error(exc)}"
+            ) from None
+        job_id = str(response["jobId"])
+        log.info("cohort %s: submitted batch job %s", job.cohort, job_id)
+        return job_id
+
+    def describe(self, ids: list[str]) -> dict[str, TaskState]:
+        response = self.client.describe_jobs(jobs=ids)
+        return {
+            str(j["jobId"]): job_state(j, self.settings.log_group)
+            for j in response.get("jobs") or []
+        }
+
+    def stop(self, task_id: str, reason: str) -> None:
+        self.client.terminate_job(jobId=task_id, reason=reason)

@@ -1,0 +1,546 @@
+"""What the ECS and Batch executors share: submit, watch, stop, logs, cost, leases.
+
+``CloudExecutor.run`` is the whole life of one cloud run:
+
+1. hold this process's lease (``lease.py``) and tag the task with it and a deadline;
+2. submit ``python -m pipeline.wrapper --job URI`` (the backend: ECS ``RunTask`` or
+   Batch ``SubmitJob``) and show its console link and CloudWatch log link in luigid;
+3. wait while a per-process ``Watcher`` thread polls every running task of this process
+   with batched describe calls (up to 100 ids each) and exponential backoff;
+4. stop the task (``StopTask``/``TerminateJob``) when the deadline passes, when the
+   worker is interrupted (SIGTERM/SIGINT, luigi's task timeout), when luigi's worker
+   process dies, or on any error while watching; then re-raise;
+5. copy the CloudWatch log tail into the local log, and return a ``RunRecord`` with the
+   container's real exit code, the reason when it failed, and the cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline import config, storage
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.executors import aws, lease
+from pipeline.executors.base import (
+    Events,
+    Interrupted,
+    Job,
+    RunRecord,
+    estimate_cost,
+    interrupts_as_exceptions,
+)
+from pipeline.wrapper import EXIT_DEADLINE
+
+log = logging.getLogger("pipeline.executors")
+
+EXIT_OOM = 137  # SIGKILL: what an out-of-memory container exits with
+ERROR_LOG_LINES = 15  # log lines put into RunRecord.error (the reason line comes after)
+STOP_PATIENCE = 300.0  # seconds to wait for a task we stopped to report STOPPED
+
+
+class CloudError(PipelineError):
+    """A cloud API call failed (submit, describe, stop): says which call, task and why."""
+
+
+class WorkerGone(Interrupted):
+    """luigi's worker process died while this task process watched a cloud task."""
+
+
+@dataclass
+class TaskState:
+    """One poll's view of a task or job, the same for ECS and Batch."""
+
+    id: str
+    status: str  # the provider's status: PENDING/RUNNING/STOPPED, SUBMITTED/.../SUCCEEDED
+    done: bool = False
+    exit_code: int | None = None
+    reason: str = ""  # why it stopped: stop code, status reason, container reason
+    log_stream: str = ""
+    log_group: str = ""
+    started_at: float | None = None  # epoch seconds, when the provider reports them
+    stopped_at: float | None = None
+    billed_seconds: float | None = None  # seconds the provider ran it (all attempts)
+    missing: bool = False  # the provider no longer knows the id
+
+
+@dataclass
+class Watch:
+    """A task being watched: the latest state and an event set on every change."""
+
+    id: str
+    interval: float
+    next_poll: float
+    state: TaskState | None = None
+    error: BaseException | None = None
+    changed: threading.Event = field(default_factory=threading.Event)
+    polls: int = 0
+
+
+class Watcher:
+    """Polls every watched task of this process with batched describe calls.
+
+    One daemon thread per process and executor kind. Each watched task has its own
+    backoff (``min_interval`` growing ×1.5 to ``max_interval``); when a poll is due, every
+    task due within half its interval rides along, so concurrent tasks share calls of up
+    to 100 ids. Throttling and other transient errors back the whole watcher off; other
+    errors are handed to the tasks' waiters, which stop their tasks and fail.
+    """
+
+    def __init__(
+        self,
+        describe: Callable[[list[str]], dict[str, TaskState]],
+        *,
+        min_interval: float,
+        max_interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.describe = describe
+        self.min_interval, self.max_interval = min_interval, max(min_interval, max_interval)
+        self.clock = clock
+        self.calls = 0
+        self._watches: dict[str, Watch] = {}
+        self._cond = threading.Condition()
+        self._penalty = 0.0
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="cloud-watcher", daemon=True)
+        self._thread.start()
+
+    def watch(self, task_id: str) -> Watch:
+        with self._cond:
+            w = Watch(task_id, self.min_interval, self.clock() + self.min_interval)
+            self._watches[task_id] = w
+            self._cond.notify_all()
+            return w
+
+    def unwatch(self, task_id: str) -> None:
+        with self._cond:
+            self._watches.pop(task_id, None)
+
+    def close(self) -> None:
+        """Stop polling (the thread ends)."""
+        with self._cond:
+            self._closed = True
+            self._watches.clear()
+            self._cond.notify_all()
+
+    def _due(self) -> list[Watch]:
+        now = self.clock()
+        return [w for w in self._watches.values() if w.next_poll - w.interval / 2 <= now]
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        return
+                    if self._watches:
+                        now = self.clock()
+                        wake = min(w.next_poll for w in self._watches.values()) + self._penalty
+                        if wake <= now:
+                            break
+                        self._cond.wait(timeout=wake - now)
+                    else:
+                        self._cond.wait()
+                due = self._due()
+            self._poll(due)
+
+    def _poll(self, due: list[Watch]) -> None:
+        for batch in aws.chunks(due):
+            ids = [w.id for w in batch]
+            try:
+                self.calls += 1
+                states = self.describe(ids)
+                self._penalty = 0.0
+            except Exception as exc:
+                if aws.is_transient(exc):
+                    self._penalty = min(
+                        self.max_interval * 2, max(self.min_interval, 2 * self._penalty)
+                    )
+                    log.warning("describe throttled or failed (%s); backing off %.1fs",
+                                aws.describe_error(exc), self._penalty)  # fmt: skip
+                    now = self.clock()
+                    for w in batch:
+                        w.next_poll = now + w.interval
+                    continue
+                now = self.clock()
+                for w in batch:
+                    w.error = w.error or exc
+                    w.next_poll = now + w.interval
+                    w.changed.set()
+                continue
+            now = self.clock()
+            for w in batch:
+                w.polls += 1
+                state = states.get(w.id)
+                if state is None:  # not in the answer at all: treat as gone
+                    state = TaskState(w.id, "MISSING", done=True, missing=True,
+                                      reason="the task is unknown to the service")  # fmt: skip
+                previous = w.state
+                w.state = state
+                w.interval = min(self.max_interval, w.interval * 1.5)
+                w.next_poll = now + w.interval
+                if previous is None or previous.status != state.status or state.done:
+                    w.changed.set()
+
+
+_watchers_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGTERM/SIGINT while a task is being stopped, so a second signal cannot cut
+    the stop short; a held signal is delivered (and raises) right after."""
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def wrapper_command(job: Job) -> list[str]:
+    return [*aws.WRAPPER_COMMAND, job.job_uri]
+
+
+def task_environment(job: Job) -> dict[str, str]:
+    """What the container gets besides its command: identifiers only, never secrets (the
+    task role grants access)."""
+    return {
+        "PIPELINE_RUN_DATE": job.run_date,
+        "PIPELINE_COHORT": job.cohort,
+        "PIPELINE_ATTEMPT": job.attempt,
+        "PIPELINE_JOB": job.job_uri,
+    }
+
+
+def task_tags(job: Job, *, lease_id: str, lease_root: str, deadline: float) -> dict[str, str]:
+    """Tags of every task/job: what the reaper, cost reports and people filter on."""
+    key, value = aws.PIPELINE_TAG
+    return {
+        key: value,
+        "run_date": job.run_date,
+        "cohort": job.cohort,
+        "program": f"{job.spec.name}-{job.spec.version}",
+        "attempt": job.attempt,
+        "lease": lease_id,
+        "lease_store": lease_root,
+        "deadline": str(int(deadline)),
+    }
+
+
+def deadline_grace() -> float:
+    """Seconds a task may outlive its spec timeout (start-up, queueing, the wrapper's own
+    SIGTERM grace) before the executor and the reaper stop it."""
+    return config.get_float("reaper", "deadline_grace", 900.0)
+
+
+def require_s3_root(executor: str) -> str:
+    root = config.storage_root()
+    if not storage.is_s3(root):
+        raise ConfigError(
+            f"the {executor} executor needs [storage] root = s3://bucket/prefix (or "
+            f"PIPELINE_STORAGE_ROOT): containers cannot read the local path {root!r}"
+        )
+    return root
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+class CloudExecutor:
+    """Base of the ECS and Batch executors; subclasses implement the provider calls."""
+
+    name = "cloud"
+
+    def __init__(self, *, poll_interval: float, poll_max_interval: float, log_lines: int) -> None:
+        self.poll_interval, self.poll_max_interval = poll_interval, poll_max_interval
+        self.log_lines = log_lines
+        # Seconds past the spec's timeout before we stop a task; None = [reaper] setting.
+        self.deadline_grace: float | None = None
+        self._logs: Any = None
+        self._watcher: Watcher | None = None
+        self._watcher_pid = 0
+
+    # -- provider specifics -------------------------------------------------------------
+    def submit(self, job: Job, command: list[str], env: dict[str, str],
+               tags: dict[str, str], deadline: float) -> str:  # fmt: skip
+        raise NotImplementedError
+
+    def describe(self, ids: list[str]) -> dict[str, TaskState]:
+        raise NotImplementedError
+
+    def stop(self, task_id: str, reason: str) -> None:
+        raise NotImplementedError
+
+    def console_url(self, task_id: str) -> str:
+        raise NotImplementedError
+
+    def log_location(self, task_id: str, state: TaskState | None) -> tuple[str, str]:
+        """(log group, log stream) of the task's container, or ("", "") if unknown."""
+        return (state.log_group, state.log_stream) if state else ("", "")
+
+    def region(self) -> str:
+        raise NotImplementedError
+
+    def where(self) -> str:
+        """Short text for status messages and RunRecord.host (cluster or queue)."""
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------
+    @property
+    def logs(self) -> Any:
+        if self._logs is None:
+            self._logs = aws.logs_client()
+        return self._logs
+
+    def watcher(self) -> Watcher:
+        """This executor's watcher in this process (made again after ``fork``)."""
+        with _watchers_lock:
+            if self._watcher is None or self._watcher_pid != os.getpid():
+                self._watcher = Watcher(
+                    self.describe,
+                    min_interval=self.poll_interval,
+                    max_interval=self.poll_max_interval,
+                )
+                self._watcher_pid = os.getpid()
+            return self._watcher
+
+    def log_url(self, task_id: str, state: TaskState | None) -> str:
+        group, stream = self.log_location(task_id, state)
+        return aws.log_stream_url(self.region(), group, stream) if group and stream else ""
+
+    def run(self, job: Job, events: Events) -> RunRecord:
+        root = require_s3_root(self.name)
+        keeper = lease.keeper(root)
+        job.log_path.parent.mkdir(parents=True, exist_ok=True)
+        lease_id = keeper.acquire()
+        try:
+            with interrupts_as_exceptions():
+                return self._run(job, events, keeper, lease_id, root)
+        finally:
+            keeper.release()
+
+    def _run(
+        self, job: Job, events: Events, keeper: lease.LeaseKeeper, lease_id: str, root: str
+    ) -> RunRecord:
+        spec = job.spec
+        submitted = time.time()
+        grace = self.deadline_grace if self.deadline_grace is not None else deadline_grace()
+        deadline = submitted + spec.timeout_seconds + grace
+        tags = task_tags(job, lease_id=lease_id, lease_root=root, deadline=deadline)
+        task_id = ""
+        watch: Watch | None = None
+        try:
+            # A signal arriving mid-submit is held until the id is known, then raised
+            # here: the except clause below then has a task to stop.
+            with signals_held():
+                task_id = self.submit(
+                    job, wrapper_command(job), task_environment(job), tags, deadline
+                )
+            console = self.console_url(task_id)
+            events.tracking_url(console)
+            events.status(
+                f"{job.spec.name} {job.spec.version} submitted to {self.name} "
+                f"{_short(task_id)} ({self.where()})"
+            )
+            self._log_header(job, task_id, console, tags)
+            watch = self.watcher().watch(task_id)
+            state, stopped_by_us = self._wait(job, events, keeper, watch, task_id, deadline)
+        except BaseException as exc:
+            if task_id:
+                why = _stop_reason(exc)
+                with signals_held():
+                    self._stop_quietly(task_id, why)
+                    last = watch.state if watch else None
+                    self._copy_log_tail(job, task_id, last, note=f"stopped: {why}")
+            raise
+        finally:
+            if task_id:
+                self.watcher().unwatch(task_id)
+        finished = time.time()
+        lines = self._copy_log_tail(job, task_id, state)
+        return self._record(job, task_id, state, submitted, finished, lines, stopped_by_us)
+
+    def _wait(
+        self,
+        job: Job,
+        events: Events,
+        keeper: lease.LeaseKeeper,
+        watch: Watch,
+        task_id: str,
+        deadline: float,
+    ) -> tuple[TaskState, str]:
+        """Until the task is done; returns its last state and why we stopped it ("" if we
+        did not)."""
+        owner_alive = lease.owner_check()
+        shown = ""
+        stopped_by_us = ""
+        while True:
+            # Short waits keep signals, the deadline and the owner check responsive.
+            watch.changed.wait(timeout=0.5)
+            watch.changed.clear()
+            if watch.error is not None:
+                raise CloudError(
+                    f"{self.name}: cannot watch {task_id}: {aws.describe_error(watch.error)}"
+                ) from watch.error
+            state = watch.state
+            if state is not None and state.status != shown:
+                shown = state.status
+                url = self.log_url(task_id, state)
+                events.status(
+                    f"{job.spec.name} {job.spec.version} {state.status} on {self.name} "
+                    f"{_short(task_id)} ({self.where()})" + (f" — logs: {url}" if url else "")
+                )
+            if state is not None and state.done:
+                return state, stopped_by_us
+            if not owner_alive() or keeper.owner_gone.is_set():
+                raise WorkerGone("luigi's worker process is gone")
+            if not stopped_by_us and time.time() > deadline:
+                stopped_by_us = f"deadline {_iso(deadline)} passed (spec timeout + grace)"
+                self._stop_quietly(task_id, stopped_by_us)
+            elif stopped_by_us and time.time() > deadline + STOP_PATIENCE:
+                raise CloudError(f"{self.name}: {task_id} did not stop after its deadline")
+
+    def _stop_quietly(self, task_id: str, reason: str) -> None:
+        """Stop the task; a failure is logged, not raised: the lease is released next and
+        the reaper stops what we could not."""
+        try:
+            aws.with_backoff(
+                lambda: self.stop(task_id, f"survey-pipeline: {reason}"[:255]),
+                retry_if=aws.is_transient,
+                attempts=4,
+            )
+            log.info("stopped %s: %s", task_id, reason)
+        except Exception as exc:
+            log.error("could not stop %s (%s); `pipeline reap` will once its lease expires",
+                      task_id, aws.describe_error(exc))  # fmt: skip
+
+    def _log_header(self, job: Job, task_id: str, console: str, tags: dict[str, str]) -> None:
+        with job.log_path.open("a", encoding="utf-8") as fh:
+            fh.write(
+                f"[{self.name}] {datetime.now(UTC).isoformat(timespec='seconds')} submitted "
+                f"{task_id} ({self.where()}) lease {tags['lease']} deadline "
+                f"{_iso(float(tags['deadline']))}\n[{self.name}] console: {console}\n"
+            )
+
+    def _copy_log_tail(
+        self, job: Job, task_id: str, state: TaskState | None, note: str = ""
+    ) -> list[str]:
+        """Append the CloudWatch tail to the local log; returns the lines (best effort)."""
+        group, stream = self.log_location(task_id, state)
+        lines: list[str] = []
+        problem = ""
+        if group and stream:
+            try:
+                lines = aws.log_tail(self.logs, group, stream, self.log_lines)
+            except Exception as exc:
+                problem = f"could not read the log: {aws.describe_error(exc)}"
+        try:
+            with job.log_path.open("a", encoding="utf-8") as fh:
+                stamp = datetime.now(UTC).isoformat(timespec="seconds")
+                if note:
+                    fh.write(f"[{self.name}] {stamp} {note}\n")
+                if group and stream:
+                    fh.write(
+                        f"[{self.name}] last {len(lines)} lines of CloudWatch {group} {stream} "
+                        f"({self.log_url(task_id, state)}):\n"
+                    )
+                    fh.writelines(f"{line}\n" for line in lines)
+                if problem:
+                    fh.write(f"[{self.name}] {problem}\n")
+        except OSError as exc:
+            log.warning("could not write %s: %s", job.log_path, exc)
+        return lines
+
+    def _record(
+        self,
+        job: Job,
+        task_id: str,
+        state: TaskState,
+        submitted: float,
+        finished: float,
+        lines: list[str],
+        stopped_by_us: str,
+    ) -> RunRecord:
+        spec = job.spec
+        # What AWS bills: the provider's own run time when it reports one, else the time
+        # from submission until we saw the end (an upper bound).
+        if state.billed_seconds is not None:
+            wall = state.billed_seconds
+        elif state.started_at:
+            wall = max(0.0, (state.stopped_at or finished) - state.started_at)
+        else:
+            wall = max(0.0, finished - submitted)
+        vcpu_seconds = spec.cpu / 1024 * wall
+        memory_gib_seconds = spec.memory / 1024 * wall
+        exit_code = state.exit_code
+        if stopped_by_us and not exit_code:
+            # We stopped it at its deadline: a failure even if the container's answer to
+            # SIGTERM was 0 (or none), like the wrapper's own exit 124.
+            exit_code = EXIT_DEADLINE
+        error = ""
+        if exit_code != 0:
+            reason = failure_reason(self.name, task_id, state, spec.memory, stopped_by_us)
+            error = "\n".join([*lines[-ERROR_LOG_LINES:], reason])
+        return RunRecord(
+            executor=self.name,
+            job_id=task_id,
+            attempt=job.attempt,
+            started_at=_iso(submitted),
+            finished_at=_iso(finished),
+            exit_code=exit_code,
+            vcpu_seconds=round(vcpu_seconds, 3),
+            memory_gib_seconds=round(memory_gib_seconds, 3),
+            cost_usd=estimate_cost(self.name, vcpu_seconds, memory_gib_seconds),
+            log_uri=self.log_url(task_id, state) or str(job.log_path),
+            tracking_url=self.console_url(task_id),
+            host=self.where(),
+            error=error,
+        )
+
+
+def failure_reason(
+    executor: str, task_id: str, state: TaskState, memory_mib: int, stopped_by_us: str = ""
+) -> str:
+    """One line saying why a task failed, for people: exit code, OOM, stop codes."""
+    parts = [f"{executor} {_short(task_id)} {state.status}"]
+    if state.exit_code is None:
+        parts.append("without an exit code (the container did not run to its end)")
+    else:
+        parts.append(f"exit code {state.exit_code}")
+    if state.exit_code == EXIT_OOM:
+        parts.append(f"killed (SIGKILL): out of memory? the spec reserves {memory_mib} MiB")
+    elif state.exit_code == EXIT_DEADLINE:
+        parts.append("the wrapper stopped the program at its timeout")
+    if stopped_by_us:
+        parts.append(f"stopped by the pipeline: {stopped_by_us}")
+    if state.reason:
+        parts.append(state.reason)
+    return "; ".join(parts)
+
+
+def _short(task_id: str) -> str:
+    return task_id.rsplit("/", 1)[-1]
+
+
+def _stop_reason(exc: BaseException) -> str:
+    if isinstance(exc, WorkerGone):
+        return "the luigi worker process died"
+    if isinstance(exc, Interrupted):
+        return f"worker interrupted ({exc})"
+    if isinstance(exc, KeyboardInterrupt):
+        return "worker interrupted (SIGINT)"
+    return f"watching failed: {type(exc).__name__}: {exc}"[:200]

@@ -1,0 +1,241 @@
+"""The reaper: stop the cloud tasks a dead worker left behind.
+
+``reap()`` lists the pipeline's running ECS tasks (``[ecs] cluster``, ``startedBy`` and
+the ``pipeline`` tag) and active Batch jobs (``[batch] job_queue``), reads the lease
+each one is tagged with, and stops those whose lease is gone or older than
+``[reaper] lease_ttl`` seconds, and those whose ``deadline`` tag has passed. A task whose
+lease is fresh and whose deadline is ahead is never touched, so running it at any time,
+from anywhere, is safe. ``pipeline reap`` is its command; a scheduler (and later the
+metrics work) can call ``reap()`` directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline import config
+from pipeline.executors import aws
+from pipeline.executors.batch import ACTIVE_STATUSES
+from pipeline.executors.lease import LeaseStatus, LeaseStore, check_lease, lease_settings
+
+log = logging.getLogger("pipeline.executors.reaper")
+
+
+@dataclass
+class Reaped:
+    """One task or job the reaper stopped (or would stop, in a dry run)."""
+
+    executor: str  # ecs | batch
+    id: str  # task ARN or job id
+    run_date: str
+    cohort: str
+    lease: str
+    reason: str
+    stopped: bool = False  # False in a dry run or when the stop call failed
+    error: str = ""
+
+    def line(self) -> str:
+        verb = "stopped" if self.stopped else ("FAILED to stop" if self.error else "would stop")
+        where = f"run_date {self.run_date or '?'}, cohort {self.cohort or '?'}"
+        tail = f": {self.error}" if self.error else ""
+        return f"{verb} {self.executor} {self.id} ({where}): {self.reason}{tail}"
+
+
+@dataclass
+class ReapReport:
+    """Everything one pass saw: what it stopped, what it kept, what went wrong."""
+
+    reaped: list[Reaped] = field(default_factory=list)
+    kept: int = 0  # pipeline tasks with a fresh lease and a future deadline
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    executor: str
+    id: str
+    tags: dict[str, str]
+
+
+def verdict(
+    tags: dict[str, str],
+    *,
+    now: float,
+    ttl: float,
+    default_root: str,
+    lease_of: Callable[[str, str], LeaseStatus],
+) -> str:
+    """Why this task should be stopped, or "" to keep it."""
+    deadline = tags.get("deadline", "")
+    try:
+        due = float(deadline) if deadline else None
+    except ValueError:
+        due = None
+    if due is not None and now > due:
+        return f"deadline passed {now - due:.0f}s ago"
+    status = lease_of(tags.get("lease_store") or default_root, tags.get("lease", ""))
+    return "" if status.fresh else status.reason
+
+
+def _ecs_candidates(ecs: Any, cluster: str) -> Iterable[Candidate]:
+    arns: list[str] = []
+    for page in ecs.get_paginator("list_tasks").paginate(
+        cluster=cluster, startedBy=aws.STARTED_BY, desiredStatus="RUNNING"
+    ):
+        arns.extend(page.get("taskArns") or [])
+    key, value = aws.PIPELINE_TAG
+    for batch in aws.chunks(arns):
+        response = aws.with_backoff(
+            lambda b=batch: ecs.describe_tasks(cluster=cluster, tasks=b, include=["TAGS"]),
+            retry_if=aws.is_transient,
+        )
+        for task in response.get("tasks") or []:
+            tags = aws.tag_dict(task.get("tags"))
+            if tags.get(key) == value and task.get("lastStatus") != "STOPPED":
+                yield Candidate("ecs", str(task["taskArn"]), tags)
+
+
+def _batch_candidates(batch: Any, queue: str) -> Iterable[Candidate]:
+    ids: list[str] = []
+    for status in ACTIVE_STATUSES:
+        for page in batch.get_paginator("list_jobs").paginate(jobQueue=queue, jobStatus=status):
+            ids.extend(str(j["jobId"]) for j in page.get("jobSummaryList") or [])
+    key, value = aws.PIPELINE_TAG
+    for chunk in aws.chunks(sorted(set(ids))):
+        response = aws.with_backoff(
+            lambda c=chunk: batch.describe_jobs(jobs=c), retry_if=aws.is_transient
+        )
+        for job in response.get("jobs") or []:
+            tags = aws.tag_dict(job.get("tags"))
+            if tags.get(key) == value and job.get("status") in ACTIVE_STATUSES:
+                yield Candidate("batch", str(job["jobId"]), tags)
+
+
+def reap(
+    *,
+    ecs: Any = None,
+    cluster: str = "",
+    batch: Any = None,
+    job_queue: str = "",
+    ttl: float,
+    default_root: str,
+    dry_run: bool = False,
+    now: Callable[[], float] = time.time,
+    workers: int = 16,
+    on_reaped: Callable[[Reaped], None] | None = None,
+) -> ReapReport:
+    """One reaper pass over an ECS cluster and/or a Batch queue (pass the client and its
+    name for each one to look at). Stops run concurrently (``workers`` threads);
+    ``on_reaped`` is called for each stopped item as soon as its stop call returned."""
+    report = ReapReport()
+    candidates: list[Candidate] = []
+    sources: list[tuple[str, Callable[[], Iterable[Candidate]]]] = []
+    if ecs is not None and cluster:
+        sources.append((f"ecs cluster {cluster}", lambda: _ecs_candidates(ecs, cluster)))
+    if batch is not None and job_queue:
+        sources.append((f"batch queue {job_queue}", lambda: _batch_candidates(batch, job_queue)))
+    for where, listing in sources:
+        try:
+            candidates.extend(listing())
+        except Exception as exc:
+            report.errors.append(f"cannot list {where}: {aws.describe_error(exc)}")
+    checked_at = now()
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    # Read every distinct lease once, concurrently (one worker process = one lease).
+    keys = sorted({(c.tags.get("lease_store") or default_root, c.tags.get("lease", ""))
+                   for c in candidates})  # fmt: skip
+    leases: dict[tuple[str, str], LeaseStatus | BaseException] = {}
+
+    store = LeaseStore()
+
+    def check(key: tuple[str, str]) -> LeaseStatus | BaseException:
+        try:
+            return check_lease(key[0], key[1], ttl=ttl, now=checked_at, store=store)
+        except Exception as exc:
+            return exc
+
+    leases = dict(zip(keys, pool.map(check, keys), strict=True))
+
+    def lease_of(root: str, lease_id: str) -> LeaseStatus:
+        status = leases[(root, lease_id)]
+        if isinstance(status, BaseException):
+            raise status
+        return status
+
+    doomed: list[Reaped] = []
+    for c in candidates:
+        try:
+            why = verdict(c.tags, now=checked_at, ttl=ttl, default_root=default_root,
+                          lease_of=lease_of)  # fmt: skip
+        except Exception as exc:  # an unreadable lease: keep the task, say so
+            report.errors.append(f"cannot check the lease of {c.executor} {c.id}: {exc}")
+            continue
+        if not why:
+            report.kept += 1
+            continue
+        tags = c.tags
+        doomed.append(
+            Reaped(c.executor, c.id, tags.get("run_date", ""), tags.get("cohort", ""),
+                   tags.get("lease", ""), why)
+        )  # fmt: skip
+
+    def stop(item: Reaped) -> Reaped:
+        reason = f"survey-pipeline reaper: {item.reason}"[:255]
+        try:
+            if item.executor == "ecs":
+                aws.with_backoff(
+                    lambda: ecs.stop_task(cluster=cluster, task=item.id, reason=reason),
+                    retry_if=aws.is_transient,
+                )
+            else:
+                aws.with_backoff(
+                    lambda: batch.terminate_job(jobId=item.id, reason=reason),
+                    retry_if=aws.is_transient,
+                )
+            item.stopped = True
+        except Exception as exc:
+            item.error = aws.describe_error(exc)
+        return item
+
+    with pool:
+        if dry_run:
+            finished: Iterable[Reaped] = doomed
+        else:
+            finished = (f.result() for f in as_completed([pool.submit(stop, d) for d in doomed]))
+        # Reported from this thread as each stop returns (no interleaved output).
+        for item in finished:
+            report.reaped.append(item)
+            if on_reaped is not None:
+                on_reaped(item)
+    report.errors += [
+        f"cannot stop {r.executor} {r.id}: {r.error}" for r in report.reaped if r.error
+    ]
+    return report
+
+
+def reap_from_config(
+    *,
+    dry_run: bool = False,
+    executors: Iterable[str] | None = None,
+    on_reaped: Callable[[Reaped], None] | None = None,
+) -> ReapReport:
+    """``reap()`` with clients and names from luigi.cfg: ``[ecs] cluster``,
+    ``[batch] job_queue``, ``[reaper] lease_ttl`` and ``[reaper] executors``."""
+    chosen = set(executors or config.get_list("reaper", "executors") or ["ecs", "batch"])
+    _interval, ttl = lease_settings()
+    return reap(
+        ecs=aws.ecs_client() if "ecs" in chosen else None,
+        cluster=config.get("ecs", "cluster", "survey-pipeline"),
+        batch=aws.batch_client() if "batch" in chosen else None,
+        job_queue=config.get("batch", "job_queue", "survey-pipeline"),
+        ttl=ttl,
+        default_root=config.storage_root(),
+        dry_run=dry_run,
+        workers=int(config.get_float("reaper", "workers", 16)),
+        on_reaped=on_reaped,
+    )

@@ -1,0 +1,47 @@
+"""Targets under an ``s3://`` storage root (luigi's S3Target on the moto server)."""
+
+from __future__ import annotations
+
+import luigi
+import pandas as pd
+import pytest
+
+from pipeline import storage
+from tests.cloud.conftest import Cloud
+
+
+def test_reads_writes_lists_and_removes(cloud: Cloud) -> None:
+    root = f"{cloud.root}/2026-11-22"
+    frame = pd.DataFrame({"cohort": ["asthma"], "n": [3]})
+    storage.write_parquet(storage.join(root, "cleanse", "cohorts", "asthma.parquet"), frame)
+    storage.write_json(storage.join(root, "cleanse", "summary.json"), {"rows": 3})
+    storage.write_bytes(storage.join(root, "cleanse", "frame.csv"), "地域\n関東\n".encode())
+    assert storage.read_parquet(storage.join(root, "cleanse", "cohorts", "asthma.parquet")).equals(
+        frame
+    )
+    assert storage.read_json(storage.join(root, "cleanse", "summary.json")) == {"rows": 3}
+    assert storage.read_bytes(storage.join(root, "cleanse", "frame.csv")).decode() == "地域\n関東\n"
+    assert storage.exists(storage.join(root, "cleanse"))  # a "directory" exists by its keys
+    assert storage.listdir(storage.join(root, "cleanse")) == [
+        f"{root}/cleanse/cohorts/asthma.parquet",
+        f"{root}/cleanse/frame.csv",
+        f"{root}/cleanse/summary.json",
+    ]
+    assert isinstance(storage.target(f"{root}/x"), luigi.contrib.s3.S3Target)
+    storage.remove(storage.join(root, "cleanse"))
+    assert storage.listdir(storage.join(root, "cleanse")) == []
+    assert not storage.exists(storage.join(root, "cleanse", "summary.json"))
+    assert storage.listdir(storage.join(root, "nothing")) == []
+
+
+def test_a_failed_write_leaves_nothing(cloud: Cloud) -> None:
+    uri = f"{cloud.root}/2026-11-22/model/asthma/results.parquet"
+    with pytest.raises(RuntimeError), storage.target(uri).open("w") as fh:
+        fh.write(b"half a file")
+        raise RuntimeError("killed mid-write")
+    assert not storage.exists(uri)
+    storage.write_bytes(uri, b"whole")
+    with pytest.raises(RuntimeError), storage.target(uri).open("w") as fh:
+        fh.write(b"new half")
+        raise RuntimeError("killed mid-write")
+    assert storage.read_bytes(uri) == b"whole"  # the old complete file is untouched
