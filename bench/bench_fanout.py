@@ -28,7 +28,7 @@ def _spec(path: Path) -> Path:
         'name = "sleeper"\nversion = "1"\n'
         f'command = ["python", "{REPO / "bench/programs/sleeper.py"}", "{{input}}", '
         '"{output_dir}", "{params.seconds}"]\n'
-        'timeout = "5m"\n[outputs]\nresults = "estimates.csv"\n'
+        'input_format = "csv"\ntimeout = "5m"\n[outputs]\nresults = "estimates.csv"\n'
         f"[params]\nseconds = {SLEEP}\n"
     )
     return path

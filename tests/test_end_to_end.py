@@ -81,6 +81,21 @@ def test_full_run_fills_every_table(home: Path) -> None:
     ]
 
 
+def test_status_shows_ingested_approved_published(home: Path) -> None:
+    assert run_cli("run", "--run-date", DATE, "--local-scheduler").returncode == 0
+    first, *others = cohort_codes(home)
+    approve = run_cli("approve", "--run-date", DATE, "--cohort", first, "--by", "alice")
+    assert approve.returncode == 0, approve.stdout + approve.stderr
+    status = run_cli("status", "--run-date", DATE, "--json")
+    assert status.returncode == 0, status.stderr
+    cohorts = {c["cohort"]: c for c in json.loads(status.stdout)["cohorts"]}
+    assert cohorts[first]["publication"] == "published (alice)"
+    assert cohorts[first]["approved_by"] == "alice"
+    for code in others:
+        assert cohorts[code]["publication"] == "ingested, not approved"
+        assert cohorts[code]["approved_by"] is None
+
+
 def test_rerun_replaces_and_never_duplicates(home: Path) -> None:
     assert run_cli("run", "--run-date", DATE, "--local-scheduler").returncode == 0
     before = snapshot(home)

@@ -10,7 +10,7 @@ import sys
 from pipeline.errors import PipelineError
 
 # Sub-command modules, in the order `pipeline --help` lists them.
-COMMANDS = ("run", "sample_data")
+COMMANDS = ("run", "status", "rerun", "report", "sample_data", "reap", "approve", "qa")
 
 
 def build_parser() -> argparse.ArgumentParser:

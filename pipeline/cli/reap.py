@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline import config
+from pipeline import config, metrics
 from pipeline.executors.reaper import Reaped, reap_from_config
 
 
@@ -40,6 +40,7 @@ def main(args: argparse.Namespace) -> int:
     for error in report.errors:
         print(f"pipeline reap: error: {error}", file=sys.stderr)
     stopped = sum(1 for r in report.reaped if r.stopped)
+    metrics.record_reaped(r.executor for r in report.reaped if r.stopped)
     verb = "would stop" if args.dry_run else "stopped"
     count = len(report.reaped) if args.dry_run else stopped
     print(

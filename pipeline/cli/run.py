@@ -39,14 +39,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--run-date", required=True, type=run_date, help="YYYY-MM-DD")
     parser.add_argument(
-        "--raw", help="raw export directory (default: [pipeline] raw or $PIPELINE_HOME/raw)"
-    )
-    parser.add_argument(
         "--cohort",
         action="append",
         default=[],
         metavar="CODE",
         help="run only this cohort (repeatable; default: every cohort in cohorts.csv)",
+    )
+    add_run_options(parser)
+    parser.set_defaults(func=main)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of how to run (shared with ``pipeline rerun``)."""
+    parser.add_argument(
+        "--raw", help="raw export directory (default: [pipeline] raw or $PIPELINE_HOME/raw)"
     )
     parser.add_argument(
         "--program", help="program spec TOML (default: [pipeline] program in luigi.cfg)"
@@ -70,7 +76,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--scheduler-url",
         help="luigid to use, e.g. http://localhost:8082 (default: luigi.cfg [core])",
     )
-    parser.set_defaults(func=main)
 
 
 def _check_scheduler(url: str) -> None:

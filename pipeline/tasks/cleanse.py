@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline import config, storage
+from pipeline import config, metrics, storage
 from pipeline.core import rawdata
 from pipeline.core.cleanse import CleanseRules, cleanse
 from pipeline.errors import PinnedInputsError
@@ -38,10 +38,11 @@ class CleanseSurvey(RunDateTask):
 
     def run(self) -> None:
         raw = config.raw_dir()
-        self.set_status_message(f"reading {raw}")
+        self.report(f"reading {raw}", progress=0)
         export = rawdata.read_raw_export(raw)
-        self.set_status_message(f"cleansing {len(export.responses):,} rows")
+        self.report(f"cleansing {len(export.responses):,} rows", progress=30)
         result = cleanse(export, cleansing_rules(), config.respondent_key())
+        self.report("writing cleansed rows per cohort", progress=70)
         storage.write_json(self.path("cleanse", "inputs.json"), export.files)
         share_columns = [c for c in result.cleansed.columns if c.startswith("share_")]
         for code in export.cohorts["code"]:
@@ -56,9 +57,11 @@ class CleanseSurvey(RunDateTask):
         )
         storage.write_parquet(self.path("cleanse", "rejections.parquet"), result.rejections)
         storage.write_json(self.path("cleanse", "summary.json"), result.summary)
-        self.set_status_message(
+        metrics.record_cleanse(result.summary)
+        self.report(
             f"{result.summary['raw_rows']:,} rows: {result.summary['cleansed_rows']:,} cleansed, "
-            f"{result.summary['rejected_rows']:,} rejected"
+            f"{result.summary['rejected_rows']:,} rejected",
+            progress=100,
         )
 
 

@@ -6,12 +6,13 @@ never duplicates rows. The output is a small marker file per warehouse with the 
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 
 import luigi
 import pandas as pd
 
-from pipeline import storage
+from pipeline import metrics, storage
 from pipeline.core.validate import blocking_failures
 from pipeline.errors import ValidationFailed
 from pipeline.tasks.base import RunDateTask, warehouse_uri
@@ -19,6 +20,7 @@ from pipeline.tasks.cleanse import CleanseSurvey
 from pipeline.tasks.model import RunModel
 from pipeline.tasks.validate import ValidateResults
 from pipeline.warehouse import open_warehouse, warehouse_id
+from pipeline.warehouse.schema import survey_reference_tables
 
 
 class WarehouseTask(RunDateTask):
@@ -34,6 +36,11 @@ class WarehouseTask(RunDateTask):
     @property
     def warehouse_uri(self) -> str:
         return warehouse_uri(self.warehouse)
+
+    @property
+    def warehouse_kind(self) -> str:
+        """duckdb or bigquery: safe to show and tag (the URI may name projects or paths)."""
+        return self.warehouse_uri.split(":", 1)[0]
 
     def marker(self, *parts: str) -> luigi.target.FileSystemTarget:
         return self.target("ingest", *parts, f"{warehouse_id(self.warehouse_uri)}.json")
@@ -57,6 +64,7 @@ class IngestSurvey(WarehouseTask):
         return self.marker("_survey")
 
     def run(self) -> None:
+        self.report("reading cleansed rows and rejections", progress=0)
         parts = [
             storage.read_parquet(uri)
             for uri in storage.listdir(self.path("cleanse", "cohorts"))
@@ -64,15 +72,26 @@ class IngestSurvey(WarehouseTask):
         ]
         responses = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
         rejections = storage.read_parquet(self.input()["rejections.parquet"].path)
+        self.report(f"loading {len(responses):,} responses into {self.warehouse_kind}", 50)
         counts = open_warehouse(self.warehouse_uri).replace(
             self.run_date,
             None,
-            {"survey_responses": responses, "survey_rejections": rejections},
+            {
+                "survey_responses": responses,
+                "survey_rejections": rejections,
+                # QA compares the warehouse with what cleansing counted and the frame.
+                **survey_reference_tables(
+                    storage.read_json(self.input()["summary.json"].path),
+                    pd.read_csv(io.BytesIO(storage.read_bytes(self.input()["frame.csv"].path))),
+                ),
+            },
         )
         self.write_marker(counts)
-        self.set_status_message(
+        metrics.record_ingest(counts, self.warehouse_uri)
+        self.report(
             f"{counts['survey_responses']:,} responses, {counts['survey_rejections']:,} "
-            f"rejections loaded"
+            f"rejections loaded",
+            progress=100,
         )
 
 
@@ -101,6 +120,7 @@ class IngestResults(WarehouseTask):
         return self.marker(self.cohort, self.model().spec.slug)
 
     def run(self) -> None:
+        self.report("reading results, checks and run records", progress=0)
         spec = self.model().spec
         program = {"program_name": spec.name, "program_version": spec.version}
         checks = storage.read_parquet(self.input().path).assign(**program)
@@ -116,6 +136,7 @@ class IngestResults(WarehouseTask):
         estimates = storage.read_parquet(self.model().output()["results"].path)
         if len(blocking):
             estimates = estimates.iloc[0:0]
+        self.report(f"loading {len(estimates)} estimates into {self.warehouse_kind}", 50)
         counts = open_warehouse(self.warehouse_uri).replace(
             self.run_date,
             self.cohort,
@@ -125,6 +146,7 @@ class IngestResults(WarehouseTask):
                 "pipeline_runs": runs,
             },
         )
+        metrics.record_ingest(counts, self.warehouse_uri, self.cohort)
         if len(blocking):
             details = "; ".join(f"{r.check}: {r.detail}" for r in blocking.itertuples())
             raise ValidationFailed(
@@ -133,4 +155,4 @@ class IngestResults(WarehouseTask):
                 "step."
             )
         self.write_marker(counts)
-        self.set_status_message(f"{counts['model_estimates']} estimates loaded")
+        self.report(f"{counts['model_estimates']} estimates loaded", progress=100)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import luigi
 import pyarrow.parquet as pq
 
-from pipeline import config, storage
+from pipeline import config, metrics, storage
 from pipeline.core.spec import ProgramSpec, load_spec
 from pipeline.errors import InputError, ProgramFailed
 from pipeline.executors import Events, Job, get_executor
@@ -70,6 +70,11 @@ class RunModel(RunDateTask):
                 "or none was delivered (see rejections.parquet)",
                 file=input_uri,
             )
+        executor = executor_name(self.executor)
+        self.report(
+            f"preparing {spec.name} {spec.version} for {cleansed.num_rows:,} rows on {executor}",
+            progress=5,
+        )
         attempt = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
         attempt_uri = self.path(*self.model_dir(), "attempts", attempt)
         if spec.input_format == "csv":
@@ -100,18 +105,26 @@ class RunModel(RunDateTask):
             log_path=config.logs_dir() / run_date / self.cohort / f"{spec.slug}-{attempt}.log",
         )
         events = Events(
-            status=self.set_status_message,
-            tracking_url=self.set_tracking_url,
-            progress=self.set_progress_percentage,
+            status=self.report,
+            tracking_url=self.link,
+            progress=self.show_progress,
         )
-        record = get_executor(executor_name(self.executor)).run(job, events)
+        record = get_executor(executor).run(job, events)
         row = {**record.to_dict(), "program_name": spec.name, "program_version": spec.version}
         storage.write_json(storage.join(attempt_uri, "run.json"), row)
+        metrics.record_model_run(self.cohort, record)
         if record.exit_code != 0:
             tail = "\n".join(f"    {line}" for line in record.error.splitlines()[-20:])
+            # A cloud task that never ran its container (e.g. the image could not be
+            # pulled) has no exit code; the error's last line says why.
+            ended = (
+                f"exited with {record.exit_code}"
+                if record.exit_code is not None
+                else "ended without an exit code"
+            )
             raise ProgramFailed(
-                f"{spec.name} {spec.version} for cohort {self.cohort} exited with "
-                f"{record.exit_code} on {record.executor} ({record.job_id}); "
+                f"{spec.name} {spec.version} for cohort {self.cohort} {ended}"
+                f" on {record.executor} ({record.job_id}); "
                 f"log: {record.log_uri}" + (f"\n  last lines:\n{tail}" if tail else "")
             )
         results_uri = storage.join(output_uri, spec.results)
@@ -126,7 +139,8 @@ class RunModel(RunDateTask):
             raise ProgramFailed(f"{results_uri}: unreadable results: {exc}") from None
         storage.write_parquet(self.path(*self.model_dir(), "results.parquet"), results)
         storage.write_json(self.path(*self.model_dir(), "run.json"), row)
-        self.set_status_message(
+        self.report(
             f"{spec.name} {spec.version}: {len(results)} result rows in "
-            f"{record.vcpu_seconds:.0f} vCPU·s on {record.executor}"
+            f"{record.vcpu_seconds:.0f} vCPU·s on {record.executor}",
+            progress=100,
         )

@@ -7,7 +7,7 @@ import io
 import luigi
 import pyarrow.parquet as pq
 
-from pipeline import storage
+from pipeline import metrics, storage
 from pipeline.core.validate import blocking_failures, validate_results
 from pipeline.tasks.base import RunDateTask
 from pipeline.tasks.cleanse import cohort_input_uri
@@ -36,6 +36,7 @@ class ValidateResults(RunDateTask):
         return self.target("validate", self.cohort, self.requires().spec.slug, "checks.parquet")
 
     def run(self) -> None:
+        self.report("checking results", progress=0)
         results = storage.read_parquet(self.input()["results"].path)
         schema = pq.read_schema(
             io.BytesIO(storage.read_bytes(cohort_input_uri(self.run_date.isoformat(), self.cohort)))
@@ -43,9 +44,11 @@ class ValidateResults(RunDateTask):
         treatments = [n.removeprefix("share_") for n in schema.names if n.startswith("share_")]
         checks = validate_results(results, treatments)
         storage.write_parquet(self.output().path, checks)
+        metrics.record_validation(self.cohort, checks.to_dict("records"))
         failed = checks[~checks["passed"]]
         errors = len(blocking_failures(checks))
-        self.set_status_message(
+        self.report(
             f"{len(checks) - len(failed)}/{len(checks)} checks passed"
-            + (f"; {errors} error(s): {', '.join(failed['check'])}" if len(failed) else "")
+            + (f"; {errors} error(s): {', '.join(failed['check'])}" if len(failed) else ""),
+            progress=100,
         )

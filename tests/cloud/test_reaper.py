@@ -11,6 +11,7 @@ from pipeline.executors.lease import LeaseKeeper, lease_uri
 from pipeline.executors.reaper import reap
 from tests.cloud.conftest import CLUSTER, QUEUE, Cloud, run_pipeline
 from tests.cloud.helpers import batch_executor, ecs_executor, make_job
+from tests.ops.conftest import DogStatsdSink, wait_for
 
 
 def write_lease(root: str, lease_id: str, renewed_at: float) -> None:
@@ -118,10 +119,16 @@ def test_pipeline_reap_command(cloud: Cloud, tmp_path: Path) -> None:
         in dry.stdout
     )
     assert len(cloud.running_tasks()) == 1
-    real = run_pipeline(cloud, "reap", env=env)
-    assert real.returncode == 0, real.stderr
-    assert f"stopped ecs {arn}" in real.stdout and "reaper: stopped 1, kept 0" in real.stdout
-    assert cloud.running_tasks() == []
+    sink = DogStatsdSink()
+    try:
+        real = run_pipeline(cloud, "reap", env={**env, **sink.env()})
+        assert real.returncode == 0, real.stderr
+        assert f"stopped ecs {arn}" in real.stdout and "reaper: stopped 1, kept 0" in real.stdout
+        assert cloud.running_tasks() == []
+        assert wait_for(lambda: sink.metrics())
+        assert sink.metrics() == [("survey_pipeline.orphans.reaped", 1.0, "c", {"executor": "ecs"})]
+    finally:
+        sink.close()
     broken = run_pipeline(cloud, "reap", env={**env, "LUIGI_CONFIG_PATH": str(
         cloud.config_file(tmp_path / "bad.cfg", ecs={"cluster": "nope"},
                           reaper={"executors": "ecs"}))})  # fmt: skip

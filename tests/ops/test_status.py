@@ -1,0 +1,65 @@
+"""`pipeline status` on a finished run with one failed cohort, without luigid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.ops.conftest import DATE, Run, free_port
+
+
+def test_table_shows_each_cohort_and_step(failed_run: Run) -> None:
+    result = failed_run.cli("status", "--run-date", DATE, "--program", str(failed_run.spec))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("cohort"))
+    assert header.split() == [
+        "cohort", "cleanse", "model", "validate", "ingest", "executor", "publication",
+    ]  # fmt: skip
+    bad, *good = failed_run.codes
+    table = lines[lines.index(header) + 1 :]
+    table = table[: table.index("")]
+    row = {line.split()[0]: line.split() for line in table}
+    assert sorted(row) == sorted(failed_run.codes)
+    assert row[bad][1] == "done" and row[bad][3] == "failed"
+    assert row[bad][5:] == ["pending", "pending", "local", "-"]
+    for code in good:
+        assert [row[code][i] for i in (1, 3, 5, 7)] == ["done"] * 4, row[code]
+        assert row[code][9:] == ["local", "ingested,", "not", "approved"]
+    # The failure: its error line and where its log is.
+    block = result.stdout.split(f"{bad} model FAILED: ", 1)[1].splitlines()
+    assert "exited with 3" in block[0]
+    log = block[1].strip().removeprefix("log: ")
+    assert Path(log).is_file() and "did not converge" in Path(log).read_text()
+    assert "cohorts: 2 done, 1 failed" in result.stdout
+
+
+def test_json_for_machines(failed_run: Run) -> None:
+    result = failed_run.cli("status", "--run-date", DATE, "--program", str(failed_run.spec),
+                            "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["run_date"] == DATE
+    assert data["survey_ingest"]["state"] == "done"
+    cohorts = {c["cohort"]: c for c in data["cohorts"]}
+    assert sorted(cohorts) == sorted(failed_run.codes)
+    bad, *good = failed_run.codes
+    model = cohorts[bad]["steps"]["model"]
+    assert cohorts[bad]["state"] == "failed"
+    assert model["state"] == "failed" and "exited with 3" in model["error"]
+    assert model["executor"] == "local" and model["seconds"] > 0
+    assert cohorts[bad]["steps"]["validate"]["state"] == "pending"
+    for code in good:
+        steps = cohorts[code]["steps"]
+        assert {s["state"] for s in steps.values()} == {"done"}
+        assert all(s["seconds"] is not None for s in steps.values()), steps
+        assert steps["model"]["started_at"] <= steps["model"]["finished_at"]
+
+
+def test_unreachable_scheduler_falls_back_to_targets(failed_run: Run) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = failed_run.cli("status", "--run-date", DATE, "--program", str(failed_run.spec),
+                            "--scheduler-url", url)  # fmt: skip
+    assert result.returncode == 0
+    assert f"luigid at {url} not reachable" in result.stderr
+    assert "cohorts: 2 done, 1 failed" in result.stdout
