@@ -31,7 +31,7 @@ sample-data: install ## write sample raw data into $PIPELINE_HOME/raw unless som
 run: sample-data ## run the whole pipeline for every sample cohort on embedded defaults
 	$(BIN)/pipeline run --run-date $(RUN_DATE) --workers $(WORKERS) --local-scheduler
 
-test: install browser ## run the whole test suite (starts moto_server, luigid, ... by itself)
+test: install browser lint ## lint, then the whole test suite (starts moto_server, luigid, ... by itself)
 	$(BIN)/python -m pytest --junitxml=reports/junit.xml
 
 LUIGID_PORT ?= 8082

@@ -64,13 +64,22 @@ def run() -> dict[str, float]:
             phases.append((end - start).total_seconds())
             # The same program commands, straight from the job documents, with xargs -P.
             commands = []
-            for job_path in sorted((home / "work" / date / "model").glob("*/*/attempts/*/job.json")):
+            for job_path in sorted(
+                (home / "work" / date / "model").glob("*/*/attempts/*/job.json")
+            ):
                 job = json.loads(job_path.read_text())
                 out = job_path.parent / "xargs-out"
                 out.mkdir()
                 commands.append(
-                    shlex.join([sys.executable, str(REPO / "bench/programs/sleeper.py"),
-                                job["input"], str(out), str(SLEEP)])  # fmt: skip
+                    shlex.join(
+                        [
+                            sys.executable,
+                            str(REPO / "bench/programs/sleeper.py"),
+                            job["input"],
+                            str(out),
+                            str(SLEEP),
+                        ]
+                    )
                 )
             started = time.monotonic()
             subprocess.run(

@@ -43,8 +43,12 @@ def snapshot(home: Path) -> dict[str, pd.DataFrame]:
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
         return {
             table: con.execute(f"SELECT * FROM {table} ORDER BY ALL").df()
-            for table in ("survey_responses", "survey_rejections", "model_estimates",
-                          "validation_checks")  # fmt: skip
+            for table in (
+                "survey_responses",
+                "survey_rejections",
+                "model_estimates",
+                "validation_checks",
+            )
         }
 
 

@@ -46,7 +46,7 @@ def make_job(tmp_path: Path, mode: str, *, timeout: float = 30, grace: float = 1
                 mode,
                 "{output_dir}",
                 str(tmp_path / "pid"),
-            ],  # fmt: skip
+            ],
             "outputs": {"results": "estimates.csv"},
             "timeout": timeout,
         },
@@ -158,7 +158,7 @@ def test_stops_the_program_when_its_parent_dies(tmp_path: Path) -> None:
             "-c",
             f"{sys.executable} -m pipeline.wrapper --job {job} --stop-with-parent "
             f"2>{tmp_path / 'err'} & wait",
-        ],  # fmt: skip
+        ],
     )
     pid = program_pid(tmp_path)
     parent.kill()

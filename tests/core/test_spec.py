@@ -28,8 +28,18 @@ def test_the_estimator_spec_is_valid() -> None:
 
 def test_render_fills_every_placeholder_and_params() -> None:
     spec = spec_from_dict(
-        {**BASE, "command": ["p", "{input}:{frame}", "{cohort}", "{run_date}", "{output_dir}",
-                             "{params.n}", "{{literal}}"]}  # fmt: skip
+        {
+            **BASE,
+            "command": [
+                "p",
+                "{input}:{frame}",
+                "{cohort}",
+                "{run_date}",
+                "{output_dir}",
+                "{params.n}",
+                "{{literal}}",
+            ],
+        }
     )
     assert render_command(spec, VALUES) == [
         "p", "/i.parquet:/f.csv", "c1", "2026-11-22", "/out", "5", "{literal}",

@@ -8,8 +8,13 @@ TREATMENTS = ["a", "b"]
 
 def good() -> pd.DataFrame:
     return pd.DataFrame(
-        {"treatment": ["a", "b"], "estimate": [10.0, 20.0], "ci_low": [8.0, 15.0],
-         "ci_high": [12.0, 26.0], "segment_extra": [1, 2]}  # fmt: skip
+        {
+            "treatment": ["a", "b"],
+            "estimate": [10.0, 20.0],
+            "ci_low": [8.0, 15.0],
+            "ci_high": [12.0, 26.0],
+            "segment_extra": [1, 2],
+        }
     )
 
 
@@ -54,9 +59,17 @@ def test_missing_columns_fail_without_crashing() -> None:
 @pytest.mark.parametrize(
     ("mutate", "check"),
     [
-        (lambda df: pd.concat([df, pd.DataFrame({"treatment": ["z"], "estimate": [1.0],
-                                                 "ci_low": [0.5], "ci_high": [1.5]})]),
-         "no_unknown_treatments"),  # fmt: skip
+        (
+            lambda df: pd.concat(
+                [
+                    df,
+                    pd.DataFrame(
+                        {"treatment": ["z"], "estimate": [1.0], "ci_low": [0.5], "ci_high": [1.5]}
+                    ),
+                ]
+            ),
+            "no_unknown_treatments",
+        ),
         (lambda df: df.assign(ci_high=[100.0, 26.0]), "interval_width"),
     ],
 )

@@ -51,9 +51,15 @@ def make_job(tmp_path: Path, mode: str) -> Job:
     job_uri = tmp_path / "job.json"
     job_uri.write_text(
         json.dumps(
-            {"spec": spec.to_dict(), "run_date": "2026-11-22", "cohort": "c",
-             "input": str(tmp_path / "in.parquet"), "frame": str(tmp_path / "frame.csv"),
-             "output": str(tmp_path / "out"), "grace_seconds": 1}  # fmt: skip
+            {
+                "spec": spec.to_dict(),
+                "run_date": "2026-11-22",
+                "cohort": "c",
+                "input": str(tmp_path / "in.parquet"),
+                "frame": str(tmp_path / "frame.csv"),
+                "output": str(tmp_path / "out"),
+                "grace_seconds": 1,
+            }
         )
     )
     return Job(
@@ -120,7 +126,8 @@ def test_python_in_the_spec_is_this_interpreter(tmp_path: Path) -> None:
     job = make_job(tmp_path, "ok")
     LocalExecutor().run(job, Events())
     started_line = next(
-        line for line in (tmp_path / "logs" / "run.log").read_text().splitlines()
+        line
+        for line in (tmp_path / "logs" / "run.log").read_text().splitlines()
         if line.startswith("starting")
     )
     assert Path(started_line.split()[1]).parent == Path(sys.executable).parent
