@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time as _time  # LAP
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -58,13 +57,6 @@ from pipeline.core.rawdata import (
     valid_mask,
 )
 from pipeline.errors import ConfigError, InputError
-
-_LAPS = []  # LAP
-
-
-def _LAP(i):  # LAP
-    _LAPS.append((i, _time.perf_counter()))  # LAP
-
 
 REASONS: tuple[str, ...] = (
     "missing_required",
@@ -197,98 +189,62 @@ def cleanse(export: RawExport, rules: CleanseRules, key: bytes) -> CleanseResult
     if not key:
         raise ConfigError("the respondent hashing key is empty: set it in the environment")
     df = export.responses
-    _LAP("df = export.responses")  # LAP
     absent = [c for c in (*RESPONSE_COLUMNS, *SOURCE_COLUMNS) if c not in df.columns]
-    _LAP("absent = [c for c in (*RESPONSE_COLUMNS,")  # LAP
     if absent:
         raise InputError(f"the responses lack the column(s) {', '.join(absent)}")
     share_columns = [c for c in export.share_columns if c.startswith(SHARE_PREFIX)]
-    _LAP("share_columns = [c for c in export.share")  # LAP
     n = len(df)
-    _LAP("n = len(df)")  # LAP
     raw = {name: as_text(df[name]) for name in df.columns if name not in SOURCE_COLUMNS}
-    _LAP("raw = {name: as_text(df[name]) for name ")  # LAP
     text = {name: normalize_text(raw[name]) for name in _TEXT_COLUMNS}
-    _LAP("text = {name: normalize_text(raw[name]) ")  # LAP
     flags = {reason: np.zeros(n, dtype=bool) for reason in REASONS}
-    _LAP("flags = {reason: np.zeros(n, dtype=bool)")  # LAP
 
     disease = pc.utf8_lower(text["disease"])
-    _LAP('disease = pc.utf8_lower(text["disease"])')  # LAP
     codes = pa.array(export.cohorts["code"].astype(str).tolist(), pa.large_string())
-    _LAP('codes = pa.array(export.cohorts["code"].')  # LAP
     cohort_index = pc.index_in(disease, value_set=codes)
-    _LAP("cohort_index = pc.index_in(disease, valu")  # LAP
     flags["unknown_cohort"] = valid_mask(disease) & ~valid_mask(cohort_index)
-    _LAP('flags["unknown_cohort"] = valid_mask(dis')  # LAP
 
     rows, numbers, bad_rows = parse_number_cells(raw["n_patients"])
-    _LAP("rows, numbers, bad_rows = parse_number_c")  # LAP
     whole = np.floor(numbers) == numbers
-    _LAP("whole = np.floor(numbers) == numbers")  # LAP
     flags["unparseable"][bad_rows] = True
-    _LAP('flags["unparseable"][bad_rows] = True')  # LAP
     flags["unparseable"][rows[~whole]] = True
-    _LAP('flags["unparseable"][rows[~whole]] = Tru')  # LAP
     n_patients = np.zeros(n, dtype=np.int64)
-    _LAP("n_patients = np.zeros(n, dtype=np.int64)")  # LAP
     n_patients[rows[whole]] = np.clip(numbers[whole], -(2**62), 2**62).astype(np.int64)
-    _LAP("n_patients[rows[whole]] = numbers[whole]")  # LAP
     has_patients = np.zeros(n, dtype=bool)
-    _LAP("has_patients = np.zeros(n, dtype=bool)")  # LAP
     has_patients[rows] = True
-    _LAP("has_patients[rows] = True")  # LAP
     has_patients[bad_rows] = True
-    _LAP("has_patients[bad_rows] = True")  # LAP
     flags["out_of_range"][
         rows[(numbers < rules.n_patients_min) | (numbers > rules.n_patients_max)]
     ] = True
-    _LAP("] = True")  # LAP
 
     shares = _shares(raw, share_columns, rules, n)
-    _LAP("shares = _shares(raw, share_columns, rul")  # LAP
     flags["unparseable"] |= shares.bad
-    _LAP('flags["unparseable"] |= shares.bad')  # LAP
     flags["out_of_range"] |= shares.out_of_range
-    _LAP('flags["out_of_range"] |= shares.out_of_r')  # LAP
     flags["shares_not_100"] = ~shares.bad & (
         np.abs(shares.total - 100.0) > rules.share_sum_tolerance + 1e-9
     )
-    _LAP(")")  # LAP
 
     started, started_ok, started_present = parse_timestamps(raw["started_at"])
-    _LAP("started, started_ok, started_present = p")  # LAP
     submitted, submitted_ok, submitted_present = parse_timestamps(raw["submitted_at"])
-    _LAP("submitted, submitted_ok, submitted_prese")  # LAP
     flags["unparseable"] |= (started_present & ~started_ok) | (submitted_present & ~submitted_ok)
-    _LAP('flags["unparseable"] |= (started_present')  # LAP
     flags["speeder"] = (
         started_ok & submitted_ok & (submitted - started < rules.min_duration_seconds * 1e6)
     )
-    _LAP(")")  # LAP
 
     expected = unicodedata.normalize("NFKC", str(rules.attention_expected)).strip()
-    _LAP('expected = unicodedata.normalize("NFKC",')  # LAP
     flags["attention_failed"] = ~pc.fill_null(
         pc.equal(text["attention_check"], expected), False
     ).to_numpy(zero_copy_only=False)
-    _LAP(").to_numpy(zero_copy_only=False)")  # LAP
 
     present = {name: valid_mask(text[name]) for name in ("response_id", "respondent_id")}
-    _LAP("present = {name: valid_mask(text[name]) ")  # LAP
     present.update(disease=valid_mask(disease), n_patients=has_patients)
-    _LAP("present.update(disease=valid_mask(diseas")  # LAP
     present["submitted_at"] = submitted_present
-    _LAP('present["submitted_at"] = submitted_pres')  # LAP
     for name in REQUIRED_COLUMNS:
         flags["missing_required"] |= ~present[name]
 
     mask = np.zeros(n, dtype=np.uint8)
-    _LAP("mask = np.zeros(n, dtype=np.uint8)")  # LAP
     for reason in REASONS[:-1]:
         mask[flags[reason]] |= _BIT[reason]
     respondents = text["respondent_id"].dictionary_encode()
-    _LAP('respondents = text["respondent_id"].dict')  # LAP
     flags["duplicate"] = _superseded(
         mask == 0,
         _indices(respondents.indices),
@@ -296,24 +252,16 @@ def cleanse(export: RawExport, rules: CleanseRules, key: bytes) -> CleanseResult
         len(codes),
         submitted,
     )
-    _LAP(")")  # LAP
     mask[flags["duplicate"]] |= _BIT["duplicate"]
-    _LAP('mask[flags["duplicate"]] |= _BIT["duplic')  # LAP
     hashes = _keyed_hashes(respondents.dictionary, key)
     respondent_index = respondents.indices
-    _LAP("respondent_key = _keyed_hashes(responden")  # LAP
 
     kept = np.flatnonzero(mask == 0)
-    _LAP("kept = np.flatnonzero(mask == 0)")  # LAP
     dropped = np.flatnonzero(mask != 0)
-    _LAP("dropped = np.flatnonzero(mask != 0)")  # LAP
     source_file = as_text(df["source_file"])
-    _LAP('source_file = as_text(df["source_file"])')  # LAP
     source_row = df["source_row"].to_numpy(dtype=np.int64)
-    _LAP('source_row = df["source_row"].to_numpy(d')  # LAP
 
     take = pa.array(kept)
-    _LAP("take = pa.array(kept)")  # LAP
     cleansed_cols: dict[str, Any] = {
         "cohort": disease.take(take),
         "response_id": text["response_id"].take(take),
@@ -324,11 +272,8 @@ def cleanse(export: RawExport, rules: CleanseRules, key: bytes) -> CleanseResult
         "n_patients": pa.array(n_patients[kept]),
         "attention_check": text["attention_check"].take(take),
     }
-    _LAP("}")  # LAP
     position = np.full(n, -1, dtype=np.int64)
-    _LAP("position = np.full(n, -1, dtype=np.int64")  # LAP
     position[kept] = np.arange(len(kept))
-    _LAP("position[kept] = np.arange(len(kept))")  # LAP
     for name, cell_rows, cell_numbers in zip(
         share_columns, shares.rows, shares.numbers, strict=True
     ):
@@ -337,14 +282,10 @@ def cleanse(export: RawExport, rules: CleanseRules, key: bytes) -> CleanseResult
         column[at[at >= 0]] = cell_numbers[at >= 0]
         cleansed_cols[name] = pa.array(column)  # NaN stays NaN: pandas' missing float
     cleansed_cols["source_file"] = source_file.take(take)
-    _LAP('cleansed_cols["source_file"] = source_fi')  # LAP
     cleansed_cols["source_row"] = pa.array(source_row[kept])
-    _LAP('cleansed_cols["source_row"] = pa.array(s')  # LAP
     cleansed = pa.table(cleansed_cols).to_pandas(split_blocks=True)
-    _LAP("cleansed = pa.table(cleansed_cols).to_pa")  # LAP
 
     take = pa.array(dropped)
-    _LAP("take = pa.array(dropped)")  # LAP
     rejections = pa.table(
         {
             "cohort": disease.take(take),
@@ -355,10 +296,8 @@ def cleanse(export: RawExport, rules: CleanseRules, key: bytes) -> CleanseResult
             "raw": _raw_json(raw, dropped, hashes.take(respondent_index.take(take))),
         }
     ).to_pandas(split_blocks=True)
-    _LAP(").to_pandas(split_blocks=True)")  # LAP
 
     summary = _summary(export, mask, flags, cohort_index, shares, share_columns)
-    _LAP("summary = _summary(export, mask, flags, ")  # LAP
     return CleanseResult(cleansed=cleansed, rejections=rejections, summary=summary)
 
 
