@@ -34,6 +34,10 @@ class RunModel(RunDateTask):
         description="Where the program runs: local, ecs or batch ([pipeline] executor).",
     )
 
+    # Programs are the long, expensive part: a free worker starts the next one before it
+    # validates or ingests a finished cohort, so N cohorts take ceil(N / slots) waves.
+    priority = 100
+
     @property
     def resources(self) -> dict[str, int]:
         # Local runs share this machine's cores; cloud runs only cost a poller here.
