@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.core.rawdata import RESPONSE_COLUMNS
+
 # (code, label, treatments): the first twelve cohorts; more are made up from the pool.
 COHORT_POOL: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("diabetes", "糖尿病", ("metformin", "dpp4i", "sglt2i", "glp1ra", "insulin")),
@@ -162,10 +164,10 @@ def generate(
     bounds = np.linspace(0, len(table), len(RESPONSE_FILES) + 1).round().astype(int)
     for i, (name, encoding, newline) in enumerate(RESPONSE_FILES):
         part = table.slice(bounds[i], bounds[i + 1] - bounds[i])
-        columns = [*_RESPONSE_ORDER, *share_columns]
+        columns = [*RESPONSE_COLUMNS, *share_columns]
         if encoding == "cp932":
             # a second survey tool exports in another column order
-            columns = [*_RESPONSE_ORDER[:8], "attention_check", "n_patients", *share_columns[::-1]]
+            columns = [*RESPONSE_COLUMNS[:8], "attention_check", "n_patients", *share_columns[::-1]]
         path = out_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         _write(path, _csv_text(part, columns, newline), encoding)
@@ -178,20 +180,6 @@ def generate(
         "files": files,
         "encodings": encodings,
     }
-
-
-_RESPONSE_ORDER = [
-    "response_id",
-    "respondent_id",
-    "disease",
-    "specialty",
-    "region",
-    "facility_type",
-    "started_at",
-    "submitted_at",
-    "n_patients",
-    "attention_check",
-]
 
 
 def _write(path: Path, text: str, encoding: str) -> None:
