@@ -2,8 +2,9 @@
 
 ``cleanse`` splits a ``RawExport``'s response rows into cleansed rows and rejections;
 every raw row ends in exactly one of them. It reads no configuration and no files, and
-never mutates its inputs. Work is done column-wise with pyarrow compute and numpy; Python
-only touches distinct values (NFKC of non-ASCII text, the keyed hash of each respondent).
+never mutates its inputs. Work is done column-wise with pyarrow compute and numpy, the
+independent columns on a small thread pool (arrow and numpy release the GIL); Python
+only touches distinct values (NFKC of non-ASCII text, time zone suffixes).
 
 Interpretation, where the contract leaves room:
 
@@ -25,18 +26,35 @@ Interpretation, where the contract leaves room:
   missing too.
 - ``duplicate``: among the rows that pass every other rule, the one with the latest
   ``submitted_at`` per respondent and disease is kept (a tie goes to the row that comes
-  later in the export); rows failing other rules take no part.
-- ``respondent_key`` is HMAC-SHA256 of the NFKC-normalised, stripped respondent id under
-  the given key, as the first 32 hex digits (128 bits). In a rejection's ``raw`` JSON the
-  ``respondent_id`` entry is replaced by ``respondent_key`` with that hash (``""`` when
-  the id is empty), so raw respondent ids never leave cleansing.
+  later in the export); rows failing other rules take no part. Two rows are the same
+  respondent when their ``respondent_key`` is the same.
+- ``respondent_key`` (32 hex digits, 128 bits) is a keyed pseudonym of the NFKC-normalised,
+  stripped respondent id ``m`` (its UTF-8 bytes): ``hex(H(k1, m)) + hex(H(k2, m))``, each
+  half 64 bits big-endian, where ``H(k, m) = mix64(SipHash-2-4(k, m))`` is
+  ``pandas.util.hash_array`` with a 16-byte ``hash_key`` (SipHash-2-4 is a keyed PRF with
+  a 128-bit key, designed for short inputs; ``mix64`` is the fixed bijective finaliser
+  pandas applies to its output) and ``k1 ‖ k2 = HMAC-SHA256(key, KEY_DERIVATION)``, so
+  the two 128-bit SipHash keys look independent and random and do not give the configured
+  secret away. Without the key a respondent_key reveals nothing about the id (PRF
+  security; ids are low-entropy, so the key must stay secret, as with any keyed hash).
+  Distinct ids get the same key with probability about n² / 2¹²⁹ for n distinct ids
+  (≈ 10⁻²⁷ for a million), as for any 128-bit PRF. Chosen over HMAC-SHA256 per id
+  because it runs in C over the whole column (a Python loop per id cost more than
+  parsing the export), and kept deterministic across runs so that keys from different
+  run dates join (keys made before this scheme, truncated HMAC-SHA256, differ from it).
+  In a rejection's ``raw`` JSON the ``respondent_id`` entry is replaced by
+  ``respondent_key`` with that hash (``""`` when the id is empty), so raw respondent ids
+  never leave cleansing.
 """
 
 from __future__ import annotations
 
-import hashlib
+import binascii
+import hmac
 import json
+import re
 import unicodedata
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,18 +115,10 @@ REJECTION_COLUMNS: tuple[str, ...] = (
     "raw",
 )
 KEY_HEX_DIGITS = 32
+KEY_DERIVATION = b"pipeline respondent_key v2: two SipHash-2-4 keys"
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 
-_TEXT_COLUMNS = (
-    "response_id",
-    "respondent_id",
-    "disease",
-    "specialty",
-    "region",
-    "facility_type",
-    "attention_check",
-)
-_BIT = {reason: np.uint8(1 << i) for i, reason in enumerate(REASONS)}
+_WORKERS = max(1, min(4, pa.cpu_count()))  # threads for the independent column work
 _REASON_TEXT = np.array(
     [";".join(r for i, r in enumerate(REASONS) if mask >> i & 1) for mask in range(256)],
     dtype=object,
@@ -121,16 +131,13 @@ _TS_FULL = (
     r"(?::(?P<second>[0-9]{2})(?:[.,](?P<fraction>[0-9]{1,9}))?)?"
     r" ?(?P<zone>[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?$"
 )
-# Byte columns of YYYY-MM-DDTHH:MM:SS, the layout nearly every timestamp has.
-_TS_FIELDS = (
-    ("y", (0, 1, 2, 3)),
-    ("mo", (5, 6)),
-    ("d", (8, 9)),
-    ("h", (11, 12)),
-    ("mi", (14, 15)),
-    ("s", (17, 18)),
-)
-_TS_DIGITS = [c for _, cols in _TS_FIELDS for c in cols]
+# YYYY-MM-DDTHH:MM:SS (or / and space) with nothing, Z, ±HH, ±HHMM or ±HH:MM after it:
+# the layouts nearly every timestamp has, read straight from the bytes.
+_TS_PREFIX = 19
+_TS_FAST_WIDTH = np.zeros(64, dtype=bool)
+_TS_FAST_WIDTH[[19, 20, 22, 24, 25]] = True
+_TS_DIGITS = (0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18)
+_TS_ZONE = re.compile(rb"[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?")
 
 
 @dataclass(frozen=True)
@@ -195,110 +202,354 @@ def cleanse(export: RawExport, rules: CleanseRules, key: bytes) -> CleanseResult
     share_columns = [c for c in export.share_columns if c.startswith(SHARE_PREFIX)]
     n = len(df)
     raw = {name: as_text(df[name]) for name in df.columns if name not in SOURCE_COLUMNS}
-    text = {name: normalize_text(raw[name]) for name in _TEXT_COLUMNS}
-    flags = {reason: np.zeros(n, dtype=bool) for reason in REASONS}
-
-    disease = pc.utf8_lower(text["disease"])
     codes = pa.array(export.cohorts["code"].astype(str).tolist(), pa.large_string())
-    cohort_index = pc.index_in(disease, value_set=codes)
-    flags["unknown_cohort"] = valid_mask(disease) & ~valid_mask(cohort_index)
 
-    rows, numbers, bad_rows = parse_number_cells(raw["n_patients"])
-    whole = np.floor(numbers) == numbers
-    flags["unparseable"][bad_rows] = True
-    flags["unparseable"][rows[~whole]] = True
-    n_patients = np.zeros(n, dtype=np.int64)
-    n_patients[rows[whole]] = np.clip(numbers[whole], -(2**62), 2**62).astype(np.int64)
-    has_patients = np.zeros(n, dtype=bool)
-    has_patients[rows] = True
-    has_patients[bad_rows] = True
-    flags["out_of_range"][
-        rows[(numbers < rules.n_patients_min) | (numbers > rules.n_patients_max)]
-    ] = True
-
-    shares = _shares(raw, share_columns, rules, n)
-    flags["unparseable"] |= shares.bad
-    flags["out_of_range"] |= shares.out_of_range
-    flags["shares_not_100"] = ~shares.bad & (
-        np.abs(shares.total - 100.0) > rules.share_sum_tolerance + 1e-9
-    )
-
-    started, started_ok, started_present = parse_timestamps(raw["started_at"])
-    submitted, submitted_ok, submitted_present = parse_timestamps(raw["submitted_at"])
-    flags["unparseable"] |= (started_present & ~started_ok) | (submitted_present & ~submitted_ok)
-    flags["speeder"] = (
-        started_ok & submitted_ok & (submitted - started < rules.min_duration_seconds * 1e6)
-    )
-
-    expected = unicodedata.normalize("NFKC", str(rules.attention_expected)).strip()
-    flags["attention_failed"] = ~pc.fill_null(
-        pc.equal(text["attention_check"], expected), False
-    ).to_numpy(zero_copy_only=False)
-
-    present = {name: valid_mask(text[name]) for name in ("response_id", "respondent_id")}
-    present.update(disease=valid_mask(disease), n_patients=has_patients)
-    present["submitted_at"] = submitted_present
-    for name in REQUIRED_COLUMNS:
-        flags["missing_required"] |= ~present[name]
-
-    mask = np.zeros(n, dtype=np.uint8)
-    for reason in REASONS[:-1]:
-        mask[flags[reason]] |= _BIT[reason]
-    respondents = text["respondent_id"].dictionary_encode()
-    flags["duplicate"] = _superseded(
-        mask == 0,
-        _indices(respondents.indices),
-        _indices(cohort_index),
-        len(codes),
-        submitted,
-    )
-    mask[flags["duplicate"]] |= _BIT["duplicate"]
-    hashes = _keyed_hashes(respondents.dictionary, key)
-    respondent_index = respondents.indices
-
-    kept = np.flatnonzero(mask == 0)
-    dropped = np.flatnonzero(mask != 0)
-    source_file = as_text(df["source_file"])
-    source_row = df["source_row"].to_numpy(dtype=np.int64)
-
-    take = pa.array(kept)
-    cleansed_cols: dict[str, Any] = {
-        "cohort": disease.take(take),
-        "response_id": text["response_id"].take(take),
-        "respondent_key": hashes.take(respondent_index.take(take)),
-        **{c: text[c].take(take) for c in ("specialty", "region", "facility_type")},
-        "started_at": _timestamps(started[kept], started_ok[kept]),
-        "submitted_at": _timestamps(submitted[kept], submitted_ok[kept]),
-        "n_patients": pa.array(n_patients[kept]),
-        "attention_check": text["attention_check"].take(take),
-    }
-    position = np.full(n, -1, dtype=np.int64)
-    position[kept] = np.arange(len(kept))
-    for name, cell_rows, cell_numbers in zip(
-        share_columns, shares.rows, shares.numbers, strict=True
-    ):
-        column = np.full(len(kept), np.nan)
-        at = position[cell_rows]
-        column[at[at >= 0]] = cell_numbers[at >= 0]
-        cleansed_cols[name] = pa.array(column)  # NaN stays NaN: pandas' missing float
-    cleansed_cols["source_file"] = source_file.take(take)
-    cleansed_cols["source_row"] = pa.array(source_row[kept])
-    cleansed = pa.table(cleansed_cols).to_pandas(split_blocks=True)
-
-    take = pa.array(dropped)
-    rejections = pa.table(
-        {
-            "cohort": disease.take(take),
-            "response_id": text["response_id"].take(take),
-            "reasons": pa.array(_REASON_TEXT[mask[dropped]], pa.large_string()),
-            "source_file": source_file.take(take),
-            "source_row": pa.array(source_row[dropped]),
-            "raw": _raw_json(raw, dropped, hashes.take(respondent_index.take(take))),
+    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
+        # The columns are independent: the big pieces first, so that no worker idles long.
+        # (A job waits only on one submitted before it: never on one that cannot start.)
+        disease_job = pool.submit(_diseases, raw["disease"], codes)
+        respondents_job = pool.submit(_respondents, raw["respondent_id"], key, disease_job)
+        started_job = pool.submit(parse_timestamps, raw["started_at"])
+        submitted_job = pool.submit(parse_timestamps, raw["submitted_at"])
+        patients_job = pool.submit(parse_number_cells, raw["n_patients"])
+        response_id_job = pool.submit(normalize_text, raw["response_id"])
+        coded_jobs = {
+            name: pool.submit(_coded, raw[name])
+            for name in ("attention_check", "specialty", "region", "facility_type")
         }
-    ).to_pandas(split_blocks=True)
+        share_jobs = [pool.submit(parse_number_cells, raw[name]) for name in share_columns]
+        source_file_job = pool.submit(_Runs, as_text(df["source_file"]))
 
-    summary = _summary(export, mask, flags, cohort_index, shares, share_columns)
-    return CleanseResult(cleansed=cleansed, rejections=rejections, summary=summary)
+        flags = {reason: np.zeros(n, dtype=bool) for reason in REASONS}
+        disease, cohort_index = disease_job.result()
+        flags["unknown_cohort"] = disease.present & (cohort_index < 0)
+        respondents, groups = respondents_job.result()
+
+        rows, numbers, bad_rows = patients_job.result()
+        whole = np.floor(numbers) == numbers
+        flags["unparseable"][bad_rows] = True
+        flags["unparseable"][rows[~whole]] = True
+        n_patients = np.zeros(n, dtype=np.int64)
+        n_patients[rows[whole]] = np.clip(numbers[whole], -(2**62), 2**62).astype(np.int64)
+        has_patients = np.zeros(n, dtype=bool)
+        has_patients[rows] = True
+        has_patients[bad_rows] = True
+        flags["out_of_range"][
+            rows[(numbers < rules.n_patients_min) | (numbers > rules.n_patients_max)]
+        ] = True
+
+        started, started_ok, started_present = started_job.result()
+        submitted, submitted_ok, submitted_present = submitted_job.result()
+        flags["unparseable"] |= (started_present & ~started_ok) | (
+            submitted_present & ~submitted_ok
+        )
+        flags["speeder"] = (
+            started_ok & submitted_ok & (submitted - started < rules.min_duration_seconds * 1e6)
+        )
+
+        coded = {name: job.result() for name, job in coded_jobs.items()}
+        expected = unicodedata.normalize("NFKC", str(rules.attention_expected)).strip()
+        flags["attention_failed"] = ~coded["attention_check"].equals(expected)
+        response_id = response_id_job.result()
+
+        shares = _shares([job.result() for job in share_jobs], rules, n)
+        flags["unparseable"] |= shares.bad
+        flags["out_of_range"] |= shares.out_of_range
+        flags["shares_not_100"] = ~shares.bad & (
+            np.abs(shares.total - 100.0) > rules.share_sum_tolerance + 1e-9
+        )
+
+        present = {
+            "response_id": valid_mask(response_id),
+            "respondent_id": respondents.present,
+            "disease": disease.present,
+            "n_patients": has_patients,
+            "submitted_at": submitted_present,
+        }
+        for name in REQUIRED_COLUMNS:
+            flags["missing_required"] |= ~present[name]
+
+        mask = np.zeros(n, dtype=np.uint8)  # one bit per reason, in REASONS order
+        for bit, reason in enumerate(REASONS[:-1]):
+            mask |= flags[reason].view(np.uint8) << bit
+        flags["duplicate"] = groups.superseded(mask == 0, submitted)
+        mask |= flags["duplicate"].view(np.uint8) << (len(REASONS) - 1)
+
+        kept = np.flatnonzero(mask == 0)
+        dropped = np.flatnonzero(mask != 0)
+        source_file = source_file_job.result()
+        source_row = df["source_row"].to_numpy(dtype=np.int64)
+
+        # The rejections take longest (a JSON object per row): they start first, in halves.
+        rejected = [
+            pool.submit(
+                _rejections,
+                raw,
+                disease,
+                response_id,
+                respondents,
+                mask,
+                part,
+                source_file,
+                source_row,
+            )
+            for part in np.array_split(dropped, 2)
+        ]
+        summarised = pool.submit(_summary, export, mask, flags, cohort_index, shares, share_columns)
+        position = np.full(n, -1, dtype=np.int64)
+        position[kept] = np.arange(len(kept))
+
+        def share_column(cells: tuple[np.ndarray, np.ndarray]) -> pa.Array:
+            column = np.full(len(kept), np.nan)  # NaN stays NaN: pandas' missing float
+            at = position[cells[0]]
+            column[at[at >= 0]] = cells[1][at >= 0]
+            return pa.array(column)
+
+        jobs: dict[str, Future[pa.Array]] = {
+            "cohort": pool.submit(disease.take, kept),
+            "response_id": pool.submit(response_id.take, pa.array(kept)),
+            "respondent_key": pool.submit(_hex_keys, respondents, kept),
+            **{
+                c: pool.submit(coded[c].take, kept)
+                for c in ("specialty", "region", "facility_type")
+            },
+            "started_at": pool.submit(_timestamps, started, started_ok, kept),
+            "submitted_at": pool.submit(_timestamps, submitted, submitted_ok, kept),
+            "n_patients": pool.submit(_numbers, n_patients, kept),
+            "attention_check": pool.submit(coded["attention_check"].take, kept),
+            **{
+                name: pool.submit(share_column, cells)
+                for name, cells in zip(
+                    share_columns, zip(shares.rows, shares.numbers, strict=True), strict=True
+                )
+            },
+            "source_file": pool.submit(source_file.take, kept),
+            "source_row": pool.submit(_numbers, source_row, kept),
+        }
+        cleansed = pa.table({name: job.result() for name, job in jobs.items()})
+        rejections = pa.concat_tables([job.result() for job in rejected])
+        summary = summarised.result()
+
+    return CleanseResult(
+        cleansed=cleansed.to_pandas(split_blocks=True),
+        rejections=rejections.to_pandas(split_blocks=True),
+        summary=summary,
+    )
+
+
+@dataclass
+class _Respondents:
+    """The normalised respondent ids' keyed hash, per row (see ``respondent_key``)."""
+
+    present: np.ndarray  # bool: an id is there
+    first: np.ndarray  # uint64: the first half of the keyed hash (0 where absent)
+    second: np.ndarray  # uint64: the second half
+
+
+def _respondents(
+    values: pa.Array, key: bytes, diseases: Future[tuple[_Coded, np.ndarray]]
+) -> tuple[_Respondents, _Groups]:
+    """Normalise the ids, hash them under ``key`` and group them with their cohorts."""
+    text = normalize_text(values)
+    present = valid_mask(text)
+    if present.all():
+        respondents = _Respondents(present, *_keyed_hashes(text, key))
+    else:
+        rows = np.flatnonzero(present)
+        first, second = np.zeros(len(text), np.uint64), np.zeros(len(text), np.uint64)
+        first[rows], second[rows] = _keyed_hashes(text.take(pa.array(rows)), key)
+        respondents = _Respondents(present, first, second)
+    return respondents, _Groups(respondents, diseases.result()[1])
+
+
+def _keyed_hashes(ids: pa.Array, key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The two uint64 halves of the keyed hash of each id (no nulls).
+
+    See the module docstring: two SipHash-2-4 keys derived from ``key`` with HMAC-SHA256,
+    applied by pandas in C to the UTF-8 bytes (bytes pass through ``hash_array`` as they
+    are; latin-1 only maps the 16 key bytes to the ``hash_key`` string one to one).
+    """
+    derived = hmac.digest(key, KEY_DERIVATION, "sha256")
+    values = ids.cast(pa.large_binary()).to_numpy(zero_copy_only=False)
+    first, second = (
+        pd.util.hash_array(
+            values, encoding="latin-1", hash_key=half.decode("latin-1"), categorize=False
+        )
+        for half in (derived[:16], derived[16:])
+    )
+    return first, second
+
+
+_SPREAD = np.uint64(0x9E3779B97F4A7C15)  # odd: spreads cohort numbers over 64 bits
+
+
+class _Groups:
+    """The rows with a respondent and a known cohort, ordered by (respondent, cohort).
+
+    Sorting needs only a 64-bit key per row (the first half of the keyed hash plus a
+    multiple of the cohort); rows whose key repeats are then grouped exactly, on the
+    whole 128-bit hash and the cohort.
+    """
+
+    def __init__(self, respondents: _Respondents, cohort: np.ndarray) -> None:
+        self.respondents, self.cohort = respondents, cohort
+        rows = np.flatnonzero(respondents.present & (cohort >= 0))
+        self.key = respondents.first + cohort.astype(np.uint64) * _SPREAD
+        self.order = rows[np.argsort(self.key[rows])]
+
+    def superseded(self, candidates: np.ndarray, submitted: np.ndarray) -> np.ndarray:
+        """Candidate rows that a later submission (same respondent and cohort) supersedes:
+        per group the latest ``submitted`` stays, a tie going to the later row."""
+        out = np.zeros(len(candidates), dtype=bool)
+        rows = self.order[candidates[self.order]]
+        key = self.key[rows]
+        same = key[1:] == key[:-1]
+        if not same.any():
+            return out
+        repeated = np.zeros(len(rows), dtype=bool)
+        repeated[1:] |= same
+        repeated[:-1] |= same
+        idx = rows[repeated]
+        first, second = self.respondents.first[idx], self.respondents.second[idx]
+        cohort = self.cohort[idx]
+        order = np.lexsort((idx, submitted[idx], cohort, second, first))
+        first, second, cohort = first[order], second[order], cohort[order]
+        group_continues = (
+            (first[1:] == first[:-1]) & (second[1:] == second[:-1]) & (cohort[1:] == cohort[:-1])
+        )
+        out[idx[order[:-1][group_continues]]] = True
+        return out
+
+
+def _hex_keys(respondents: _Respondents, rows: np.ndarray, nulls: bool = False) -> pa.Array:
+    """``respondent_key`` text of ``rows`` (with ``nulls``, null where there is no id)."""
+    words = np.empty((len(rows), 2), dtype=">u8")
+    words[:, 0], words[:, 1] = respondents.first[rows], respondents.second[rows]
+    digits = np.frombuffer(binascii.hexlify(words.data), dtype=np.uint8)
+    offsets = np.arange(0, len(rows) * KEY_HEX_DIGITS + 1, KEY_HEX_DIGITS, dtype=np.int64)
+    valid = respondents.present[rows]
+    missing = int(len(rows) - np.count_nonzero(valid)) if nulls else 0
+    validity = pa.py_buffer(np.packbits(valid, bitorder="little")) if missing else None
+    return pa.Array.from_buffers(
+        pa.large_string(),
+        len(rows),
+        [validity, pa.py_buffer(offsets), pa.py_buffer(digits)],
+        missing,
+    )
+
+
+@dataclass
+class _Coded:
+    """A column of few distinct values: each normalised once, and an index per row."""
+
+    values: pa.Array  # large_string: NFKC-normalised, stripped; null if empty; last is null
+    index: np.ndarray  # per row, into values
+
+    @property
+    def present(self) -> np.ndarray:
+        return valid_mask(self.values)[self.index]
+
+    def equals(self, value: str) -> np.ndarray:
+        return pc.fill_null(pc.equal(self.values, value), False).to_numpy(zero_copy_only=False)[
+            self.index
+        ]
+
+    def take(self, rows: np.ndarray) -> pa.Array:
+        return self.values.take(pa.array(self.index[rows]))
+
+
+_FEW = 1 << 16  # beyond this many distinct values, normalise the column first
+
+
+def _coded(values: pa.Array) -> _Coded:
+    """``values`` (categories such as specialty or disease) as a ``_Coded`` column."""
+    encoded = values.dictionary_encode()
+    if len(encoded.dictionary) > _FEW:  # not categories after all: the general way
+        encoded = normalize_text(values).dictionary_encode()
+        distinct = pa.concat_arrays([encoded.dictionary, pa.nulls(1, pa.large_string())])
+    else:
+        distinct = pa.array(
+            [
+                *(
+                    unicodedata.normalize("NFKC", v).strip() or None
+                    for v in encoded.dictionary.to_pylist()
+                ),
+                None,
+            ],
+            pa.large_string(),
+        )
+    index = pc.fill_null(encoded.indices, len(distinct) - 1).to_numpy(zero_copy_only=False)
+    return _Coded(distinct, index)
+
+
+def _diseases(values: pa.Array, codes: pa.Array) -> tuple[_Coded, np.ndarray]:
+    """Normalised, lower-cased disease codes and their cohort's index (-1: none/unknown).
+
+    Lower-casing and matching are done on the distinct values only.
+    """
+    coded = _coded(values)
+    lowered = pc.utf8_lower(coded.values)
+    cohort = _indices(pc.index_in(lowered, value_set=codes))
+    return _Coded(lowered, coded.index), cohort[coded.index]
+
+
+def _timestamps(us: np.ndarray, ok: np.ndarray, rows: np.ndarray) -> pa.Array:
+    return pa.array(us[rows], type=pa.int64(), mask=~ok[rows]).cast(TIMESTAMP_TYPE)
+
+
+def _numbers(values: np.ndarray, rows: np.ndarray) -> pa.Array:
+    return pa.array(values[rows])
+
+
+class _Runs:
+    """A text column that is a few long runs of one value (``source_file``: one per file).
+
+    ``take`` writes each run's value once per taken row from its bytes, much cheaper than
+    a general take; a column of many runs falls back to one.
+    """
+
+    def __init__(self, values: pa.Array) -> None:
+        self.values = values
+        runs = pc.run_end_encode(values) if len(values) else None
+        few = runs is not None and len(runs.run_ends) * 64 <= len(values) and not values.null_count
+        self.ends = runs.run_ends.to_numpy(zero_copy_only=False) if few else None
+        self.names = runs.values.to_pylist() if few else []
+
+    def take(self, rows: np.ndarray) -> pa.Array:
+        if self.ends is None:
+            return self.values.take(pa.array(rows))
+        counts = np.diff(np.searchsorted(rows, self.ends, side="left"), prepend=0)
+        encoded = [name.encode("utf-8") for name in self.names]
+        lengths = np.repeat([len(e) for e in encoded], counts)
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        data = b"".join(e * c for e, c in zip(encoded, counts.tolist(), strict=True))
+        return pa.Array.from_buffers(
+            pa.large_string(), len(rows), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+        )
+
+
+def _rejections(
+    raw: dict[str, pa.Array],
+    disease: _Coded,
+    response_id: pa.Array,
+    respondents: _Respondents,
+    mask: np.ndarray,
+    rows: np.ndarray,
+    source_file: _Runs,
+    source_row: np.ndarray,
+) -> pa.Table:
+    take = pa.array(rows)
+    return pa.table(
+        {
+            "cohort": disease.take(rows),
+            "response_id": response_id.take(take),
+            "reasons": pa.array(_REASON_TEXT[mask[rows]], pa.large_string()),
+            "source_file": source_file.take(rows),
+            "source_row": pa.array(source_row[rows]),
+            "raw": _raw_json(raw, rows, _hex_keys(respondents, rows, nulls=True)),
+        }
+    )
 
 
 def parse_timestamps(
@@ -312,30 +563,20 @@ def parse_timestamps(
     """
     text = as_text(values)
     n = len(text)
-    offsets, _ = string_buffers(text)
-    present = (offsets[1:] != offsets[:-1]) & valid_mask(text)
-    filled = np.flatnonzero(present)
-    lengths = offsets[filled + 1] - offsets[filled]
-    found: list[dict[str, np.ndarray]] = []
-
-    # The usual layouts are read straight from the bytes: rows of one length, taken
-    # together, form a rows x length byte matrix. The regex below handles the rest.
-    for width in (19, 20, 22, 24, 25):
-        rows = filled[lengths == width]
-        if not len(rows):
-            continue
-        starts, taken = string_buffers(text.take(pa.array(rows)))
-        m = taken[starts[0] : starts[0] + len(rows) * width].reshape(len(rows), width)
-        m = np.asfortranarray(m)
-        good, zone = _fixed_layout(m)
-        if not good.all():
-            rows, m, zone = rows[good], m[good], zone[good]
-        fields = {name: _number(m, cols) for name, cols in _TS_FIELDS}
-        found.append({"rows": rows, **fields, "us": np.zeros(len(rows), np.int64), "zone": zone})
-
+    offsets, data = string_buffers(text)
+    lengths = offsets[1:] - offsets[:-1]
+    present = (lengths != 0) & valid_mask(text)
+    result = np.zeros(n, dtype=np.int64)
+    ok = np.zeros(n, dtype=bool)
     parsed = np.zeros(n, dtype=bool)
-    for item in found:
-        parsed[item["rows"]] = True
+
+    fast = np.flatnonzero(present & _TS_FAST_WIDTH[np.minimum(lengths, 63)])
+    if len(fast):
+        rows, micros, good = _fixed_timestamps(offsets, data, fast, lengths[fast])
+        result[rows], ok[rows], parsed[rows] = micros, good, True
+
+    # Anything else (spaces, full-width digits, one-digit fields, fractions): normalised,
+    # then a regular expression.
     rest = np.flatnonzero(present & ~parsed)
     if len(rest):
         normalised = normalize_text(text.take(pa.array(rest)))
@@ -344,39 +585,18 @@ def parse_timestamps(
         matched = valid_mask(groups)
         groups = groups.filter(pa.array(matched))
         fraction = pc.utf8_slice_codeunits(pc.utf8_rpad(groups.field("fraction"), 6, "0"), 0, 6)
-        found.append(
-            {
-                "rows": rest[matched],
-                **{name: _ints(groups.field(field)) for name, field in _TS_GROUPS},
-                "us": _ints(fraction),
-                "zone": _zone_offsets(groups.field("zone")),
-            }
-        )
-
-    result = np.zeros(n, dtype=np.int64)
-    ok = np.zeros(n, dtype=bool)
-    if found:
-        p = {k: np.concatenate([item[k] for item in found]) for k in found[0]}
-        y, mo, d = p["y"], p["mo"], p["d"]
-        leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
-        month_days = _MONTH_DAYS[np.clip(mo, 0, 13)] + ((mo == 2) & leap)
-        good = (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= month_days)
-        good &= (p["h"] <= 23) & (p["mi"] <= 59) & (p["s"] <= 59) & (p["zone"] != _BAD_OFFSET)
-        seconds = _days_from_civil(y, mo, d) * 86400 + p["h"] * 3600 + p["mi"] * 60 + p["s"]
-        result[p["rows"]] = (seconds - p["zone"]) * 1_000_000 + p["us"]
-        ok[p["rows"]] = good
+        zone = _zone_offsets(groups.field("zone"))
+        fields = [_ints(groups.field(name)) for name in _TS_GROUPS]
+        micros, good = _utc_micros(*fields, zone)
+        rows = rest[matched]
+        result[rows] = micros + _ints(fraction)
+        ok[rows] = good & (zone != _BAD_OFFSET)
     return result, ok, present
 
 
-_MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31, 0], dtype=np.int64)
-_TS_GROUPS = (
-    ("y", "year"),
-    ("mo", "month"),
-    ("d", "day"),
-    ("h", "hour"),
-    ("mi", "minute"),
-    ("s", "second"),
-)
+_TS_GROUPS = ("year", "month", "day", "hour", "minute", "second")
+_MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31, 0], dtype=np.int8)
+_MONTH_START = np.concatenate([[0], np.cumsum(_MONTH_DAYS[:-1], dtype=np.int32)[:-1], [0]])
 
 
 def _days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -389,40 +609,101 @@ def _days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
     return era * 146097 + day_of_era - 719468
 
 
-def _fixed_layout(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of a byte matrix that are YYYY-MM-DDTHH:MM:SS[zone]; zone offsets in seconds."""
-    width = m.shape[1]
-    good = np.ones(len(m), dtype=bool)
+_YEARS = np.arange(10000, dtype=np.int64)  # four digits: every year a timestamp can name
+_LEAP = (_YEARS % 4 == 0) & ((_YEARS % 100 != 0) | (_YEARS % 400 == 0))
+_YEAR_START = _days_from_civil(_YEARS, np.ones_like(_YEARS), np.ones_like(_YEARS)).astype(np.int32)
+
+
+def _utc_micros(
+    y: np.ndarray,
+    mo: np.ndarray,
+    d: np.ndarray,
+    h: np.ndarray,
+    mi: np.ndarray,
+    s: np.ndarray,
+    zone: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Microseconds since the epoch (UTC) of local fields and the zone's offset (seconds),
+    and whether the fields name a real time. ``y`` must lie in 0..9999 (four digits)."""
+    month = np.clip(mo, 0, 13)
+    leap = _LEAP[y]
+    good = (month >= 1) & (month <= 12) & (d >= 1)
+    good &= d <= _MONTH_DAYS[month] + (leap & (month == 2))
+    good &= (h <= 23) & (mi <= 59) & (s <= 59)
+    days = _YEAR_START[y] + _MONTH_START[month] + (leap & (month > 2)) + d - 1  # int32
+    clock = h.astype(np.int32) * 3600 + mi.astype(np.int32) * 60 + s.astype(np.int32)
+    return (days.astype(np.int64) * 86400 + (clock - zone)) * 1_000_000, good
+
+
+def _fixed_timestamps(
+    offsets: np.ndarray, data: np.ndarray, rows: np.ndarray, lengths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``rows`` (of a fast width) that have the fixed layout: ``(rows, micros, ok)``.
+
+    Their first 19 bytes, one row of a byte matrix each, are checked and read column by
+    column in uint8; each distinct zone suffix is decoded once.
+    """
+    starts = offsets[rows]
+    windows = np.lib.stride_tricks.sliding_window_view(data, _TS_PREFIX)
+    matrix = np.asfortranarray(windows[starts])  # column-wise passes read contiguous bytes
+    digits = matrix - np.uint8(48)
+    layout = np.ones(len(rows), dtype=bool)
     for c in _TS_DIGITS:
-        good &= m[:, c] - np.uint8(48) <= 9
-    good &= ((m[:, 4] == ord("-")) | (m[:, 4] == ord("/"))) & (m[:, 7] == m[:, 4])
-    good &= (m[:, 10] == ord("T")) | (m[:, 10] == ord(" "))
-    good &= (m[:, 13] == ord(":")) & (m[:, 16] == ord(":"))
-    if width == 19:
-        return good, np.full(len(m), _JST_SECONDS, dtype=np.int64)
-    if width == 20:
-        return good & ((m[:, 19] == ord("Z")) | (m[:, 19] == ord("z"))), np.zeros(len(m), np.int64)
-    minute_cols = {22: (), 24: (22, 23), 25: (23, 24)}.get(width)
-    if minute_cols is None:
-        return np.zeros(len(m), dtype=bool), np.zeros(len(m), np.int64)
-    good &= (m[:, 19] == ord("+")) | (m[:, 19] == ord("-"))
-    for c in (20, 21, *minute_cols):
-        good &= m[:, c] - np.uint8(48) <= 9
-    if width == 25:
-        good &= m[:, 22] == ord(":")
-    hours = _number(m, (20, 21))
-    minutes = _number(m, minute_cols)
-    good &= (hours <= 23) & (minutes <= 59)
-    sign = np.where(m[:, 19] == ord("-"), -1, 1)
-    return good, sign * (hours * 3600 + minutes * 60)
+        layout &= digits[:, c] <= 9
+    date_sep = matrix[:, 4]
+    layout &= ((date_sep == ord("-")) | (date_sep == ord("/"))) & (matrix[:, 7] == date_sep)
+    layout &= (matrix[:, 10] == ord("T")) | (matrix[:, 10] == ord(" "))
+    layout &= (matrix[:, 13] == ord(":")) & (matrix[:, 16] == ord(":"))
+    zone, zone_ok = _fixed_zones(data, starts + _TS_PREFIX, lengths - _TS_PREFIX)
+    layout &= zone_ok
+
+    def two(c: int) -> np.ndarray:
+        return digits[:, c] * np.uint8(10) + digits[:, c + 1]
+
+    fields = [two(0).astype(np.int16) * 100 + two(2), two(5), two(8), two(11), two(14), two(17)]
+    if not layout.all():  # the others go the slow way
+        rows, zone = rows[layout], zone[layout]
+        fields = [field[layout] for field in fields]
+    micros, good = _utc_micros(*fields, zone)
+    return rows, micros, good
 
 
-def _number(m: np.ndarray, columns: tuple[int, ...]) -> np.ndarray:
-    """The decimal number written by ASCII digit bytes in ``columns`` of each row."""
-    value = np.zeros(len(m), dtype=np.int64)
-    for c in columns:
-        value = value * 10 + (m[:, c] - np.uint8(48))
-    return value
+def _fixed_zones(
+    data: np.ndarray, starts: np.ndarray, widths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (seconds east of UTC) of the zone suffixes at ``starts`` (``widths`` bytes,
+    at most 6: 0 = none, JST), and whether each is ``Z``, ``±HH``, ``±HHMM`` or ``±HH:MM``.
+
+    Each suffix is read as one integer (its bytes, then its width in the top byte); the
+    few distinct ones are decoded in Python.
+    """
+    zone = np.full(len(starts), _JST_SECONDS, dtype=np.int64)
+    ok = np.ones(len(starts), dtype=bool)
+    at = np.flatnonzero(widths > 0)
+    if len(at) == 0:
+        return zone, ok
+    if len(data) < 8:
+        data = np.concatenate([data, np.zeros(8, dtype=np.uint8)])
+    words = np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))  # unaligned
+    begin, width = starts[at], widths[at]
+    read = np.minimum(begin, len(data) - 8)  # the last bytes: read earlier, shift down
+    shift = ((begin - read) * 8).astype(np.uint64)
+    keys = (words[read] >> shift) & _LOW_BYTES[width] | (width.astype(np.uint64) << np.uint64(56))
+    distinct = np.unique(keys)
+    offsets = []
+    for key in distinct.tolist():
+        size = key >> 56
+        suffix = (key & ((1 << 56) - 1)).to_bytes(7, "little")[:size]
+        offset = _zone_offset(suffix.decode("ascii")) if _TS_ZONE.fullmatch(suffix) else None
+        offsets.append(_BAD_OFFSET if offset is None else offset)
+    table = np.array(offsets, dtype=np.int64)
+    found = table[np.searchsorted(distinct, keys)] if len(distinct) > 1 else table[0]
+    zone[at] = found
+    ok[at] = found != _BAD_OFFSET
+    return zone, ok
+
+
+_LOW_BYTES = np.array([(1 << (8 * n)) - 1 for n in range(8)], dtype=np.uint64)
 
 
 def _zone_offsets(zones: pa.Array) -> np.ndarray:
@@ -459,76 +740,18 @@ def _ints(values: pa.Array) -> np.ndarray:
     return pc.fill_null(numbers, 0).to_numpy(zero_copy_only=False)
 
 
-def _timestamps(us: np.ndarray, ok: np.ndarray) -> pa.Array:
-    return pa.array(us, type=pa.int64(), mask=~ok).cast(TIMESTAMP_TYPE)
-
-
 def _shares(
-    raw: dict[str, pa.Array], share_columns: list[str], rules: CleanseRules, n: int
+    cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]], rules: CleanseRules, n: int
 ) -> _Shares:
-    """Parse every share column; only the cells that hold something cost anything."""
+    """Combine the parsed share columns (``parse_number_cells`` of each)."""
     out = _Shares([], [], np.zeros(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
-    for name in share_columns:
-        rows, numbers, bad_rows = parse_number_cells(raw[name])
+    for rows, numbers, bad_rows in cells:
         out.rows.append(rows)
         out.numbers.append(numbers)
         out.total[rows] += numbers
         out.bad[bad_rows] = True
         out.out_of_range[rows[(numbers < rules.share_min) | (numbers > rules.share_max)]] = True
     return out
-
-
-def _superseded(
-    candidates: np.ndarray,
-    respondent: np.ndarray,
-    cohort: np.ndarray,
-    n_cohorts: int,
-    submitted: np.ndarray,
-) -> np.ndarray:
-    """Candidate rows that a later submission (same respondent and cohort) supersedes."""
-    out = np.zeros(len(candidates), dtype=bool)
-    idx = np.flatnonzero(candidates & (respondent >= 0) & (cohort >= 0))
-    group = respondent[idx] * (n_cohorts + 1) + cohort[idx]
-    if len(group) and group.max() < 8 * len(group):
-        counts = np.bincount(group)[group]
-    else:
-        _, inverse, counts = np.unique(group, return_inverse=True, return_counts=True)
-        counts = counts[inverse]
-    repeated = counts > 1  # only the few repeated groups get sorted
-    idx, group = idx[repeated], group[repeated]
-    if len(idx) == 0:
-        return out
-    order = np.lexsort((idx, submitted[idx], group))
-    group = group[order]
-    out[idx[order[:-1][group[1:] == group[:-1]]]] = True
-    return out
-
-
-def _keyed_hashes(ids: pa.Array, key: bytes) -> pa.Array:
-    """HMAC-SHA256(key, id) as hex, first KEY_HEX_DIGITS digits, for each distinct id."""
-    # RFC 2104 with the padded key's inner and outer states computed once, then copied:
-    # about twice as fast as hmac.digest per value, and this loop is a cost that counts.
-    if len(key) > 64:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(64, b"\0")
-    inner_copy = hashlib.sha256(bytes(b ^ 0x36 for b in key)).copy
-    outer_copy = hashlib.sha256(bytes(b ^ 0x5C for b in key)).copy
-    digests = []
-    append = digests.append
-    for value in ids.cast(pa.large_binary()).to_pylist():
-        inner = inner_copy()
-        inner.update(value)
-        outer = outer_copy()
-        outer.update(inner.digest())
-        append(outer.digest())
-    if not digests:
-        return pa.array([], pa.large_string())
-    hex_digits = np.frombuffer(b"".join(digests).hex().encode("ascii"), dtype=np.uint8)
-    data = np.ascontiguousarray(hex_digits.reshape(len(digests), 64)[:, :KEY_HEX_DIGITS])
-    offsets = np.arange(0, data.size + 1, KEY_HEX_DIGITS, dtype=np.int64)
-    return pa.Array.from_buffers(
-        pa.large_string(), len(digests), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
-    )
 
 
 _JSON_SPECIAL = np.zeros(256, dtype=bool)
@@ -562,7 +785,9 @@ def _raw_json(raw: dict[str, pa.Array], rows: np.ndarray, respondent_key: pa.Arr
     if len(rows) == 0:
         return pa.array([], pa.large_string())
     take = pa.array(rows)
+    # constant text between the values is joined into one literal (fewer, longer pieces)
     parts: list[pa.Array | pa.Scalar] = []
+    text = "{"
     for name, column in raw.items():
         cells = column.take(take)
         if name == "respondent_id":
@@ -570,13 +795,16 @@ def _raw_json(raw: dict[str, pa.Array], rows: np.ndarray, respondent_key: pa.Arr
         key = json.dumps(name, ensure_ascii=False)
         cells = _json_escaped(cells)
         if not parts:
-            parts += [_lit("{" + key + ':"'), pc.fill_null(cells, _lit("")), _lit('"')]
-        elif cells.null_count:
+            parts += [_lit(text + key + ':"'), pc.fill_null(cells, _lit(""))]
+            text = '"'
+        elif cells.null_count:  # a column the row's file may lack: the pair is left out
             joined = pc.binary_join_element_wise(_lit("," + key + ':"'), cells, _lit('"'), _lit(""))
-            parts.append(pc.fill_null(joined, _lit("")))
+            parts += [_lit(text), pc.fill_null(joined, _lit(""))]
+            text = ""
         else:
-            parts += [_lit("," + key + ':"'), cells, _lit('"')]
-    parts.append(_lit("}"))
+            parts += [_lit(text + "," + key + ':"'), cells]
+            text = '"'
+    parts.append(_lit(text + "}"))
     return pc.binary_join_element_wise(*parts, _lit(""))
 
 
@@ -584,7 +812,7 @@ def _summary(
     export: RawExport,
     mask: np.ndarray,
     flags: dict[str, np.ndarray],
-    cohort_index: pa.Array,
+    cohort_index: np.ndarray,
     shares: _Shares,
     share_columns: list[str],
 ) -> dict[str, Any]:
@@ -593,14 +821,14 @@ def _summary(
         labels = export.cohorts["label"].fillna("").astype(str).tolist()
     else:
         labels = codes
-    index = _indices(cohort_index)
-    index[index < 0] = len(codes)
+    index = np.where(cohort_index < 0, len(codes), cohort_index)
     kept = mask == 0
+    kept_index = np.where(kept, index, len(codes))  # the last bucket: rejected or no cohort
     counts_all = np.bincount(index, minlength=len(codes) + 1)
-    counts_kept = np.bincount(index[kept], minlength=len(codes) + 1)
+    counts_kept = np.bincount(kept_index, minlength=len(codes) + 1)
     answered = np.zeros((len(codes) + 1, len(share_columns)), dtype=bool)
     for j, rows in enumerate(shares.rows):
-        answered[index[rows[kept[rows]]], j] = True
+        answered[:, j] = np.bincount(kept_index[rows], minlength=len(codes) + 1) > 0
     cohorts = {
         code: {
             "label": labels[i],
@@ -612,9 +840,9 @@ def _summary(
     }
     return {
         "raw_rows": len(mask),
-        "cleansed_rows": int(kept.sum()),
-        "rejected_rows": int(len(mask) - kept.sum()),
-        "rejections_by_reason": {reason: int(flags[reason].sum()) for reason in REASONS},
+        "cleansed_rows": int(np.count_nonzero(kept)),
+        "rejected_rows": int(len(mask) - np.count_nonzero(kept)),
+        "rejections_by_reason": {r: int(np.count_nonzero(flags[r])) for r in REASONS},
         "cohorts": cohorts,
         "share_columns": list(share_columns),
     }

@@ -13,6 +13,14 @@ rows after it).
 
 Also here: the vectorised normalisation shared with cleansing (``normalize_text``,
 ``parse_numbers``), so that the frame and the responses follow the same rules.
+
+Reading is built for large exports (a million rows take about as long as arrow needs to
+parse them with type inference): arrow parses every file on all cores, first as if no
+value spans lines (it may then cut blocks at any line break; the careful parse takes over
+whenever that does not hold exactly); CP932 files are parsed as raw bytes (their ASCII
+bytes are ASCII, and no second byte is ``,``, ``"``, CR or LF), and only the distinct
+non-ASCII values of a column are decoded; two helper threads read and hash the files,
+count their line breaks, decode and join columns while arrow parses.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import io
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +68,7 @@ _BOM = b"\xef\xbb\xbf"
 _UTF8 = "utf-8"
 _CP932 = "cp932"
 _BLOCK_SIZE = 4 << 20  # arrow parses blocks in parallel; fewer, larger chunks to join
+_HELPERS = 2
 _PLAIN_NUMBER = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$"
 _GROUPED_NUMBER = r"^[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?$"
 
@@ -150,23 +159,38 @@ def read_raw_export(raw_dir: Path) -> RawExport:
         if special not in names:
             raise InputError(f"no {special} in the raw directory {raw_dir}", file=special)
 
-    tables: dict[str, _Parsed] = {}
-    # hashlib releases the GIL on large buffers: checksums overlap decoding and parsing
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        hashing = {}
-        for rel, path in files:
-            data = path.read_bytes()
+    # Arrow parses each file on all cores. Around it, two helper threads read the next
+    # files, hash them (hashlib releases the GIL), decode CP932 columns and join the
+    # columns at the end, so that little waits on the main thread.
+    with ThreadPoolExecutor(max_workers=_HELPERS) as pool:
+        hashing: dict[str, Future[str]] = {}
+        tables: dict[str, _Parsed] = {}
+        content = pool.submit(files[0][1].read_bytes)
+        for i, (rel, _) in enumerate(files):
+            data = content.result()
+            if i + 1 < len(files):  # the next file is read while this one is parsed
+                content = pool.submit(files[i + 1][1].read_bytes)
+            breaks = pool.submit(_line_breaks, data)  # needed once arrow has parsed
             hashing[rel] = pool.submit(_sha256, data)
-            tables[rel] = _parse_csv(data, rel)
+            try:
+                tables[rel] = _parse_csv(data, rel, pool, breaks)
+            except InputError:
+                for parsed in tables.values():
+                    parsed.resolve()  # an earlier file's error comes first
+                raise
+        for parsed in tables.values():
+            parsed.resolve()
         digests = {rel: future.result() for rel, future in hashing.items()}
 
-    cohorts = _cohorts(tables.pop(COHORTS_FILE))
-    frame = _frame(tables.pop(FRAME_FILE))
-    if not tables:
-        raise InputError(f"no response CSV files in the raw directory {raw_dir}")
-    for parsed in tables.values():
-        _require(parsed, RESPONSE_COLUMNS)
-    responses, share_columns = _responses(list(tables.values()))
+        cohorts = _cohorts(tables.pop(COHORTS_FILE))
+        frame = _frame(tables.pop(FRAME_FILE))
+        if not tables:
+            raise InputError(f"no response CSV files in the raw directory {raw_dir}")
+        for parsed in tables.values():
+            _require(parsed, RESPONSE_COLUMNS)
+        parsed_responses = list(tables.values())
+        tables.clear()
+        responses, share_columns = _responses(parsed_responses, pool)
     return RawExport(responses, cohorts, frame, share_columns, digests)
 
 
@@ -201,17 +225,6 @@ def string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets, np.frombuffer(data, dtype=np.uint8)
 
 
-def byte_matrix(offsets: np.ndarray, data: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
-    """The first ``width`` bytes of each of ``rows`` as a rows x width uint8 matrix."""
-    out = np.empty((len(rows), width), dtype=np.uint8)
-    step = 1 << 17  # bounds the int64 index block to a few MiB
-    columns = np.arange(width)
-    for begin in range(0, len(rows), step):
-        block = rows[begin : begin + step]
-        out[begin : begin + len(block)] = data[offsets[block][:, None] + columns]
-    return out
-
-
 def repeated_text(value: str, count: int) -> pa.Array:
     """``count`` times ``value`` as a ``large_string`` array, built from its bytes at once."""
     encoded = value.encode("utf-8")
@@ -244,6 +257,62 @@ def empty_to_null(values: pa.Array) -> pa.Array:
     )
 
 
+def rows_holding(offsets: np.ndarray, flagged: np.ndarray) -> np.ndarray:
+    """The rows (sorted, distinct) of a string array that hold a flagged byte.
+
+    ``flagged`` marks bytes of the data from ``offsets[0]`` to ``offsets[-1]``. Flagged
+    bytes come in runs (a character, a word); each run is located by its first and last
+    byte, and a run that spans rows marks each of them.
+    """
+    at = np.flatnonzero(flagged)
+    if len(at) == 0:
+        return at
+    firsts = at[np.diff(at, prepend=-2) != 1] + offsets[0]
+    lasts = at[np.diff(at, append=at[-1] + 2) != 1] + offsets[0]
+    first = np.searchsorted(offsets, firsts, side="right") - 1
+    spans = np.searchsorted(offsets, lasts, side="right") - 1 - first
+    if spans.any():  # runs across rows: every row they touch
+        first = np.repeat(first, spans + 1) + _ramps(spans + 1)
+    return np.unique(first)
+
+
+def _ramps(lengths: np.ndarray) -> np.ndarray:
+    """0, 1, ..., n - 1 for each n in ``lengths``, concatenated."""
+    ends = np.cumsum(lengths)
+    return np.arange(ends[-1]) - np.repeat(ends - lengths, lengths)
+
+
+def splice(values: pa.Array, rows: np.ndarray, replacement: pa.Array) -> pa.Array:
+    """``values`` (``large_string``) with ``rows`` (sorted, not null) replaced by the values
+    of ``replacement`` in turn, in one copy: a few rows by slices, many by a take."""
+    if len(rows) * 64 > len(values):  # many: one take from both, in C
+        index = np.arange(len(values), dtype=np.int64)
+        index[rows] = len(values) + np.arange(len(rows))
+        return pa.concat_arrays([values, replacement]).take(pa.array(index))
+    if len(rows) == 0:
+        return values
+    if values.offset:
+        values = pa.concat_arrays([values])  # a fresh array starts its bitmap at bit 0
+    offsets, data = string_buffers(values)
+    new_offsets, new_data = string_buffers(replacement)
+    starts, ends = offsets[rows], offsets[rows + 1]
+    pieces = [data[offsets[0] : starts[0]]]
+    following = [*starts[1:].tolist(), int(offsets[-1])]
+    for i, (end, start) in enumerate(zip(ends.tolist(), following, strict=True)):
+        pieces.append(new_data[new_offsets[i] : new_offsets[i + 1]])
+        pieces.append(data[end:start])
+    shift = np.zeros(len(values) + 1, dtype=np.int64)
+    shift[rows + 1] = np.diff(new_offsets) - (ends - starts)
+    out = offsets - offsets[0] + np.cumsum(shift)
+    validity = values.buffers()[0] if values.null_count else None
+    return pa.Array.from_buffers(
+        pa.large_string(),
+        len(values),
+        [validity, pa.py_buffer(out), pa.py_buffer(np.concatenate(pieces))],
+        values.null_count,
+    )
+
+
 def normalize_text(values: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array:
     """NFKC-normalised, stripped text (``str.strip``); empty values become null.
 
@@ -254,30 +323,34 @@ def normalize_text(values: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array:
     if len(text) == 0:
         return text
     offsets, data = string_buffers(text)
-    nonempty = (offsets[1:] > offsets[:-1]) & valid_mask(text)
-    first = data[np.minimum(offsets[:-1], len(data) - 1)]
-    last = data[np.maximum(offsets[1:] - 1, 0)]
-    is_ascii = pc.fill_null(pc.string_is_ascii(text), True).to_numpy(zero_copy_only=False)
-    suspect = nonempty & (~is_ascii | _SPACE_BYTES[first] | _SPACE_BYTES[last])
-    count = int(suspect.sum())
+    used = data[offsets[0] : offsets[-1]]
+    odd = (used <= 32) | (used >= 0x80)  # spaces, control characters, non-ASCII
+    count = int(np.count_nonzero(odd))
     if count == 0:
+        return empty_to_null(text)  # printable ASCII without spaces: nothing to normalise
+    if count * 4 <= len(text):  # a few odd bytes: the rows holding them are the suspects
+        suspect = rows_holding(offsets, odd)
+    else:
+        nonempty = (offsets[1:] > offsets[:-1]) & valid_mask(text)
+        first = data[np.minimum(offsets[:-1], len(data) - 1)]
+        last = data[np.maximum(offsets[1:] - 1, 0)]
+        is_ascii = pc.fill_null(pc.string_is_ascii(text), True).to_numpy(zero_copy_only=False)
+        suspect = np.flatnonzero(nonempty & (~is_ascii | _SPACE_BYTES[first] | _SPACE_BYTES[last]))
+    if len(suspect) == 0:
         return empty_to_null(text)
-    subset = text if count * 2 > len(text) else text.take(pa.array(np.flatnonzero(suspect)))
+    whole = len(suspect) * 2 > len(text)
+    rows = np.arange(len(text)) if whole else suspect
+    encoded = (text if whole else text.take(pa.array(rows))).dictionary_encode()
     # the distinct values decide; most columns turn out unchanged and are returned as is
-    uniques = [u for u in pc.unique(subset).to_pylist() if u is not None]
-    if all(unicodedata.normalize("NFKC", u).strip() == u for u in uniques):
-        return empty_to_null(text)
-    rows = np.arange(len(text)) if subset is text else np.flatnonzero(suspect)
-    encoded = subset.dictionary_encode()
     uniques = encoded.dictionary.to_pylist()
     fixed = [unicodedata.normalize("NFKC", u).strip() for u in uniques]
     changed = np.fromiter((f != u for f, u in zip(fixed, uniques, strict=True)), bool, len(fixed))
+    if not changed.any():
+        return empty_to_null(text)
     index = pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False)
     hit = changed[index] & valid_mask(encoded.indices)
-    mask = np.zeros(len(text), dtype=bool)
-    mask[rows[hit]] = True
     replacement = pa.array(fixed, pa.large_string()).take(pa.array(index[hit]))
-    return empty_to_null(pc.replace_with_mask(text, pa.array(mask), replacement))
+    return empty_to_null(splice(text, rows[hit], replacement))
 
 
 def parse_number_cells(
@@ -293,19 +366,22 @@ def parse_number_cells(
     """
     text = as_text(values)
     offsets, data = string_buffers(text)
-    filled = np.flatnonzero(offsets[1:] != offsets[:-1])
+    filled = np.flatnonzero(offsets[1:] != offsets[:-1])  # most share cells are empty
     if text.null_count:
         filled = filled[valid_mask(text)[filled]]
-    lengths = (offsets[filled + 1] - offsets[filled]).clip(0, _FAST_NUMBER_WIDTH + 1)
-    fast = lengths <= _FAST_NUMBER_WIDTH
-    rows_out, numbers_out = [], []
-    for width in np.flatnonzero(np.bincount(lengths[fast], minlength=1)).tolist():
-        rows = filled[lengths == width]
-        ok, numbers = _plain_numbers(byte_matrix(offsets, data, rows, width))
+    widths = offsets[filled + 1] - offsets[filled]
+    widths = np.minimum(widths, _FAST_NUMBER_WIDTH + 1).astype(np.uint8)
+    rows_out, numbers_out, slow_out = [], [], [filled[widths > _FAST_NUMBER_WIDTH]]
+    for width in range(1, _FAST_NUMBER_WIDTH + 1):
+        rows = filled[widths == width]
+        if not len(rows):
+            continue
+        starts = offsets[rows]
+        ok, numbers = _plain_numbers([data[starts + c] for c in range(width)])
         rows_out.append(rows[ok])
         numbers_out.append(numbers[ok])
-        fast[np.flatnonzero(lengths == width)[~ok]] = False
-    slow = filled[~fast]
+        slow_out.append(rows[~ok])
+    slow = np.sort(np.concatenate(slow_out))
     bad_rows = np.zeros(0, dtype=np.int64)
     if len(slow):
         numbers, bad = _parse_slow(normalize_text(text.take(pa.array(slow))))
@@ -329,31 +405,47 @@ def parse_numbers(values: pd.Series | pa.Array | pa.ChunkedArray) -> tuple[np.nd
     return out, bad
 
 
-def _plain_numbers(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ASCII bytes (one width) that are ``digits[.digits]``, and their values."""
-    rows, width = matrix.shape
-    columns = np.asfortranarray(matrix)  # column-wise passes read contiguous memory
-    mantissa = np.zeros(rows, dtype=np.int64)
+def _plain_numbers(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ASCII bytes (given column by column, at most 8) that are ``digits[.digits]``
+    or whole numbers with thousands separators in groups of three, and their values."""
+    rows, width = len(columns[0]), len(columns)
+    mantissa = np.zeros(rows, dtype=np.int32)  # up to 8 digits
     ok = np.ones(rows, dtype=bool)
-    if not (columns == ord(".")).any():
+    if not any((column == ord(".")).any() for column in columns):
+        # a separator may sit only where groups of three digits end, counting from the
+        # right, after the first group (1 to 3 digits): all of them or none
+        groups = [c for c in range(1, width) if (width - 1 - c) % 4 == 3 and width % 4]
+        commas = np.zeros(rows, dtype=np.int8)
         for c in range(width):
-            digit = columns[:, c] - np.uint8(48)
-            ok &= digit <= 9
-            mantissa = mantissa * 10 + digit
+            digit = columns[c] - np.uint8(48)
+            is_digit = digit <= 9
+            if c in groups:
+                is_comma = columns[c] == ord(",")
+                ok &= is_digit | is_comma
+                commas += is_comma
+                mantissa = np.where(is_digit, mantissa * 10 + digit, mantissa)
+            else:
+                ok &= is_digit
+                mantissa = mantissa * 10 + digit
+        if groups:
+            ok &= (commas == 0) | (commas == len(groups))
         return ok, mantissa.astype(np.float64)
     seen_digit = np.zeros(rows, dtype=bool)
     dots = np.zeros(rows, dtype=np.int8)
-    scale = np.zeros(rows, dtype=np.int64)
+    scale = np.zeros(rows, dtype=np.int8)
     for c in range(width):
-        digit = columns[:, c] - np.uint8(48)
+        digit = columns[c] - np.uint8(48)
         is_digit = digit <= 9
-        is_dot = columns[:, c] == ord(".")
+        is_dot = columns[c] == ord(".")
         ok &= is_digit | is_dot
         mantissa = np.where(is_digit, mantissa * 10 + digit, mantissa)
         scale += is_digit & (dots > 0)
         dots += is_dot
         seen_digit |= is_digit
-    return ok & seen_digit & (dots <= 1), mantissa / 10.0**scale
+    return ok & seen_digit & (dots <= 1), mantissa / _POWERS_OF_TEN[scale]
+
+
+_POWERS_OF_TEN = 10.0 ** np.arange(10)
 
 
 def _parse_slow(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -380,6 +472,11 @@ class _Parsed:
     file: str
     table: pa.Table  # columns named by normalised header, all large_string
     rows: np.ndarray  # int64 line numbers of the records
+    pending: Future[pa.Table] | None = None  # the table, while a helper still decodes it
+
+    def resolve(self) -> None:
+        if self.pending is not None:
+            self.table, self.pending = self.pending.result(), None
 
 
 def _csv_files(raw_dir: Path) -> list[tuple[str, Path]]:
@@ -464,17 +561,36 @@ def _header(data: bytes, file: str, encoding: str) -> list[str]:
     return names
 
 
-def _parse_csv(data: bytes, file: str) -> _Parsed:
-    """Parse one CSV file's bytes: UTF-8 as is (BOM dropped), anything else as CP932."""
+def _parse_csv(
+    data: bytes,
+    file: str,
+    pool: ThreadPoolExecutor | None = None,
+    breaks: Future[_Breaks] | None = None,
+) -> _Parsed:
+    """Parse one CSV file's bytes: UTF-8 as is (BOM dropped), anything else as CP932.
+
+    With a ``pool``, CP932 columns are decoded there (``resolve`` the result to wait).
+    ``breaks``: the line breaks of ``data``, being counted elsewhere.
+    """
+    if breaks is None:
+        breaks = Future()
+        breaks.set_result(_line_breaks(data))
     if _looks_utf8(data):
         try:
-            return _parse(data[len(_BOM) :] if data.startswith(_BOM) else data, file, _UTF8)
+            body = data[len(_BOM) :] if data.startswith(_BOM) else data
+            return _parse(body, file, _UTF8, breaks)
         except _NotUtf8:
             pass
-    return _parse(data, file, _CP932)
+    return _parse(data, file, _CP932, breaks, pool)
 
 
-def _parse(data: bytes, file: str, encoding: str) -> _Parsed:
+def _parse(
+    data: bytes,
+    file: str,
+    encoding: str,
+    breaks: Future[_Breaks],
+    pool: ThreadPoolExecutor | None = None,
+) -> _Parsed:
     """Parse ``data`` with arrow; CP932 bytes are parsed as they are and decoded per value.
 
     CP932 keeps ASCII as is and its second bytes are never ``,``, ``"``, CR or LF, so the
@@ -484,39 +600,59 @@ def _parse(data: bytes, file: str, encoding: str) -> _Parsed:
     """
     names = _header(data, file, encoding)
     raw_bytes = encoding != _UTF8
+    value_type = pa.large_binary() if raw_bytes else pa.large_string()
+    # First as if no value spans lines: arrow then cuts the blocks it parses in parallel at
+    # any line break, which is faster. That parse stands only if it is complete, without
+    # complaint and with exactly one record per line after the header: then no line break
+    # lies inside a quoted value (a cut there loses or splits a record: fewer records than
+    # lines), so every cut fell between records. Otherwise (values spanning lines, blank
+    # lines, errors) the careful parse decides, and its errors are the ones reported.
     invalid: list[pacsv.InvalidRow] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
         invalid.append(row)
         return "skip"
 
-    value_type = pa.large_binary() if raw_bytes else pa.large_string()
-    try:
-        table = pacsv.read_csv(
-            pa.BufferReader(data),
-            read_options=pacsv.ReadOptions(
-                column_names=names, skip_rows=1, block_size=_BLOCK_SIZE
-            ),
-            parse_options=pacsv.ParseOptions(
-                # a handler would get the row as UTF-8 text: raw bytes fail with an error
-                newlines_in_values=True, invalid_row_handler=None if raw_bytes else on_invalid
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(names, value_type),
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-    except pa.ArrowInvalid as error:
-        if not raw_bytes and "UTF8" in str(error):
-            raise _NotUtf8 from None
-        raise _malformed(data, file, encoding, len(names), str(error)) from None
-    if invalid:
-        raise _malformed(data, file, encoding, len(names), invalid[0].text)
-    if raw_bytes:
+    for newlines_in_values in (False, True):
+        invalid.clear()
+        try:
+            table = pacsv.read_csv(
+                pa.BufferReader(data),
+                read_options=pacsv.ReadOptions(
+                    column_names=names, skip_rows=1, block_size=_BLOCK_SIZE
+                ),
+                parse_options=pacsv.ParseOptions(
+                    newlines_in_values=newlines_in_values,
+                    # a handler would get the row as UTF-8 text: raw bytes fail with an error
+                    invalid_row_handler=None if raw_bytes else on_invalid,
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=dict.fromkeys(names, value_type),
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+        except pa.ArrowInvalid as error:
+            if not raw_bytes and "UTF8" in str(error):
+                raise _NotUtf8 from None
+            if not newlines_in_values:
+                continue
+            raise _malformed(data, file, encoding, len(names), str(error)) from None
+        if invalid and newlines_in_values:
+            raise _malformed(data, file, encoding, len(names), invalid[0].text)
+        if not invalid and (newlines_in_values or breaks.result().lines == table.num_rows + 1):
+            break
+    rows = _line_numbers(data, file, encoding, table.num_rows, breaks.result())
+    if not raw_bytes:
+        return _Parsed(file, table, rows)
+
+    def decoded() -> pa.Table:
         columns = [_decode_column(table.column(name), data, file, encoding) for name in names]
-        table = pa.Table.from_arrays(columns, names=names)
-    return _Parsed(file, table, _line_numbers(data, file, encoding, table.num_rows))
+        return pa.Table.from_arrays(columns, names=names)
+
+    if pool is None:
+        return _Parsed(file, decoded(), rows)
+    return _Parsed(file, table, rows, pool.submit(decoded))
 
 
 def _decode_column(values: pa.ChunkedArray, data: bytes, file: str, encoding: str) -> pa.Array:
@@ -536,8 +672,7 @@ def _decode_column(values: pa.ChunkedArray, data: bytes, file: str, encoding: st
     if count == 0:
         return text  # plain ASCII is valid UTF-8 as it stands
     if count * 4 < len(values):  # a few odd values: find their rows from their bytes
-        at = np.flatnonzero(high) + offsets[0]
-        odd = np.unique(np.searchsorted(offsets, at, side="right") - 1)
+        odd = rows_holding(offsets, high)
     else:
         odd = np.flatnonzero(~pc.string_is_ascii(text).to_numpy(zero_copy_only=False))
     whole = len(odd) * 2 > len(values)
@@ -548,30 +683,7 @@ def _decode_column(values: pa.ChunkedArray, data: bytes, file: str, encoding: st
         decode_bytes(data, file)  # raises, naming the line and byte offset
         raise
     fixed = pa.array(decoded, pa.large_string()).take(encoded.indices)
-    return fixed if whole else _splice(text, odd, fixed)
-
-
-def _splice(values: pa.Array, rows: np.ndarray, replacement: pa.Array) -> pa.Array:
-    """``values`` (``large_string``) with the (sorted, few) ``rows`` replaced, in one copy."""
-    if values.offset:
-        values = pa.concat_arrays([values])  # a fresh array starts its bitmap at bit 0
-    offsets, data = string_buffers(values)
-    new_offsets, new_data = string_buffers(replacement)
-    starts, ends = offsets[rows], offsets[rows + 1]
-    pieces = [data[offsets[0] : starts[0]]]
-    for i, (end, start) in enumerate(zip(ends.tolist(), [*starts[1:].tolist(), offsets[-1]])):
-        pieces.append(new_data[new_offsets[i] : new_offsets[i + 1]])
-        pieces.append(data[end:start])
-    shift = np.zeros(len(values) + 1, dtype=np.int64)
-    shift[rows + 1] = np.diff(new_offsets) - (ends - starts)
-    out = offsets - offsets[0] + np.cumsum(shift)
-    validity = values.buffers()[0] if values.null_count else None
-    return pa.Array.from_buffers(
-        pa.large_string(),
-        len(values),
-        [validity, pa.py_buffer(out), pa.py_buffer(np.concatenate(pieces))],
-        values.null_count,
-    )
+    return fixed if whole else splice(text, odd, fixed)
 
 
 def _decoded(data: bytes, file: str, encoding: str) -> str:
@@ -606,18 +718,37 @@ class _CsvError(Exception):
         self.line = line
 
 
-def _count_newlines(data: bytes) -> int:
-    """``data.count(b"\\n")``, but vectorised (a few times faster on large files)."""
+@dataclass(frozen=True)
+class _Breaks:
+    """The line breaks in a file's bytes (the same in UTF-8 and CP932)."""
+
+    lf: int  # LF, alone or after CR
+    lone_cr: int  # CR not followed by LF: a line break too, for arrow
+    final: bool  # the bytes end with a line break
+
+    @property
+    def lines(self) -> int:
+        """Lines as arrow splits them (LF, CRLF or CR end one)."""
+        return self.lf + self.lone_cr + (0 if self.final else 1)
+
+
+def _line_breaks(data: bytes) -> _Breaks:
+    """Count the line breaks of ``data``, vectorised (4 MiB at a time)."""
     buffer = np.frombuffer(data, dtype=np.uint8)
-    step = 1 << 22  # bounds the temporary mask to 4 MiB
-    return sum(
-        int(np.count_nonzero(buffer[begin : begin + step] == 10))
-        for begin in range(0, len(buffer), step)
-    )
+    step = 1 << 22
+    lf = cr = crlf = 0
+    for begin in range(0, len(buffer), step):
+        block = buffer[begin : begin + step]
+        lf += int(np.count_nonzero(block == 10))
+        after = np.flatnonzero(block == 13) + begin + 1
+        cr += len(after)
+        after = after[after < len(buffer)]
+        crlf += int(np.count_nonzero(buffer[after] == 10))
+    return _Breaks(lf, cr - crlf, data.endswith((b"\n", b"\r")))
 
 
-def _line_numbers(data: bytes, file: str, encoding: str, count: int) -> np.ndarray:
-    lines = _count_newlines(data) + (0 if data.endswith(b"\n") else 1)
+def _line_numbers(data: bytes, file: str, encoding: str, count: int, breaks: _Breaks) -> np.ndarray:
+    lines = breaks.lf + (0 if data.endswith(b"\n") else 1)
     if lines == count + 1:  # one line per record: no quoted line breaks, no blank lines
         return np.arange(2, count + 2, dtype=np.int64)
     try:
@@ -726,7 +857,7 @@ def _frame(parsed: _Parsed) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def _responses(parsed: list[_Parsed]) -> tuple[pd.DataFrame, list[str]]:
+def _responses(parsed: list[_Parsed], pool: ThreadPoolExecutor) -> tuple[pd.DataFrame, list[str]]:
     columns: dict[str, None] = dict.fromkeys(RESPONSE_COLUMNS)
     for item in parsed:
         columns.update(
@@ -736,17 +867,26 @@ def _responses(parsed: list[_Parsed]) -> tuple[pd.DataFrame, list[str]]:
         columns.update(dict.fromkeys(item.table.column_names))
     share_columns = [name for name in columns if name.startswith(SHARE_PREFIX)]
     names = list(columns)
-    tables = []
-    for item in parsed:
-        n = item.table.num_rows
-        arrays = [
-            item.table.column(name)
-            if name in item.table.column_names
-            else pa.nulls(n, pa.large_string())
-            for name in names
-        ]
-        arrays += [repeated_text(item.file, n), pa.array(item.rows)]
-        tables.append(pa.Table.from_arrays(arrays, names=[*names, "source_file", "source_row"]))
-    # one chunk per column: cleansing reads arrow's buffers directly
-    table = pa.concat_tables(tables).combine_chunks()
+
+    counts = [item.table.num_rows for item in parsed]
+    pieces: dict[str, list[pa.Array]] = {name: [] for name in names}
+    for item, count in zip(parsed, counts, strict=True):
+        for name in names:
+            if name in item.table.column_names:
+                pieces[name] += item.table.column(name).chunks
+            else:
+                pieces[name].append(pa.nulls(count, pa.large_string()))
+    sources = pa.concat_arrays(
+        [repeated_text(p.file, n) for p, n in zip(parsed, counts, strict=True)]
+    )
+    rows = pa.array(np.concatenate([p.rows for p in parsed]))
+    parsed.clear()  # from here on each file's column goes as soon as it is joined
+
+    def joined(name: str) -> pa.Array:
+        return pa.concat_arrays(pieces.pop(name))
+
+    # one chunk per column (cleansing reads arrow's buffers directly), joined in parallel
+    jobs = [pool.submit(joined, name) for name in names]
+    arrays = [job.result() for job in jobs] + [sources, rows]
+    table = pa.Table.from_arrays(arrays, names=[*names, "source_file", "source_row"])
     return table.to_pandas(split_blocks=True), share_columns

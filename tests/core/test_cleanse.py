@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import json
+import random
+import re
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -13,8 +16,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from pipeline.core import cleanse as cleansing
 from pipeline.core.cleanse import (
     CLEANSED_COLUMNS,
+    KEY_DERIVATION,
     REASONS,
     REJECTION_COLUMNS,
     CleanseRules,
@@ -71,9 +76,65 @@ def reasons_of(*changes: dict[str, Any], rules: CleanseRules | None = None) -> l
     return [by_row.get(row, "") for row in range(2, len(changes) + 2)]
 
 
+_M64 = (1 << 64) - 1
+
+
+def _siphash24(key: bytes, message: bytes) -> int:
+    """Reference SipHash-2-4 (Aumasson & Bernstein), written from the paper, 64-bit output."""
+
+    def rotl(x: int, b: int) -> int:
+        return ((x << b) | (x >> (64 - b))) & _M64
+
+    k0, k1 = int.from_bytes(key[:8], "little"), int.from_bytes(key[8:16], "little")
+    v = [k0 ^ 0x736F6D6570736575, k1 ^ 0x646F72616E646F6D]
+    v += [k0 ^ 0x6C7967656E657261, k1 ^ 0x7465646279746573]
+
+    def sipround() -> None:
+        v[0] = (v[0] + v[1]) & _M64
+        v[1] = rotl(v[1], 13) ^ v[0]
+        v[0] = rotl(v[0], 32)
+        v[2] = (v[2] + v[3]) & _M64
+        v[3] = rotl(v[3], 16) ^ v[2]
+        v[0] = (v[0] + v[3]) & _M64
+        v[3] = rotl(v[3], 21) ^ v[0]
+        v[2] = (v[2] + v[1]) & _M64
+        v[1] = rotl(v[1], 17) ^ v[2]
+        v[2] = rotl(v[2], 32)
+
+    tail = len(message) % 8
+    last = message[len(message) - tail :] + bytes(7 - tail) + bytes([len(message) & 0xFF])
+    blocks = [message[i : i + 8] for i in range(0, len(message) - tail, 8)] + [last]
+    for block in blocks:
+        m = int.from_bytes(block, "little")
+        v[3] ^= m
+        sipround()
+        sipround()
+        v[0] ^= m
+    v[2] ^= 0xFF
+    for _ in range(4):
+        sipround()
+    return v[0] ^ v[1] ^ v[2] ^ v[3]
+
+
+def _mix64(x: int) -> int:
+    """The bijective finaliser pandas.util.hash_array applies to SipHash's output."""
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & _M64
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
 def expected_key(respondent_id: str, key: bytes = KEY) -> str:
+    """respondent_key as the module docstring defines it, computed independently."""
     normalised = unicodedata.normalize("NFKC", respondent_id).strip().encode()
-    return hmac.new(key, normalised, "sha256").hexdigest()[:32]
+    derived = hmac.new(key, KEY_DERIVATION, "sha256").digest()
+    return "".join(f"{_mix64(_siphash24(derived[i : i + 16], normalised)):016x}" for i in (0, 16))
+
+
+def test_reference_siphash_matches_the_paper() -> None:
+    # Appendix A of "SipHash: a fast short-input PRF": key 00..0f, message 00..0e
+    assert _siphash24(bytes(range(16)), bytes(range(15))) == 0xA129CA6149BE45E5
 
 
 # --- happy path -----------------------------------------------------------------------------
@@ -254,6 +315,10 @@ def test_values_are_normalised() -> None:
         ("2024-06-03T10:00", "2024-06-03T01:00:00"),
         ("2024-06-02T20:00:00-05:00", "2024-06-03T01:00:00"),
         ("2024-06-03T10:00:00+0900", "2024-06-03T01:00:00"),
+        ("2024-06-03T10:00:00+09", "2024-06-03T01:00:00"),
+        ("2024-06-03T01:00:00z", "2024-06-03T01:00:00"),
+        ("2024/06/03T10:00:00", "2024-06-03T01:00:00"),
+        ("2024-06-03 10:00:00 +09:00", "2024-06-03T01:00:00"),
         ("2024-06-03T10:00:00.250+09:00", "2024-06-03T01:00:00.250"),
         ("２０２４／０６／０３　１０：００：００", "2024-06-03T01:00:00"),
         ("2024-06-03T00:30:00+09:00", "2024-06-02T15:30:00"),
@@ -271,6 +336,10 @@ def test_timestamp_formats(text: str, utc: str) -> None:
         "2023-02-29T00:00:00",
         "2024-06-03T24:00:00",
         "2024-06-03T10:00:00+25:00",
+        "2024-06-03T10:00:00+09:60",
+        "2024-06-03T10:00:00+0960",
+        "2024-06-03T10:00:00+9",
+        "2024-06-03T10:00:00Q",
         "2024-06-03",
         "不明",
     ],
@@ -278,6 +347,64 @@ def test_timestamp_formats(text: str, utc: str) -> None:
 def test_timestamps_that_do_not_parse(text: str) -> None:
     _, ok, present = parse_timestamps(pa.array([text], pa.large_string()))
     assert present[0] and not ok[0]
+
+
+_TIMESTAMP = re.compile(
+    r"(\d{4})[-/](\d{1,2})[-/](\d{1,2})[T ](\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?"
+    r" ?([Zz]|[+-]\d{2}(?::?\d{2})?)?",
+    re.ASCII,
+)
+
+
+def reference_timestamp(value: str) -> tuple[bool, bool, int]:
+    """(present, ok, microseconds) of one timestamp by the module docstring, plainly."""
+    text = unicodedata.normalize("NFKC", value).strip()
+    found = _TIMESTAMP.fullmatch(text)
+    if not text or not found:
+        return bool(text), False, 0
+    year, month, day, hour, minute, second, fraction, zone = found.groups()
+    offset = 9 * 60
+    if zone and zone not in "Zz":
+        digits = zone[1:].replace(":", "")
+        hours, minutes = int(digits[:2]), int(digits[2:] or 0)
+        if hours > 23 or minutes > 59:
+            return True, False, 0
+        offset = (hours * 60 + minutes) * (1 if zone[0] == "+" else -1)
+    elif zone:
+        offset = 0
+    try:
+        local = dt.datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second or 0)
+        )
+    except ValueError:
+        return True, False, 0
+    utc = local.replace(tzinfo=dt.timezone(dt.timedelta(minutes=offset)))
+    micros = (utc - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
+    return True, True, micros + int((fraction or "0").ljust(6, "0")[:6])
+
+
+def test_timestamps_match_a_plain_parser_on_random_text() -> None:
+    rng = random.Random(11)
+    base = dt.datetime(2024, 2, 26, 0, 0, 0)
+    values = []
+    for _ in range(20000):
+        moment = base + dt.timedelta(seconds=rng.randrange(0, 40 * 86400))
+        text = moment.strftime(rng.choice(["%Y-%m-%dT%H:%M:%S", "%Y/%m/%d %H:%M:%S"]))
+        text += rng.choice(
+            ["", "", "Z", "z", "+09:00", "+0900", "+09", "-05:30", "+23:59", " +09:00"]
+        )
+        if rng.random() < 0.3:  # damage: any character, anywhere
+            at = rng.randrange(len(text))
+            text = text[:at] + rng.choice("0123456789/-:T +Z.９　x") + text[at + 1 :]
+        if rng.random() < 0.05:
+            text = rng.choice(["", " ", "2024-02-30T10:00:00", "2024-06-03T10:00", "不明"])
+        values.append(text)
+    micros, ok, present = parse_timestamps(pa.array(values, pa.large_string()))
+    for i, value in enumerate(values):
+        expected_present, expected_ok, expected_micros = reference_timestamp(value)
+        assert (bool(present[i]), bool(ok[i])) == (expected_present, expected_ok), repr(value)
+        if expected_ok:
+            assert micros[i] == expected_micros, repr(value)
 
 
 # --- privacy --------------------------------------------------------------------------------
@@ -307,6 +434,36 @@ def test_keyed_hash_depends_on_the_key() -> None:
     assert cleanse(export, CleanseRules(), long_key).cleansed["respondent_key"].iloc[
         0
     ] == expected_key("D1", long_key)
+
+
+def test_respondent_key_is_pinned() -> None:
+    # Keys must not change between runs or library upgrades: cohorts of different run
+    # dates are joined on them. A change here needs a migration plan, not a new value.
+    export = make_export({"respondent_id": "D576277"}, {"respondent_id": "医師-０１"})
+    keys = cleanse(export, CleanseRules(), b"pinned-key").cleansed["respondent_key"].tolist()
+    assert keys == [expected_key("D576277", b"pinned-key"), expected_key("医師-01", b"pinned-key")]
+    assert keys == ["ec2566f4d3779403506f3bde8808e249", "39bacc77e48715a6a551828400d13bfc"]
+
+
+def test_distinct_ids_get_distinct_keys_and_duplicates_follow_the_key() -> None:
+    ids = [f"D{i}" for i in range(2000)] + ["D7", "Ｄ７"]
+    result = run(*({"respondent_id": i} for i in ids))
+    keys = result.cleansed["respondent_key"]
+    assert keys.str.fullmatch("[0-9a-f]{32}").all()
+    assert keys.nunique() == 2000  # D7 answered three times: the last one is kept
+    assert result.rejections["reasons"].tolist() == ["duplicate", "duplicate"]
+    assert result.rejections["source_row"].tolist() == [2 + 7, 2 + 2000]
+
+
+def test_duplicates_are_judged_on_the_whole_key() -> None:
+    # two respondents whose keys share the first 64 bits are still two respondents
+    first = np.array([7, 7, 7, 9], dtype=np.uint64)
+    second = np.array([1, 2, 1, 1], dtype=np.uint64)
+    respondents = cleansing._Respondents(np.ones(4, dtype=bool), first, second)
+    groups = cleansing._Groups(respondents, np.zeros(4, dtype=np.int64))
+    submitted = np.array([1, 2, 3, 4], dtype=np.int64)
+    superseded = groups.superseded(np.ones(4, dtype=bool), submitted)
+    assert superseded.tolist() == [True, False, False, False]
 
 
 def test_empty_key_is_refused() -> None:
@@ -378,6 +535,34 @@ def test_rows_are_conserved_on_random_mixes() -> None:
         changes = [{k: v[rng.integers(len(v))] for k, v in options.items()} for _ in range(30)]
         export = make_export(*changes)
         assert_conserved(export, cleanse(export, CleanseRules(), KEY))
+
+
+def assert_same_result(one: Any, other: Any) -> None:
+    pd.testing.assert_frame_equal(one.cleansed, other.cleansed)
+    pd.testing.assert_frame_equal(one.rejections, other.rejections)
+    assert one.summary == other.summary
+
+
+def test_the_result_does_not_depend_on_threads_or_shortcuts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generate(tmp_path, respondents=800, seed=4)
+    export = read_raw_export(tmp_path)
+    result = cleanse(export, CleanseRules(), KEY)
+    monkeypatch.setattr(cleansing, "_WORKERS", 1)  # one thread: the columns one by one
+    assert_same_result(cleanse(export, CleanseRules(), KEY), result)
+    monkeypatch.setattr(cleansing, "_FEW", 1)  # categories normalised as any text
+    assert_same_result(cleanse(export, CleanseRules(), KEY), result)
+
+
+def test_source_file_is_kept_however_the_files_interleave() -> None:
+    export = make_export(*({"n_patients": "x" if i % 3 == 0 else "1"} for i in range(200)))
+    names = [f"responses/{'ab'[i % 2]}.csv" for i in range(200)]  # a run per row
+    export.responses["source_file"] = pd.array(names, dtype="str")
+    result = cleanse(export, CleanseRules(), KEY)
+    kept, dropped = result.cleansed, result.rejections
+    assert kept["source_file"].tolist() == [names[r - 2] for r in kept["source_row"]]
+    assert dropped["source_file"].tolist() == [names[r - 2] for r in dropped["source_row"]]
 
 
 def test_sample_export_is_conserved_and_shows_every_reason(tmp_path: Path) -> None:

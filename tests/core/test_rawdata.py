@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import random
+import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from pipeline.core import rawdata
 from pipeline.core.rawdata import (
     RESPONSE_COLUMNS,
     checksums,
@@ -163,6 +169,107 @@ def test_cp932_after_a_long_ascii_start_is_still_detected(tmp_path: Path) -> Non
     df = read_raw_export(raw).responses
     assert df["specialty"].iloc[-1] == "内科"
     assert len(df) == rows
+
+
+def messy_responses(rows: int, seed: int) -> str:
+    """Response rows with what the fast paths must get right: Japanese and full-width
+    values in some rows or all, quoted commas, quotes, line breaks inside values (LF, CR
+    and CRLF) and blank lines."""
+    rng = random.Random(seed)
+    values = ["内科", "ﾅｲｶ", "１，２００", "1,200", "abc", " 35 ", "", 'say "hi"', "x"]
+    breaks = ["a\nb", "a\r\nb", "a\rb", "続\nき"]
+    header = [*RESPONSE_COLUMNS, "share_a", "share_b"]
+    lines = [",".join(header)]
+    for i in range(rows):
+        cells = [f"R{i}", f"D{i % 97}", "diabetes", "内科", "関東", "病院", "", "", str(i), "3"]
+        cells += [str(i % 100), ""]
+        for _ in range(rng.randint(0, 3)):
+            cells[rng.randrange(1, len(cells))] = rng.choice(values)
+        if rng.random() < 0.02:
+            cells[rng.randrange(1, len(cells))] = rng.choice(breaks)
+        lines.append(",".join(csv_cell(c) for c in cells))
+        if rng.random() < 0.01:
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def csv_cell(value: str) -> str:
+    if any(c in value for c in ',"\r\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def reference_rows(text: str) -> list[tuple[int, list[str]]]:
+    """(start line, fields) of every record after the header, by Python's csv module."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    out, end = [], 0
+    for record in reader:
+        if record:
+            out.append((end + 1, record))
+        end = reader.line_num
+    return out[1:]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "cp932"])
+@pytest.mark.parametrize("line_end", ["\n", "\r\n"])
+def test_values_and_rows_match_a_plain_csv_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, encoding: str, line_end: str
+) -> None:
+    # small parse blocks: arrow's blocks then get cut inside quoted values too, which the
+    # fast first parse must notice (the careful one then decides)
+    monkeypatch.setattr(rawdata, "_BLOCK_SIZE", 1 << 11)
+    text = messy_responses(1500, seed=len(encoding) + len(line_end))
+    text = text.replace("\n", line_end).replace("a\r" + line_end, "a\r\n")
+    raw = write_export(tmp_path, {"r.csv": text.encode(encoding)})
+    df = read_raw_export(raw).responses
+    expected = reference_rows(text)
+    assert df["source_row"].tolist() == [line for line, _ in expected]
+    columns = [*RESPONSE_COLUMNS, "share_a", "share_b"]
+    for j, name in enumerate(columns):
+        assert df[name].tolist() == [fields[j] for _, fields in expected], name
+
+
+def test_cp932_values_are_decoded_value_by_value(tmp_path: Path) -> None:
+    # every kind of column: all Japanese, a few full-width values, plain ASCII
+    text = response_csv(rows=400)
+    lines = text.split("\n")
+    lines[7] = lines[7].replace("diabetes", "ＤＩＡＢＥＴＥＳ").replace(",10", ",１０")
+    lines[9] = lines[9].replace("R9,", "Ｒ９,")
+    text = "\r\n".join(lines)
+    df = read_raw_export(write_export(tmp_path, {"r.csv": text.encode("cp932")})).responses
+    assert df["disease"].iloc[6] == "ＤＩＡＢＥＴＥＳ"
+    assert df["response_id"].iloc[8] == "Ｒ９"
+    assert set(df["region"]) == {"関東"}
+    assert df["share_a"].tolist() == ["60"] * 400
+    expected = reference_rows(text)
+    for j, name in enumerate([*RESPONSE_COLUMNS, "share_a", "share_b"]):
+        assert df[name].tolist() == [fields[j] for _, fields in expected], name
+
+
+def test_an_undecodable_value_deep_in_a_cp932_file_is_reported(tmp_path: Path) -> None:
+    rows = 3000  # past the first 64 KiB, which only decide between UTF-8 and CP932
+    text = response_csv(rows=rows)
+    data = text.encode("cp932").replace(b"R3000,", b"R3000\x81,")  # a lead byte alone
+    raw = write_export(tmp_path, {"r.csv": data})
+    with pytest.raises(InputError, match="neither UTF-8 nor CP932") as info:
+        read_raw_export(raw)
+    check_where(info.value, "r.csv", row=rows + 1)
+
+
+def test_a_malformed_line_in_a_cp932_file_names_its_line(tmp_path: Path) -> None:
+    text = response_csv(rows=3) + "R9,内科\n" + ROW.format(n=7, p=1) + ",50,50\n"
+    raw = write_export(tmp_path, {"r.csv": text.encode("cp932")})
+    with pytest.raises(InputError, match="malformed CSV line: 2 fields") as info:
+        read_raw_export(raw)
+    check_where(info.value, "r.csv", row=5)
+
+
+def test_an_earlier_files_error_comes_first(tmp_path: Path) -> None:
+    undecodable = response_csv().encode("cp932") + "R9,内科,".encode("cp932") + b"\x81\n"
+    files = {"a.csv": undecodable, "b.csv": response_csv() + "R9,D9\n"}
+    with pytest.raises(InputError, match="neither UTF-8 nor CP932") as info:
+        read_raw_export(write_export(tmp_path, files))
+    check_where(info.value, "a.csv", row=4)
 
 
 def test_read_cohorts_alone(tmp_path: Path) -> None:
@@ -333,6 +440,54 @@ def test_normalize_text() -> None:
     assert normalize_text(values).to_pylist() == ["abc", None, None, None, "x", "カタカナ", "内科"]
 
 
+def reference_normalize(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return unicodedata.normalize("NFKC", value).strip() or None
+
+
+@pytest.mark.parametrize("changed", [3, 300, 3000])
+def test_normalize_text_matches_python_however_many_values_change(changed: int) -> None:
+    rng = random.Random(changed)
+    values: list[str | None] = [f"v{i}" for i in range(5000)]
+    for i in rng.sample(range(5000), changed):
+        values[i] = rng.choice(["ｖ１", " v ", "　", "", None, "ｶ", "内科 ", "v\t"])
+    array = pa.array(values, pa.large_string()).slice(7)  # an offset, as slices have
+    assert normalize_text(array).to_pylist() == [reference_normalize(v) for v in values[7:]]
+
+
+_PLAIN = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_GROUPED = re.compile(r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
+
+
+def reference_number(value: str) -> float | None:
+    """The grammar of parse_numbers, written plainly."""
+    text = unicodedata.normalize("NFKC", value).strip().replace(" ", "")
+    if _PLAIN.fullmatch(text):
+        return float(text)
+    if _GROUPED.fullmatch(text):
+        return float(text.replace(",", ""))
+    return None
+
+
+def test_parse_numbers_matches_the_grammar_on_random_text() -> None:
+    rng = random.Random(5)
+    alphabet = "0123456789" * 3 + ".,,-+ １a"
+    values = [
+        "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 10))) for _ in range(20000)
+    ]
+    values += ["1,234", "12,345", "123,456", "1,234,567", "1,23", "12,34", ",123", "1234,567"]
+    numbers, bad = parse_numbers(pa.array(values, pa.large_string()))
+    for value, number, is_bad in zip(values, numbers.tolist(), bad.tolist(), strict=True):
+        expected = reference_number(value)
+        if not unicodedata.normalize("NFKC", value).strip():
+            assert np.isnan(number) and not is_bad, repr(value)
+        elif expected is None:
+            assert np.isnan(number) and is_bad, repr(value)
+        else:
+            assert number == expected and not is_bad, repr(value)
+
+
 @pytest.mark.parametrize(
     ("text", "number"),
     [
@@ -353,7 +508,9 @@ def test_parse_numbers_accepts(text: str, number: float) -> None:
     assert not bad[0]
 
 
-@pytest.mark.parametrize("text", ["abc", "1,2", "1.2.3", "1e5", "nan", "約50", "50人", "."])
+@pytest.mark.parametrize(
+    "text", ["abc", "1,2", "1.2.3", "1e5", "nan", "約50", "50人", ".", "1,2345", "12,34", ",123"]
+)
 def test_parse_numbers_refuses(text: str) -> None:
     numbers, bad = parse_numbers(pa.array([text], pa.large_string()))
     assert np.isnan(numbers[0])
