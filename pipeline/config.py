@@ -65,7 +65,7 @@ def storage_root() -> str:
 
 def warehouse_uri() -> str:
     uri = os.environ.get("PIPELINE_WAREHOUSE") or get("pipeline", "warehouse")
-    return uri or f"duckdb:///{home() / 'warehouse.duckdb'}"
+    return uri or f"duckdb://{home() / 'warehouse.duckdb'}"  # home() is absolute
 
 
 def program_spec_path() -> str:

@@ -108,7 +108,7 @@ def test_killed_run_is_reaped_live_run_untouched_rerun_completes(
     with FakeAgent(cloud, lambda tags: (tags["run_date"], tags["cohort"]) in done) as agent:
         killed = start_run(cloud, env, "--run-date", killed_date, "--workers", "3", *ecs)
         live = start_run(cloud, env, "--run-date", live_date, "--workers", "1", "--cohort", first,
-                         "--warehouse", f"duckdb:///{tmp_path / 'live.duckdb'}", *ecs)  # fmt: skip
+                         "--warehouse", f"duckdb://{tmp_path / 'live.duckdb'}", *ecs)  # fmt: skip
         try:
             wait_for(lambda: storage.listdir(f"{cloud.root}/{killed_date}/ingest/{first}"),
                      timeout=60, what=f"cohort {first} to finish")  # fmt: skip
