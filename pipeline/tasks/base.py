@@ -141,6 +141,19 @@ def log_url(path: Path) -> str:
     return path.as_uri()
 
 
+class CohortTask(RunDateTask):
+    """A task of one cohort's program run; ``program`` and ``executor`` fall back to the
+    ``[pipeline]`` settings when empty."""
+
+    cohort = luigi.Parameter(description="Cohort code (one disease).")
+    program = luigi.Parameter(default="", description="Program spec TOML ([pipeline] program).")
+    executor = luigi.Parameter(
+        default="",
+        significant=False,
+        description="Where the program runs: local, ecs or batch ([pipeline] executor).",
+    )
+
+
 def program_path(program: str) -> str:
     """The program spec to use: the parameter, else ``[pipeline] program``."""
     return program or config.program_spec_path()

@@ -15,7 +15,7 @@ import pandas as pd
 from pipeline import metrics, storage
 from pipeline.core.validate import blocking_failures
 from pipeline.errors import ValidationFailed
-from pipeline.tasks.base import RunDateTask, warehouse_uri
+from pipeline.tasks.base import CohortTask, RunDateTask, warehouse_uri
 from pipeline.tasks.cleanse import CleanseSurvey
 from pipeline.tasks.model import RunModel
 from pipeline.tasks.validate import ValidateResults
@@ -95,18 +95,10 @@ class IngestSurvey(WarehouseTask):
         )
 
 
-class IngestResults(WarehouseTask):
+class IngestResults(CohortTask, WarehouseTask):
     """Loads one cohort's ``model_estimates``, ``validation_checks`` and ``pipeline_runs``
     (every attempt) into the warehouse. A failed error check blocks the estimates: the
     checks and runs are still loaded so QA sees why, and the task fails."""
-
-    cohort = luigi.Parameter(description="Cohort code (one disease).")
-    program = luigi.Parameter(default="", description="Program spec TOML ([pipeline] program).")
-    executor = luigi.Parameter(
-        default="",
-        significant=False,
-        description="Passed to RunModel ([pipeline] executor: local, ecs or batch).",
-    )
 
     def requires(self) -> ValidateResults:
         return ValidateResults(

@@ -14,25 +14,17 @@ from pipeline import config, metrics, storage
 from pipeline.core.spec import ProgramSpec, load_spec
 from pipeline.errors import InputError, ProgramFailed
 from pipeline.executors import Events, Job, get_executor
-from pipeline.tasks.base import RunDateTask, executor_name, program_path
+from pipeline.tasks.base import CohortTask, executor_name, program_path
 from pipeline.tasks.cleanse import CleanseSurvey, cohort_input_uri
 
 
-class RunModel(RunDateTask):
+class RunModel(CohortTask):
     """Runs the program spec's command for one cohort through the wrapper.
 
     Reads ``cleanse/cohorts/<cohort>.parquet`` and ``cleanse/frame.csv``; each attempt gets
     ``model/<cohort>/<slug>/attempts/<id>/`` (job.json, out/, manifest.json, run.json).
     On success writes ``model/<cohort>/<slug>/results.parquet`` and ``run.json``.
     """
-
-    cohort = luigi.Parameter(description="Cohort code (one disease).")
-    program = luigi.Parameter(default="", description="Program spec TOML ([pipeline] program).")
-    executor = luigi.Parameter(
-        default="",
-        significant=False,
-        description="Where the program runs: local, ecs or batch ([pipeline] executor).",
-    )
 
     # Programs are the long, expensive part: a free worker starts the next one before it
     # validates or ingests a finished cohort, so N cohorts take ceil(N / slots) waves.

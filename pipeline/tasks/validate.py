@@ -9,23 +9,15 @@ import pyarrow.parquet as pq
 
 from pipeline import metrics, storage
 from pipeline.core.validate import blocking_failures, validate_results
-from pipeline.tasks.base import RunDateTask
+from pipeline.tasks.base import CohortTask
 from pipeline.tasks.cleanse import cohort_input_uri
 from pipeline.tasks.model import RunModel
 
 
-class ValidateResults(RunDateTask):
+class ValidateResults(CohortTask):
     """Reads ``model/<cohort>/<slug>/results.parquet`` and the cohort's treatments (its
     cleansed share columns); writes ``validate/<cohort>/<slug>/checks.parquet``. Failed
     checks do not fail this task: ``IngestResults`` records them and blocks on errors."""
-
-    cohort = luigi.Parameter(description="Cohort code (one disease).")
-    program = luigi.Parameter(default="", description="Program spec TOML ([pipeline] program).")
-    executor = luigi.Parameter(
-        default="",
-        significant=False,
-        description="Passed to RunModel ([pipeline] executor: local, ecs or batch).",
-    )
 
     def requires(self) -> RunModel:
         return RunModel(
