@@ -38,7 +38,7 @@ LUIGID_PORT ?= 8082
 luigid: install ## run luigid on localhost:8082 (LUIGID_PORT); state, task history and log under $PIPELINE_HOME
 	@mkdir -p '$(PIPELINE_HOME)/luigid' '$(PIPELINE_HOME)/logs/luigid'
 	@echo "luigid: http://localhost:$(LUIGID_PORT)/static/visualiser/index.html (log: $(PIPELINE_HOME)/logs/luigid/luigi-server.log; Ctrl-C stops it and saves its state)"
-	$(BIN)/luigid --port $(LUIGID_PORT) --address 127.0.0.1 --state-path '$(PIPELINE_HOME)/luigid/state.pickle' --logdir '$(PIPELINE_HOME)/logs/luigid'
+	LUIGI_CONFIG_PATH=docker/luigid.local.cfg $(BIN)/luigid --port $(LUIGID_PORT) --address 127.0.0.1 --state-path '$(PIPELINE_HOME)/luigid/state.pickle' --logdir '$(PIPELINE_HOME)/logs/luigid'
 
 browser: ## install Debian's chromium for the browser test if missing (as root; never fails)
 	@command -v chromium >/dev/null 2>&1 || { \

@@ -6,6 +6,8 @@ Nothing here is read at import time, so tests can point ``PIPELINE_HOME`` or
 
 from __future__ import annotations
 
+import configparser
+import functools
 import os
 import secrets
 from pathlib import Path
@@ -14,11 +16,77 @@ import luigi.configuration
 
 from pipeline.errors import ConfigError
 
+CONFIG_FILE = "luigi.cfg"
+
+
+@functools.cache
+def project_config() -> Path | None:
+    """The project's ``luigi.cfg``: the first one found from the working directory upwards
+    (so ``pipeline`` works from any directory of a checkout), else the one next to an
+    editable install of this package. Added to luigi's config paths once, before any
+    ``LUIGI_CONFIG_PATH`` file, which still overrides it."""
+    start = Path.cwd()
+    candidates = [d / CONFIG_FILE for d in (start, *start.parents)]
+    candidates.append(Path(__file__).resolve().parent.parent / CONFIG_FILE)
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is not None:
+        parser = luigi.configuration.get_config()
+        paths = [Path(p).absolute() for p in parser._config_paths]
+        if found.absolute() not in paths:
+            # luigi reads later paths last: insert ours before LUIGI_CONFIG_PATH's file.
+            override = os.environ.get("LUIGI_CONFIG_PATH")
+            at = len(paths)
+            if override and Path(override).absolute() in paths:
+                at = paths.index(Path(override).absolute())
+            parser._config_paths.insert(at, str(found))
+            parser.reload()
+    return found
+
 
 def get(section: str, option: str, default: str = "") -> str:
     """A raw setting from luigi.cfg (and LUIGI_CONFIG_PATH), stripped."""
+    project_config()
     value = luigi.configuration.get_config().get(section, option, default)
     return str(value if value is not None else default).strip()
+
+
+def defined_in(section: str, option: str) -> Path | None:
+    """The config file that gives ``[section] option`` its value (the last one read that
+    sets it), or None when no file sets it."""
+    project_config()
+    found = None
+    for name in luigi.configuration.get_config()._config_paths:
+        path = Path(name)
+        if not path.is_file():
+            continue
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read(path, encoding="utf-8")
+        except configparser.Error:
+            continue
+        if parser.has_option(section, option):
+            found = path.absolute()
+    return found
+
+
+def get_path(section: str, option: str, default: str = "") -> Path | None:
+    """A path setting, relative paths resolved against the directory of the config file
+    that names them (the default against the project's directory); None when empty."""
+    value = get(section, option, default)
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path
+    source = defined_in(section, option) or project_config()
+    base = source.parent if source is not None else Path.cwd()
+    return (base / path).absolute()
+
+
+def project_dir() -> Path:
+    """The directory of the project's luigi.cfg (the working directory without one)."""
+    found = project_config()
+    return found.parent.absolute() if found is not None else Path.cwd().absolute()
 
 
 def get_float(section: str, option: str, default: float) -> float:
@@ -35,32 +103,37 @@ def get_list(section: str, option: str) -> list[str]:
 
 
 def home() -> Path:
-    """PIPELINE_HOME: raw/, work targets, logs and the default warehouse live here."""
-    return Path(os.environ.get("PIPELINE_HOME") or get("pipeline", "home", "var")).absolute()
+    """PIPELINE_HOME: raw/, work targets, logs and the default warehouse live here
+    (``[pipeline] home``, relative to the file that sets it, when the variable is unset)."""
+    env = os.environ.get("PIPELINE_HOME")
+    if env:
+        return Path(env).expanduser().absolute()
+    return get_path("pipeline", "home", "var") or project_dir() / "var"
 
 
 def raw_dir() -> Path:
-    """The raw export: ``[pipeline] raw`` (set by ``pipeline run --raw``) or $PIPELINE_HOME/raw."""
-    configured = get("pipeline", "raw")
-    return Path(configured).absolute() if configured else home() / "raw"
+    """The default raw export: ``[pipeline] raw``, else ``$PIPELINE_HOME/raw``."""
+    return get_path("pipeline", "raw") or home() / "raw"
 
 
-def set_override(section: str, option: str, value: str) -> None:
-    """Set a setting for this process and the worker processes it forks (CLI flags)."""
-    cfg = luigi.configuration.get_config()
-    if not cfg.has_section(section):
-        cfg.add_section(section)
-    cfg.set(section, option, value)
-
-
-def logs_dir() -> Path:
+def local_logs_dir() -> Path:
+    """Where this machine spools logs before they reach the storage root."""
     return home() / "logs"
 
 
 def storage_root() -> str:
-    """Where task targets live: a local directory or ``s3://bucket/prefix`` (no trailing /)."""
-    root = os.environ.get("PIPELINE_STORAGE_ROOT") or get("storage", "root")
-    return (root or str(home() / "work")).rstrip("/")
+    """Where task targets live: a local directory or ``s3://bucket/prefix`` (no trailing /):
+    ``PIPELINE_STORAGE_ROOT``, else ``[storage] root``, else ``$PIPELINE_HOME/work``."""
+    env = os.environ.get("PIPELINE_STORAGE_ROOT")
+    if env:
+        root = env if env.startswith("s3://") else str(Path(env).expanduser().absolute())
+    else:
+        configured = get("storage", "root")
+        if configured.startswith("s3://"):
+            root = configured
+        else:
+            root = str(get_path("storage", "root") or home() / "work")
+    return root.rstrip("/")
 
 
 def warehouse_uri() -> str:
@@ -69,7 +142,9 @@ def warehouse_uri() -> str:
 
 
 def program_spec_path() -> str:
-    return get("pipeline", "program", "programs/estimator/program.toml")
+    """``[pipeline] program``, resolved against the file that sets it."""
+    path = get_path("pipeline", "program", "programs/estimator/program.toml")
+    return str(path)
 
 
 def executor_name() -> str:

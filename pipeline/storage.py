@@ -9,12 +9,30 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import luigi
 import luigi.format
 import pandas as pd
 from luigi.contrib.s3 import S3Client, S3Target
+
+_local = threading.local()
+_client_lock = threading.Lock()
+
+
+def s3_client() -> S3Client:
+    """This thread's luigi S3 client (boto3 resources are not thread-safe and creating
+    them from the default session is not either: one per thread, made under a lock)."""
+    client = getattr(_local, "s3", None)
+    if client is None:
+        with _client_lock:
+            client = S3Client()
+            client.s3  # noqa: B018 - build the boto3 resource now, under the lock
+        _local.s3 = client
+    return client
 
 
 def is_s3(uri: str) -> bool:
@@ -29,7 +47,7 @@ def join(root: str, *parts: str) -> str:
 def target(uri: str) -> luigi.target.FileSystemTarget:
     """A binary target for ``uri`` (no newline or encoding translation)."""
     if is_s3(uri):
-        return S3Target(uri, format=luigi.format.Nop, client=S3Client())
+        return S3Target(uri, format=luigi.format.Nop, client=s3_client())
     return luigi.LocalTarget(uri, format=luigi.format.Nop)
 
 
@@ -86,3 +104,35 @@ def listdir(uri: str) -> list[str]:
     if not tgt.exists():
         return []
     return sorted(str(p) for p in tgt.fs.listdir(uri))
+
+
+def append_text(uri: str, text: str, spool_dir: Path) -> None:
+    """Append ``text`` to the log at ``uri``. Local files are appended to; an ``s3://`` log
+    is kept in a local spool file under ``spool_dir`` (seeded from the object once) and
+    uploaded whole after each append, so the storage root always holds the latest log."""
+    if not is_s3(uri):
+        path = Path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(text)
+        return
+    spool = spool_dir / uri.removeprefix("s3://")
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    if not spool.exists() and exists(uri):
+        spool.write_bytes(read_bytes(uri))
+    with spool.open("a", encoding="utf-8") as fh:
+        fh.write(text)
+    write_bytes(uri, spool.read_bytes())
+
+
+def web_url(uri: str, *, root: str, base_url: str = "") -> str:
+    """A link people can open for a file under the storage root: ``base_url`` + its path
+    below ``root`` when a web front of the storage is configured, the S3 console for an
+    ``s3://`` URI, else a ``file://`` URI."""
+    if base_url and uri.startswith(root.rstrip("/") + "/"):
+        return f"{base_url.rstrip('/')}/{uri[len(root.rstrip('/')) + 1 :]}"
+    if is_s3(uri):
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        query = urllib.parse.urlencode({"prefix": key})
+        return f"https://s3.console.aws.amazon.com/s3/object/{bucket}?{query}"
+    return Path(uri).absolute().as_uri()

@@ -1,9 +1,10 @@
 """The wrapper around an unmodified estimation program: the container entrypoint.
 
-``python -m pipeline.wrapper --job URI`` reads a job document (written by ``RunModel``):
+``python -m pipeline.wrapper --job URI`` reads a job document (``pipeline.core.job``,
+written by ``pipeline.executors.attempts``):
 
     {"spec": {...program spec...}, "run_date": "2026-11-22", "cohort": "asthma",
-     "input": URI, "frame": URI, "output": URI, "grace_seconds": 30}
+     "attempt": ID, "input": URI, "frame": URI, "output": URI, "grace_seconds": 30}
 
 It downloads ``s3://`` inputs to local files, renders the spec's command, runs the
 program in its own process group, enforces the spec's timeout here (SIGTERM, then SIGKILL
@@ -11,7 +12,7 @@ after the grace period; exit 124), forwards SIGTERM/SIGINT from ECS/Batch, uploa
 output directory and writes ``manifest.json`` next to the results. It exits with the
 program's exit code (128+N when the program died of signal N).
 
-It imports only the standard library, boto3 (for ``s3://``) and ``pipeline.core.spec``,
+It imports only the standard library, boto3 (for ``s3://``) and ``pipeline.core``,
 so the program's image needs nothing else from this package.
 """
 
@@ -31,15 +32,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
-from pipeline.core.spec import render_command, spec_from_dict
+from pipeline.core.job import JobDocument
+from pipeline.core.spec import render_command
 from pipeline.errors import PipelineError
 
 EXIT_DEADLINE = 124
 EXIT_NOT_FOUND = 127
 EXIT_WRAPPER_ERROR = 3
-DEFAULT_GRACE_SECONDS = 30.0
 
 
 class WrapperError(Exception):
@@ -206,13 +206,13 @@ class _Terminated(BaseException):
     pass
 
 
-def run_job(job: dict[str, Any], *, workdir: Path, stop_with_parent: bool = False) -> int:
+def run_job(job: JobDocument, *, workdir: Path, stop_with_parent: bool = False) -> int:
     """Run one job document; returns the exit code the wrapper should exit with."""
-    spec = spec_from_dict(job["spec"], source=f"job {job.get('cohort', '?')}")
+    spec = job.spec
     started = datetime.now(UTC)
-    input_path = fetch(job["input"], workdir, "input")
-    frame_path = fetch(job["frame"], workdir, "frame")
-    output_uri: str = job["output"]
+    input_path = fetch(job.input, workdir, "input")
+    frame_path = fetch(job.frame, workdir, "frame")
+    output_uri = job.output
     out_dir = workdir / "out" if output_uri.startswith("s3://") else Path(output_uri)
     out_dir.mkdir(parents=True, exist_ok=True)
     command = render_command(
@@ -220,16 +220,16 @@ def run_job(job: dict[str, Any], *, workdir: Path, stop_with_parent: bool = Fals
         {
             "input": str(input_path),
             "frame": str(frame_path),
-            "cohort": job["cohort"],
-            "run_date": job["run_date"],
+            "cohort": job.cohort,
+            "run_date": job.run_date,
             "output_dir": str(out_dir),
         },
     )
-    log(f"running {spec.name} {spec.version} for cohort {job['cohort']}: {command}")
+    log(f"running {spec.name} {spec.version} for cohort {job.cohort}: {command}")
     runner = ProgramRunner(
         command,
         timeout=spec.timeout_seconds,
-        grace=float(job.get("grace_seconds", DEFAULT_GRACE_SECONDS)),
+        grace=job.grace_seconds,
         stop_with_parent=stop_with_parent,
     )
     start = time.monotonic()
@@ -244,11 +244,12 @@ def run_job(job: dict[str, Any], *, workdir: Path, stop_with_parent: bool = Fals
         "program": {"name": spec.name, "version": spec.version, "image": spec.image},
         "params": spec.params,
         "command": command,
-        "run_date": job["run_date"],
-        "cohort": job["cohort"],
+        "run_date": job.run_date,
+        "cohort": job.cohort,
+        "attempt": job.attempt,
         "inputs": {
-            job["input"]: sha256_file(input_path),
-            job["frame"]: sha256_file(frame_path),
+            job.input: sha256_file(input_path),
+            job.frame: sha256_file(frame_path),
         },
         "outputs": {
             p.relative_to(out_dir).as_posix(): sha256_file(p)
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        job = json.loads(read_uri(args.job))
+        job = JobDocument.from_dict(json.loads(read_uri(args.job)), source=args.job)
         if args.workdir:
             return run_job(job, workdir=Path(args.workdir), stop_with_parent=args.stop_with_parent)
         with tempfile.TemporaryDirectory(prefix="wrapper-") as tmp:

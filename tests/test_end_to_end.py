@@ -130,12 +130,12 @@ def test_one_failing_cohort_fails_only_itself(home: Path, tmp_path: Path) -> Non
                      "--program", str(tmp_path / "flaky.toml"))  # fmt: skip
     assert result.returncode == 30, result.stdout  # [retcode] task_failed
     assert f"cohorts: {len(codes) - 1} done, 1 failed" in result.stdout
-    assert f"{bad}" in result.stdout and "FAILED at RunModel" in result.stdout
+    assert f"{bad}" in result.stdout and "FAILED at model" in result.stdout
     assert "exited with 3" in result.stdout
     loaded = {r[0] for r in query(home, "SELECT DISTINCT cohort FROM model_estimates")}
     assert loaded == set(codes) - {bad}
     assert {r[0] for r in query(home, "SELECT DISTINCT cohort FROM survey_responses")} >= set(codes)
-    log = next((home / "logs" / DATE / bad).glob("*.log")).read_text()
+    log = next((home / "work" / DATE / "logs" / "programs" / bad).glob("*.log")).read_text()
     assert "model did not converge" in log
 
 
@@ -178,7 +178,8 @@ def test_killed_run_then_rerun_equals_a_clean_run(home: Path, tmp_path: Path) ->
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    while not list((home / "logs" / DATE).rglob("*.log")) and time.monotonic() < deadline:
+    programs = home / "work" / DATE / "logs" / "programs"
+    while not list(programs.rglob("*.log")) and time.monotonic() < deadline:
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its luigi worker processes
     proc.wait()
@@ -206,8 +207,9 @@ def _wrappers_running(home: Path) -> bool:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--raw", "/nonexistent/raw"], "/nonexistent/raw: raw directory does not exist"),
-        (["--cohort", "no-such-cohort"], "unknown --cohort no-such-cohort"),
+        (["--raw", "/nonexistent/raw"], "the raw directory /nonexistent/raw does not exist"),
+        (["--cohort", "no-such-cohort"], "unknown cohort no-such-cohort"),
+        (["--cohort", "astma"], "unknown cohort astma (did you mean asthma?)"),
         (["--program", "/nonexistent/spec.toml"], "spec.toml: program spec not found"),
         (["--warehouse", "postgres://x"], "unsupported warehouse URI"),
     ],

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from pipeline import config, report
-from pipeline.cli.run import run_date
-from pipeline.cli.status import collect
+from pipeline.cli.run import absolute_path, run_date
+from pipeline.status import collect
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--cohort", action="append", default=[], metavar="CODE", help="only this cohort"
     )
-    parser.add_argument("--program", help="program spec TOML (default: [pipeline] program)")
+    parser.add_argument(
+        "--program",
+        action="append",
+        type=absolute_path,
+        metavar="SPEC",
+        help="only this program spec (repeatable; default: every program the date ran)",
+    )
     parser.add_argument("--warehouse", help="warehouse URI (default: [pipeline] warehouse)")
     parser.set_defaults(func=main)
 
@@ -34,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
     status = collect(
         args.run_date,
         cohorts=args.cohort,
-        program=args.program or "",
+        programs=args.program,
         warehouse=args.warehouse or "",
     )
     out = args.out or config.home() / "reports" / f"{args.run_date.isoformat()}.html"

@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
-import json
+import fcntl
+import hashlib
+import os
+import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
 from urllib.parse import urlparse
 
+import luigi
+import luigi.execution_summary
 import luigi.retcodes
 
 from pipeline import config, storage
 from pipeline.core.spec import load_spec
-from pipeline.errors import ConfigError, InputError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.executors import EXECUTORS
-from pipeline.tasks import IngestResults, IngestSurvey, RunModel, ValidateResults
-from pipeline.tasks.base import executor_name, program_path, warehouse_uri
-from pipeline.tasks.cleanse import check_pinned, known_cohorts
+from pipeline.executors.cloud import require_s3_root
+from pipeline.tasks import Deliver
+from pipeline.tasks.params import spec_file
 from pipeline.warehouse import open_warehouse
+from pipeline.worker import WorkerSchedulerFactory
 
 
 def run_date(value: str) -> dt.date:
@@ -29,13 +39,19 @@ def run_date(value: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
+def absolute_path(value: str) -> str:
+    """A path argument, relative to the working directory (as people type it)."""
+    return str(Path(value).expanduser().absolute())
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "run",
         help="run the whole pipeline for one run date",
         description="Cleanse the raw export, run the estimation program for every cohort in "
-        "parallel, validate the results and load everything into the warehouse. Exits "
-        "non-zero when any task failed (the exit codes of luigi.cfg [retcode]).",
+        "parallel, validate the results and load everything into the warehouse. The same "
+        "tasks as `luigi --module pipeline.tasks Deliver --run-date D`. Exits non-zero when "
+        "any task failed (the exit codes of luigi.cfg [retcode]).",
     )
     parser.add_argument("--run-date", required=True, type=run_date, help="YYYY-MM-DD")
     parser.add_argument(
@@ -52,15 +68,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """The options of how to run (shared with ``pipeline rerun``)."""
     parser.add_argument(
-        "--raw", help="raw export directory (default: [pipeline] raw or $PIPELINE_HOME/raw)"
+        "--raw",
+        type=absolute_path,
+        help="raw export directory (default: [pipeline] raw or $PIPELINE_HOME/raw)",
     )
     parser.add_argument(
-        "--program", help="program spec TOML (default: [pipeline] program in luigi.cfg)"
+        "--program",
+        action="append",
+        type=absolute_path,
+        metavar="SPEC",
+        help="program spec TOML; repeat it to run variants side by side "
+        "(default: [pipeline] program in luigi.cfg)",
     )
     parser.add_argument(
         "--executor", choices=EXECUTORS, help="where programs run (default: [pipeline] executor)"
     )
-    parser.add_argument("--workers", type=int, default=4, help="luigi worker processes (default 4)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=4,
+        help="luigi worker processes for cleansing, validation, ingest and local programs "
+        "(default 4; cloud programs wait in threads and do not take one)",
+    )
     parser.add_argument(
         "--warehouse",
         help="duckdb:///path/file.duckdb or bigquery://PROJECT/DATASET "
@@ -78,7 +107,15 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _check_scheduler(url: str) -> None:
+def scheduler_url(args: argparse.Namespace) -> str:
+    return args.scheduler_url or (
+        f"http://{config.get('core', 'default_scheduler_host', 'localhost')}:"
+        f"{config.get('core', 'default_scheduler_port', '8082')}"
+    )
+
+
+def check_scheduler(url: str) -> None:
+    """Refuse early when no luigid answers at ``url``."""
     parsed = urlparse(url)
     host, port = parsed.hostname or "localhost", parsed.port or 8082
     try:
@@ -90,84 +127,141 @@ def _check_scheduler(url: str) -> None:
         ) from None
 
 
-def main(args: argparse.Namespace) -> int:
-    if args.raw:
-        config.set_override("pipeline", "raw", str(args.raw))
+def build_delivery(args: argparse.Namespace) -> Deliver:
+    """The ``Deliver`` task of these arguments, checked: every spec loads, the warehouse
+    URI and the executor's storage are usable, the raw files match the date's pin and
+    the cohorts exist. Nothing is written."""
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
-    date = args.run_date.isoformat()
-    program = program_path(args.program or "")
-    load_spec(program)  # a malformed spec fails here, with its file and key
-    executor = executor_name(args.executor or "")
-    warehouse = warehouse_uri(args.warehouse or "")
-    open_warehouse(warehouse)
-    raw = config.raw_dir()
-    cleansed = storage.exists(storage.join(config.storage_root(), date, "cleanse", "summary.json"))
-    if not cleansed and not raw.is_dir():
-        raise InputError("raw directory does not exist", file=str(raw))
-    check_pinned(date)
-    known = list(known_cohorts(date)["code"])
-    unknown = [c for c in args.cohort if c not in known]
-    if unknown:
-        raise InputError(
-            f"unknown --cohort {', '.join(unknown)} (known: {', '.join(known)})",
-            file=str(raw / "cohorts.csv"),
-        )
-    luigi_args = [
-        "--module", "pipeline.tasks", "Deliver",
-        "--run-date", date,
-        "--program", program,
-        "--executor", executor,
-        "--warehouse", warehouse,
-        "--cohorts", json.dumps(args.cohort),
-        "--workers", str(args.workers),
-    ]  # fmt: skip
-    if args.local_scheduler:
-        luigi_args.append("--local-scheduler")
-    else:
-        url = args.scheduler_url or (
-            f"http://{config.get('core', 'default_scheduler_host', 'localhost')}:"
-            f"{config.get('core', 'default_scheduler_port', '8082')}"
-        )
-        _check_scheduler(url)
-        luigi_args += ["--scheduler-url", url]
-    started = time.monotonic()
-    try:
-        luigi.retcodes.run_with_retcodes(luigi_args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    print_summary(
-        args.run_date,
-        args.cohort or known,
-        program=program,
-        executor=executor,
-        warehouse=warehouse,
-        seconds=time.monotonic() - started,
+    deliver = Deliver(
+        run_date=args.run_date,
+        cohorts=tuple(dict.fromkeys(args.cohort)),
+        programs=tuple(args.program or ()),
+        executor=args.executor or "",
+        warehouse=args.warehouse or "",
+        raw=args.raw or "",
     )
+    for program in deliver.programs:
+        load_spec(spec_file(program))  # a malformed spec fails here, with its file and key
+    open_warehouse(deliver.warehouse)
+    if deliver.executor != "local":
+        require_s3_root(deliver.executor)
+    deliver.preflight()
+    return deliver
+
+
+@contextlib.contextmanager
+def run_lock(deliver: Deliver) -> Iterator[None]:
+    """One local run of a run date at a time per storage root, whatever its command line:
+    a second one refuses (exit code ``already_running``) instead of running programs twice.
+    (With luigid, luigid itself gives each task to one worker.)"""
+    root = config.storage_root()
+    date = deliver.run_date.isoformat()
+    if storage.is_s3(root):
+        digest = hashlib.sha256(root.encode()).hexdigest()[:12]
+        path = config.home() / "locks" / f"run-{digest}-{date}.lock"
+    else:
+        path = Path(root) / date / ".run.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise AlreadyRunning(
+                f"run date {date} is already running against {root} ({holder}): wait for it "
+                f"to end, or watch it with `pipeline status --run-date {date}`"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, since {dt.datetime.now():%H:%M:%S}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class AlreadyRunning(PipelineError):
+    """Another local run of the same run date holds its lock."""
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def execute(deliver: Deliver, args: argparse.Namespace) -> int:
+    """Run ``deliver`` with luigi's scheduler (local or luigid) and ``PipelineWorker``;
+    returns the ``[retcode]`` exit code."""
+    env: dict[str, object] = {"workers": args.workers}
+    if args.local_scheduler:
+        env["local_scheduler"] = True
+    else:
+        url = scheduler_url(args)
+        check_scheduler(url)
+        env["scheduler_url"] = url
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = luigi.build(
+            [deliver],
+            worker_scheduler_factory=WorkerSchedulerFactory(),
+            detailed_summary=True,
+            **env,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return exit_code(result)
+
+
+def exit_code(result: luigi.execution_summary.LuigiRunResult) -> int:
+    """luigi's ``[retcode]`` rules (as ``luigi --module`` applies them) for one run."""
+    codes = luigi.retcodes.retcode()
+    sets = luigi.execution_summary._summary_dict(result.worker)
+    root = luigi.execution_summary._root_task(result.worker)
+    present = {name for name, tasks in sets.items() if tasks}
+    code = max(
+        [
+            codes.missing_data * ("still_pending_ext" in present),
+            codes.task_failed * ("failed" in present),
+            codes.already_running * ("run_by_other_worker" in present),
+            codes.scheduling_error * ("scheduling_error" in present),
+            codes.not_run * ("not_run" in present),
+        ]
+    )
+    if code == 0 and root not in sets["completed"] and root not in sets["already_done"]:
+        return codes.not_run
     return code
 
 
-def _first_incomplete(tasks: list[luigi.Task]) -> luigi.Task | None:
-    return next((t for t in tasks if not t.complete()), None)
+def main(args: argparse.Namespace) -> int:
+    deliver = build_delivery(args)
+    started = time.monotonic()
+    try:
+        with contextlib.ExitStack() as stack:
+            if args.local_scheduler:
+                stack.enter_context(run_lock(deliver))
+            code = execute(deliver, args)
+    except AlreadyRunning as exc:
+        print(f"pipeline run: {exc}", file=sys.stderr)
+        return luigi.retcodes.retcode().already_running
+    print_summary(deliver, seconds=time.monotonic() - started, code=code)
+    return code
 
 
-def print_summary(
-    date: dt.date,
-    cohorts: list[str],
-    *,
-    program: str,
-    executor: str,
-    warehouse: str,
-    seconds: float,
-    out=sys.stdout,
-) -> None:
+def print_summary(deliver: Deliver, *, seconds: float, code: int, out=sys.stdout) -> None:
     """Cohorts done/failed, rows cleansed/rejected by reason, where results and logs are."""
-    iso = date.isoformat()
-    lines = [f"\nRun {iso} ({executor} executor, {seconds:.1f}s)"]
-    summary_uri = storage.join(config.storage_root(), iso, "cleanse", "summary.json")
-    if storage.exists(summary_uri):
-        summary = storage.read_json(summary_uri)
+    from pipeline.status import collect  # imports every task: only once a run is over
+
+    status = collect(
+        deliver.run_date,
+        cohorts=list(deliver.cohorts) or None,
+        programs=list(deliver.programs),
+        warehouse=deliver.warehouse,
+    )
+    lines = [f"\nRun {status.run_date} ({deliver.executor} executor, {seconds:.1f}s)"]
+    summary = status.summary
+    if summary:
         reasons = ", ".join(
             f"{reason} {count:,}"
             for reason, count in sorted(
@@ -179,34 +273,36 @@ def print_summary(
             f"  rows: {summary['raw_rows']:,} raw -> {summary['cleansed_rows']:,} cleansed, "
             f"{summary['rejected_rows']:,} rejected" + (f" ({reasons})" if reasons else "")
         )
-    survey = IngestSurvey(run_date=date, warehouse=warehouse)
-    steps_done = 0
+    cleanse = status.cohorts[0].steps["cleanse"] if status.cohorts else None
+    if cleanse is not None and cleanse.state == "failed":
+        lines.append(f"  cleansing FAILED: {cleanse.error}")
+    variants = len(status.programs) > 1
+    counts = {"done": 0, "failed": 0, "not run": 0}
     rows = []
-    for code in cohorts:
-        common = {"run_date": date, "cohort": code, "program": program, "executor": executor}
-        chain = [
-            RunModel(**common),
-            ValidateResults(**common),
-            IngestResults(**common, warehouse=warehouse),
-        ]
-        failed = _first_incomplete(chain)
-        if failed is None:
-            steps_done += 1
-            rows.append(f"  {code:<20} done")
-            continue
-        failure = failed.failure_file()
-        why = failure.read_text().splitlines()[0] if failure.exists() else "not run"
-        rows.append(f"  {code:<20} FAILED at {failed.task_family}: {why}")
-    done_cleanse = survey.requires().complete()
-    if not done_cleanse:
-        failure = survey.requires().failure_file()
-        why = failure.read_text().splitlines()[0] if failure.exists() else "not run"
-        lines.append(f"  cleansing FAILED: {why}")
-    lines.append(f"  cohorts: {steps_done} done, {len(cohorts) - steps_done} failed")
-    lines += rows
+    for row in status.cohorts:
+        name = f"{row.cohort} [{row.variant}]" if variants else row.cohort
+        failed = next((s for s in row.steps.values() if s.state == "failed"), None)
+        if row.state == "done":
+            counts["done"] += 1
+            rows.append(f"  {name:<20} done")
+        elif failed is not None and failed.step != "cleanse":
+            counts["failed"] += 1
+            rows.append(f"  {name:<20} FAILED at {failed.step}: {failed.error}")
+        else:
+            counts["not run"] += 1
+            pending = next((s.step for s in row.steps.values() if s.state != "done"), "")
+            rows.append(f"  {name:<20} not run (waiting at {pending})")
     lines.append(
-        f"  warehouse: {warehouse}" + ("" if survey.complete() else " (survey not loaded)")
+        f"  cohorts: {counts['done']} done, {counts['failed']} failed"
+        + (f", {counts['not run']} not run" if counts["not run"] else "")
     )
-    lines.append(f"  work: {storage.join(config.storage_root(), iso)}")
-    lines.append(f"  logs: {config.logs_dir() / iso}")
+    lines += rows
+    if code == luigi.retcodes.retcode().already_running:
+        lines.append("  some tasks were running in another worker: they were not run here")
+    survey_loaded = status.survey_ingest.state == "done"
+    lines.append(
+        f"  warehouse: {status.warehouse}" + ("" if survey_loaded else " (survey not loaded)")
+    )
+    lines.append(f"  work: {status.work}")
+    lines.append(f"  logs: {status.logs}")
     print("\n".join(lines), file=out)

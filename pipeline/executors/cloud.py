@@ -45,6 +45,35 @@ log = logging.getLogger("pipeline.executors")
 EXIT_OOM = 137  # SIGKILL: what an out-of-memory container exits with
 ERROR_LOG_LINES = 15  # log lines put into RunRecord.error (the reason line comes after)
 STOP_PATIENCE = 300.0  # seconds to wait for a task we stopped to report STOPPED
+DEFAULT_MAX_RUNNING = 500  # cloud tasks one orchestrator runs at once ([ecs]/[batch] max_running)
+
+
+_shutdown = threading.Event()
+_shutdown_reason = ""
+
+
+def request_shutdown(reason: str) -> None:
+    """Make every cloud run of this process stop its task and raise ``Interrupted``
+    (task threads cannot receive signals: the worker's main thread calls this)."""
+    global _shutdown_reason
+    _shutdown_reason = _shutdown_reason or reason
+    _shutdown.set()
+
+
+_slots: dict[tuple[int, str], threading.BoundedSemaphore] = {}
+_slots_lock = threading.Lock()
+
+
+def running_slots(executor: str) -> threading.BoundedSemaphore:
+    """At most ``[<executor>] max_running`` tasks of this process run at once."""
+    key = (os.getpid(), executor)
+    with _slots_lock:
+        if key not in _slots:
+            limit = int(config.get_float(executor, "max_running", DEFAULT_MAX_RUNNING))
+            if limit < 1:
+                raise ConfigError(f"[{executor}] max_running must be at least 1, not {limit}")
+            _slots[key] = threading.BoundedSemaphore(limit)
+        return _slots[key]
 
 
 class CloudError(PipelineError):
@@ -324,14 +353,23 @@ class CloudExecutor:
 
     def run(self, job: Job, events: Events) -> RunRecord:
         root = require_s3_root(self.name)
-        keeper = lease.keeper(root)
         job.log_path.parent.mkdir(parents=True, exist_ok=True)
-        lease_id = keeper.acquire()
-        try:
-            with interrupts_as_exceptions():
-                return self._run(job, events, keeper, lease_id, root)
-        finally:
-            keeper.release()
+        slots = running_slots(self.name)
+        with interrupts_as_exceptions():
+            if not slots.acquire(blocking=False):
+                events.status(f"waiting: [{self.name}] max_running tasks already run")
+                while not slots.acquire(timeout=0.5):
+                    if _shutdown.is_set():
+                        raise Interrupted(_shutdown_reason)
+            try:
+                keeper = lease.keeper(root)
+                lease_id = keeper.acquire()
+                try:
+                    return self._run(job, events, keeper, lease_id, root)
+                finally:
+                    keeper.release()
+            finally:
+                slots.release()
 
     def _run(
         self, job: Job, events: Events, keeper: lease.LeaseKeeper, lease_id: str, root: str
@@ -408,6 +446,8 @@ class CloudExecutor:
                 return state, stopped_by_us
             if not owner_alive() or keeper.owner_gone.is_set():
                 raise WorkerGone("luigi's worker process is gone")
+            if _shutdown.is_set():
+                raise Interrupted(_shutdown_reason)
             if not stopped_by_us and time.time() > deadline:
                 stopped_by_us = f"deadline {_iso(deadline)} passed (spec timeout + grace)"
                 self._stop_quietly(task_id, stopped_by_us)

@@ -1,19 +1,22 @@
-"""What every pipeline task shares: the run date, target paths, failure reporting."""
+"""What every pipeline task shares: the run date, its layout, logs, failure and timing
+records — all under the storage root, so they outlive the worker that wrote them."""
 
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import os
 import socket
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import Any
 
 import luigi
 
 from pipeline import config, metrics, storage
-from pipeline.errors import ConfigError, PipelineError
-from pipeline.executors import EXECUTORS
+from pipeline.core.spec import ProgramSpec, load_spec
+from pipeline.errors import PipelineError
+from pipeline.layout import Layout
+from pipeline.tasks.params import ExecutorParameter, ProgramParameter, RawParameter, spec_file
 
 
 class RunDateTask(luigi.Task):
@@ -21,32 +24,20 @@ class RunDateTask(luigi.Task):
 
     run_date = luigi.DateParameter(description="Delivery date (YYYY-MM-DD): names every output.")
 
-    def path(self, *parts: str) -> str:
-        return storage.join(config.storage_root(), self.run_date.isoformat(), *parts)
+    @property
+    def layout(self) -> Layout:
+        return Layout.of(self.run_date)
 
-    def target(self, *parts: str) -> luigi.target.FileSystemTarget:
-        return storage.target(self.path(*parts))
-
-    def failure_file(self) -> Path:
-        """Where the last failure of this task is recorded (read by run summaries)."""
-        return config.logs_dir() / self.run_date.isoformat() / "failures" / f"{self.task_id}.txt"
-
-    def task_log(self) -> Path:
-        """This task's own log: its status messages and failure, timestamped (a program
-        run's output has its own log, linked by RunModel's tracking URL)."""
-        return config.logs_dir() / self.run_date.isoformat() / "tasks" / f"{self.task_id}.log"
-
-    def timing_file(self) -> Path:
-        """When this task last ran and how it ended (written by the worker's events)."""
-        return self.task_log().with_suffix(".json")
+    def target(self, uri: str) -> luigi.target.FileSystemTarget:
+        return storage.target(uri)
 
     def report(self, message: str, progress: float | None = None) -> None:
-        """Show ``message`` (and ``progress`` in %) in luigid and append it to the task log,
-        whose URL becomes the task's tracking URL on the first report."""
-        log = self.task_log()
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("a", encoding="utf-8") as fh:
-            fh.write(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {message}\n")
+        """Show ``message`` (and ``progress`` in %) in luigid and append it to the task log
+        under the storage root, whose link becomes the task's tracking URL."""
+        line = f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {message}\n"
+        log = self.layout.task_log(self.task_id)
+        with contextlib.suppress(OSError, PipelineError):
+            storage.append_text(log, line, config.local_logs_dir() / "spool")
         # The worker installs these callbacks only while the task runs in it.
         if self.set_tracking_url and not getattr(self, "_log_linked", False):
             self._log_linked = True
@@ -57,7 +48,7 @@ class RunDateTask(luigi.Task):
             self.show_progress(progress)
 
     def link(self, url: str) -> None:
-        """Make ``url`` (e.g. a program run's log) the tracking URL instead of the task log."""
+        """Make ``url`` (e.g. a program run's console) the tracking URL instead of the log."""
         self._log_linked = True
         if self.set_tracking_url:
             self.set_tracking_url(url)
@@ -73,20 +64,21 @@ class RunDateTask(luigi.Task):
             message = f"{type(exception).__name__}: {exception}"
         else:
             message = super().on_failure(exception)
-        path = self.failure_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(message)
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, PipelineError):
+            storage.write_bytes(self.layout.failure(self.task_id), message.encode())
+        with contextlib.suppress(OSError, PipelineError):
             self.report(f"FAILED {message.splitlines()[0] if message else ''}")
         metrics.record_task(self.task_family, getattr(self, "cohort", None), failed=True)
         return message
 
     def on_success(self) -> None:
-        self.failure_file().unlink(missing_ok=True)
+        with contextlib.suppress(OSError, PipelineError):
+            storage.remove(self.layout.failure(self.task_id))
 
 
-# Each task's last execution (host, pid, start, end, outcome) next to its log, for
-# `pipeline status` and `pipeline report`: targets say what is done, these say when.
+# Each task's last execution (host, pid, start, end, outcome, parameters) next to its
+# log, for `pipeline status` and `pipeline report`: targets say what is done, these say
+# when, where and with which program.
 @RunDateTask.event_handler(luigi.Event.START)
 def _record_start(task: RunDateTask) -> None:
     _write_timing(
@@ -109,63 +101,55 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _write_timing(task: RunDateTask, **fields: object) -> None:
-    path = task.timing_file()
-    try:
-        previous = json.loads(path.read_text()) if fields.get("status") != "running" else {}
-    except (OSError, ValueError):
-        previous = {}
+def _write_timing(task: RunDateTask, **fields: Any) -> None:
+    uri = task.layout.timing(task.task_id)
+    previous: dict[str, Any] = {}
+    if fields.get("status") != "running":
+        previous = getattr(task, "_timing", {})
     record = {
         **previous,
         "task_id": task.task_id,
         "task_family": task.task_family,
+        "params": task.to_str_params(only_significant=True),
         "cohort": getattr(task, "cohort", None),
         **fields,
     }
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        tmp.replace(path)
+    task._timing = record  # type: ignore[attr-defined]
+    with contextlib.suppress(OSError, PipelineError):
+        storage.write_json(uri, record)
 
 
-def log_url(path: Path) -> str:
-    """A link to a log file: under ``[pipeline] logs_url`` when set (a web server or
-    console showing $PIPELINE_HOME/logs), else a ``file://`` URI."""
-    base = config.get("pipeline", "logs_url")
-    if base:
-        try:
-            return f"{base.rstrip('/')}/{path.relative_to(config.logs_dir()).as_posix()}"
-        except ValueError:
-            pass
-    return path.as_uri()
-
-
-class CohortTask(RunDateTask):
-    """A task of one cohort's program run; ``program`` and ``executor`` fall back to the
-    ``[pipeline]`` settings when empty."""
-
-    cohort = luigi.Parameter(description="Cohort code (one disease).")
-    program = luigi.Parameter(default="", description="Program spec TOML ([pipeline] program).")
-    executor = luigi.Parameter(
-        default="",
-        significant=False,
-        description="Where the program runs: local, ecs or batch ([pipeline] executor).",
+def log_url(uri: str) -> str:
+    """A link to a log under the storage root: ``[pipeline] logs_url`` + its path when a
+    web front of the storage is configured, the S3 console, or a ``file://`` URI."""
+    return storage.web_url(
+        uri, root=config.storage_root(), base_url=config.get("pipeline", "logs_url")
     )
 
 
-def program_path(program: str) -> str:
-    """The program spec to use: the parameter, else ``[pipeline] program``."""
-    return program or config.program_spec_path()
+class CohortTask(RunDateTask):
+    """A task of one cohort's program run: the cohort, the program spec (its identity) and
+    where it runs (not part of its identity)."""
 
+    cohort = luigi.Parameter(description="Cohort code (one disease).")
+    program = ProgramParameter(
+        default="", description="Program spec TOML (default: [pipeline] program)."
+    )
+    executor = ExecutorParameter(
+        default="", description="Where the program runs: local, ecs or batch ([pipeline] executor)."
+    )
+    raw = RawParameter(default="", description="Raw export directory (for cleansing).")
 
-def warehouse_uri(warehouse: str) -> str:
-    return warehouse or config.warehouse_uri()
+    @functools.cached_property
+    def spec(self) -> ProgramSpec:
+        return load_spec(spec_file(self.program))
 
-
-def executor_name(executor: str) -> str:
-    """The executor to use: the parameter, else ``[pipeline] executor``."""
-    name = executor or config.executor_name()
-    if name not in EXECUTORS:
-        raise ConfigError(f"unknown executor {name!r} (choose from: {', '.join(EXECUTORS)})")
-    return name
+    def cohort_params(self) -> dict[str, Any]:
+        """The parameters that name this cohort's program run (for upstream tasks)."""
+        return {
+            "run_date": self.run_date,
+            "cohort": self.cohort,
+            "program": self.program,
+            "executor": self.executor,
+            "raw": self.raw,
+        }

@@ -2,48 +2,79 @@
 
 from __future__ import annotations
 
+import difflib
+from pathlib import Path
+
 import luigi
 
 from pipeline.errors import InputError
+from pipeline.layout import Layout
 from pipeline.tasks.cleanse import check_pinned, known_cohorts
 from pipeline.tasks.ingest import IngestResults, IngestSurvey
+from pipeline.tasks.params import (
+    ExecutorParameter,
+    ProgramsParameter,
+    RawParameter,
+    WarehouseParameter,
+)
 
 
 class Deliver(luigi.WrapperTask):
-    """Everything for one run date: cleansing, then per cohort the program run, validation
-    and ingest, plus the survey ingest. Done when every cohort is in the warehouse."""
+    """Everything for one run date: cleansing, then per cohort and program the program
+    run, validation and ingest, plus the survey ingest. Done when every cohort of every
+    program is in the warehouse."""
 
     run_date = luigi.DateParameter(description="Delivery date (YYYY-MM-DD).")
     cohorts = luigi.ListParameter(
         default=(), description="Cohort codes to run (default: every code in cohorts.csv)."
     )
-    program = luigi.Parameter(default="", description="Program spec TOML ([pipeline] program).")
-    executor = luigi.Parameter(
-        default="",
-        significant=False,
-        description="Where programs run: local, ecs or batch ([pipeline] executor).",
+    programs = ProgramsParameter(
+        default=(), description="Program spec TOMLs, one per variant (default: [pipeline] program)."
     )
-    warehouse = luigi.Parameter(
+    executor = ExecutorParameter(
+        default="", description="Where programs run: local, ecs or batch ([pipeline] executor)."
+    )
+    warehouse = WarehouseParameter(
         default="", description="Warehouse URI (default: [pipeline] warehouse)."
     )
+    raw = RawParameter(
+        default="", description="Raw export directory (default: $PIPELINE_HOME/raw)."
+    )
+
+    @property
+    def layout(self) -> Layout:
+        return Layout.of(self.run_date)
 
     def selected_cohorts(self) -> list[str]:
-        known = list(known_cohorts(self.run_date.isoformat())["code"])
+        """The cohorts this delivery runs; refuses unknown codes, naming the close ones."""
+        known = list(known_cohorts(self.layout, self.raw)["code"])
         unknown = [c for c in self.cohorts if c not in known]
         if unknown:
+            hints = [
+                f"{code} (did you mean {', '.join(close)}?)" if close else code
+                for code in unknown
+                for close in [difflib.get_close_matches(code, known, n=2)]
+            ]
             raise InputError(
-                f"unknown cohort(s) {', '.join(unknown)}; known: {', '.join(known)}",
-                file="cohorts.csv",
+                f"unknown cohort {'; '.join(hints)}; known: {', '.join(sorted(known))}",
+                file=str(Path(self.raw) / "cohorts.csv"),
             )
         return list(self.cohorts) or known
 
+    def preflight(self) -> list[str]:
+        """Everything checked before any work starts (the raw files' pin, the cohorts);
+        returns the selected cohorts. ``pipeline run`` calls it to refuse early."""
+        check_pinned(self.layout, self.raw)
+        return self.selected_cohorts()
+
     def requires(self) -> list[luigi.Task]:
-        check_pinned(self.run_date.isoformat())
-        common = {"run_date": self.run_date, "warehouse": self.warehouse}
+        cohorts = self.preflight()
+        common = {"run_date": self.run_date, "warehouse": self.warehouse, "raw": self.raw}
         return [
             IngestSurvey(**common),
             *(
-                IngestResults(**common, cohort=code, program=self.program, executor=self.executor)
-                for code in self.selected_cohorts()
+                IngestResults(**common, cohort=code, program=program, executor=self.executor)
+                for program in self.programs
+                for code in cohorts
             ),
         ]

@@ -15,40 +15,37 @@ import pandas as pd
 from pipeline import metrics, storage
 from pipeline.core.validate import blocking_failures
 from pipeline.errors import ValidationFailed
-from pipeline.tasks.base import CohortTask, RunDateTask, warehouse_uri
+from pipeline.tasks.base import CohortTask, RunDateTask
 from pipeline.tasks.cleanse import CleanseSurvey
-from pipeline.tasks.model import RunModel
+from pipeline.tasks.params import RawParameter, WarehouseParameter
 from pipeline.tasks.validate import ValidateResults
 from pipeline.warehouse import open_warehouse, warehouse_id
 from pipeline.warehouse.schema import survey_reference_tables
 
 
 class WarehouseTask(RunDateTask):
-    warehouse = luigi.Parameter(
+    warehouse = WarehouseParameter(
         default="", description="Warehouse URI (default: [pipeline] warehouse)."
     )
 
     @property
     def resources(self) -> dict[str, int]:
         # An embedded DuckDB file takes one writer at a time.
-        return {"duckdb_writer": 1} if self.warehouse_uri.startswith("duckdb:") else {}
-
-    @property
-    def warehouse_uri(self) -> str:
-        return warehouse_uri(self.warehouse)
+        return {"duckdb_writer": 1} if self.warehouse.startswith("duckdb:") else {}
 
     @property
     def warehouse_kind(self) -> str:
         """duckdb or bigquery: safe to show and tag (the URI may name projects or paths)."""
-        return self.warehouse_uri.split(":", 1)[0]
+        return self.warehouse.split(":", 1)[0]
 
-    def marker(self, *parts: str) -> luigi.target.FileSystemTarget:
-        return self.target("ingest", *parts, f"{warehouse_id(self.warehouse_uri)}.json")
+    @property
+    def warehouse_id(self) -> str:
+        return warehouse_id(self.warehouse)
 
     def write_marker(self, counts: dict[str, int]) -> None:
         storage.write_json(
             self.output().path,
-            {"warehouse": self.warehouse_uri, "rows": counts, "at": datetime.now(UTC)},
+            {"warehouse": self.warehouse, "rows": counts, "at": datetime.now(UTC)},
         )
 
 
@@ -57,23 +54,25 @@ class IngestSurvey(WarehouseTask):
     ``rejections.parquet`` into ``survey_rejections``, replacing the run date's rows.
     Runs as soon as cleansing is done, so QA can start before any model finishes."""
 
+    raw = RawParameter(default="", description="Raw export directory (for cleansing).")
+
     def requires(self) -> CleanseSurvey:
-        return CleanseSurvey(run_date=self.run_date)
+        return CleanseSurvey(run_date=self.run_date, raw=self.raw)
 
     def output(self) -> luigi.target.FileSystemTarget:
-        return self.marker("_survey")
+        return self.target(self.layout.survey_marker(self.warehouse_id))
 
     def run(self) -> None:
         self.report("reading cleansed rows and rejections", progress=0)
         parts = [
             storage.read_parquet(uri)
-            for uri in storage.listdir(self.path("cleanse", "cohorts"))
+            for uri in storage.listdir(self.layout.cohort_inputs())
             if uri.endswith(".parquet")
         ]
         responses = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
         rejections = storage.read_parquet(self.input()["rejections.parquet"].path)
         self.report(f"loading {len(responses):,} responses into {self.warehouse_kind}", 50)
-        counts = open_warehouse(self.warehouse_uri).replace(
+        counts = open_warehouse(self.warehouse).replace(
             self.run_date,
             None,
             {
@@ -87,7 +86,7 @@ class IngestSurvey(WarehouseTask):
             },
         )
         self.write_marker(counts)
-        metrics.record_ingest(counts, self.warehouse_uri)
+        metrics.record_ingest(counts, self.warehouse)
         self.report(
             f"{counts['survey_responses']:,} responses, {counts['survey_rejections']:,} "
             f"rejections loaded",
@@ -101,35 +100,31 @@ class IngestResults(CohortTask, WarehouseTask):
     checks and runs are still loaded so QA sees why, and the task fails."""
 
     def requires(self) -> ValidateResults:
-        return ValidateResults(
-            run_date=self.run_date, cohort=self.cohort, program=self.program, executor=self.executor
-        )
-
-    def model(self) -> RunModel:
-        return self.requires().requires()
+        return ValidateResults(**self.cohort_params())
 
     def output(self) -> luigi.target.FileSystemTarget:
-        return self.marker(self.cohort, self.model().spec.slug)
+        return self.target(
+            self.layout.results_marker(self.cohort, self.spec.slug, self.warehouse_id)
+        )
 
     def run(self) -> None:
         self.report("reading results, checks and run records", progress=0)
-        spec = self.model().spec
+        spec, layout = self.spec, self.layout
         program = {"program_name": spec.name, "program_version": spec.version}
         checks = storage.read_parquet(self.input().path).assign(**program)
-        attempts = self.model().path(*self.model().model_dir(), "attempts")
         runs = pd.DataFrame(
             [
                 storage.read_json(uri)
-                for uri in storage.listdir(attempts)
+                for uri in storage.listdir(layout.attempts(self.cohort, spec.slug))
                 if uri.endswith("/run.json")
             ]
         )
         blocking = blocking_failures(checks)
-        estimates = storage.read_parquet(self.model().output()["results"].path)
+        estimates = storage.read_parquet(layout.model(self.cohort, spec.slug, "results.parquet"))
         if len(blocking):
             estimates = estimates.iloc[0:0]
         self.report(f"loading {len(estimates)} estimates into {self.warehouse_kind}", 50)
-        counts = open_warehouse(self.warehouse_uri).replace(
+        counts = open_warehouse(self.warehouse).replace(
             self.run_date,
             self.cohort,
             {
@@ -138,7 +133,7 @@ class IngestResults(CohortTask, WarehouseTask):
                 "pipeline_runs": runs,
             },
         )
-        metrics.record_ingest(counts, self.warehouse_uri, self.cohort)
+        metrics.record_ingest(counts, self.warehouse, self.cohort)
         if len(blocking):
             details = "; ".join(f"{r.check}: {r.detail}" for r in blocking.itertuples())
             raise ValidationFailed(

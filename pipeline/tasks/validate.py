@@ -10,7 +10,6 @@ import pyarrow.parquet as pq
 from pipeline import metrics, storage
 from pipeline.core.validate import blocking_failures, validate_results
 from pipeline.tasks.base import CohortTask
-from pipeline.tasks.cleanse import cohort_input_uri
 from pipeline.tasks.model import RunModel
 
 
@@ -20,18 +19,16 @@ class ValidateResults(CohortTask):
     checks do not fail this task: ``IngestResults`` records them and blocks on errors."""
 
     def requires(self) -> RunModel:
-        return RunModel(
-            run_date=self.run_date, cohort=self.cohort, program=self.program, executor=self.executor
-        )
+        return RunModel(**self.cohort_params())
 
     def output(self) -> luigi.target.FileSystemTarget:
-        return self.target("validate", self.cohort, self.requires().spec.slug, "checks.parquet")
+        return self.target(self.layout.checks(self.cohort, self.spec.slug))
 
     def run(self) -> None:
         self.report("checking results", progress=0)
         results = storage.read_parquet(self.input()["results"].path)
         schema = pq.read_schema(
-            io.BytesIO(storage.read_bytes(cohort_input_uri(self.run_date.isoformat(), self.cohort)))
+            io.BytesIO(storage.read_bytes(self.layout.cohort_input(self.cohort)))
         )
         treatments = [n.removeprefix("share_") for n in schema.names if n.startswith("share_")]
         checks = validate_results(results, treatments)

@@ -114,9 +114,12 @@ TABLES: dict[str, Table] = {
                 ("host", STRING),
                 ("error", STRING),
                 ("tracking_url", STRING),
+                ("program_fingerprint", STRING),
+                ("status", STRING),
             ),
-            "One row per program run (every attempt, failed ones included).",
-            optional=frozenset({"tracking_url"}),
+            "One row per program run (every attempt, failed ones included); status says "
+            "how the attempt ended: succeeded, failed or abandoned.",
+            optional=frozenset({"tracking_url", "program_fingerprint", "status"}),
         ),
         Table(
             "cleansing_summary",

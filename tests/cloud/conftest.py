@@ -47,7 +47,8 @@ import os, pathlib, signal, sys, time
 import pandas as pd
 mode, inp, out = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
 print(f"toy program: mode={mode} input={inp}", flush=True)
-if mode == "fail":
+if mode == "fail" or (mode.startswith("fail-for:") and
+                     pathlib.Path(inp).stem == mode.split(":", 1)[1]):
     print("ValueError: column 'n_patients' is empty", file=sys.stderr, flush=True)
     sys.exit(3)
 if mode == "hang":

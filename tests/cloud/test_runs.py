@@ -3,7 +3,7 @@ ECS executor through a kill -9, the reaper and a re-run (the issue's "must hold"
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -73,6 +73,36 @@ def test_delivery_with_s3_storage_and_the_local_executor(
     loaded = query(cloud.home / "warehouse.duckdb",
                    "SELECT DISTINCT cohort FROM model_estimates ORDER BY 1")  # fmt: skip
     assert [c for (c,) in loaded] == codes[:2]
+
+
+def test_logs_and_failures_in_s3_are_read_from_another_home(
+    cloud: Cloud, codes: list[str], tmp_path: Path
+) -> None:
+    spec = write_toy_program(tmp_path, mode=f"fail-for:{codes[0]}")
+    result = run_pipeline(
+        cloud, "run", "--run-date", DATE, "--local-scheduler", "--workers", "2",
+        "--program", str(spec), "--cohort", codes[0], "--cohort", codes[1],
+    )  # fmt: skip
+    assert result.returncode == 30, result.stdout + result.stderr
+    elsewhere = tmp_path / "laptop"  # another machine: same storage root, nothing local
+    elsewhere.mkdir()
+    shown = run_pipeline(cloud, "status", "--run-date", DATE, "--program", str(spec), "--json",
+                         env={"PIPELINE_HOME": str(elsewhere)})  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    status = {row["cohort"]: row for row in json.loads(shown.stdout)["cohorts"]}
+    failed, done = status[codes[0]], status[codes[1]]
+    assert failed["state"] == "failed"
+    records = storage.listdir(f"{cloud.root}/{DATE}/logs/failures")
+    assert failed["steps"]["model"]["error"].startswith("ProgramFailed")
+    assert "column 'n_patients' is empty" in "".join(
+        storage.read_bytes(uri).decode() for uri in records
+    )
+    assert done["state"] == "done"
+    for step in ("model", "validate", "ingest"):
+        assert done["steps"][step]["seconds"] is not None
+    log = done["steps"]["validate"]["log"]
+    assert log.startswith("https://s3.console.aws.amazon.com/s3/object/pipeline-test?prefix=work")
+    assert list(elsewhere.iterdir()) == []  # status wrote nothing locally
 
 
 def start_run(cloud: Cloud, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -165,28 +195,7 @@ def test_killed_run_is_reaped_live_run_untouched_rerun_completes(
     sql = "SELECT executor, exit_code, vcpu_seconds > 0 FROM pipeline_runs"
     runs_table = query(cloud.home / "warehouse.duckdb", sql)
     assert set(runs_table) == {("ecs", 0, True)}
-    # The run's log holds the container's CloudWatch tail.
-    log = next((cloud.home / "logs" / killed_date / first).glob("*.log")).read_text()
+    # The program's log, next to the targets in S3, holds the container's CloudWatch tail.
+    (log_uri,) = storage.listdir(f"{cloud.root}/{killed_date}/logs/programs/{first}")
+    log = storage.read_bytes(log_uri).decode()
     assert "[ecs]" in log and "wrote" in log and "[wrapper]" in log
-
-
-def test_task_processes_stop_their_tasks_when_luigis_worker_dies(
-    cloud: Cloud, codes: list[str], tmp_path: Path
-) -> None:
-    spec = write_toy_program(tmp_path)
-    env = {"LUIGI_CONFIG_PATH": str(cloud.config_file(tmp_path / "luigi.cfg"))}
-    run = start_run(cloud, env, "--run-date", DATE, "--workers", "2", "--executor", "ecs",
-                    "--program", str(spec), "--cohort", codes[0], "--cohort", codes[1])  # fmt: skip
-    try:
-        wait_for(lambda: len(cloud.running_tasks(run_date=DATE)) == 2, timeout=60,
-                 what="two running tasks")  # fmt: skip
-        os.kill(run.pid, signal.SIGKILL)  # only luigi's main process: its task processes live on
-        run.wait()
-        # ...notice within a poll or two that their worker is gone, and stop their tasks.
-        wait_for(lambda: cloud.running_tasks(run_date=DATE) == [], timeout=15,
-                 what="the orphaned task processes to stop their tasks")  # fmt: skip
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(run.pid, signal.SIGKILL)
-    reasons = {t["stoppedReason"] for t in all_tasks(cloud, run_date=DATE)}
-    assert reasons == {"survey-pipeline: the luigi worker process died"}

@@ -102,7 +102,9 @@ class Luigid:
         self.proc = subprocess.Popen(
             [str(BIN / "luigid"), "--port", str(self.port), "--address", "127.0.0.1",
              "--state-path", str(self.state_path), "--logdir", str(self.log.parent)],
-            cwd=REPO, env={**os.environ, "PIPELINE_HOME": str(self.dir), **self.env},
+            cwd=REPO,
+            env={**os.environ, "PIPELINE_HOME": str(self.dir),
+                 "LUIGI_CONFIG_PATH": str(REPO / "docker" / "luigid.local.cfg"), **self.env},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         deadline = time.monotonic() + 30

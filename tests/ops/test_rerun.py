@@ -22,7 +22,12 @@ def completed(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 
 def mtimes(root: Path) -> dict[str, int]:
-    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    """Modification times of the targets under ``root`` (not logs, not the run lock)."""
+    return {
+        str(p.relative_to(root)): p.stat().st_mtime_ns
+        for p in root.rglob("*")
+        if p.is_file() and not str(p.relative_to(root)).startswith(("logs/", ".run.lock"))
+    }
 
 
 def listed(stdout: str) -> list[str]:
@@ -43,7 +48,7 @@ def rows(home: Path, table: str, where: str) -> list[tuple]:
 def test_rerun_from_model_touches_only_that_cohort(completed: Run) -> None:
     home, target, *others = completed.home, *completed.codes
     work = home / "work" / DATE
-    before = mtimes(work)
+    before = mtimes(work)  # targets only: logs under work/DATE/logs change with every run
     raw_before = mtimes(home / "raw")
     kept = f"cohort <> '{target}'"
     tables = ("model_estimates", "validation_checks", "pipeline_runs", "survey_responses")
@@ -96,9 +101,22 @@ def test_confirmation_is_required_without_a_terminal(completed: Run) -> None:
     work = completed.home / "work" / DATE
     before = mtimes(work)
     result = completed.cli("rerun", "--run-date", DATE, "--cohort", completed.codes[0],
-                           "--from", "ingest", "--program", str(completed.spec))  # fmt: skip
+                           "--from", "ingest", "--program", str(completed.spec),
+                           "--local-scheduler")  # fmt: skip
     assert result.returncode == 2
     assert "pass --yes" in result.stderr and "Traceback" not in result.stderr
+    assert mtimes(work) == before
+
+
+def test_no_luigid_is_refused_before_anything_is_removed(completed: Run) -> None:
+    work = completed.home / "work" / DATE
+    before = mtimes(work)
+    result = completed.cli("rerun", "--run-date", DATE, "--cohort", completed.codes[0],
+                           "--from", "validate", "--yes", "--program", str(completed.spec),
+                           "--scheduler-url", "http://127.0.0.1:9")  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no luigid answers at http://127.0.0.1:9" in result.stderr
+    assert "Traceback" not in result.stderr
     assert mtimes(work) == before
 
 

@@ -1,0 +1,60 @@
+"""The job document: everything the wrapper needs to run one program attempt.
+
+Written by the executors package (``executors/attempts.py``) as ``job.json`` in the
+attempt's directory and read by ``python -m pipeline.wrapper --job URI`` inside the
+program's container. Pure data: no I/O here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.core.spec import ProgramSpec, spec_from_dict
+from pipeline.errors import SpecError
+
+DEFAULT_GRACE_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class JobDocument:
+    """One attempt of one program run for one cohort."""
+
+    spec: ProgramSpec
+    run_date: str
+    cohort: str
+    attempt: str
+    input: str  # the cohort's cleansed rows (local path or s3://)
+    frame: str  # the physician frame
+    output: str  # the program's output directory
+    grace_seconds: float = DEFAULT_GRACE_SECONDS  # SIGTERM → SIGKILL at the deadline
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec.to_dict(),
+            "run_date": self.run_date,
+            "cohort": self.cohort,
+            "attempt": self.attempt,
+            "input": self.input,
+            "frame": self.frame,
+            "output": self.output,
+            "grace_seconds": self.grace_seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "job document") -> JobDocument:
+        """Read a job document; a missing key raises ``SpecError`` naming it."""
+        missing = [k for k in ("spec", "run_date", "cohort", "input", "frame", "output")
+                   if k not in data]  # fmt: skip
+        if missing:
+            raise SpecError(f"{source}: missing key(s) {', '.join(missing)}")
+        return cls(
+            spec=spec_from_dict(data["spec"], source=f"{source} (cohort {data['cohort']})"),
+            run_date=str(data["run_date"]),
+            cohort=str(data["cohort"]),
+            attempt=str(data.get("attempt", "")),
+            input=str(data["input"]),
+            frame=str(data["frame"]),
+            output=str(data["output"]),
+            grace_seconds=float(data.get("grace_seconds", DEFAULT_GRACE_SECONDS)),
+        )

@@ -1,0 +1,309 @@
+"""Where a run date stands, cohort by cohort and step by step (``pipeline status``,
+``pipeline report`` and the summary of ``pipeline run`` read it).
+
+The targets are the truth (a step is done iff its outputs exist); failure records say why
+a step failed; the tasks' timing records and the program runs' ``run.json`` give
+durations — all under the storage root, so any machine pointed at it sees the same.
+Which program variants a date ran comes from the RunModel timing records. With a luigid
+URL, luigid's view (running, status message, progress, tracking URL) is merged in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import sys
+import urllib.parse
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+import psutil
+
+from pipeline import config, storage
+from pipeline.errors import PipelineError
+from pipeline.layout import Layout
+from pipeline.tasks import CleanseSurvey, IngestResults, IngestSurvey, RunModel, ValidateResults
+from pipeline.tasks.base import RunDateTask, log_url
+from pipeline.tasks.cleanse import known_cohorts
+from pipeline.tasks.params import canonical_program
+from pipeline.warehouse import open_warehouse
+
+STEPS = ("cleanse", "model", "validate", "ingest")
+STATES = ("done", "failed", "running", "pending")
+
+
+@dataclass
+class StepStatus:
+    """One step of one cohort (or of the whole date: cleanse, survey ingest)."""
+
+    step: str
+    task_id: str
+    state: str = "pending"
+    started_at: str | None = None
+    finished_at: str | None = None
+    seconds: float | None = None
+    executor: str | None = None
+    error: str | None = None
+    log: str | None = None
+    message: str | None = None  # luigid's status message, or what the records say
+    progress: float | None = None  # luigid's progress percentage
+
+
+@dataclass
+class CohortStatus:
+    cohort: str
+    steps: dict[str, StepStatus]
+    program: str = ""  # the program spec (canonical path) this row ran
+    variant: str = ""  # its slug: name-version-fingerprint
+    extra: dict[str, Any] = field(default_factory=dict)  # columns added by other modules
+
+    @property
+    def state(self) -> str:
+        states = [s.state for s in self.steps.values()]
+        for state in ("failed", "running"):
+            if state in states:
+                return state
+        return "done" if all(s == "done" for s in states) else "pending"
+
+    @property
+    def executor(self) -> str | None:
+        return self.steps["model"].executor
+
+
+@dataclass
+class RunStatus:
+    run_date: str
+    work: str
+    logs: str
+    program: str  # the first program (the champion unless told otherwise)
+    warehouse: str
+    survey_ingest: StepStatus
+    cohorts: list[CohortStatus]
+    programs: list[str] = field(default_factory=list)
+    summary: dict[str, Any] | None = None  # cleansing summary.json, once cleansed
+    scheduler: str | None = None  # luigid URL when it was asked
+    ran: bool = False  # anything of this date exists under the storage root
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["cohorts"] = [
+            {"cohort": c.cohort, "program": c.program, "variant": c.variant, "state": c.state,
+             "executor": c.executor, **c.extra,
+             "steps": {k: asdict(v) for k, v in c.steps.items()}}
+            for c in self.cohorts
+        ]  # fmt: skip
+        return data
+
+
+def collect(
+    date: dt.date,
+    *,
+    cohorts: list[str] | None = None,
+    programs: list[str] | None = None,
+    warehouse: str = "",
+    scheduler_url: str | None = None,
+) -> RunStatus:
+    """The status of every cohort × program of ``date`` from targets, failure and timing
+    records, merged with luigid's view when ``scheduler_url`` is given. Without
+    ``programs``: every program that ran for the date (else ``[pipeline] program``)."""
+    layout = Layout.of(date)
+    survey_task = IngestSurvey(run_date=date, warehouse=warehouse)
+    warehouse = survey_task.warehouse
+    timings = _timings(layout)
+    chosen = [canonical_program(p) for p in programs or []] or _programs_run(timings)
+    codes = list(cohorts or []) or list(known_cohorts(layout, str(config.raw_dir()))["code"])
+    remote = _scheduler_tasks(scheduler_url, layout.run_date) if scheduler_url else {}
+    cleanse = _step("cleanse", CleanseSurvey(run_date=date), timings, remote)
+    survey = _step("ingest_survey", survey_task, timings, remote)
+    rows = []
+    for program in chosen:
+        for code in codes:
+            common = {"run_date": date, "cohort": code, "program": program}
+            model_task = RunModel(**common)
+            steps = {
+                "cleanse": cleanse,
+                "model": _model_step(model_task, timings, remote),
+                "validate": _step("validate", ValidateResults(**common), timings, remote),
+                "ingest": _step(
+                    "ingest", IngestResults(**common, warehouse=warehouse), timings, remote
+                ),
+            }
+            rows.append(CohortStatus(code, steps, program=program, variant=model_task.spec.slug))
+    _add_publication(rows, date, warehouse)
+    summary_uri = layout.cleanse("summary.json")
+    return RunStatus(
+        run_date=layout.run_date,
+        work=layout.base,
+        logs=layout.logs(),
+        program=chosen[0],
+        programs=chosen,
+        warehouse=warehouse,
+        survey_ingest=survey,
+        cohorts=rows,
+        summary=storage.read_json(summary_uri) if storage.exists(summary_uri) else None,
+        scheduler=scheduler_url,
+        ran=bool(timings) or storage.exists(layout.cleanse("inputs.json")),
+    )
+
+
+def _timings(layout: Layout) -> dict[str, dict[str, Any]]:
+    """Every task's timing record of the date, by task id."""
+    records = {}
+    for uri in storage.listdir(layout.timings()):
+        if uri.endswith(".json"):
+            try:
+                record = storage.read_json(uri)
+            except (OSError, ValueError):
+                continue
+            records[str(record.get("task_id"))] = record
+    return records
+
+
+def _programs_run(timings: dict[str, dict[str, Any]]) -> list[str]:
+    """The programs the date's RunModel tasks ran with (the configured one first)."""
+    default = canonical_program("")
+    seen = {
+        str(r["params"]["program"])
+        for r in timings.values()
+        if r.get("task_family") == "RunModel" and (r.get("params") or {}).get("program")
+    }
+    return sorted(seen, key=lambda p: (p != default, p)) if seen else [default]
+
+
+def _add_publication(rows: list[CohortStatus], date: dt.date, warehouse: str) -> None:
+    """Ingested / approved / published per cohort, from the warehouse's sign-off records."""
+    try:
+        published = open_warehouse(warehouse).publication_status(date)
+    except PipelineError as exc:  # no warehouse yet, or it cannot be reached: say so
+        unknown = "-" if "does not exist yet" in str(exc) else f"unknown ({exc})"
+        for row in rows:
+            row.extra["publication"] = unknown
+        return
+    by_cohort = {r["cohort"]: r for r in published.to_dict("records")}
+    for row in rows:
+        record = by_cohort.get(row.cohort)
+        if record is None:
+            row.extra["publication"] = "-"
+            continue
+        row.extra.update(
+            {k: (None if pd.isna(v) else v) for k, v in record.items() if k != "cohort"}
+        )
+        if pd.isna(record["published_at"]):
+            row.extra["publication"] = "ingested, not approved"
+        elif record["ingested_at"] > record["published_at"]:
+            row.extra["publication"] = f"re-ingested after {record['approved_by']}'s approval"
+        else:
+            row.extra["publication"] = f"published ({record['approved_by']})"
+
+
+def _step(
+    step: str,
+    task: RunDateTask,
+    timings: dict[str, dict[str, Any]],
+    remote: dict[str, dict[str, Any]],
+) -> StepStatus:
+    status = StepStatus(step=step, task_id=task.task_id)
+    record = timings.get(task.task_id, {})
+    layout = task.layout
+    status.started_at = record.get("started_at")
+    status.finished_at = record.get("finished_at")
+    status.seconds = record.get("seconds") or _seconds(status.started_at, status.finished_at)
+    if record:
+        status.log = log_url(layout.task_log(task.task_id))
+    if task.complete():
+        status.state = "done"
+    elif record.get("status") == "running" and alive(record):
+        status.state = "running"  # again, after an earlier failure perhaps
+    elif storage.exists(layout.failure(task.task_id)):
+        status.state = "failed"
+        text = storage.read_bytes(layout.failure(task.task_id)).decode(errors="replace")
+        lines = text.strip().splitlines()
+        status.error = lines[0] if lines else "failed"
+    elif record.get("status") == "running":
+        status.message = (
+            f"last seen running on {record.get('host')} (pid {record.get('pid')}) at "
+            f"{record.get('started_at')}; that process is gone or not on this machine"
+        )
+    info = remote.get(task.task_id)
+    if info:
+        _merge_remote(status, info)
+    return status
+
+
+def _model_step(
+    task: RunModel, timings: dict[str, dict[str, Any]], remote: dict[str, dict[str, Any]]
+) -> StepStatus:
+    status = _step("model", task, timings, remote)
+    run = last_run(task)
+    if run:
+        status.executor = run.get("executor")
+        status.started_at = run.get("started_at") or status.started_at
+        status.finished_at = run.get("finished_at") or status.finished_at
+        status.seconds = _seconds(run.get("started_at"), run.get("finished_at")) or status.seconds
+        # The program's own log says more than the task's.
+        if status.state != "done" or not status.log:
+            status.log = run.get("tracking_url") or run.get("log_uri") or status.log
+    return status
+
+
+def last_run(task: RunModel) -> dict[str, Any] | None:
+    """The final run.json when the model is done, else the latest attempt's, if any."""
+    final = task.output()["run"].path
+    if storage.exists(final):
+        return storage.read_json(final)
+    attempts = task.layout.attempts(task.cohort, task.spec.slug)
+    runs = [uri for uri in storage.listdir(attempts) if uri.endswith("/run.json")]
+    return storage.read_json(runs[-1]) if runs else None
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    try:
+        delta = dt.datetime.fromisoformat(str(end)) - dt.datetime.fromisoformat(str(start))
+    except ValueError:
+        return None
+    return round(delta.total_seconds(), 3)
+
+
+def alive(record: dict[str, Any]) -> bool:
+    """True when the recorded worker process still runs on this host (a zombie — dead but
+    not yet reaped by its parent — does not count)."""
+    if record.get("host") != socket.gethostname():
+        return False
+    try:
+        process = psutil.Process(int(record["pid"]))
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except (KeyError, ValueError, psutil.Error):
+        return False
+
+
+def _merge_remote(status: StepStatus, info: dict[str, Any]) -> None:
+    remote_state = str(info.get("status", "")).upper()
+    if status.state != "done":
+        if remote_state in ("RUNNING", "BATCH_RUNNING"):
+            status.state = "running"
+        elif remote_state == "FAILED" and status.state == "pending":
+            status.state = "failed"
+    status.executor = status.executor or (info.get("params") or {}).get("executor") or None
+    status.message = info.get("status_message") or status.message
+    status.progress = info.get("progress_percentage")
+    status.log = info.get("tracking_url") or status.log
+    if status.state == "running" and info.get("time_running"):
+        started = dt.datetime.fromtimestamp(float(info["time_running"]), dt.UTC)
+        status.started_at = started.isoformat()
+        status.seconds = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 1)
+
+
+def _scheduler_tasks(url: str, iso: str) -> dict[str, dict[str, Any]]:
+    """luigid's tasks whose id mentions the run date, by task id (empty if unreachable)."""
+    query = urllib.parse.urlencode({"data": json.dumps({"task_str": iso.replace("-", "_")})})
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/api/task_search?{query}", timeout=10) as r:
+            response = json.load(r)["response"]
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"pipeline status: luigid at {url} not reachable ({exc}); "
+              "showing targets only", file=sys.stderr)  # fmt: skip
+        return {}
+    return {task_id: info for tasks in response.values() for task_id, info in tasks.items()}

@@ -1,0 +1,133 @@
+"""The luigi worker of ``pipeline run``: a task that only waits runs in a thread.
+
+luigi runs every task in a process of its own when ``--workers`` > 1, and never runs more
+tasks at once than ``--workers``. A cloud program run (RunModel on ECS or Batch) spends
+hours waiting for its container, so with luigi's worker a delivery of N cohorts either
+runs in waves of ``--workers`` or holds N processes on the orchestrator. This worker
+runs tasks that say ``waits_in_thread`` in a thread of the worker's own process instead:
+they take no process slot, share one AWS client, one batched poller and one lease, and
+still are ordinary luigi tasks with their own status, progress and tracking URL in
+luigid. Everything else (cleansing, validation, ingest, local programs) runs in
+processes as before, at most ``--workers`` at a time.
+
+On interrupt (SIGTERM/SIGINT turned into KeyboardInterrupt by the CLI) luigi's worker
+calls ``terminate()`` on every running task: a thread task then stops its cloud task
+(``executors.cloud.request_shutdown``) and is joined before the process exits.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import luigi.interface
+import luigi.worker
+
+from pipeline.executors import cloud
+
+JOIN_SECONDS = 120.0  # how long an interrupted worker waits for its threads to stop tasks
+
+
+class TaskThread:
+    """A luigi ``TaskProcess`` run in a thread, with the process interface the worker uses."""
+
+    def __init__(self, process: luigi.worker.TaskProcess) -> None:
+        self.process = process
+        self.task = process.task
+        self.status_reporter = process.status_reporter
+        self.timeout_time = None
+        self.worker_timeout = process.worker_timeout
+        self.use_multiprocessing = False
+        self._thread = threading.Thread(
+            target=process.run, name=f"task-{process.task.task_id}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def exitcode(self) -> int | None:
+        return None if self._thread.is_alive() else 0
+
+    def terminate(self) -> None:
+        cloud.request_shutdown("the worker was interrupted")
+        self._thread.join(timeout=JOIN_SECONDS)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+
+class _Serialized:
+    """Calls to an in-process (local) scheduler, one at a time: task threads report
+    status while the worker's main thread schedules. The lock is made anew in a forked
+    child, which could otherwise inherit it held by another thread."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self._scheduler = scheduler
+        self._lock = threading.RLock()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._scheduler, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return call
+
+
+class PipelineWorker(luigi.worker.Worker):
+    """luigi's worker, with thread tasks not counted against ``worker_processes``."""
+
+    def __init__(self, scheduler: Any = None, worker_processes: int = 1, **kwargs: Any) -> None:
+        if isinstance(scheduler, luigi.scheduler.Scheduler):
+            scheduler = _Serialized(scheduler)
+        super().__init__(scheduler=scheduler, worker_processes=worker_processes, **kwargs)
+
+    @property  # type: ignore[override]
+    def worker_processes(self) -> int:
+        running = getattr(self, "_running_tasks", {})
+        return self._process_slots + sum(isinstance(p, TaskThread) for p in running.values())
+
+    @worker_processes.setter
+    def worker_processes(self, value: int) -> None:
+        self._process_slots = int(value)
+
+    def _create_task_process(self, task: luigi.Task) -> Any:
+        process = super()._create_task_process(task)
+        if getattr(task, "waits_in_thread", False):
+            process.use_multiprocessing = False
+            return TaskThread(process)
+        return process
+
+    def _run_task(self, task_id: str) -> None:
+        task = self._scheduled_tasks.get(task_id)
+        if (
+            task is None
+            or task_id in self._running_tasks
+            or not getattr(task, "waits_in_thread", False)
+        ):
+            super()._run_task(task_id)
+            return
+        thread = self._create_task_process(task)
+        self._running_tasks[task_id] = thread
+        thread.start()
+
+
+class WorkerSchedulerFactory(luigi.interface._WorkerSchedulerFactory):
+    """luigi's factory, making ``PipelineWorker``s."""
+
+    def create_worker(self, scheduler: Any, worker_processes: int, assistant: bool = False) -> Any:
+        return PipelineWorker(
+            scheduler=scheduler, worker_processes=worker_processes, assistant=assistant
+        )
