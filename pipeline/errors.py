@@ -53,5 +53,9 @@ class ValidationFailed(PipelineError):
     """An error-severity validation check failed; ingest of that cohort is blocked."""
 
 
+class StorageError(PipelineError):
+    """The storage root cannot be read or written (S3 credentials, permissions, network)."""
+
+
 class WarehouseError(PipelineError):
     """A warehouse load or query failed."""

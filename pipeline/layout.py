@@ -11,6 +11,7 @@ the worker saw::
     logs/tasks/<task id>.log|.json       a task's own log and its timing record
     logs/failures/<task id>.txt          why a task last failed
     logs/programs/<cohort>/<slug>-<attempt>.log   a program run's output (or its log tail)
+    logs/runs/<time>-<pid>.log           luigi's own log of one `pipeline run`
 
 ``<slug>`` is the program spec's ``name-version-fingerprint``: change the spec and every
 downstream path changes with it. Tasks build their ``output()`` from a ``Layout``;
@@ -92,3 +93,7 @@ class Layout:
 
     def timings(self) -> str:
         return self.logs("tasks")
+
+    def run_log(self, stamp: str) -> str:
+        """luigi's own log of one ``pipeline run`` (DEBUG lines, tracebacks)."""
+        return self.logs("runs", f"{stamp}.log")

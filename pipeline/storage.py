@@ -7,6 +7,7 @@ half-written output that would count as complete.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import threading
@@ -18,6 +19,8 @@ import luigi
 import luigi.format
 import pandas as pd
 from luigi.contrib.s3 import S3Client, S3Target
+
+from pipeline.errors import StorageError
 
 _local = threading.local()
 _client_lock = threading.Lock()
@@ -44,6 +47,42 @@ def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts if p)])
 
 
+def _aws_problem(exc: BaseException) -> str | None:
+    """One line for an AWS error (never request headers), or None if it is not one."""
+    module = type(exc).__module__
+    if not (module.startswith("botocore") or module.startswith("boto3")):
+        return None
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        err = response["Error"]
+        return f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip()
+    text = str(exc)
+    if type(exc).__name__ == "NoCredentialsError":
+        text += (
+            " (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run where a role "
+            "provides credentials)"
+        )
+    return text
+
+
+def _s3_errors(fn):
+    """An AWS failure on an ``s3://`` URI becomes a ``StorageError`` naming the URI."""
+
+    @functools.wraps(fn)
+    def wrapped(uri: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(uri, *args, **kwargs)
+        except Exception as exc:
+            problem = _aws_problem(exc) if is_s3(uri) else None
+            if problem is None:
+                raise
+            raise StorageError(
+                f"{uri}: cannot {fn.__name__.replace('_', ' ')}: {problem}"
+            ) from None
+
+    return wrapped
+
+
 def target(uri: str) -> luigi.target.FileSystemTarget:
     """A binary target for ``uri`` (no newline or encoding translation)."""
     if is_s3(uri):
@@ -51,11 +90,13 @@ def target(uri: str) -> luigi.target.FileSystemTarget:
     return luigi.LocalTarget(uri, format=luigi.format.Nop)
 
 
+@_s3_errors
 def read_bytes(uri: str) -> bytes:
     with target(uri).open("r") as fh:
         return fh.read()
 
 
+@_s3_errors
 def write_bytes(uri: str, data: bytes) -> None:
     with target(uri).open("w") as fh:
         fh.write(data)
@@ -87,10 +128,12 @@ def read_table(uri: str) -> pd.DataFrame:
     return pd.read_csv(data)
 
 
+@_s3_errors
 def exists(uri: str) -> bool:
     return target(uri).exists()
 
 
+@_s3_errors
 def remove(uri: str) -> None:
     """Remove a file or a directory tree (``s3://`` prefixes recursively)."""
     tgt = target(uri)
@@ -98,6 +141,7 @@ def remove(uri: str) -> None:
         tgt.fs.remove(uri)
 
 
+@_s3_errors
 def listdir(uri: str) -> list[str]:
     """Full URIs of the files below ``uri`` (recursive; empty if it does not exist)."""
     tgt = target(uri)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 import luigi.interface
 import luigi.worker
@@ -86,13 +86,49 @@ class _Serialized:
         return call
 
 
-class PipelineWorker(luigi.worker.Worker):
-    """luigi's worker, with thread tasks not counted against ``worker_processes``."""
+class Observer(Protocol):
+    """Who is told what the worker does (``pipeline.console.RunConsole``)."""
 
-    def __init__(self, scheduler: Any = None, worker_processes: int = 1, **kwargs: Any) -> None:
+    def scheduled(self, task: luigi.Task, status: str) -> None: ...
+    def started(self, task: luigi.Task) -> None: ...
+    def finished(self, task: luigi.Task, status: str, explanation: Any) -> None: ...
+
+
+class PipelineWorker(luigi.worker.Worker):
+    """luigi's worker, with thread tasks not counted against ``worker_processes``, telling
+    an optional observer when tasks are scheduled, start and end."""
+
+    def __init__(
+        self,
+        scheduler: Any = None,
+        worker_processes: int = 1,
+        observer: Observer | None = None,
+        **kwargs: Any,
+    ) -> None:
         if isinstance(scheduler, luigi.scheduler.Scheduler):
             scheduler = _Serialized(scheduler)
+        self.observer = observer
+        self._finishing = False
         super().__init__(scheduler=scheduler, worker_processes=worker_processes, **kwargs)
+
+    def _add_task(self, *args: Any, **kwargs: Any) -> Any:
+        result = super()._add_task(*args, **kwargs)
+        task = self._scheduled_tasks.get(kwargs.get("task_id", ""))
+        if self.observer is not None and task is not None:
+            status = kwargs.get("status")
+            if self._finishing:
+                self.observer.finished(task, status, kwargs.get("expl"))
+            else:
+                self.observer.scheduled(task, status)
+        return result
+
+    def _handle_next_task(self) -> None:
+        # Every _add_task made from here reports a task that ended.
+        self._finishing = True
+        try:
+            super()._handle_next_task()
+        finally:
+            self._finishing = False
 
     @property  # type: ignore[override]
     def worker_processes(self) -> int:
@@ -112,6 +148,8 @@ class PipelineWorker(luigi.worker.Worker):
 
     def _run_task(self, task_id: str) -> None:
         task = self._scheduled_tasks.get(task_id)
+        if self.observer is not None and task is not None and task_id not in self._running_tasks:
+            self.observer.started(task)
         if (
             task is None
             or task_id in self._running_tasks
@@ -125,9 +163,15 @@ class PipelineWorker(luigi.worker.Worker):
 
 
 class WorkerSchedulerFactory(luigi.interface._WorkerSchedulerFactory):
-    """luigi's factory, making ``PipelineWorker``s."""
+    """luigi's factory, making ``PipelineWorker``s (telling ``observer``, if any)."""
+
+    def __init__(self, observer: Observer | None = None) -> None:
+        self.observer = observer
 
     def create_worker(self, scheduler: Any, worker_processes: int, assistant: bool = False) -> Any:
         return PipelineWorker(
-            scheduler=scheduler, worker_processes=worker_processes, assistant=assistant
+            scheduler=scheduler,
+            worker_processes=worker_processes,
+            assistant=assistant,
+            observer=self.observer,
         )

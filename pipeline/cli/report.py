@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pipeline import config, report
 from pipeline.cli.run import absolute_path, run_date
+from pipeline.errors import InputError
 from pipeline.status import collect
 
 
@@ -43,6 +44,11 @@ def main(args: argparse.Namespace) -> int:
         programs=args.program,
         warehouse=args.warehouse or "",
     )
+    if not status.ran:
+        raise InputError(
+            f"no run for {status.run_date} under {status.work}: nothing to report "
+            f"(start one with `pipeline run --run-date {status.run_date}`)"
+        )
     out = args.out or config.home() / "reports" / f"{args.run_date.isoformat()}.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -22,6 +22,7 @@ import luigi.execution_summary
 import luigi.retcodes
 
 from pipeline import config, storage
+from pipeline.console import RunConsole
 from pipeline.core.spec import load_spec
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.executors import EXECUTORS
@@ -95,6 +96,13 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         help="duckdb:///path/file.duckdb or bigquery://PROJECT/DATASET "
         "(default: [pipeline] warehouse, else $PIPELINE_HOME/warehouse.duckdb)",
     )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show luigi's own log (DEBUG lines, tracebacks) live instead of the progress "
+        "table; it always goes to the run's log file",
+    )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--local-scheduler",
@@ -145,9 +153,31 @@ def build_delivery(args: argparse.Namespace) -> Deliver:
         load_spec(spec_file(program))  # a malformed spec fails here, with its file and key
     open_warehouse(deliver.warehouse)
     if deliver.executor != "local":
-        require_s3_root(deliver.executor)
+        check_cloud(deliver.executor)
     deliver.preflight()
     return deliver
+
+
+def check_cloud(executor: str) -> None:
+    """A cloud executor needs S3 storage, valid ``[ecs]``/``[batch]`` settings and AWS
+    credentials: refuse before anything runs rather than fail every cohort."""
+    require_s3_root(executor)
+    if executor == "ecs":
+        from pipeline.executors.ecs import EcsSettings
+
+        EcsSettings.from_config()
+    else:
+        from pipeline.executors.batch import BatchSettings
+
+        BatchSettings.from_config()
+    import boto3
+
+    if boto3.session.Session().get_credentials() is None:
+        raise ConfigError(
+            f"the {executor} executor needs AWS credentials and none were found (environment, "
+            "~/.aws, or an instance/task role): set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY, or run where a role provides them"
+        )
 
 
 @contextlib.contextmanager
@@ -191,9 +221,9 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def execute(deliver: Deliver, args: argparse.Namespace) -> int:
-    """Run ``deliver`` with luigi's scheduler (local or luigid) and ``PipelineWorker``;
-    returns the ``[retcode]`` exit code."""
+def execute(deliver: Deliver, args: argparse.Namespace, console: RunConsole) -> int:
+    """Run ``deliver`` with luigi's scheduler (local or luigid) and ``PipelineWorker``,
+    showing progress on ``console``; returns the ``[retcode]`` exit code."""
     env: dict[str, object] = {"workers": args.workers}
     if args.local_scheduler:
         env["local_scheduler"] = True
@@ -203,12 +233,13 @@ def execute(deliver: Deliver, args: argparse.Namespace) -> int:
         env["scheduler_url"] = url
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        result = luigi.build(
-            [deliver],
-            worker_scheduler_factory=WorkerSchedulerFactory(),
-            detailed_summary=True,
-            **env,
-        )
+        with console.capturing():
+            result = luigi.build(
+                [deliver],
+                worker_scheduler_factory=WorkerSchedulerFactory(observer=console),
+                detailed_summary=True,
+                **env,
+            )
     finally:
         signal.signal(signal.SIGTERM, previous)
     return exit_code(result)
@@ -237,19 +268,40 @@ def exit_code(result: luigi.execution_summary.LuigiRunResult) -> int:
 def main(args: argparse.Namespace) -> int:
     deliver = build_delivery(args)
     started = time.monotonic()
+    stamp = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{os.getpid()}"
+    log_uri = deliver.layout.run_log(stamp)
+    local_log = (
+        config.local_logs_dir() / "spool" / log_uri.removeprefix("s3://")
+        if storage.is_s3(log_uri)
+        else Path(log_uri)
+    )
+    console = RunConsole(
+        local_log, verbose=getattr(args, "verbose", False), variants=len(deliver.programs) > 1
+    )
     try:
         with contextlib.ExitStack() as stack:
             if args.local_scheduler:
                 stack.enter_context(run_lock(deliver))
-            code = execute(deliver, args)
+            print(
+                f"Run {deliver.run_date} of {len(deliver.preflight())} cohort(s) × "
+                f"{len(deliver.programs)} program(s) on {deliver.executor}; log: {log_uri}",
+                flush=True,
+            )
+            code = execute(deliver, args, console)
     except AlreadyRunning as exc:
         print(f"pipeline run: {exc}", file=sys.stderr)
         return luigi.retcodes.retcode().already_running
-    print_summary(deliver, seconds=time.monotonic() - started, code=code)
+    finally:
+        if storage.is_s3(log_uri) and local_log.exists():
+            with contextlib.suppress(Exception):
+                storage.write_bytes(log_uri, local_log.read_bytes())
+    print_summary(deliver, seconds=time.monotonic() - started, code=code, log=log_uri)
     return code
 
 
-def print_summary(deliver: Deliver, *, seconds: float, code: int, out=sys.stdout) -> None:
+def print_summary(
+    deliver: Deliver, *, seconds: float, code: int, log: str = "", out=sys.stdout
+) -> None:
     """Cohorts done/failed, rows cleansed/rejected by reason, where results and logs are."""
     from pipeline.status import collect  # imports every task: only once a run is over
 
@@ -288,6 +340,8 @@ def print_summary(deliver: Deliver, *, seconds: float, code: int, out=sys.stdout
         elif failed is not None and failed.step != "cleanse":
             counts["failed"] += 1
             rows.append(f"  {name:<20} FAILED at {failed.step}: {failed.error}")
+            tail = [line.strip() for line in (failed.detail or "").splitlines() if line.strip()]
+            rows += [f"      {line}" for line in tail[-6:]]
         else:
             counts["not run"] += 1
             pending = next((s.step for s in row.steps.values() if s.state != "done"), "")
@@ -305,4 +359,6 @@ def print_summary(deliver: Deliver, *, seconds: float, code: int, out=sys.stdout
     )
     lines.append(f"  work: {status.work}")
     lines.append(f"  logs: {status.logs}")
+    if log:
+        lines.append(f"  luigi's log of this run: {log}")
     print("\n".join(lines), file=out)

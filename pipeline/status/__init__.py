@@ -46,7 +46,8 @@ class StepStatus:
     finished_at: str | None = None
     seconds: float | None = None
     executor: str | None = None
-    error: str | None = None
+    error: str | None = None  # the failure's first line
+    detail: str | None = None  # the rest of the failure record (e.g. the program's last lines)
     log: str | None = None
     message: str | None = None  # luigid's status message, or what the records say
     progress: float | None = None  # luigid's progress percentage
@@ -222,6 +223,7 @@ def _step(
         text = storage.read_bytes(layout.failure(task.task_id)).decode(errors="replace")
         lines = text.strip().splitlines()
         status.error = lines[0] if lines else "failed"
+        status.detail = "\n".join(lines[1:]) or None
     elif record.get("status") == "running":
         status.message = (
             f"last seen running on {record.get('host')} (pid {record.get('pid')}) at "

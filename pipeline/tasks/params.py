@@ -65,7 +65,7 @@ class WarehouseParameter(luigi.Parameter):
 
     def normalize(self, x: Any) -> str:
         uri = str(x).strip() if x else config.warehouse_uri()
-        if uri.startswith("duckdb://") and not uri.startswith("duckdb:///"):
+        if uri.startswith("duckdb://") and uri != "duckdb://" and not uri.startswith("duckdb:///"):
             # duckdb://relative/file.duckdb: anchor it, so the id does not depend on cwd.
             uri = f"duckdb://{Path(uri.removeprefix('duckdb://')).absolute()}"
         return uri

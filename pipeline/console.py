@@ -1,0 +1,183 @@
+"""What a person sees while ``pipeline run`` works: what runs, per-cohort progress,
+warnings and (printed by the CLI) a summary. luigi's own log — DEBUG lines, tracebacks —
+goes to the run's log file, whose path the summary prints; ``--verbose`` shows it live.
+
+On a terminal the progress is a live table drawn by rich; elsewhere (cron, Jenkins, a
+pipe) it is one timestamped line per step that ends and per program that starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+import threading
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import luigi
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+STEP_OF = {
+    "CleanseSurvey": "cleanse",
+    "IngestSurvey": "survey ingest",
+    "RunModel": "model",
+    "ValidateResults": "validate",
+    "IngestResults": "ingest",
+}
+STEPS = ("model", "validate", "ingest")
+STYLE = {"done": "green", "failed": "bold red", "running": "cyan", "pending": "dim"}
+MAX_ROWS = 20  # cohorts shown in the live table; the rest are counted
+
+
+@dataclass
+class _Row:
+    steps: dict[str, str] = field(default_factory=lambda: dict.fromkeys(STEPS, "pending"))
+
+
+class RunConsole:
+    """Receives the worker's task events (``PipelineWorker``'s observer) and shows them."""
+
+    def __init__(
+        self,
+        log_file: Path,
+        *,
+        verbose: bool = False,
+        variants: bool = False,
+        out: TextIO | None = None,
+    ) -> None:
+        self.log_file = log_file
+        self.verbose = verbose
+        self.variants = variants
+        self.out = out or sys.stdout
+        self.console = Console(file=self.out, highlight=False)
+        self.live: Live | None = None
+        self.rows: dict[str, _Row] = {}
+        self.shared: dict[str, str] = {}  # cleanse, survey ingest
+        self.warnings: list[str] = []
+        self._lock = threading.Lock()
+
+    # -- logging -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def capturing(self) -> Iterator[RunConsole]:
+        """luigi's log (and Python warnings) to the log file for the duration; live
+        progress on a terminal."""
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        root = logging.getLogger()
+        saved = (root.level, list(root.handlers))
+        handler = logging.FileHandler(self.log_file, encoding="utf-8")
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+        )
+        for old in saved[1]:
+            root.removeHandler(old)
+        root.addHandler(handler)
+        root.setLevel(logging.DEBUG)
+        if self.verbose:
+            live_log = logging.StreamHandler(sys.stderr)
+            live_log.setFormatter(handler.formatter)
+            root.addHandler(live_log)
+        logging.captureWarnings(True)
+        # luigi warns about config sections that are not task parameters ([pipeline], ...):
+        # they are ours, read by pipeline.config, so the file is the place for it.
+        warnings.filterwarnings("default", module="luigi")
+        luigi.configuration.get_config().set("core", "no_configure_logging", "true")
+        if self.console.is_terminal and not self.verbose:
+            self.live = Live(self._table(), console=self.console, auto_refresh=False)
+            self.live.start()
+        try:
+            yield self
+        finally:
+            if self.live is not None:
+                self.live.update(self._table(), refresh=True)
+                self.live.stop()
+            logging.captureWarnings(False)
+            for extra in list(root.handlers):
+                root.removeHandler(extra)
+            handler.close()
+            root.setLevel(saved[0])
+            for old in saved[1]:
+                root.addHandler(old)
+
+    # -- events from the worker ----------------------------------------------------------
+    def scheduled(self, task: luigi.Task, status: str) -> None:
+        step = STEP_OF.get(task.task_family)
+        if step is None:
+            return
+        state = "done" if status == "DONE" else "pending"
+        with self._lock:
+            self._set(task, step, state, announce=False)
+
+    def started(self, task: luigi.Task) -> None:
+        step = STEP_OF.get(task.task_family)
+        if step is None:
+            return
+        with self._lock:
+            self._set(task, step, "running", announce=step == "model")
+
+    def finished(self, task: luigi.Task, status: str, explanation: Any) -> None:
+        step = STEP_OF.get(task.task_family)
+        if step is None:
+            return
+        state = {"DONE": "done", "FAILED": "failed"}.get(status)
+        if state is None:
+            return
+        why = ""
+        if state == "failed":
+            with contextlib.suppress(TypeError, ValueError):
+                explanation = json.loads(explanation)
+            why = str(explanation or "").strip().splitlines()[0:1]
+            why = why[0] if why else ""
+        with self._lock:
+            self._set(task, step, state, announce=True, why=why)
+
+    # -- showing -------------------------------------------------------------------------
+    def _name(self, task: luigi.Task) -> str:
+        cohort = str(getattr(task, "cohort", ""))
+        return f"{cohort} [{task.spec.slug}]" if self.variants else cohort
+
+    def _set(self, task: luigi.Task, step: str, state: str, *, announce: bool,
+             why: str = "") -> None:  # fmt: skip
+        if step in ("cleanse", "survey ingest"):
+            self.shared[step] = state
+            name = step
+        else:
+            name = self._name(task)
+            self.rows.setdefault(name, _Row()).steps[step] = state
+            name = f"{name} {step}"
+        if self.live is not None:
+            self.live.update(self._table(), refresh=True)
+        elif announce:
+            verb = {"running": "started", "done": "done", "failed": "FAILED"}[state]
+            text = f"{datetime.now():%H:%M:%S} {name} {verb}" + (f": {why}" if why else "")
+            print(text, file=self.out, flush=True)
+
+    def _table(self) -> Table:
+        table = Table(box=None, pad_edge=False, title_justify="left")
+        table.add_column("cohort")
+        for step in STEPS:
+            table.add_column(step)
+        order = {"failed": 0, "running": 1, "pending": 2, "done": 3}
+        rows = sorted(
+            self.rows.items(),
+            key=lambda kv: (min(order[s] for s in kv[1].steps.values()), kv[0]),
+        )
+        for name, row in rows[:MAX_ROWS]:
+            table.add_row(name, *(f"[{STYLE[s]}]{s}[/]" for s in row.steps.values()))
+        if len(rows) > MAX_ROWS:
+            counts = Counter(
+                "done" if all(s == "done" for s in r.steps.values()) else "other"
+                for _, r in rows[MAX_ROWS:]
+            )
+            table.add_row(f"… {len(rows) - MAX_ROWS} more ({counts['done']} done)", "", "", "")
+        shared = "  ".join(f"{k}: [{STYLE[v]}]{v}[/]" for k, v in self.shared.items())
+        table.title = shared or None
+        return table
