@@ -55,3 +55,7 @@ class ValidationFailed(PipelineError):
 
 class WarehouseError(PipelineError):
     """A warehouse load or query failed."""
+
+
+class UsageError(PipelineError):
+    """A command-line argument is out of range or points somewhere unusable."""
