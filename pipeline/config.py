@@ -6,7 +6,10 @@ Nothing here is read at import time, so tests can point ``PIPELINE_HOME`` or
 
 from __future__ import annotations
 
+import configparser
+import difflib
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -26,7 +29,7 @@ def get_float(section: str, option: str, default: float) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise ConfigError(f"luigi.cfg [{section}] {option} = {raw!r} is not a number") from None
+        raise ConfigError(f"{where(section, option)} = {raw!r} is not a number") from None
 
 
 def get_list(section: str, option: str) -> list[str]:
@@ -98,3 +101,211 @@ def respondent_key() -> bytes:
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_hex(32))
     return key_file.read_text().strip().encode()
+
+
+# --- Where a setting comes from, and a check of the project's own sections ---------------
+# ``pipeline.cli.main`` calls check() before any sub-command, so a typo in a key or a word
+# where a number belongs is reported at once, with the file it was read from, instead of
+# being ignored (a misspelt key) or failing a task later.
+
+TEXT, NUMBER, WHOLE = "text", "a number", "a whole number"
+
+# Every key of the pipeline's own sections and what its value must be. A key the code
+# reads must be listed here, or check() reports it as unknown.
+SETTINGS: dict[str, dict[str, str]] = {
+    "pipeline": dict.fromkeys(
+        ("home", "program", "executor", "warehouse", "raw", "logs_url"), TEXT
+    ),
+    "storage": {"root": TEXT},
+    "cleansing": {
+        "min_duration_seconds": NUMBER,
+        "attention_expected": TEXT,
+        "n_patients_min": NUMBER,
+        "n_patients_max": NUMBER,
+        "share_min": NUMBER,
+        "share_max": NUMBER,
+        "share_sum_tolerance": NUMBER,
+        "respondent_key_env": TEXT,
+    },
+    # luigi reads [resources] as integers; the tasks use these two.
+    "resources": {"model_slots": WHOLE, "duckdb_writer": WHOLE},
+    "ecs": {
+        **dict.fromkeys(
+            (
+                "cluster",
+                "task_definition",
+                "container_name",
+                "launch_type",
+                "platform_version",
+                "subnets",
+                "security_groups",
+                "assign_public_ip",
+                "log_group",
+                "log_stream_prefix",
+            ),
+            TEXT,
+        ),
+        **dict.fromkeys(("poll_interval", "poll_max_interval", "log_lines"), NUMBER),
+    },
+    "batch": {
+        **dict.fromkeys(("job_queue", "job_definition", "log_group"), TEXT),
+        **dict.fromkeys(
+            ("attempts", "timeout_grace", "poll_interval", "poll_max_interval", "log_lines"),
+            NUMBER,
+        ),
+    },
+    "reaper": {
+        **dict.fromkeys(("lease_ttl", "lease_interval", "deadline_grace", "workers"), NUMBER),
+        "executors": TEXT,
+    },
+    "cost": {
+        f"{executor}_{unit}_hour": NUMBER
+        for executor in ("local", "ecs", "batch")
+        for unit in ("vcpu", "gib")
+    },
+    "warehouse": {"qa_warn_change": NUMBER, "qa_fail_change": NUMBER},
+    "bigquery": {
+        "published_dataset": TEXT,
+        "location": TEXT,
+        **dict.fromkeys(
+            (
+                "retry_initial",
+                "retry_maximum",
+                "retry_deadline",
+                "job_timeout",
+                "load_table_ttl_hours",
+            ),
+            NUMBER,
+        ),
+    },
+    "datadog": {
+        "metric_namespace": TEXT,
+        "statsd_host": TEXT,
+        "statsd_port": WHOLE,
+        # read by luigi's own Datadog metrics collector, should anyone switch to it
+        **dict.fromkeys(("api_key", "app_key", "default_tags", "environment"), TEXT),
+    },
+}
+# Sections luigi itself reads: not checked, but a near miss of one is reported.
+LUIGI_SECTIONS = frozenset(
+    ("core", "worker", "scheduler", "task_history", "retcode", "email", "smtp", "sendgrid",
+     "batch_notifier", "execution_summary", "hdfs", "s3", "spark", "hadoop", "elasticsearch",
+     "postgres", "redshift", "bigquery", "datadog", "resources", "webhdfs", "cmdline",
+     "sge", "kubernetes", "logging", "DEFAULT")
+)  # fmt: skip
+
+
+def config_files() -> list[str]:
+    """The config files luigi reads that exist, in its order (a later one wins): luigi.cfg
+    (relative to the working directory, as luigi looks for it), then LUIGI_CONFIG_PATH."""
+    # luigi keeps the list on its parser class; LUIGI_CONFIG_PATH is appended at import.
+    paths = getattr(luigi.configuration.LuigiConfigParser, "_config_paths", ["luigi.cfg"])
+    extra = os.environ.get("LUIGI_CONFIG_PATH", "")
+    return [p for p in dict.fromkeys([*paths, extra]) if p and os.path.isfile(p)]
+
+
+def _read_file(path: str) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(default_section="\x00no-default\x00")
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # as luigi: keys keep case
+    parser.read(path, encoding="utf-8")
+    return parser
+
+
+def source(section: str, option: str) -> str | None:
+    """The config file whose value of ``[section] option`` is in force (the last one that
+    sets it), or None when no file does (a default, or a command-line flag)."""
+    found = None
+    for path in config_files():
+        try:
+            parser = _read_file(path)
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            continue
+        if parser.has_option(section, option) or parser.has_option(
+            section, option.replace("_", "-")
+        ):
+            found = path
+    return found
+
+
+def where(section: str, option: str) -> str:
+    """``FILE [section] option`` for messages, naming the file the value was read from."""
+    path = source(section, option)
+    return f"{path} [{section}] {option}" if path else f"[{section}] {option} (set by a flag)"
+
+
+def problems() -> list[str]:
+    """Every problem in the pipeline's own sections of the config files, one line each:
+    files that do not parse, unknown sections and keys (with the closest known name),
+    references to unset environment variables, and values that must be numbers but are not."""
+    found: list[str] = []
+    for path in config_files():
+        try:
+            parser = _read_file(path)
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            found.append(f"{path}: cannot be read as an INI file: {first}")
+            continue
+        for section in parser.sections():
+            known = SETTINGS.get(section)
+            if known is None:
+                if section not in LUIGI_SECTIONS:
+                    hint = _did_you_mean(section, [*SETTINGS, *LUIGI_SECTIONS - {"DEFAULT"}])
+                    if hint:
+                        found.append(f"{path}: unknown section [{section}]; did you mean [{hint}]?")
+                continue
+            for option in parser.options(section):
+                if option.replace("-", "_") in known:
+                    continue
+                hint = _did_you_mean(option.replace("-", "_"), list(known))
+                found.append(
+                    f"{path}: [{section}] {option} is not a setting of the pipeline; "
+                    + (f"did you mean {hint}?" if hint else f"known: {', '.join(known)}")
+                )
+    cfg = luigi.configuration.get_config()
+    for section, known in SETTINGS.items():
+        for option, kind in known.items():
+            try:
+                if not cfg.has_option(section, option):
+                    continue
+                value = str(cfg.get(section, option)).strip()
+            except configparser.InterpolationError as exc:
+                missing = re.search(r"environment variable (\S+?)\.", exc.message)
+                found.append(
+                    f"{where(section, option)}: the environment variable {missing[1]} it "
+                    "refers to is not set"
+                    if missing
+                    else f"{where(section, option)}: {exc.message.splitlines()[0]}"
+                )
+                continue
+            except configparser.Error:
+                continue
+            if kind != TEXT and not _parses(value, kind):
+                found.append(f"{where(section, option)} = {value!r} is not {kind}")
+    return list(dict.fromkeys(found))
+
+
+def check() -> None:
+    """Raise ConfigError listing every problem :func:`problems` finds (nothing if none)."""
+    found = problems()
+    if len(found) == 1:
+        raise ConfigError(found[0])
+    if found:
+        raise ConfigError(
+            f"{len(found)} problems in the configuration:\n" + "\n".join(f"  {p}" for p in found)
+        )
+
+
+def _did_you_mean(name: str, candidates: list[str]) -> str | None:
+    matches = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _parses(value: str, kind: str) -> bool:
+    try:
+        if kind == WHOLE:
+            int(value)
+        else:
+            float(value)
+    except ValueError:
+        return False
+    return True

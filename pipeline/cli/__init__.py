@@ -16,6 +16,7 @@ import os
 import select
 import sys
 
+from pipeline import config
 from pipeline.errors import PipelineError
 
 # Sub-command modules, in the order `pipeline --help` lists them.
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        config.check()  # a misspelt key or a word for a number: say so before doing anything
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return code
