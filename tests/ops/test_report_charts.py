@@ -8,6 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import re
+import subprocess
+import sys
 import warnings
 import xml.etree.ElementTree as ET
 
@@ -187,3 +189,12 @@ def test_labels_fit_the_figure_and_ticks_do_not_overlap(monkeypatch: pytest.Monk
                 assert boxes
                 for a, b in itertools.pairwise(boxes):
                     assert not a.overlaps(b), (a, b)
+
+
+def test_other_commands_do_not_import_matplotlib() -> None:
+    probe = (
+        "import sys, pipeline.cli; pipeline.cli.build_parser(); print('matplotlib' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=60, check=True)  # fmt: skip
+    assert result.stdout.strip() == "False"
