@@ -216,8 +216,8 @@ def _limits(values: Sequence[float]) -> tuple[float, float]:
 def _tick(value: float, _pos: object) -> str:
     if value == 0:
         return "0"
-    if 1e-3 <= abs(value) < 1e6:
-        return f"{value:,.6g}"
+    if 1e-3 <= abs(value) < 1e9:  # patients counts read best in full: 13,500,000
+        return f"{value:,.9g}"
     return f"{value:.3g}"
 
 
