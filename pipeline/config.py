@@ -201,7 +201,12 @@ def config_files() -> list[str]:
     # luigi keeps the list on its parser class; LUIGI_CONFIG_PATH is appended at import.
     paths = getattr(luigi.configuration.LuigiConfigParser, "_config_paths", ["luigi.cfg"])
     extra = os.environ.get("LUIGI_CONFIG_PATH", "")
-    return [p for p in dict.fromkeys([*paths, extra]) if p and os.path.isfile(p)]
+    # (a .toml file goes to luigi's TOML parser: not checked here)
+    return [
+        p
+        for p in dict.fromkeys([*paths, extra])
+        if p and os.path.isfile(p) and not p.endswith(".toml")
+    ]
 
 
 def _read_file(path: str) -> configparser.RawConfigParser:
