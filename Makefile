@@ -10,18 +10,30 @@ export PIPELINE_HOME ?= $(CURDIR)/var
 RUN_DATE ?= $(shell date +%F)
 WORKERS ?= 4
 
-.PHONY: help install run sample-data test lint format bench clean luigid browser
+.PHONY: help install install-dev run sample-data test lint format bench clean luigid browser
 
+# Help texts are printed as written (no make expansion): name variables as <words>.
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: setup.cfg pyproject.toml programs/estimator/setup.cfg programs/estimator/pyproject.toml
+# Two stamps: running needs only the pipeline and the estimator (make run, make luigid);
+# the test and lint tools come on top of that for make test, make lint and the like.
+RUN_STAMP := $(BIN)/.installed-run
+DEV_STAMP := $(BIN)/.installed-dev
+
+$(RUN_STAMP): setup.cfg pyproject.toml programs/estimator/setup.cfg programs/estimator/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e . -e programs/estimator
+	touch $@
+
+$(DEV_STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,lint]' -e programs/estimator
 	touch $@
 
-install: $(BIN)/.installed ## create .venv and install the pipeline, the estimator and the test tools
+install: $(RUN_STAMP) ## create .venv and install what running needs: the pipeline and the estimator
+
+install-dev: $(DEV_STAMP) ## install, plus the test and lint tools (make test and make lint do this)
 
 sample-data: install ## write sample raw data into $PIPELINE_HOME/raw unless some is there
 	@if [ -z "$$(ls -A '$(PIPELINE_HOME)/raw' 2>/dev/null)" ]; then \
@@ -31,7 +43,7 @@ sample-data: install ## write sample raw data into $PIPELINE_HOME/raw unless som
 run: sample-data ## run the whole pipeline for every sample cohort on embedded defaults
 	$(BIN)/pipeline run --run-date $(RUN_DATE) --workers $(WORKERS) --local-scheduler
 
-test: install browser lint ## lint, then the whole test suite (starts moto_server, luigid, ... by itself)
+test: install-dev browser lint ## lint, then the whole test suite (starts moto_server, luigid, ... by itself)
 	$(BIN)/python -m pytest --junitxml=reports/junit.xml
 
 LUIGID_PORT ?= 8082
@@ -47,15 +59,15 @@ browser: ## install Debian's chromium for the browser test if missing (as root; 
 	      || echo "browser: could not install chromium; the browser test will be skipped"; \
 	  else echo "browser: chromium missing and not root; the browser test will be skipped"; fi; }
 
-lint: install ## ruff check and format check
+lint: install-dev ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: install ## apply ruff's fixes and formatting
+format: install-dev ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install ## run every benchmark in bench/ and rewrite docs/benchmarks.md
+bench: install-dev ## run every benchmark in bench/ and rewrite docs/benchmarks.md
 	$(BIN)/python -m bench
 
 clean: ## remove generated data (var/) but keep .venv
@@ -81,7 +93,7 @@ CHECKOV_VERSION := 3.3.30
 check-env:
 	@case "$(ENV)" in prod|staging) ;; *) echo "ENV must be prod or staging, not '$(ENV)'" >&2; exit 2;; esac
 
-lint-docker: install ## hadolint on both Dockerfiles
+lint-docker: install-dev ## hadolint on both Dockerfiles
 	$(BIN)/hadolint docker/pipeline.Dockerfile docker/estimator.Dockerfile
 
 # checkov lives in its own venv: its pins conflict with the project's.
@@ -94,13 +106,13 @@ lint-tf: $(TOOLS_VENV)/.checkov-$(CHECKOV_VERSION) ## terraform fmt check and ch
 	terraform fmt -check -recursive terraform
 	$(TOOLS_VENV)/bin/checkov -d terraform --quiet --compact --skip-download
 
-images: ## build both images, tagged survey-pipeline/<image>:$(GIT_COMMIT)
+images: ## build both images, tagged survey-pipeline/<image>:<commit> (GIT_COMMIT, default HEAD)
 	for image in $(IMAGES); do \
 	  docker build --platform linux/amd64 -f docker/$$image.Dockerfile \
 	    -t survey-pipeline/$$image:$(GIT_COMMIT) . || exit 1; \
 	done
 
-push-images: check-env ## push both images to ENV's ECR as <name>/<image>:$(GIT_COMMIT) (tags are immutable)
+push-images: check-env ## push both images to ENV's ECR as <name>/<image>:<commit> (tags are immutable)
 	set -o pipefail; aws ecr get-login-password --region $(AWS_REGION) \
 	  | docker login --username AWS --password-stdin $(ECR_REGISTRY)
 	for image in $(IMAGES); do \
@@ -117,7 +129,7 @@ push-images: check-env ## push both images to ENV's ECR as <name>/<image>:$(GIT_
 tf-init: check-env
 	$(TF) init -input=false -reconfigure -backend-config=backend.hcl
 
-tf-plan: tf-init ## terraform validate and plan ENV=staging|prod for $(GIT_COMMIT), saved to tfplan
+tf-plan: tf-init ## terraform validate and plan ENV=staging|prod for <commit>, saved to tfplan
 	$(TF) validate
 	$(TF) plan -input=false -var image_tag=$(GIT_COMMIT) -out=tfplan
 

@@ -35,7 +35,9 @@ def fetch(uri: str, dest: Path, client=None) -> list[Path]:
     if client is None:
         import boto3
 
-        client = boto3.client("s3")
+        # boto3 reads only AWS_DEFAULT_REGION; ECS containers set AWS_REGION
+        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+        client = boto3.client("s3", region_name=region)
     keys = [
         obj["Key"]
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)

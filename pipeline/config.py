@@ -7,8 +7,10 @@ Nothing here is read at import time, so tests can point ``PIPELINE_HOME`` or
 from __future__ import annotations
 
 import configparser
+import difflib
 import functools
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -50,25 +52,6 @@ def get(section: str, option: str, default: str = "") -> str:
     return str(value if value is not None else default).strip()
 
 
-def defined_in(section: str, option: str) -> Path | None:
-    """The config file that gives ``[section] option`` its value (the last one read that
-    sets it), or None when no file sets it."""
-    project_config()
-    found = None
-    for name in luigi.configuration.get_config()._config_paths:
-        path = Path(name)
-        if not path.is_file():
-            continue
-        parser = configparser.ConfigParser(interpolation=None)
-        try:
-            parser.read(path, encoding="utf-8")
-        except configparser.Error:
-            continue
-        if parser.has_option(section, option):
-            found = path.absolute()
-    return found
-
-
 def get_path(section: str, option: str, default: str = "") -> Path | None:
     """A path setting, relative paths resolved against the directory of the config file
     that names them (the default against the project's directory); None when empty."""
@@ -78,8 +61,9 @@ def get_path(section: str, option: str, default: str = "") -> Path | None:
     path = Path(value).expanduser()
     if path.is_absolute():
         return path
-    source = defined_in(section, option) or project_config()
-    base = source.parent if source is not None else Path.cwd()
+    found = source(section, option)
+    origin = Path(found).absolute() if found else project_config()
+    base = origin.parent if origin is not None else Path.cwd()
     return (base / path).absolute()
 
 
@@ -94,7 +78,7 @@ def get_float(section: str, option: str, default: float) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise ConfigError(f"luigi.cfg [{section}] {option} = {raw!r} is not a number") from None
+        raise ConfigError(f"{where(section, option)} = {raw!r} is not a number") from None
 
 
 def get_list(section: str, option: str) -> list[str]:
@@ -173,3 +157,219 @@ def respondent_key() -> bytes:
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_hex(32))
     return key_file.read_text().strip().encode()
+
+
+# --- Where a setting comes from, and a check of the project's own sections ---------------
+# ``pipeline.cli.main`` calls check() before any sub-command, so a typo in a key or a word
+# where a number belongs is reported at once, with the file it was read from, instead of
+# being ignored (a misspelt key) or failing a task later.
+
+TEXT, NUMBER, WHOLE = "text", "a number", "a whole number"
+
+# Every key of the pipeline's own sections and what its value must be. A key the code
+# reads must be listed here, or check() reports it as unknown.
+SETTINGS: dict[str, dict[str, str]] = {
+    "pipeline": dict.fromkeys(
+        ("home", "program", "executor", "warehouse", "raw", "logs_url"), TEXT
+    ),
+    "storage": {"root": TEXT},
+    "cleansing": {
+        "min_duration_seconds": NUMBER,
+        "attention_expected": TEXT,
+        "n_patients_min": NUMBER,
+        "n_patients_max": NUMBER,
+        "share_min": NUMBER,
+        "share_max": NUMBER,
+        "share_sum_tolerance": NUMBER,
+        "respondent_key_env": TEXT,
+    },
+    # luigi reads [resources] as integers; the tasks use these two.
+    "resources": {"model_slots": WHOLE, "duckdb_writer": WHOLE},
+    "ecs": {
+        **dict.fromkeys(
+            (
+                "cluster",
+                "task_definition",
+                "container_name",
+                "launch_type",
+                "platform_version",
+                "subnets",
+                "security_groups",
+                "assign_public_ip",
+                "log_group",
+                "log_stream_prefix",
+            ),
+            TEXT,
+        ),
+        **dict.fromkeys(("poll_interval", "poll_max_interval", "log_lines"), NUMBER),
+        "max_running": WHOLE,
+    },
+    "batch": {
+        **dict.fromkeys(("job_queue", "job_definition", "log_group"), TEXT),
+        **dict.fromkeys(
+            ("attempts", "timeout_grace", "poll_interval", "poll_max_interval", "log_lines"),
+            NUMBER,
+        ),
+        "max_running": WHOLE,
+    },
+    "reaper": {
+        **dict.fromkeys(("lease_ttl", "lease_interval", "deadline_grace", "workers"), NUMBER),
+        "executors": TEXT,
+    },
+    "cost": {
+        f"{executor}_{unit}_hour": NUMBER
+        for executor in ("local", "ecs", "batch")
+        for unit in ("vcpu", "gib")
+    },
+    "warehouse": {"qa_warn_change": NUMBER, "qa_fail_change": NUMBER},
+    "bigquery": {
+        "published_dataset": TEXT,
+        "location": TEXT,
+        **dict.fromkeys(
+            (
+                "retry_initial",
+                "retry_maximum",
+                "retry_deadline",
+                "job_timeout",
+                "load_table_ttl_hours",
+            ),
+            NUMBER,
+        ),
+    },
+    "datadog": {
+        "metric_namespace": TEXT,
+        "statsd_host": TEXT,
+        "statsd_port": WHOLE,
+        # read by luigi's own Datadog metrics collector, should anyone switch to it
+        **dict.fromkeys(("api_key", "app_key", "default_tags", "environment"), TEXT),
+    },
+}
+# Sections luigi itself reads: not checked, but a near miss of one is reported.
+LUIGI_SECTIONS = frozenset(
+    ("core", "worker", "scheduler", "task_history", "retcode", "email", "smtp", "sendgrid",
+     "batch_notifier", "execution_summary", "hdfs", "s3", "spark", "hadoop", "elasticsearch",
+     "postgres", "redshift", "bigquery", "datadog", "resources", "webhdfs", "cmdline",
+     "sge", "kubernetes", "logging", "DEFAULT")
+)  # fmt: skip
+
+
+def config_files() -> list[str]:
+    """The config files luigi reads that exist, in its order (a later one wins): luigi.cfg
+    (relative to the working directory, as luigi looks for it), then LUIGI_CONFIG_PATH."""
+    # luigi keeps the list on its parser class; LUIGI_CONFIG_PATH is appended at import.
+    project_config()
+    paths = getattr(luigi.configuration.LuigiConfigParser, "_config_paths", ["luigi.cfg"])
+    extra = os.environ.get("LUIGI_CONFIG_PATH", "")
+    # (a .toml file goes to luigi's TOML parser: not checked here)
+    return [
+        p
+        for p in dict.fromkeys([*paths, extra])
+        if p and os.path.isfile(p) and not p.endswith(".toml")
+    ]
+
+
+def _read_file(path: str) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(default_section="\x00no-default\x00")
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # as luigi: keys keep case
+    parser.read(path, encoding="utf-8")
+    return parser
+
+
+def source(section: str, option: str) -> str | None:
+    """The config file whose value of ``[section] option`` is in force (the last one that
+    sets it), or None when no file does (a default, or a command-line flag)."""
+    found = None
+    for path in config_files():
+        try:
+            parser = _read_file(path)
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            continue
+        if parser.has_option(section, option) or parser.has_option(
+            section, option.replace("_", "-")
+        ):
+            found = path
+    return found
+
+
+def where(section: str, option: str) -> str:
+    """``FILE [section] option`` for messages, naming the file the value was read from."""
+    path = source(section, option)
+    return f"{path} [{section}] {option}" if path else f"[{section}] {option} (set by a flag)"
+
+
+def problems() -> list[str]:
+    """Every problem in the pipeline's own sections of the config files, one line each:
+    files that do not parse, unknown sections and keys (with the closest known name),
+    references to unset environment variables, and values that must be numbers but are not."""
+    found: list[str] = []
+    for path in config_files():
+        try:
+            parser = _read_file(path)
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            found.append(f"{path}: cannot be read as an INI file: {first}")
+            continue
+        for section in parser.sections():
+            known = SETTINGS.get(section)
+            if known is None:
+                if section not in LUIGI_SECTIONS:
+                    hint = _did_you_mean(section, [*SETTINGS, *LUIGI_SECTIONS - {"DEFAULT"}])
+                    if hint:
+                        found.append(f"{path}: unknown section [{section}]; did you mean [{hint}]?")
+                continue
+            for option in parser.options(section):
+                if option.replace("-", "_") in known:
+                    continue
+                hint = _did_you_mean(option.replace("-", "_"), list(known))
+                found.append(
+                    f"{path}: [{section}] {option} is not a setting of the pipeline; "
+                    + (f"did you mean {hint}?" if hint else f"known: {', '.join(known)}")
+                )
+    cfg = luigi.configuration.get_config()
+    for section, known in SETTINGS.items():
+        for option, kind in known.items():
+            try:
+                if not cfg.has_option(section, option):
+                    continue
+                value = str(cfg.get(section, option)).strip()
+            except configparser.InterpolationError as exc:
+                missing = re.search(r"environment variable (\S+?)\.", exc.message)
+                found.append(
+                    f"{where(section, option)}: the environment variable {missing[1]} it "
+                    "refers to is not set"
+                    if missing
+                    else f"{where(section, option)}: {exc.message.splitlines()[0]}"
+                )
+                continue
+            except configparser.Error:
+                continue
+            if kind != TEXT and not _parses(value, kind):
+                found.append(f"{where(section, option)} = {value!r} is not {kind}")
+    return list(dict.fromkeys(found))
+
+
+def check() -> None:
+    """Raise ConfigError listing every problem :func:`problems` finds (nothing if none)."""
+    found = problems()
+    if len(found) == 1:
+        raise ConfigError(found[0])
+    if found:
+        raise ConfigError(
+            f"{len(found)} problems in the configuration:\n" + "\n".join(f"  {p}" for p in found)
+        )
+
+
+def _did_you_mean(name: str, candidates: list[str]) -> str | None:
+    matches = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _parses(value: str, kind: str) -> bool:
+    try:
+        if kind == WHOLE:
+            int(value)
+        else:
+            float(value)
+    except ValueError:
+        return False
+    return True

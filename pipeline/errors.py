@@ -59,3 +59,7 @@ class StorageError(PipelineError):
 
 class WarehouseError(PipelineError):
     """A warehouse load or query failed."""
+
+
+class UsageError(PipelineError):
+    """A command-line argument is out of range or points somewhere unusable."""

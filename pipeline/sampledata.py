@@ -1,7 +1,7 @@
 """Realistic sample raw exports for laptops, tests and benchmarks.
 
-``generate`` writes a physician-survey export in the contract format (DESIGN.md, "Raw
-survey export"): ``cohorts.csv``, ``frame.csv`` and three response files under
+``generate`` writes a physician-survey export in the contract format
+(docs/contracts/raw-export.md): ``cohorts.csv``, ``frame.csv`` and three response files under
 ``responses/`` in the encodings and line ends real exports arrive in, with the anomalies
 real exports carry, each at a small rate. Everything is vectorised (numpy and pyarrow), so
 a million rows take seconds, and the bytes depend only on the arguments.

@@ -75,7 +75,10 @@ def _s3():
         from botocore.config import Config
 
         _S3_CLIENT = boto3.session.Session().client(
-            "s3", config=Config(retries={"mode": "standard", "max_attempts": 8})
+            "s3",
+            # boto3 reads only AWS_DEFAULT_REGION; ECS and Batch containers set AWS_REGION
+            region_name=os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION"),
+            config=Config(retries={"mode": "standard", "max_attempts": 8}),
         )
     return _S3_CLIENT
 

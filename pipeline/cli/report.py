@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline import config, report
+from pipeline import config
 from pipeline.cli.run import absolute_path, run_date
 from pipeline.errors import InputError
 from pipeline.status import collect
@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from pipeline import report  # matplotlib: imported by this command only
+
     status = collect(
         args.run_date,
         cohorts=args.cohort,

@@ -1,4 +1,4 @@
-"""Cleansing rules (DESIGN.md, "Cleansing rules"): pure, vectorised functions.
+"""Cleansing rules (docs/contracts/cleansing.md): pure, vectorised functions.
 
 ``cleanse`` splits a ``RawExport``'s response rows into cleansed rows and rejections;
 every raw row ends in exactly one of them. It reads no configuration and no files, and

@@ -1,4 +1,4 @@
-"""Reading the raw survey export as delivered (DESIGN.md, "Raw survey export").
+"""Reading the raw survey export as delivered (docs/contracts/raw-export.md).
 
 The export is every ``*.csv`` under one directory: ``cohorts.csv`` and ``frame.csv`` at its
 top level, every other CSV (at any depth) a response file. Files are UTF-8 (with or without

@@ -1,4 +1,4 @@
-"""Program specs: how to run an unmodified estimation program (DESIGN.md, "Program spec").
+"""Program specs: how to run an unmodified estimation program (docs/contracts/program-spec.md).
 
 A spec is a TOML file. ``load_spec`` checks it completely and raises ``SpecError`` naming
 the file and the key; ``render_command`` fills the placeholders of its command.

@@ -7,6 +7,7 @@ chain (the task role in production); nothing here reads or logs a credential.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -61,12 +62,19 @@ def client_config(*, max_attempts: int = 8) -> Config:
     )
 
 
+def region() -> str | None:
+    """``AWS_DEFAULT_REGION``, else ``AWS_REGION``, else None (boto3's own lookup: the
+    profile in ~/.aws/config). boto3 reads only the first variable, while ECS, Batch and
+    most AWS tooling set the second, so a shell with only ``AWS_REGION`` works too."""
+    return os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None
+
+
 def client(service: str, *, max_attempts: int = 8) -> Any:
-    """A boto3 client for ``service`` with :func:`client_config` (a new session each call,
-    so it is safe to call after ``fork`` in luigi's worker processes)."""
+    """A boto3 client for ``service`` in :func:`region` with :func:`client_config` (a new
+    session each call, so it is safe to call after ``fork`` in luigi's worker processes)."""
     try:
         return boto3.session.Session().client(
-            service, config=client_config(max_attempts=max_attempts)
+            service, region_name=region(), config=client_config(max_attempts=max_attempts)
         )
     except NoRegionError:
         raise ConfigError(

@@ -52,8 +52,8 @@ class EcsSettings:
         launch_type = config.get("ecs", "launch_type", "FARGATE").upper()
         if launch_type not in LAUNCH_TYPES:
             raise ConfigError(
-                f"luigi.cfg [ecs] launch_type = {launch_type!r}: use FARGATE, EC2, EXTERNAL "
-                "or leave it empty for the cluster's default capacity provider strategy"
+                f"{config.where('ecs', 'launch_type')} = {launch_type!r}: use FARGATE, EC2, "
+                "EXTERNAL or leave it empty for the cluster's default capacity provider strategy"
             )
         return cls(
             cluster=config.get("ecs", "cluster", cls.cluster),

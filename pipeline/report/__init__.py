@@ -1,5 +1,6 @@
 """The QA run report: one self-contained HTML page per run date (inline CSS and SVG, no
-external resource, no script), read from the run date's targets.
+external resource, no script), read from the run date's targets. The charts are matplotlib
+figures inlined as SVG (pipeline/report/charts.py); exact values sit in tables beside them.
 
 Sections: overview (rows, cohorts, program), status (cohorts × steps), estimates with
 confidence intervals per cohort and treatment, rejections by reason, a timeline of each
@@ -19,7 +20,7 @@ import pandas as pd
 from pipeline import storage
 from pipeline.cli.status import COLUMNS
 from pipeline.core.spec import load_spec
-from pipeline.report import svg
+from pipeline.report import charts
 from pipeline.status import STEPS, RunStatus
 from pipeline.tasks import RunModel, ValidateResults
 from pipeline.tasks.params import spec_file
@@ -39,12 +40,11 @@ tr.fail td { background: #fdecea; } tr.warn td { background: #fff8e1; }
 .cards { display: flex; gap: 1rem; flex-wrap: wrap; }
 .card { border: 1px solid #ddd; border-radius: 6px; padding: .6rem 1rem; min-width: 9rem; }
 .card b { display: block; font-size: 1.4rem; }
-svg { display: block; margin: .4rem 0; } svg text { fill: #333; }
-svg .grid { stroke: #eee; } svg .tick { fill: #777; font-size: 11px; }
-svg .ci line { stroke: #4e79a7; stroke-width: 2; } svg .ci circle { fill: #4e79a7; }
-svg .ci.flagged line { stroke: #c62828; } svg .ci.flagged circle { fill: #c62828; }
-svg .bar rect { fill: #e15759; } svg .value { fill: #555; font-size: 11px; }
-svg rect.span.failed { stroke: #c62828; stroke-width: 2; fill-opacity: .5; }
+svg.chart { display: block; margin: .4rem 0; max-width: 100%; height: auto; }
+svg.chart * { stroke-linejoin: round; stroke-linecap: butt; }
+svg.chart.empty text { fill: #666; font-size: 12px; }
+details { margin: .2rem 0 .8rem; } summary { cursor: pointer; color: #555; }
+td.flagged { color: #c62828; font-weight: 600; }
 .blocked { color: #c62828; font-weight: 600; }
 """
 
@@ -171,7 +171,7 @@ def _estimates(cohorts: list[CohortData]) -> str:
             parts.append("<p class='blocked'>A validation error blocked these estimates from "
                          "the warehouse.</p>")  # fmt: skip
         rows = [
-            svg.Interval(
+            charts.Interval(
                 str(r.get("treatment")),
                 _num(r.get("estimate")),
                 _num(r.get("ci_low")),
@@ -182,8 +182,37 @@ def _estimates(cohorts: list[CohortData]) -> str:
             )
             for r in cohort.results.to_dict("records")
         ]
-        parts.append(svg.forest(rows, title=f"estimates of {cohort.code}"))
+        parts.append(
+            charts.forest(
+                rows,
+                title="estimate and confidence interval per treatment",
+                label=f"estimates of {cohort.code}",
+            )
+        )
+        parts.append(_values_table(rows))
     return "".join(parts) or "<p class='muted'>no cohorts</p>"
+
+
+def _values_table(rows: list[charts.Interval]) -> str:
+    body = "".join(
+        f"<tr><td>{escape(r.label)}</td>"
+        + "".join(
+            f"<td class='num{' flagged' if r.flagged and i == 0 else ''}'>{escape(_fmt(v))}</td>"
+            for i, v in enumerate((r.estimate, r.low, r.high))
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return (
+        "<details><summary>values</summary><table><tr><th>treatment</th><th>estimate</th>"
+        f"<th>ci_low</th><th>ci_high</th></tr>{body}</table></details>"
+    )
+
+
+def _fmt(value: float) -> str:
+    if not math.isfinite(value):
+        return "–"
+    return f"{value:,.6g}" if 1e-3 <= abs(value) < 1e9 or value == 0 else f"{value:.6g}"
 
 
 def _num(value: Any) -> float:
@@ -201,7 +230,12 @@ def _rejections(status: RunStatus) -> str:
         ((reason, float(n)) for reason, n in s.get("rejections_by_reason", {}).items() if n),
         key=lambda kv: -kv[1],
     )
-    chart = svg.bars(reasons, total=s["raw_rows"] or None, title="rejections by reason")
+    chart = charts.bars(
+        reasons,
+        total=s["raw_rows"] or None,
+        title=f"rejected rows by reason, of {s['raw_rows']:,} raw rows",
+        label="rejections by reason",
+    )
     per_cohort = "".join(
         f"<tr><td>{escape(code)}</td><td class='num'>{info.get('cleansed', 0):,}</td>"
         f"<td class='num'>{info.get('rejected', 0):,}</td></tr>"
@@ -217,6 +251,10 @@ def _rejections(status: RunStatus) -> str:
 
 
 def _timeline(status: RunStatus) -> str:
+    labels = {
+        code: info.get("label", code)
+        for code, info in ((status.summary or {}).get("cohorts") or {}).items()
+    }
     spans = []
     shared = [status.cohorts[0].steps["cleanse"]] if status.cohorts else []
     for step in [*shared, status.survey_ingest]:
@@ -224,20 +262,24 @@ def _timeline(status: RunStatus) -> str:
         if span:
             spans.append(span)
     for cohort in status.cohorts:
+        label = labels.get(cohort.cohort, cohort.cohort)
+        row = cohort.cohort if label == cohort.cohort else f"{label} ({cohort.cohort})"
         for name in ("model", "validate", "ingest"):
-            span = _span(cohort.cohort, cohort.steps[name])
+            span = _span(row, cohort.steps[name])
             if span:
                 spans.append(span)
-    return svg.timeline(spans, title="timeline of each cohort's steps")
+    return charts.timeline(
+        spans, title="seconds since the first step started", label="timeline of each cohort's steps"
+    )
 
 
-def _span(row: str, step: Any) -> svg.Span | None:
+def _span(row: str, step: Any) -> charts.Span | None:
     try:
         start = dt.datetime.fromisoformat(str(step.started_at))
         end = dt.datetime.fromisoformat(str(step.finished_at))
     except ValueError:
         return None
-    return svg.Span(row, step.step, start, end, failed=step.state == "failed")
+    return charts.Span(row, step.step, start, end, failed=step.state == "failed")
 
 
 def _validation(cohorts: list[CohortData]) -> str:

