@@ -86,7 +86,10 @@ def test_logs_and_failures_in_s3_are_read_from_another_home(
     assert result.returncode == 30, result.stdout + result.stderr
     elsewhere = tmp_path / "laptop"  # another machine: same storage root, nothing local
     elsewhere.mkdir()
+    # The warehouse is configured, not derived from PIPELINE_HOME, as in production.
+    warehouse = f"duckdb://{cloud.home / 'warehouse.duckdb'}"
     shown = run_pipeline(cloud, "status", "--run-date", DATE, "--program", str(spec), "--json",
+                         "--warehouse", warehouse,
                          env={"PIPELINE_HOME": str(elsewhere)})  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     status = {row["cohort"]: row for row in json.loads(shown.stdout)["cohorts"]}
