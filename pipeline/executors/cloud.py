@@ -155,11 +155,13 @@ class Watcher:
             self._watches.pop(task_id, None)
 
     def close(self) -> None:
-        """Stop polling (the thread ends)."""
+        """Stop polling and wait for a poll in flight to finish (the thread ends)."""
         with self._cond:
             self._closed = True
             self._watches.clear()
             self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=30)
 
     def _due(self) -> list[Watch]:
         now = self.clock()
