@@ -83,11 +83,20 @@ def test_sample_data_ends_with_a_short_summary(tmp_path: Path) -> None:
 # --- a reader that stops early ----------------------------------------------------
 
 
+def pin_run_date(home: Path, date: str = "2026-11-22") -> None:
+    """Make the date one that has run (its input pin exists): status refuses dates that
+    never ran, and these tests need its (pending) table, not a full run."""
+    pin = home / "work" / date / "cleanse" / "inputs.json"
+    pin.parent.mkdir(parents=True)
+    pin.write_text("{}\n")
+
+
 def test_status_into_a_closed_pipe_exits_141_quietly(tmp_path: Path) -> None:
     home = tmp_path / "home"
     made = pipeline("sample-data", "--out", str(home / "raw"), "--cohorts", "3",
                     "--respondents", "50")  # fmt: skip
     assert made.returncode == 0, made.stderr
+    pin_run_date(home)
     read_end, write_end = os.pipe()
     os.close(read_end)  # `| head -1` that has already exited: every write fails with EPIPE
     try:
@@ -106,6 +115,7 @@ def test_status_piped_into_head_through_a_shell(tmp_path: Path) -> None:
     made = pipeline("sample-data", "--out", str(home / "raw"), "--cohorts", "40",
                     "--respondents", "100")  # fmt: skip
     assert made.returncode == 0, made.stderr
+    pin_run_date(home)
     result = subprocess.run(
         ["bash", "-c", f"set -o pipefail; '{PIPELINE}' status --run-date 2026-11-22 --json "
          "| head -1"],

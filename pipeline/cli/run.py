@@ -261,7 +261,9 @@ def exit_code(result: luigi.execution_summary.LuigiRunResult) -> int:
         ]
     )
     if code == 0 and root not in sets["completed"] and root not in sets["already_done"]:
-        return codes.not_run
+        code = codes.not_run
+    if code in (codes.not_run, codes.already_running) and root.complete():
+        return 0  # an overlapping run (another worker) finished what this one left to it
     return code
 
 

@@ -83,9 +83,9 @@ class RunStatus:
     warehouse: str
     survey_ingest: StepStatus
     cohorts: list[CohortStatus]
-    programs: list[str] = field(default_factory=list)
     summary: dict[str, Any] | None = None  # cleansing summary.json, once cleansed
     scheduler: str | None = None  # luigid URL when it was asked
+    programs: list[str] = field(default_factory=list)  # every program (variant) shown
     ran: bool = False  # anything of this date exists under the storage root
 
     def to_json(self) -> dict[str, Any]:

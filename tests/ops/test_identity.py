@@ -95,8 +95,11 @@ def test_overlapping_runs_run_each_program_once(luigid: Luigid, tmp_path: Path) 
                          text=True),
     ]  # fmt: skip
     outputs = [p.communicate(timeout=300)[0] for p in started]
-    # 0, or 10 (already_running) for a run that left tasks to the other worker.
-    assert all(p.returncode in (0, 10) for p in started), outputs
+    # pipeline run: 0 (or 10 while the other still runs); luigi's own form keeps luigi's
+    # retcodes and says 25 (not_run) when the other worker did everything it asked for.
+    (cron, manual) = started
+    assert cron.returncode in (0, 10, 25), (cron.returncode, outputs[0][-1500:])
+    assert manual.returncode in (0, 10), (manual.returncode, outputs[1][-1500:])
     for code in cohort_codes(home):
         assert len(attempts(home, code)) == 1, (code, outputs)
     # Both runs together left the warehouse as one clean run would: one row set per cohort.
