@@ -67,11 +67,13 @@ from pipeline.core.rawdata import (
     RESPONSE_COLUMNS,
     SHARE_PREFIX,
     RawExport,
+    as_chunked,
     as_text,
     empty_to_null,
     normalize_text,
     parse_number_cells,
     string_buffers,
+    text_chunks,
     valid_mask,
 )
 from pipeline.errors import ConfigError, InputError
@@ -201,7 +203,8 @@ def cleanse(export: RawExport, rules: CleanseRules, key: bytes) -> CleanseResult
         raise InputError(f"the responses lack the column(s) {', '.join(absent)}")
     share_columns = [c for c in export.share_columns if c.startswith(SHARE_PREFIX)]
     n = len(df)
-    raw = {name: as_text(df[name]) for name in df.columns if name not in SOURCE_COLUMNS}
+    # the columns as arrow chunks (zero-copy: never joined); each rule works chunk by chunk
+    raw = {name: as_chunked(df[name]) for name in df.columns if name not in SOURCE_COLUMNS}
     codes = pa.array(export.cohorts["code"].astype(str).tolist(), pa.large_string())
 
     with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
@@ -212,13 +215,13 @@ def cleanse(export: RawExport, rules: CleanseRules, key: bytes) -> CleanseResult
         started_job = pool.submit(parse_timestamps, raw["started_at"])
         submitted_job = pool.submit(parse_timestamps, raw["submitted_at"])
         patients_job = pool.submit(parse_number_cells, raw["n_patients"])
-        response_id_job = pool.submit(normalize_text, raw["response_id"])
+        response_id_job = pool.submit(_normalized, raw["response_id"])
         coded_jobs = {
             name: pool.submit(_coded, raw[name])
             for name in ("attention_check", "specialty", "region", "facility_type")
         }
         share_jobs = [pool.submit(parse_number_cells, raw[name]) for name in share_columns]
-        source_file_job = pool.submit(_Runs, as_text(df["source_file"]))
+        source_file_job = pool.submit(_Runs, as_chunked(df["source_file"]))
 
         flags = {reason: np.zeros(n, dtype=bool) for reason in REASONS}
         disease, cohort_index = disease_job.result()
@@ -350,7 +353,7 @@ def _respondents(
     values: pa.Array, key: bytes, diseases: Future[tuple[_Coded, np.ndarray]]
 ) -> tuple[_Respondents, _Groups]:
     """Normalise the ids, hash them under ``key`` and group them with their cohorts."""
-    text = normalize_text(values)
+    text = _normalized(values)
     present = valid_mask(text)
     if present.all():
         respondents = _Respondents(present, *_keyed_hashes(text, key))
@@ -362,7 +365,12 @@ def _respondents(
     return respondents, _Groups(respondents, diseases.result()[1])
 
 
-def _keyed_hashes(ids: pa.Array, key: bytes) -> tuple[np.ndarray, np.ndarray]:
+def _normalized(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``normalize_text`` chunk by chunk."""
+    return pa.chunked_array([normalize_text(c) for c in text_chunks(values)], pa.large_string())
+
+
+def _keyed_hashes(ids: pa.Array | pa.ChunkedArray, key: bytes) -> tuple[np.ndarray, np.ndarray]:
     """The two uint64 halves of the keyed hash of each id (no nulls).
 
     See the module docstring: two SipHash-2-4 keys derived from ``key`` with HMAC-SHA256,
@@ -371,6 +379,8 @@ def _keyed_hashes(ids: pa.Array, key: bytes) -> tuple[np.ndarray, np.ndarray]:
     """
     derived = hmac.digest(key, KEY_DERIVATION, "sha256")
     values = ids.cast(pa.large_binary()).to_numpy(zero_copy_only=False)
+    if len(values) == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
     first, second = (
         pd.util.hash_array(
             values, encoding="latin-1", hash_key=half.decode("latin-1"), categorize=False
@@ -461,25 +471,32 @@ class _Coded:
 _FEW = 1 << 16  # beyond this many distinct values, normalise the column first
 
 
-def _coded(values: pa.Array) -> _Coded:
+def _coded(values: pa.Array | pa.ChunkedArray) -> _Coded:
     """``values`` (categories such as specialty or disease) as a ``_Coded`` column."""
-    encoded = values.dictionary_encode()
-    if len(encoded.dictionary) > _FEW:  # not categories after all: the general way
-        encoded = normalize_text(values).dictionary_encode()
-        distinct = pa.concat_arrays([encoded.dictionary, pa.nulls(1, pa.large_string())])
+    dictionary, indices = _dictionary(values)
+    if len(dictionary) > _FEW:  # not categories after all: the general way
+        dictionary, indices = _dictionary(_normalized(values))
+        distinct = pa.concat_arrays([dictionary, pa.nulls(1, pa.large_string())])
     else:
         distinct = pa.array(
             [
-                *(
-                    unicodedata.normalize("NFKC", v).strip() or None
-                    for v in encoded.dictionary.to_pylist()
-                ),
+                *(unicodedata.normalize("NFKC", v).strip() or None for v in dictionary.to_pylist()),
                 None,
             ],
             pa.large_string(),
         )
-    index = pc.fill_null(encoded.indices, len(distinct) - 1).to_numpy(zero_copy_only=False)
+    index = pc.fill_null(indices, len(distinct) - 1).to_numpy(zero_copy_only=False)
     return _Coded(distinct, index)
+
+
+def _dictionary(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.ChunkedArray]:
+    """The distinct values of a text column and each row's index into them (null: null),
+    the chunks encoded against one dictionary."""
+    encoded = as_chunked(values).dictionary_encode().unify_dictionaries()
+    if encoded.num_chunks == 0:
+        return pa.array([], pa.large_string()), pa.chunked_array([], pa.int32())
+    dictionary = encoded.chunk(0).dictionary
+    return dictionary, pa.chunked_array([c.indices for c in encoded.chunks], pa.int32())
 
 
 def _diseases(values: pa.Array, codes: pa.Array) -> tuple[_Coded, np.ndarray]:
@@ -508,12 +525,19 @@ class _Runs:
     a general take; a column of many runs falls back to one.
     """
 
-    def __init__(self, values: pa.Array) -> None:
+    def __init__(self, values: pa.ChunkedArray) -> None:
         self.values = values
-        runs = pc.run_end_encode(values) if len(values) else None
-        few = runs is not None and len(runs.run_ends) * 64 <= len(values) and not values.null_count
-        self.ends = runs.run_ends.to_numpy(zero_copy_only=False) if few else None
-        self.names = runs.values.to_pylist() if few else []
+        ends: list[np.ndarray] = []
+        self.names: list[str] = []
+        start = 0
+        for chunk in values.chunks:  # each chunk's runs, at their rows in the column
+            if len(chunk):
+                runs = pc.run_end_encode(chunk)
+                ends.append(runs.run_ends.to_numpy(zero_copy_only=False).astype(np.int64) + start)
+                self.names += runs.values.to_pylist()
+            start += len(chunk)
+        few = bool(ends) and len(self.names) * 64 <= len(values) and not values.null_count
+        self.ends = np.concatenate(ends) if few else None
 
     def take(self, rows: np.ndarray) -> pa.Array:
         if self.ends is None:
@@ -559,9 +583,18 @@ def parse_timestamps(
 
     Returns ``(microseconds since the epoch as int64, ok, present)``: ``present`` marks the
     non-empty values (after normalisation), ``ok`` those that parse, including a valid
-    date (2024-02-30 does not); where ``ok`` is false the number is meaningless.
+    date (2024-02-30 does not); where ``ok`` is false the number is meaningless. A chunked
+    column is parsed chunk by chunk, never joined.
     """
-    text = as_text(values)
+    chunks = text_chunks(values)
+    if len(chunks) > 1:
+        parts = [_timestamps_of(chunk) for chunk in chunks]
+        return tuple(np.concatenate([part[i] for part in parts]) for i in range(3))
+    return _timestamps_of(chunks[0])
+
+
+def _timestamps_of(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``parse_timestamps`` of one contiguous ``large_string`` array."""
     n = len(text)
     offsets, data = string_buffers(text)
     lengths = offsets[1:] - offsets[:-1]
@@ -790,6 +823,8 @@ def _raw_json(raw: dict[str, pa.Array], rows: np.ndarray, respondent_key: pa.Arr
     text = "{"
     for name, column in raw.items():
         cells = column.take(take)
+        if isinstance(cells, pa.ChunkedArray):
+            cells = cells.combine_chunks() if cells.num_chunks != 1 else cells.chunk(0)
         if name == "respondent_id":
             name, cells = "respondent_key", pc.fill_null(respondent_key, _lit(""))
         key = json.dumps(name, ensure_ascii=False)

@@ -62,6 +62,7 @@ FRAME_FILE = "frame.csv"
 COHORT_COLUMNS: tuple[str, ...] = ("code", "label")
 FRAME_COLUMNS: tuple[str, ...] = ("specialty", "region", "facility_type", "n_physicians")
 SEGMENT_COLUMNS: tuple[str, ...] = FRAME_COLUMNS[:3]
+SOURCE_COLUMNS: tuple[str, ...] = ("source_file", "source_row")
 COHORT_CODE = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 _BOM = b"\xef\xbb\xbf"
@@ -190,7 +191,7 @@ def read_raw_export(raw_dir: Path) -> RawExport:
             _require(parsed, RESPONSE_COLUMNS)
         parsed_responses = list(tables.values())
         tables.clear()
-        responses, share_columns = _responses(parsed_responses, pool)
+        responses, share_columns = _responses(parsed_responses)
     return RawExport(responses, cohorts, frame, share_columns, digests)
 
 
@@ -212,6 +213,21 @@ def as_text(values: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array:
     if values.type != pa.large_string():
         values = pc.cast(values, pa.large_string())
     return values
+
+
+def text_chunks(values: pd.Series | pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+    """A column as its contiguous ``large_string`` chunks, without joining them (no copy
+    when it already is ``large_string``); at least one chunk, possibly empty."""
+    if isinstance(values, pd.Series):
+        values = pa.array(values, from_pandas=True)
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    out = [c if c.type == pa.large_string() else pc.cast(c, pa.large_string()) for c in chunks]
+    return out or [pa.array([], pa.large_string())]
+
+
+def as_chunked(values: pd.Series | pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
+    """A column as a ``large_string`` chunked array of ``text_chunks`` (no copy)."""
+    return pa.chunked_array(text_chunks(values), pa.large_string())
 
 
 def string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -236,7 +252,7 @@ def repeated_text(value: str, count: int) -> pa.Array:
 
 
 def valid_mask(values: pa.Array) -> np.ndarray:
-    """Bool mask of the non-null entries."""
+    """Bool mask of the non-null entries (of an array or a chunked array)."""
     if values.null_count == 0:
         return np.ones(len(values), dtype=bool)
     return values.is_valid().to_numpy(zero_copy_only=False)
@@ -363,8 +379,23 @@ def parse_number_cells(
     is normalised first (``normalize_text``); accepted are ``[+-]digits[.digits]``, with
     thousands separators only in groups of three (``1,200``; ``1,2`` is refused) and spaces
     anywhere inside (``1 200``). Plain ASCII numbers are read straight from the bytes.
+    A chunked column is parsed chunk by chunk, never joined.
     """
-    text = as_text(values)
+    chunks = text_chunks(values)
+    if len(chunks) > 1:
+        parts = [_number_cells(chunk) for chunk in chunks]
+        starts = np.cumsum([0, *(len(chunk) for chunk in chunks[:-1])]).tolist()
+        rows, numbers, bad = zip(*parts, strict=True)
+        return (
+            np.concatenate([r + start for r, start in zip(rows, starts, strict=True)]),
+            np.concatenate(numbers),
+            np.concatenate([b + start for b, start in zip(bad, starts, strict=True)]),
+        )
+    return _number_cells(chunks[0])
+
+
+def _number_cells(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``parse_number_cells`` of one contiguous ``large_string`` array."""
     offsets, data = string_buffers(text)
     filled = np.flatnonzero(offsets[1:] != offsets[:-1])  # most share cells are empty
     if text.null_count:
@@ -655,14 +686,22 @@ def _parse(
     return _Parsed(file, table, rows, pool.submit(decoded))
 
 
-def _decode_column(values: pa.ChunkedArray, data: bytes, file: str, encoding: str) -> pa.Array:
-    """A ``large_binary`` column of ``encoding`` text as ``large_string``.
+def _decode_column(
+    values: pa.ChunkedArray, data: bytes, file: str, encoding: str
+) -> pa.ChunkedArray:
+    """A ``large_binary`` column of ``encoding`` text as ``large_string``, chunk by chunk
+    (``_decode_chunk``): the chunks are not joined."""
+    chunks = [_decode_chunk(chunk, data, file, encoding) for chunk in values.chunks]
+    return pa.chunked_array(chunks, pa.large_string())
+
+
+def _decode_chunk(values: pa.Array, data: bytes, file: str, encoding: str) -> pa.Array:
+    """A ``large_binary`` array of ``encoding`` text as ``large_string``.
 
     ASCII values are the same bytes in UTF-8 and stay where they are; the distinct other
     values are decoded once each. A value that does not decode makes the whole file's
     error (``decode_bytes``), naming its line and byte offset.
     """
-    values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
     text = pa.Array.from_buffers(
         pa.large_string(), len(values), values.buffers(), values.null_count, values.offset
     )
@@ -733,17 +772,19 @@ class _Breaks:
 
 
 def _line_breaks(data: bytes) -> _Breaks:
-    """Count the line breaks of ``data``, vectorised (4 MiB at a time)."""
+    """Count the line breaks of ``data``, vectorised, 1 MiB at a time (in cache)."""
     buffer = np.frombuffer(data, dtype=np.uint8)
-    step = 1 << 22
+    step = 1 << 20
     lf = cr = crlf = 0
     for begin in range(0, len(buffer), step):
         block = buffer[begin : begin + step]
         lf += int(np.count_nonzero(block == 10))
-        after = np.flatnonzero(block == 13) + begin + 1
-        cr += len(after)
-        after = after[after < len(buffer)]
-        crlf += int(np.count_nonzero(buffer[after] == 10))
+        cr_here = int(np.count_nonzero(block == 13))
+        if cr_here:
+            after = np.flatnonzero(block == 13) + begin + 1
+            cr += cr_here
+            after = after[after < len(buffer)]
+            crlf += int(np.count_nonzero(buffer[after] == 10))
     return _Breaks(lf, cr - crlf, data.endswith((b"\n", b"\r")))
 
 
@@ -857,7 +898,15 @@ def _frame(parsed: _Parsed) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def _responses(parsed: list[_Parsed], pool: ThreadPoolExecutor) -> tuple[pd.DataFrame, list[str]]:
+def _responses(parsed: list[_Parsed]) -> tuple[pd.DataFrame, list[str]]:
+    """The response files' records as one frame, without copying their values.
+
+    Each column is a chunked array of the files' own chunks (arrow's parse blocks), in file
+    order; a column a file lacks is null over that file's chunks, so that every column is
+    chunked alike. pandas keeps arrow's chunks as they are, and cleansing works chunk by
+    chunk: the values are never joined into one buffer (that copy cost as much time as the
+    parse, and as much memory as the values).
+    """
     columns: dict[str, None] = dict.fromkeys(RESPONSE_COLUMNS)
     for item in parsed:
         columns.update(
@@ -868,25 +917,28 @@ def _responses(parsed: list[_Parsed], pool: ThreadPoolExecutor) -> tuple[pd.Data
     share_columns = [name for name in columns if name.startswith(SHARE_PREFIX)]
     names = list(columns)
 
-    counts = [item.table.num_rows for item in parsed]
-    pieces: dict[str, list[pa.Array]] = {name: [] for name in names}
-    for item, count in zip(parsed, counts, strict=True):
+    pieces: dict[str, list[pa.Array]] = {name: [] for name in [*names, *SOURCE_COLUMNS]}
+    for item in parsed:
+        table = _aligned(item.table)
+        lengths = [len(chunk) for chunk in table.column(0).chunks]
         for name in names:
-            if name in item.table.column_names:
-                pieces[name] += item.table.column(name).chunks
+            if name in table.column_names:
+                pieces[name] += table.column(name).chunks
             else:
-                pieces[name].append(pa.nulls(count, pa.large_string()))
-    sources = pa.concat_arrays(
-        [repeated_text(p.file, n) for p, n in zip(parsed, counts, strict=True)]
-    )
-    rows = pa.array(np.concatenate([p.rows for p in parsed]))
-    parsed.clear()  # from here on each file's column goes as soon as it is joined
+                pieces[name] += [pa.nulls(count, pa.large_string()) for count in lengths]
+        starts = np.cumsum([0, *lengths[:-1]])
+        for start, count in zip(starts.tolist(), lengths, strict=True):
+            pieces["source_file"].append(repeated_text(item.file, count))
+            pieces["source_row"].append(pa.array(item.rows[start : start + count]))
+    parsed.clear()  # the frame holds the chunks now
+    types = dict.fromkeys([*names, "source_file"], pa.large_string()) | {"source_row": pa.int64()}
+    arrays = [pa.chunked_array(pieces.pop(name), types[name]) for name in types]
+    table = pa.Table.from_arrays(arrays, names=[*names, *SOURCE_COLUMNS])
+    return table.to_pandas(split_blocks=True, self_destruct=True), share_columns
 
-    def joined(name: str) -> pa.Array:
-        return pa.concat_arrays(pieces.pop(name))
 
-    # one chunk per column (cleansing reads arrow's buffers directly), joined in parallel
-    jobs = [pool.submit(joined, name) for name in names]
-    arrays = [job.result() for job in jobs] + [sources, rows]
-    table = pa.Table.from_arrays(arrays, names=[*names, "source_file", "source_row"])
-    return table.to_pandas(split_blocks=True), share_columns
+def _aligned(table: pa.Table) -> pa.Table:
+    """``table`` with every column chunked alike (arrow's parse already chunks them so;
+    otherwise, which does not happen, the columns are joined)."""
+    layouts = {tuple(len(chunk) for chunk in column.chunks) for column in table.columns}
+    return table if len(layouts) <= 1 else table.combine_chunks()
