@@ -73,6 +73,7 @@ from pipeline.core.rawdata import (
     normalize_text,
     parse_number_cells,
     string_buffers,
+    take_rows,
     text_chunks,
     valid_mask,
 )
@@ -310,7 +311,7 @@ def cleanse(export: RawExport, rules: CleanseRules, key: bytes) -> CleanseResult
 
         jobs: dict[str, Future[pa.Array]] = {
             "cohort": pool.submit(disease.take, kept),
-            "response_id": pool.submit(response_id.take, pa.array(kept)),
+            "response_id": pool.submit(take_rows, response_id, kept),
             "respondent_key": pool.submit(_hex_keys, respondents, kept),
             **{
                 c: pool.submit(coded[c].take, kept)
@@ -334,8 +335,8 @@ def cleanse(export: RawExport, rules: CleanseRules, key: bytes) -> CleanseResult
         summary = summarised.result()
 
     return CleanseResult(
-        cleansed=cleansed.to_pandas(split_blocks=True),
-        rejections=rejections.to_pandas(split_blocks=True),
+        cleansed=cleansed.to_pandas(split_blocks=True, self_destruct=True),
+        rejections=rejections.to_pandas(split_blocks=True, self_destruct=True),
         summary=summary,
     )
 
@@ -360,7 +361,7 @@ def _respondents(
     else:
         rows = np.flatnonzero(present)
         first, second = np.zeros(len(text), np.uint64), np.zeros(len(text), np.uint64)
-        first[rows], second[rows] = _keyed_hashes(text.take(pa.array(rows)), key)
+        first[rows], second[rows] = _keyed_hashes(take_rows(text, rows), key)
         respondents = _Respondents(present, first, second)
     return respondents, _Groups(respondents, diseases.result()[1])
 
@@ -541,7 +542,7 @@ class _Runs:
 
     def take(self, rows: np.ndarray) -> pa.Array:
         if self.ends is None:
-            return self.values.take(pa.array(rows))
+            return take_rows(self.values, rows)
         counts = np.diff(np.searchsorted(rows, self.ends, side="left"), prepend=0)
         encoded = [name.encode("utf-8") for name in self.names]
         lengths = np.repeat([len(e) for e in encoded], counts)
@@ -563,11 +564,10 @@ def _rejections(
     source_file: _Runs,
     source_row: np.ndarray,
 ) -> pa.Table:
-    take = pa.array(rows)
     return pa.table(
         {
             "cohort": disease.take(rows),
-            "response_id": response_id.take(take),
+            "response_id": take_rows(response_id, rows),
             "reasons": pa.array(_REASON_TEXT[mask[rows]], pa.large_string()),
             "source_file": source_file.take(rows),
             "source_row": pa.array(source_row[rows]),
@@ -817,14 +817,11 @@ def _raw_json(raw: dict[str, pa.Array], rows: np.ndarray, respondent_key: pa.Arr
     """
     if len(rows) == 0:
         return pa.array([], pa.large_string())
-    take = pa.array(rows)
     # constant text between the values is joined into one literal (fewer, longer pieces)
     parts: list[pa.Array | pa.Scalar] = []
     text = "{"
     for name, column in raw.items():
-        cells = column.take(take)
-        if isinstance(cells, pa.ChunkedArray):
-            cells = cells.combine_chunks() if cells.num_chunks != 1 else cells.chunk(0)
+        cells = take_rows(column, rows).combine_chunks()  # the rejected rows: few
         if name == "respondent_id":
             name, cells = "respondent_key", pc.fill_null(respondent_key, _lit(""))
         key = json.dumps(name, ensure_ascii=False)
