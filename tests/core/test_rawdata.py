@@ -217,7 +217,7 @@ def test_values_and_rows_match_a_plain_csv_reader(
 ) -> None:
     # small parse blocks: arrow's blocks then get cut inside quoted values too, which the
     # fast first parse must notice (the careful one then decides)
-    monkeypatch.setattr(rawdata, "_BLOCK_SIZE", 1 << 11)
+    monkeypatch.setattr(rawdata.parsing, "_BLOCK_SIZE", 1 << 11)
     text = messy_responses(1500, seed=len(encoding) + len(line_end))
     text = text.replace("\n", line_end).replace("a\r" + line_end, "a\r\n")
     raw = write_export(tmp_path, {"r.csv": text.encode(encoding)})
