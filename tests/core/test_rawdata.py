@@ -521,3 +521,22 @@ def test_parse_numbers_missing_is_not_bad() -> None:
     numbers, bad = parse_numbers(pa.array(["", " ", None], pa.large_string()))
     assert np.isnan(numbers).all()
     assert not bad.any()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"a",
+        b"a\r\nb\rc\n\r",
+        b"\r",
+        b"\n\n",
+        b"x\r" * 5 + b"\r\n",
+        b"a" * ((1 << 20) - 1) + b"\r\n" + b"b\r" * 3,  # a CRLF across the 1 MiB blocks
+    ],
+)
+def test_line_breaks_count_lf_and_lone_cr(data: bytes) -> None:
+    breaks = rawdata.parsing.line_breaks(data)
+    assert breaks.lf == data.count(b"\n")
+    assert breaks.lone_cr == data.count(b"\r") - data.count(b"\r\n")
+    assert breaks.final == data.endswith((b"\n", b"\r"))
