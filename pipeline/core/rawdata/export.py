@@ -126,6 +126,9 @@ def read_raw_export(raw_dir: Path) -> RawExport:
         parsed_responses = list(tables.values())
         tables.clear()
         responses, share_columns = _responses(parsed_responses)
+    # arrow's allocator keeps the parse's scratch memory for reuse; numpy (cleansing) cannot
+    # reuse it, so it goes back to the system now
+    pa.default_memory_pool().release_unused()
     return RawExport(responses, cohorts, frame, share_columns, digests)
 
 
