@@ -26,6 +26,16 @@ from pipeline.core.rawdata import (
 )
 from pipeline.errors import InputError
 
+
+@pytest.fixture(autouse=True, params=["read", "mapped"])
+def file_access(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: files read into memory, and every non-empty file memory-mapped
+    (as large files are), so that both kinds of bytes take every path."""
+    if request.param == "mapped":
+        monkeypatch.setattr(rawdata.discovery, "_MAP_FROM", 1)
+    return request.param
+
+
 HEADER = ",".join(RESPONSE_COLUMNS)
 ROW = "R{n},D{n},diabetes,内科,関東,病院,2024/06/03 10:00:00,2024/06/03 10:10:00,{p},3"
 COHORTS = "code,label\ndiabetes,糖尿病\nasthma,喘息\n"

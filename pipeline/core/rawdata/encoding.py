@@ -17,12 +17,13 @@ from pipeline.core.rawdata.schema import BOM, UTF8
 from pipeline.errors import InputError
 
 
-def decode_bytes(data: bytes, file: str) -> str:
+def decode_bytes(data: bytes | memoryview, file: str) -> str:
     """The text of a CSV file's bytes: UTF-8 (a BOM is dropped) if valid, else CP932.
 
     Raises ``InputError`` naming ``file``, the line and the byte offset of the first byte
     that is neither.
     """
+    data = bytes(data)  # a memory-mapped file's view too
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as utf8_error:
@@ -47,10 +48,10 @@ def _undecodable(
     )
 
 
-def looks_utf8(data: bytes) -> bool:
+def looks_utf8(data: bytes | memoryview) -> bool:
     """Whether the start of ``data`` is UTF-8 (arrow validates the rest while parsing)."""
     try:
-        codecs.getincrementaldecoder("utf-8")().decode(data[: 1 << 16], final=False)
+        codecs.getincrementaldecoder("utf-8")().decode(bytes(data[: 1 << 16]), final=False)
     except UnicodeDecodeError:
         return False
     return True
@@ -61,7 +62,7 @@ class NotUtf8(Exception):
 
 
 def decode_column(
-    values: pa.ChunkedArray, data: bytes, file: str, encoding: str
+    values: pa.ChunkedArray, data: bytes | memoryview, file: str, encoding: str
 ) -> pa.ChunkedArray:
     """A ``large_binary`` column of ``encoding`` text as ``large_string``, chunk by chunk
     (``_decode_chunk``): the chunks are not joined."""
@@ -69,7 +70,7 @@ def decode_column(
     return pa.chunked_array(chunks, pa.large_string())
 
 
-def _decode_chunk(values: pa.Array, data: bytes, file: str, encoding: str) -> pa.Array:
+def _decode_chunk(values: pa.Array, data: bytes | memoryview, file: str, encoding: str) -> pa.Array:
     """A ``large_binary`` array of ``encoding`` text as ``large_string``.
 
     ASCII values are the same bytes in UTF-8 and stay where they are; the distinct other
@@ -99,8 +100,8 @@ def _decode_chunk(values: pa.Array, data: bytes, file: str, encoding: str) -> pa
     return fixed if whole else splice(text, odd, fixed)
 
 
-def decoded_text(data: bytes, file: str, encoding: str) -> str:
+def decoded_text(data: bytes | memoryview, file: str, encoding: str) -> str:
     """The whole text of ``data`` (rare paths: blank lines, line breaks in values, errors)."""
     if encoding == UTF8:
-        return data.decode("utf-8", errors="replace")
+        return bytes(data).decode("utf-8", errors="replace")
     return decode_bytes(data, file)

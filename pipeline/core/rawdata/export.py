@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.core.rawdata.columns import repeated_text
-from pipeline.core.rawdata.discovery import csv_files, sha256
+from pipeline.core.rawdata.discovery import csv_files, file_bytes, sha256
 from pipeline.core.rawdata.normalize import normalize_text, parse_numbers
 from pipeline.core.rawdata.parsing import Parsed, line_breaks, parse_csv
 from pipeline.core.rawdata.schema import (
@@ -68,7 +68,7 @@ def read_cohorts(raw_dir: Path) -> pd.DataFrame:
         raise InputError(f"the raw directory {raw_dir} does not exist")
     if not path.is_file():
         raise InputError(f"no {COHORTS_FILE} in the raw directory {raw_dir}", file=COHORTS_FILE)
-    return _cohorts(parse_csv(path.read_bytes(), COHORTS_FILE))
+    return _cohorts(parse_csv(file_bytes(path), COHORTS_FILE))
 
 
 def read_raw_export(raw_dir: Path) -> RawExport:
@@ -94,17 +94,17 @@ def read_raw_export(raw_dir: Path) -> RawExport:
         if special not in names:
             raise InputError(f"no {special} in the raw directory {raw_dir}", file=special)
 
-    # Arrow parses each file on all cores. Around it, two helper threads read the next
-    # files, hash them (hashlib releases the GIL), decode CP932 columns and join the
-    # columns at the end, so that little waits on the main thread.
+    # Arrow parses each file on all cores. Around it, two helper threads map the next
+    # files, hash them (hashlib releases the GIL), count their line breaks and decode CP932
+    # columns, so that little waits on the main thread.
     with ThreadPoolExecutor(max_workers=_HELPERS) as pool:
         hashing: dict[str, Future[str]] = {}
         tables: dict[str, Parsed] = {}
-        content = pool.submit(files[0][1].read_bytes)
+        content = pool.submit(file_bytes, files[0][1])
         for i, (rel, _) in enumerate(files):
             data = content.result()
             if i + 1 < len(files):  # the next file is read while this one is parsed
-                content = pool.submit(files[i + 1][1].read_bytes)
+                content = pool.submit(file_bytes, files[i + 1][1])
             breaks = pool.submit(line_breaks, data)  # needed once arrow has parsed
             hashing[rel] = pool.submit(sha256, data)
             try:

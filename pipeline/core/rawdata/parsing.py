@@ -43,8 +43,8 @@ class Parsed:
             self.table, self.pending = self.pending.result(), None
 
 
-def _header(data: bytes, file: str, encoding: str) -> list[str]:
-    head = data[: 1 << 16]
+def _header(data: bytes | memoryview, file: str, encoding: str) -> list[str]:
+    head = bytes(data[: 1 << 16])
     end = 0
     while True:  # the first line break outside quotes ends the header
         nl = head.find(b"\n", end)
@@ -80,7 +80,7 @@ def _header(data: bytes, file: str, encoding: str) -> list[str]:
 
 
 def parse_csv(
-    data: bytes,
+    data: bytes | memoryview,
     file: str,
     pool: ThreadPoolExecutor | None = None,
     breaks: Future[Breaks] | None = None,
@@ -95,7 +95,7 @@ def parse_csv(
         breaks.set_result(line_breaks(data))
     if looks_utf8(data):
         try:
-            body = data[len(BOM) :] if data.startswith(BOM) else data
+            body = data[len(BOM) :] if data[: len(BOM)] == BOM else data
             return _parse(body, file, UTF8, breaks)
         except NotUtf8:
             pass
@@ -103,7 +103,7 @@ def parse_csv(
 
 
 def _parse(
-    data: bytes,
+    data: bytes | memoryview,
     file: str,
     encoding: str,
     breaks: Future[Breaks],
@@ -212,7 +212,7 @@ class Breaks:
         return self.lf + self.lone_cr + (0 if self.final else 1)
 
 
-def line_breaks(data: bytes) -> Breaks:
+def line_breaks(data: bytes | memoryview) -> Breaks:
     """Count the line breaks of ``data``, vectorised, 1 MiB at a time (in cache)."""
     buffer = np.frombuffer(data, dtype=np.uint8)
     step = 1 << 20
@@ -226,11 +226,13 @@ def line_breaks(data: bytes) -> Breaks:
             cr += cr_here
             after = after[after < len(buffer)]
             crlf += int(np.count_nonzero(buffer[after] == 10))
-    return Breaks(lf, cr - crlf, data.endswith((b"\n", b"\r")))
+    return Breaks(lf, cr - crlf, bool(len(buffer)) and int(buffer[-1]) in (10, 13))
 
 
-def _line_numbers(data: bytes, file: str, encoding: str, count: int, breaks: Breaks) -> np.ndarray:
-    lines = breaks.lf + (0 if data.endswith(b"\n") else 1)
+def _line_numbers(
+    data: bytes | memoryview, file: str, encoding: str, count: int, breaks: Breaks
+) -> np.ndarray:
+    lines = breaks.lf + (0 if data[-1:] == b"\n" else 1)
     if lines == count + 1:  # one line per record: no quoted line breaks, no blank lines
         return np.arange(2, count + 2, dtype=np.int64)
     try:
@@ -243,7 +245,9 @@ def _line_numbers(data: bytes, file: str, encoding: str, count: int, breaks: Bre
     return starts
 
 
-def _malformed(data: bytes, file: str, encoding: str, expected: int, detail: str) -> InputError:
+def _malformed(
+    data: bytes | memoryview, file: str, encoding: str, expected: int, detail: str
+) -> InputError:
     """Locate the first malformed record with Python's strict csv reader (error path).
 
     An undecodable file is reported as such (``decode_bytes`` raises) before its CSV.
