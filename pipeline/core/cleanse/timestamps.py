@@ -19,6 +19,7 @@ from pipeline.core.rawdata import (
     empty_to_null,
     normalize_text,
     string_buffers,
+    take_rows,
     text_chunks,
     valid_mask,
 )
@@ -56,14 +57,22 @@ def parse_timestamps(
     column is parsed chunk by chunk, never joined.
     """
     chunks = text_chunks(values)
-    if len(chunks) > 1:
-        parts = [_timestamps_of(chunk) for chunk in chunks]
-        return tuple(np.concatenate([part[i] for part in parts]) for i in range(3))
-    return _timestamps_of(chunks[0])
+    parts = [_fast_timestamps(chunk) for chunk in chunks]  # the bytes, chunk by chunk
+    micros, ok, present, parsed = (np.concatenate([part[i] for part in parts]) for i in range(4))
+    # Anything else (spaces, full-width digits, one-digit fields, fractions): gathered from
+    # every chunk, normalised, then one regular expression.
+    rest = np.flatnonzero(present & ~parsed)
+    if len(rest):
+        text = take_rows(pa.chunked_array(chunks, pa.large_string()), rest).combine_chunks()
+        rows, found, good, empty = _slow_timestamps(text)
+        present[rest[empty]] = False
+        micros[rest[rows]], ok[rest[rows]] = found, good
+    return micros, ok, present
 
 
-def _timestamps_of(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``parse_timestamps`` of one contiguous ``large_string`` array."""
+def _fast_timestamps(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(micros, ok, present, parsed)`` of one contiguous ``large_string`` array, the
+    fixed layouts read from the bytes; ``parsed`` is false where the slow path decides."""
     n = len(text)
     offsets, data = string_buffers(text)
     lengths = offsets[1:] - offsets[:-1]
@@ -71,29 +80,26 @@ def _timestamps_of(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     result = np.zeros(n, dtype=np.int64)
     ok = np.zeros(n, dtype=bool)
     parsed = np.zeros(n, dtype=bool)
-
     fast = np.flatnonzero(present & _TS_FAST_WIDTH[np.minimum(lengths, 63)])
     if len(fast):
         rows, micros, good = _fixed_timestamps(offsets, data, fast, lengths[fast])
         result[rows], ok[rows], parsed[rows] = micros, good, True
+    return result, ok, present, parsed
 
-    # Anything else (spaces, full-width digits, one-digit fields, fractions): normalised,
-    # then a regular expression.
-    rest = np.flatnonzero(present & ~parsed)
-    if len(rest):
-        normalised = normalize_text(text.take(pa.array(rest)))
-        present[rest[~valid_mask(normalised)]] = False
-        groups = pc.extract_regex(normalised, _TS_FULL)
-        matched = valid_mask(groups)
-        groups = groups.filter(pa.array(matched))
-        fraction = pc.utf8_slice_codeunits(pc.utf8_rpad(groups.field("fraction"), 6, "0"), 0, 6)
-        zone = _zone_offsets(groups.field("zone"))
-        fields = [_ints(groups.field(name)) for name in _TS_GROUPS]
-        micros, good = _utc_micros(*fields, zone)
-        rows = rest[matched]
-        result[rows] = micros + _ints(fraction)
-        ok[rows] = good & (zone != BAD_OFFSET)
-    return result, ok, present
+
+def _slow_timestamps(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The regular-expression path for any timestamp text: ``(rows matched, micros, ok,
+    empty)``, ``empty`` marking the values that normalise to nothing."""
+    normalised = normalize_text(text)
+    empty = ~valid_mask(normalised)
+    groups = pc.extract_regex(normalised, _TS_FULL)
+    matched = valid_mask(groups)
+    groups = groups.filter(pa.array(matched))
+    fraction = pc.utf8_slice_codeunits(pc.utf8_rpad(groups.field("fraction"), 6, "0"), 0, 6)
+    zone = _zone_offsets(groups.field("zone"))
+    fields = [_ints(groups.field(name)) for name in _TS_GROUPS]
+    micros, good = _utc_micros(*fields, zone)
+    return np.flatnonzero(matched), micros + _ints(fraction), good & (zone != BAD_OFFSET), empty
 
 
 _TS_GROUPS = ("year", "month", "day", "hour", "minute", "second")
@@ -146,32 +152,67 @@ def _fixed_timestamps(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``rows`` (of a fast width) that have the fixed layout: ``(rows, micros, ok)``.
 
-    Their first 19 bytes, one row of a byte matrix each, are checked and read column by
-    column in uint8; each distinct zone suffix is decoded once.
+    ``YYYY-MM-DDTHH:MM:SS`` is read as three little-endian 64-bit words (bytes 0-7, 8-15
+    and 11-18), checked and converted eight bytes at a time (SWAR: no byte matrix); each
+    distinct zone suffix is decoded once.
     """
     starts = offsets[rows]
-    windows = np.lib.stride_tricks.sliding_window_view(data, _TS_PREFIX)
-    matrix = np.asfortranarray(windows[starts])  # column-wise passes read contiguous bytes
-    digits = matrix - np.uint8(48)
-    layout = np.ones(len(rows), dtype=bool)
-    for c in _TS_DIGITS:
-        layout &= digits[:, c] <= 9
-    date_sep = matrix[:, 4]
-    layout &= ((date_sep == ord("-")) | (date_sep == ord("/"))) & (matrix[:, 7] == date_sep)
-    layout &= (matrix[:, 10] == ord("T")) | (matrix[:, 10] == ord(" "))
-    layout &= (matrix[:, 13] == ord(":")) & (matrix[:, 16] == ord(":"))
+    words = _words(data)
+    w0, w1, w2 = words[starts], words[starts + 8], words[starts + 11]
+    layout = _digits_at(w0, _W0_DIGITS) & _digits_at(w1, _W1_DIGITS) & _digits_at(w2, _W2_DIGITS)
+    date_sep = _byte(w0, 4)
+    layout &= ((date_sep == ord("-")) | (date_sep == ord("/"))) & (_byte(w0, 7) == date_sep)
+    layout &= (_byte(w1, 2) == ord("T")) | (_byte(w1, 2) == ord(" "))
+    layout &= (_byte(w1, 5) == ord(":")) & (_byte(w2, 5) == ord(":"))
     zone, zone_ok = _fixed_zones(data, starts + _TS_PREFIX, lengths - _TS_PREFIX)
     layout &= zone_ok
-
-    def two(c: int) -> np.ndarray:
-        return digits[:, c] * np.uint8(10) + digits[:, c + 1]
-
-    fields = [two(0).astype(np.int16) * 100 + two(2), two(5), two(8), two(11), two(14), two(17)]
     if not layout.all():  # the others go the slow way
-        rows, zone = rows[layout], zone[layout]
-        fields = [field[layout] for field in fields]
+        rows, zone, w0, w1, w2 = rows[layout], zone[layout], w0[layout], w1[layout], w2[layout]
+    p0, p1, p2 = _pairs(w0, _W0_DIGITS), _pairs(w1, _W1_DIGITS), _pairs(w2, _W2_DIGITS)
+    year = _byte(p0, 0).astype(np.int16) * 100 + _byte(p0, 2)
+    fields = [year, _byte(p0, 5), _byte(p1, 0), _byte(p1, 3), _byte(p1, 6), _byte(p2, 6)]
     micros, good = _utc_micros(*fields, zone)
     return rows, micros, good
+
+
+def _mask(positions: tuple[int, ...], byte: int = 0xFF) -> np.uint64:
+    return np.uint64(sum(byte << (8 * p) for p in positions))
+
+
+_W0_DIGITS = (0, 1, 2, 3, 5, 6)  # YYYY-MM-
+_W1_DIGITS = (0, 1, 3, 4, 6, 7)  # DDTHH:MM
+_W2_DIGITS = (6, 7)  # HH:MM:SS (only SS is new)
+_HIGH_NIBBLES = np.uint64(0xF0F0F0F0F0F0F0F0)
+_ZEROS = np.uint64(0x3030303030303030)
+_SIXES = np.uint64(0x0606060606060606)
+
+
+def _words(data: np.ndarray) -> np.ndarray:
+    """Every unaligned little-endian 64-bit word of ``data`` (word ``i`` = bytes
+    ``i..i+7``), a view; ``data`` is padded when shorter than 8 bytes."""
+    if len(data) < 8:
+        data = np.concatenate([data, np.zeros(8, dtype=np.uint8)])
+    return np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
+
+
+def _byte(words: np.ndarray, position: int) -> np.ndarray:
+    return (words >> np.uint64(8 * position)).astype(np.uint8)
+
+
+def _digits_at(words: np.ndarray, positions: tuple[int, ...]) -> np.ndarray:
+    """Whether the bytes at ``positions`` of each word are all ASCII digits: a byte ``b``
+    is one when ``b & 0xF0`` and ``(b + 6) & 0xF0`` are both ``0x30`` (the sum carries
+    into the next byte only from a byte of 0xFA or more, which fails the first test)."""
+    mask = _mask(positions, 0xF0)
+    high = (words & mask) == (_ZEROS & mask)
+    return high & (((words + (_SIXES & _mask(positions, 0x0F))) & mask) == (_ZEROS & mask))
+
+
+def _pairs(words: np.ndarray, digits: tuple[int, ...]) -> np.ndarray:
+    """Words whose byte ``p`` holds ``10 * digit(p) + digit(p + 1)`` for each digit pair
+    starting at ``p`` (the digit bytes must be ASCII digits; the others are zeroed)."""
+    values = (words - (_ZEROS & _mask(digits))) & _mask(digits)  # no borrow: digits >= "0"
+    return values * np.uint64(10) + (values >> np.uint64(8))  # bytes stay <= 99: no carry
 
 
 def _fixed_zones(
@@ -190,7 +231,7 @@ def _fixed_zones(
         return zone, ok
     if len(data) < 8:
         data = np.concatenate([data, np.zeros(8, dtype=np.uint8)])
-    words = np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))  # unaligned
+    words = _words(data)
     begin, width = starts[at], widths[at]
     read = np.minimum(begin, len(data) - 8)  # the last bytes: read earlier, shift down
     shift = ((begin - read) * 8).astype(np.uint64)
