@@ -146,10 +146,12 @@ def cells(values: pa.Array | pa.ChunkedArray) -> tuple[dict[int, float], list[in
 
 
 @pytest.mark.parametrize("size", [1, 2, 5])
-def test_number_cells_of_chunks_are_those_of_the_whole_column(size: int) -> None:
-    whole = cells(pa.array(MIXED, pa.large_string()))
-    assert whole[0][3] == 1200 and 6 in whole[1]
-    assert cells(chunked(MIXED, size)) == whole
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "mostly-empty"])
+def test_number_cells_of_chunks_are_those_of_the_whole_column(size: int, sparse: bool) -> None:
+    values = [v for value in MIXED for v in ([value, "", "", None] if sparse else [value])]
+    whole = cells(pa.array(values, pa.large_string()))
+    assert whole[0][values.index(" 1,200 ")] == 1200 and values.index("x") in whole[1]
+    assert cells(chunked(values, size)) == whole
 
 
 def test_ascii_and_full_width_numbers_parse_alike() -> None:
@@ -198,6 +200,20 @@ def test_take_rows_takes_across_chunks_and_slices() -> None:
     assert rawdata.take_rows(values, np.zeros(0, dtype=np.int64)).to_pylist() == []
     sliced = pa.array([f"v{i}" for i in range(10)], pa.large_string()).slice(4)
     assert rawdata.take_rows(sliced, np.array([0, 5])).to_pylist() == ["v4", "v9"]
+
+
+def test_take_table_rows_takes_across_unaligned_chunks() -> None:
+    table = pa.table(
+        {
+            "a": chunked([f"a{i}" for i in range(10)], 3),
+            "b": chunked([f"b{i}" for i in range(10)], 4),
+        }
+    )
+    taken = rawdata.take_table_rows(table, np.array([1, 3, 4, 9]))
+    assert taken.column("a").to_pylist() == ["a1", "a3", "a4", "a9"]
+    assert taken.column("b").to_pylist() == ["b1", "b3", "b4", "b9"]
+    assert taken.column("a").num_chunks == 1
+    assert rawdata.take_table_rows(table, np.zeros(0, dtype=np.int64)).num_rows == 0
 
 
 def test_normalize_text_leaves_ascii_as_is_and_normalises_the_rest() -> None:

@@ -17,6 +17,7 @@ from pipeline.core.rawdata import (
     RawExport,
     string_buffers,
     take_rows,
+    take_table_rows,
 )
 
 _REASON_TEXT = np.array(
@@ -130,8 +131,9 @@ def raw_json(raw: dict[str, pa.Array], rows: np.ndarray, respondent_key: pa.Arra
     # constant text between the values is joined into one literal (fewer, longer pieces)
     parts: list[pa.Array | pa.Scalar] = []
     text = "{"
-    for name, column in raw.items():
-        cells = take_rows(column, rows).combine_chunks()  # the rejected rows: few
+    taken = take_table_rows(pa.table(raw), rows)  # the rejected rows: few
+    for name, cells in zip(taken.column_names, taken.columns, strict=True):
+        cells = cells.chunk(0)
         if name == "respondent_id":
             name, cells = "respondent_key", pc.fill_null(respondent_key, _lit(""))
         key = json.dumps(name, ensure_ascii=False)

@@ -12,10 +12,7 @@ import pyarrow as pa
 
 from pipeline.core.cleanse.contract import KEY_DERIVATION, KEY_HEX_DIGITS
 from pipeline.core.cleanse.values import normalized
-from pipeline.core.rawdata import (
-    take_rows,
-    valid_mask,
-)
+from pipeline.core.rawdata import take_rows, valid_mask
 
 
 @dataclass
@@ -28,7 +25,8 @@ class Respondents:
 
 
 def respondent_hashes(values: pa.ChunkedArray, key: bytes) -> Respondents:
-    """Normalise the ids and hash them under ``key`` (see ``respondent_key``)."""
+    """Normalise the ids and hash them under ``key`` (see ``respondent_key``). Ids are
+    nearly all distinct, so hashing each row costs no more than finding the distinct ids."""
     text = normalized(values)
     present = valid_mask(text)
     if present.all():
@@ -63,31 +61,26 @@ _SPREAD = np.uint64(0x9E3779B97F4A7C15)  # odd: spreads cohort numbers over 64 b
 
 
 class Groups:
-    """The rows with a respondent and a known cohort, ordered by (respondent, cohort).
+    """The rows with a respondent and a known cohort, and a 64-bit key per row (the first
+    half of the keyed hash plus a multiple of the cohort).
 
-    Sorting needs only a 64-bit key per row (the first half of the keyed hash plus a
-    multiple of the cohort); rows whose key repeats are then grouped exactly, on the
-    whole 128-bit hash and the cohort.
+    Rows whose key repeats are found by hashing the keys (no sort of every row); only they
+    are then grouped exactly, on the whole 128-bit hash and the cohort.
     """
 
     def __init__(self, respondents: Respondents, cohort: np.ndarray) -> None:
         self.respondents, self.cohort = respondents, cohort
-        rows = np.flatnonzero(respondents.present & (cohort >= 0))
+        self.rows = np.flatnonzero(respondents.present & (cohort >= 0))
         self.key = respondents.first + cohort.astype(np.uint64) * _SPREAD
-        self.order = rows[np.argsort(self.key[rows])]
 
     def superseded(self, candidates: np.ndarray, submitted: np.ndarray) -> np.ndarray:
         """Candidate rows that a later submission (same respondent and cohort) supersedes:
         per group the latest ``submitted`` stays, a tie going to the later row."""
         out = np.zeros(len(candidates), dtype=bool)
-        rows = self.order[candidates[self.order]]
-        key = self.key[rows]
-        same = key[1:] == key[:-1]
-        if not same.any():
+        rows = self.rows[candidates[self.rows]]
+        repeated = pd.Series(self.key[rows]).duplicated(keep=False).to_numpy()
+        if not repeated.any():
             return out
-        repeated = np.zeros(len(rows), dtype=bool)
-        repeated[1:] |= same
-        repeated[:-1] |= same
         idx = rows[repeated]
         first, second = self.respondents.first[idx], self.respondents.second[idx]
         cohort = self.cohort[idx]

@@ -73,7 +73,13 @@ def coded(values: pa.Array | pa.ChunkedArray) -> Coded:
 def encode_dictionary(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.ChunkedArray]:
     """The distinct values of a text column and each row's index into them (null: null),
     the chunks encoded against one dictionary."""
-    encoded = as_chunked(values).dictionary_encode().unify_dictionaries()
+    encoded = as_chunked(values).dictionary_encode()
+    # arrow encodes the chunks against one memo: they share the final dictionary (unifying
+    # anyway would hash every chunk's copy again)
+    if len({id(c.dictionary.buffers()[-1]) for c in encoded.chunks}) > 1 and not all(
+        c.dictionary.equals(encoded.chunk(0).dictionary) for c in encoded.chunks
+    ):
+        encoded = encoded.unify_dictionaries()
     if encoded.num_chunks == 0:
         return pa.array([], pa.large_string()), pa.chunked_array([], pa.int32())
     distinct = encoded.chunk(0).dictionary

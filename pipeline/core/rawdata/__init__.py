@@ -35,6 +35,7 @@ from pipeline.core.rawdata.columns import (
     splice,
     string_buffers,
     take_rows,
+    take_table_rows,
     text_chunks,
     valid_mask,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "splice",
     "string_buffers",
     "take_rows",
+    "take_table_rows",
     "text_chunks",
     "valid_mask",
 ]

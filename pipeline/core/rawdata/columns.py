@@ -54,6 +54,21 @@ def take_rows(values: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> pa.Chunke
     return pa.chunked_array(parts, values.type)
 
 
+def take_table_rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """``table`` at sorted ``rows``, one chunk per column: taken batch by batch (arrow cuts
+    the batches where any column's chunks end), never joining a whole column."""
+    parts, start = [], 0
+    for batch in table.to_batches():
+        end = start + batch.num_rows
+        low, high = np.searchsorted(rows, [start, end]).tolist()
+        if high > low:
+            parts.append(batch.take(pa.array(rows[low:high] - start)))
+        start = end
+    if not parts:
+        return table.schema.empty_table()
+    return pa.Table.from_batches(parts, table.schema).combine_chunks()
+
+
 def string_buffers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(offsets int64 of len + 1, data uint8) of a ``large_string`` array, zero-copy."""
     _, offsets, data = values.buffers()

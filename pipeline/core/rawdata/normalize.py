@@ -81,34 +81,64 @@ def parse_number_cells(
     is normalised first (``normalize_text``); accepted are ``[+-]digits[.digits]``, with
     thousands separators only in groups of three (``1,200``; ``1,2`` is refused) and spaces
     anywhere inside (``1 200``). Plain ASCII numbers are read straight from the bytes.
-    A chunked column is parsed chunk by chunk, never joined.
+    A chunked column is read chunk by chunk, never joined.
     """
     chunks = text_chunks(values)
-    if len(chunks) == 1:
-        return _number_cells(chunks[0])
-    # The filled cells of every chunk, gathered into one small array (share columns are
-    # mostly empty), are parsed at once: far fewer numpy calls than chunk by chunk.
+    if len(chunks) > 1:
+        filled = _filled_rows(chunks)
+        if len(filled) * 2 < sum(len(chunk) for chunk in chunks):
+            # mostly empty (share columns): the filled cells, gathered into one array, are
+            # read at once (far fewer numpy calls than chunk by chunk)
+            chunked = pa.chunked_array(chunks, pa.large_string())
+            rows, numbers, bad_rows = _number_cells([take_rows(chunked, filled).combine_chunks()])
+            return filled[rows], numbers, filled[bad_rows]
+    return _number_cells(chunks)
+
+
+def _filled_rows(chunks: list[pa.Array]) -> np.ndarray:
+    """The rows (over all ``chunks``) holding a non-empty value."""
     filled, start = [], 0
     for chunk in chunks:
         offsets, _ = string_buffers(chunk)
-        rows = np.flatnonzero((offsets[1:] != offsets[:-1]) & valid_mask(chunk))
-        filled.append(rows + start)
+        filled.append(np.flatnonzero((offsets[1:] != offsets[:-1]) & valid_mask(chunk)) + start)
         start += len(chunk)
-    at = np.concatenate(filled)
-    cells = take_rows(pa.chunked_array(chunks, pa.large_string()), at).combine_chunks()
-    rows, numbers, bad_rows = _number_cells(cells)
-    return at[rows], numbers, at[bad_rows]
+    return np.concatenate(filled)
 
 
-def _number_cells(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``parse_number_cells`` of one contiguous ``large_string`` array."""
+def _number_cells(chunks: list[pa.Array]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``parse_number_cells`` of contiguous ``chunks`` (rows counted over all of them)."""
+    rows_out, numbers_out, slow_out, start = [], [], [], 0
+    for chunk in chunks:  # plain ASCII numbers, from the bytes of each chunk
+        rows, numbers, slow = _plain_cells(chunk)
+        rows_out.append(rows + start)
+        numbers_out.append(numbers)
+        slow_out.append(slow + start)
+        start += len(chunk)
+    # the others, gathered from every chunk, normalised and matched at once
+    slow = np.sort(np.concatenate(slow_out))
+    bad_rows = np.zeros(0, dtype=np.int64)
+    if len(slow):
+        text = take_rows(pa.chunked_array(chunks, pa.large_string()), slow).combine_chunks()
+        numbers, bad = _parse_slow(normalize_text(text))
+        got = ~np.isnan(numbers)
+        rows_out.append(slow[got])
+        numbers_out.append(numbers[got])
+        bad_rows = slow[bad]
+    return np.concatenate(rows_out), np.concatenate(numbers_out), bad_rows
+
+
+def _plain_cells(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The plain ASCII numbers of one contiguous ``large_string`` array, read from its
+    bytes: ``(rows, numbers, rows left to the slow path)``; empty and null cells in none."""
     offsets, data = string_buffers(text)
     filled = np.flatnonzero(offsets[1:] != offsets[:-1])  # most share cells are empty
     if text.null_count:
         filled = filled[valid_mask(text)[filled]]
     widths = offsets[filled + 1] - offsets[filled]
     widths = np.minimum(widths, _FAST_NUMBER_WIDTH + 1).astype(np.uint8)
-    rows_out, numbers_out, slow_out = [], [], [filled[widths > _FAST_NUMBER_WIDTH]]
+    rows_out = [np.zeros(0, dtype=np.int64)]
+    numbers_out = [np.zeros(0)]
+    slow_out = [filled[widths > _FAST_NUMBER_WIDTH]]
     for width in range(1, _FAST_NUMBER_WIDTH + 1):
         rows = filled[widths == width]
         if not len(rows):
@@ -118,17 +148,7 @@ def _number_cells(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rows_out.append(rows[ok])
         numbers_out.append(numbers[ok])
         slow_out.append(rows[~ok])
-    slow = np.sort(np.concatenate(slow_out))
-    bad_rows = np.zeros(0, dtype=np.int64)
-    if len(slow):
-        numbers, bad = _parse_slow(normalize_text(text.take(pa.array(slow))))
-        got = ~np.isnan(numbers)
-        rows_out.append(slow[got])
-        numbers_out.append(numbers[got])
-        bad_rows = slow[bad]
-    if not rows_out:
-        return np.zeros(0, dtype=np.int64), np.zeros(0), bad_rows
-    return np.concatenate(rows_out), np.concatenate(numbers_out), bad_rows
+    return np.concatenate(rows_out), np.concatenate(numbers_out), np.concatenate(slow_out)
 
 
 def parse_numbers(values: pd.Series | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
