@@ -4,9 +4,11 @@
 every raw row ends in exactly one of them. It reads no configuration and no files, and
 never mutates its inputs. Each rule is a small pure function (``rules``); ``cleanse``
 parses the columns once (``values``, ``timestamps``, ``respondents``), applies the rules
-and builds the outputs (``output``). Work is done column-wise with pyarrow compute and numpy, the
-independent columns on a small thread pool (arrow and numpy release the GIL); Python
-only touches distinct values (NFKC of non-ASCII text, time zone suffixes).
+and builds the outputs (``output``). Work is done column-wise with pyarrow compute and
+numpy, the independent columns on a small thread pool (arrow and numpy release the GIL),
+chunk by chunk over arrow's chunks (a column is never joined into one buffer); ASCII is
+read straight from the bytes, and Python only touches distinct values (NFKC of non-ASCII
+text, time zone suffixes).
 
 Interpretation, where the contract leaves room:
 

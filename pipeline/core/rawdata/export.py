@@ -41,7 +41,8 @@ class RawExport:
       first appearance), then any other columns, then ``source_file`` (path relative to
       the raw directory, ``/``-separated) and ``source_row`` (int64, line number). Values
       are the decoded strings as delivered; ``""`` is an empty field, null a column the
-      row's file does not have.
+      row's file does not have. The text columns are pandas ``str`` columns backed by
+      arrow's parse chunks as they are (several chunks per file, never joined: zero-copy).
     - ``cohorts``: ``code`` (NFKC-normalised, stripped, lower-cased, checked against
       ``[a-z0-9][a-z0-9_-]*``) and ``label`` (NFKC-normalised, stripped), in file order.
     - ``frame``: ``specialty, region, facility_type`` (NFKC-normalised, stripped) and
