@@ -236,7 +236,7 @@ def _fixed_zones(
     read = np.minimum(begin, len(data) - 8)  # the last bytes: read earlier, shift down
     shift = ((begin - read) * 8).astype(np.uint64)
     keys = (words[read] >> shift) & _LOW_BYTES[width] | (width.astype(np.uint64) << np.uint64(56))
-    distinct = np.unique(keys)
+    codes, distinct = pd.factorize(keys)  # hashing: no sort of every suffix
     offsets = []
     for key in distinct.tolist():
         size = key >> 56
@@ -244,7 +244,7 @@ def _fixed_zones(
         offset = _zone_offset(suffix.decode("ascii")) if _TS_ZONE.fullmatch(suffix) else None
         offsets.append(BAD_OFFSET if offset is None else offset)
     table = np.array(offsets, dtype=np.int64)
-    found = table[np.searchsorted(distinct, keys)] if len(distinct) > 1 else table[0]
+    found = table[codes]
     zone[at] = found
     ok[at] = found != BAD_OFFSET
     return zone, ok
