@@ -12,6 +12,8 @@ then in this one process measures, as the median of ``repeats`` runs:
 too (``*_runs_s``, in order; the first run of a process also warms it up). ``peak_rss_mib`` is
 the maximum resident set size of a fresh subprocess that reads and cleanses the export once;
 ``rss_per_export`` = peak_rss_mib / export_mib (every CSV of the export; target: at most 3).
+For reading the timings on a shared machine: ``cpu_ratio`` (the same ratio of the CPU
+seconds the process used, all threads) and ``load_avg_1m`` (before and after the runs).
 
 Growth: an export of ``extra_rows`` (10 M) response rows is generated too and measured once,
 in a fresh subprocess (``extra_*``): read + cleanse time, its peak RSS, then a bare pyarrow
@@ -94,10 +96,16 @@ def _run(rows: int, out_dir: Path, repeats: int, extra_rows: int) -> dict[str, A
         timings["rules"].append(time.perf_counter() - middle)
 
     # interleaved, so that a slower spell of a shared machine hits both alike
-    parse_runs, cleanse_runs = [], []
+    load_before = os.getloadavg()[0]
+    parse_runs, cleanse_runs, parse_cpu, cleanse_cpu = [], [], [], []
     for _ in range(repeats):
+        cpu = _cpu_s()
         parse_runs += _timed(parse, 1)
+        parse_cpu.append(_cpu_s() - cpu)
+        cpu = _cpu_s()
         cleanse_runs += _timed(read_and_cleanse, 1)
+        cleanse_cpu.append(_cpu_s() - cpu)
+    load_after = os.getloadavg()[0]
     parse_s, cleanse_s = statistics.median(parse_runs), statistics.median(cleanse_runs)
     n = int(sample["rows"])
     input_bytes = sum((raw_dir / path).stat().st_size for path in responses)
@@ -122,7 +130,9 @@ def _run(rows: int, out_dir: Path, repeats: int, extra_rows: int) -> dict[str, A
         "rss_per_export": round(once["peak_rss_mib"] / export_mib, 2),
         "target_rss_per_export": TARGET_RSS_PER_EXPORT,
         "meets_rss_target": once["peak_rss_mib"] / export_mib <= TARGET_RSS_PER_EXPORT,
+        "cpu_ratio": round(statistics.median(cleanse_cpu) / statistics.median(parse_cpu), 2),
         "cpus": os.cpu_count(),
+        "load_avg_1m": [round(load_before, 2), round(load_after, 2)],
     }
     if extra_rows:
         result |= {f"extra_{key}": value for key, value in _extra(out_dir, extra_rows).items()}
@@ -163,6 +173,12 @@ def _sample(base: Path, rows: int) -> dict[str, Any]:
     sample["rows"] = int(sample["rows"])
     marker.write_text(json.dumps(sample))
     return sample
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system, all threads) this process has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _timed(action: Callable[[], None], repeats: int) -> list[float]:
