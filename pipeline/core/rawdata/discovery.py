@@ -37,11 +37,15 @@ _MAP_FROM = 1 << 20  # files at least this large are memory-mapped
 
 def file_bytes(path: Path) -> bytes | memoryview:
     """The bytes of a file; a large one memory-mapped (read in place from the page cache:
-    no copy, no fresh memory to fault in), a small or empty one read."""
+    no copy, no fresh memory to fault in), a small or empty one, or one on a file system
+    that cannot map it, read."""
     with open(path, "rb") as file:
-        if Path(path).stat().st_size < max(_MAP_FROM, 1):  # (an empty file cannot be mapped)
-            return file.read()
-        return memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
+        if Path(path).stat().st_size >= max(_MAP_FROM, 1):  # (an empty file cannot be mapped)
+            try:
+                return memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
+            except (OSError, ValueError):
+                pass
+        return file.read()
 
 
 def sha256(data: bytes | memoryview) -> str:
