@@ -8,10 +8,18 @@ then in this one process measures, as the median of ``repeats`` runs:
   least any CSV reader of these files has to do;
 - ``cleanse_s``: ``read_raw_export`` + ``cleanse`` end to end (``read_s`` + ``rules_s``).
 
-``ratio`` = cleanse_s / pyarrow_parse_s (target: at most 3); the single runs are listed
+``ratio`` = cleanse_s / pyarrow_parse_s (target: at most 2); the single runs are listed
 too (``*_runs_s``, in order; the first run of a process also warms it up). ``peak_rss_mib`` is
-the maximum resident set size of a fresh subprocess that reads and cleanses the export once.
-Run ``python bench/bench_cleansing.py [--rows N] [--out DIR]``; it prints JSON.
+the maximum resident set size of a fresh subprocess that reads and cleanses the export once;
+``rss_per_export`` = peak_rss_mib / export_mib (every CSV of the export; target: at most 3).
+For reading the timings on a shared machine: ``cpu_ratio`` (the same ratio of the CPU
+seconds the process used, all threads) and ``load_avg_1m`` (before and after the runs).
+
+Growth: an export of ``extra_rows`` (10 M) response rows is generated too and measured once,
+in a fresh subprocess (``extra_*``): read + cleanse time, its peak RSS, then a bare pyarrow
+parse of the same files, so that time and memory can be compared with the 1 M-row figures.
+Run ``python bench/bench_cleansing.py [--rows N] [--extra-rows N] [--out DIR]``; it prints
+JSON (``--extra-rows 0`` skips the growth measurement).
 """
 
 from __future__ import annotations
@@ -39,24 +47,30 @@ from pipeline.core.cleanse import CleanseRules, cleanse  # noqa: E402
 from pipeline.core.rawdata import read_raw_export  # noqa: E402
 from pipeline.sampledata import generate  # noqa: E402
 
-TARGET_RATIO = 3.0
+TARGET_RATIO = 2.0
+TARGET_RSS_PER_EXPORT = 3.0
 ROWS_PER_RESPONDENT = 1.8655  # what sampledata.generate yields on average with 4 cohorts
 _KEY = b"bench-only-key"
 
 
-def run(rows: int = 1_000_000, out_dir: Path | None = None, repeats: int = 3) -> dict[str, Any]:
+def run(
+    rows: int = 1_000_000,
+    out_dir: Path | None = None,
+    repeats: int = 5,
+    extra_rows: int = 10_000_000,
+) -> dict[str, Any]:
     """Measure and return the numbers (see the module docstring).
 
-    ``out_dir`` keeps the generated export (and reuses one made earlier for the same
-    ``rows``); without it the export lives in a temporary directory.
+    ``out_dir`` keeps the generated exports (and reuses ones made earlier for the same
+    ``rows``); without it the exports live in a temporary directory.
     """
     if out_dir is None:
         with tempfile.TemporaryDirectory(prefix="bench-cleansing-") as tmp:
-            return _run(rows, Path(tmp), repeats)
-    return _run(rows, Path(out_dir), repeats)
+            return _run(rows, Path(tmp), repeats, extra_rows)
+    return _run(rows, Path(out_dir), repeats, extra_rows)
 
 
-def _run(rows: int, out_dir: Path, repeats: int) -> dict[str, Any]:
+def _run(rows: int, out_dir: Path, repeats: int, extra_rows: int) -> dict[str, Any]:
     base = out_dir / f"cleansing-{rows}"
     sample = _sample(base, rows)
     raw_dir = base / "raw"
@@ -81,14 +95,26 @@ def _run(rows: int, out_dir: Path, repeats: int) -> dict[str, Any]:
         timings["read"].append(middle - start)
         timings["rules"].append(time.perf_counter() - middle)
 
-    parse_runs = _timed(parse, repeats)
-    cleanse_runs = _timed(read_and_cleanse, repeats)
+    # interleaved, so that a slower spell of a shared machine hits both alike
+    load_before = os.getloadavg()[0]
+    parse_runs, cleanse_runs, parse_cpu, cleanse_cpu = [], [], [], []
+    for _ in range(repeats):
+        cpu = _cpu_s()
+        parse_runs += _timed(parse, 1)
+        parse_cpu.append(_cpu_s() - cpu)
+        cpu = _cpu_s()
+        cleanse_runs += _timed(read_and_cleanse, 1)
+        cleanse_cpu.append(_cpu_s() - cpu)
+    load_after = os.getloadavg()[0]
     parse_s, cleanse_s = statistics.median(parse_runs), statistics.median(cleanse_runs)
     n = int(sample["rows"])
     input_bytes = sum((raw_dir / path).stat().st_size for path in responses)
-    return {
+    export_mib = _export_mib(raw_dir)
+    once = _measure_once(raw_dir)
+    result = {
         "rows": n,
         "input_mib": round(input_bytes / 2**20, 1),
+        "export_mib": round(export_mib, 1),
         "pyarrow_parse_s": round(parse_s, 3),
         "cleanse_s": round(cleanse_s, 3),
         "read_s": round(statistics.median(timings["read"]), 3),
@@ -100,9 +126,41 @@ def _run(rows: int, out_dir: Path, repeats: int) -> dict[str, Any]:
         "meets_target": cleanse_s / parse_s <= TARGET_RATIO,
         "pyarrow_rows_per_s": round(n / parse_s),
         "cleanse_rows_per_s": round(n / cleanse_s),
-        "peak_rss_mib": _peak_rss_mib(raw_dir),
+        "peak_rss_mib": once["peak_rss_mib"],
+        "rss_per_export": round(once["peak_rss_mib"] / export_mib, 2),
+        "target_rss_per_export": TARGET_RSS_PER_EXPORT,
+        "meets_rss_target": once["peak_rss_mib"] / export_mib <= TARGET_RSS_PER_EXPORT,
+        "cpu_ratio": round(statistics.median(cleanse_cpu) / statistics.median(parse_cpu), 2),
         "cpus": os.cpu_count(),
+        "load_avg_1m": [round(load_before, 2), round(load_after, 2)],
     }
+    if extra_rows:
+        result |= {f"extra_{key}": value for key, value in _extra(out_dir, extra_rows).items()}
+    return result
+
+
+def _extra(out_dir: Path, rows: int) -> dict[str, Any]:
+    """The growth measurement: one export of ``rows`` rows, read, cleansed and parsed once
+    in a fresh process (its generation is not timed)."""
+    base = out_dir / f"cleansing-{rows}"
+    sample = _sample(base, rows)
+    raw_dir = base / "raw"
+    export_mib = _export_mib(raw_dir)
+    once = _measure_once(raw_dir, parse=True)
+    return {
+        "rows": int(sample["rows"]),
+        "export_mib": round(export_mib, 1),
+        "cleanse_s": once["cleanse_s"],
+        "pyarrow_parse_s": once["pyarrow_parse_s"],
+        "ratio": round(once["cleanse_s"] / once["pyarrow_parse_s"], 2),
+        "cleanse_rows_per_s": round(int(sample["rows"]) / once["cleanse_s"]),
+        "peak_rss_mib": once["peak_rss_mib"],
+        "rss_per_export": round(once["peak_rss_mib"] / export_mib, 2),
+    }
+
+
+def _export_mib(raw_dir: Path) -> float:
+    return sum(path.stat().st_size for path in raw_dir.rglob("*.csv")) / 2**20
 
 
 def _sample(base: Path, rows: int) -> dict[str, Any]:
@@ -117,6 +175,12 @@ def _sample(base: Path, rows: int) -> dict[str, Any]:
     return sample
 
 
+def _cpu_s() -> float:
+    """CPU seconds (user + system, all threads) this process has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _timed(action: Callable[[], None], repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
@@ -126,34 +190,49 @@ def _timed(action: Callable[[], None], repeats: int) -> list[float]:
     return times
 
 
-def _peak_rss_mib(raw_dir: Path) -> float:
-    """Max RSS of a fresh process that reads and cleanses ``raw_dir`` once."""
+def _measure_once(raw_dir: Path, parse: bool = False) -> dict[str, float]:
+    """A fresh process reads and cleanses ``raw_dir`` once: its time and max RSS, then
+    (with ``parse``) the time of a bare pyarrow parse of the response files."""
+    command = [sys.executable, __file__, "--rss-child", str(raw_dir)]
     done = subprocess.run(
-        [sys.executable, __file__, "--rss-child", str(raw_dir)],
-        check=True,
-        capture_output=True,
-        text=True,
+        [*command, *(["--parse"] if parse else [])], check=True, capture_output=True, text=True
     )
-    return float(json.loads(done.stdout)["peak_rss_mib"])
+    return json.loads(done.stdout)
 
 
-def _rss_child(raw_dir: Path) -> None:
-    cleanse(read_raw_export(raw_dir), CleanseRules(), _KEY)
+def _rss_child(raw_dir: Path, parse: bool) -> None:
+    start = time.perf_counter()
+    result = cleanse(read_raw_export(raw_dir), CleanseRules(), _KEY)
+    cleanse_s = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"peak_rss_mib": round(peak_kib / 1024, 1)}))
+    out = {"peak_rss_mib": round(peak_kib / 1024, 1), "cleanse_s": round(cleanse_s, 3)}
+    del result
+    if parse:
+        encodings = json.loads((raw_dir.parent / "sample.json").read_text())["encodings"]
+        start = time.perf_counter()
+        for path, encoding in encodings.items():
+            if path.startswith("responses/"):
+                codec = "cp932" if encoding == "cp932" else "utf8"
+                pacsv.read_csv(raw_dir / path, read_options=pacsv.ReadOptions(encoding=codec))
+        out["pyarrow_parse_s"] = round(time.perf_counter() - start, 3)
+    print(json.dumps(out))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="response rows to generate")
     parser.add_argument("--out", type=Path, help="keep (and reuse) the generated export here")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per measurement")
+    parser.add_argument(
+        "--extra-rows", type=int, default=10_000_000, help="rows of the growth export (0: none)"
+    )
     parser.add_argument("--rss-child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--parse", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rss_child:
-        _rss_child(args.rss_child)
+        _rss_child(args.rss_child, args.parse)
         return
-    print(json.dumps(run(args.rows, args.out, args.repeats), indent=2))
+    print(json.dumps(run(args.rows, args.out, args.repeats, args.extra_rows), indent=2))
 
 
 if __name__ == "__main__":

@@ -459,8 +459,8 @@ def test_duplicates_are_judged_on_the_whole_key() -> None:
     # two respondents whose keys share the first 64 bits are still two respondents
     first = np.array([7, 7, 7, 9], dtype=np.uint64)
     second = np.array([1, 2, 1, 1], dtype=np.uint64)
-    respondents = cleansing._Respondents(np.ones(4, dtype=bool), first, second)
-    groups = cleansing._Groups(respondents, np.zeros(4, dtype=np.int64))
+    respondents = cleansing.respondents.Respondents(np.ones(4, dtype=bool), first, second)
+    groups = cleansing.respondents.Groups(respondents, np.zeros(4, dtype=np.int64))
     submitted = np.array([1, 2, 3, 4], dtype=np.int64)
     superseded = groups.superseded(np.ones(4, dtype=bool), submitted)
     assert superseded.tolist() == [True, False, False, False]
@@ -551,7 +551,7 @@ def test_the_result_does_not_depend_on_threads_or_shortcuts(
     result = cleanse(export, CleanseRules(), KEY)
     monkeypatch.setattr(cleansing, "_WORKERS", 1)  # one thread: the columns one by one
     assert_same_result(cleanse(export, CleanseRules(), KEY), result)
-    monkeypatch.setattr(cleansing, "_FEW", 1)  # categories normalised as any text
+    monkeypatch.setattr(cleansing.values, "_FEW", 1)  # categories normalised as any text
     assert_same_result(cleanse(export, CleanseRules(), KEY), result)
 
 

@@ -26,6 +26,16 @@ from pipeline.core.rawdata import (
 )
 from pipeline.errors import InputError
 
+
+@pytest.fixture(autouse=True, params=["read", "mapped"])
+def file_access(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: files read into memory, and every non-empty file memory-mapped
+    (as large files are), so that both kinds of bytes take every path."""
+    if request.param == "mapped":
+        monkeypatch.setattr(rawdata.discovery, "_MAP_FROM", 1)
+    return request.param
+
+
 HEADER = ",".join(RESPONSE_COLUMNS)
 ROW = "R{n},D{n},diabetes,内科,関東,病院,2024/06/03 10:00:00,2024/06/03 10:10:00,{p},3"
 COHORTS = "code,label\ndiabetes,糖尿病\nasthma,喘息\n"
@@ -217,7 +227,7 @@ def test_values_and_rows_match_a_plain_csv_reader(
 ) -> None:
     # small parse blocks: arrow's blocks then get cut inside quoted values too, which the
     # fast first parse must notice (the careful one then decides)
-    monkeypatch.setattr(rawdata, "_BLOCK_SIZE", 1 << 11)
+    monkeypatch.setattr(rawdata.parsing, "_BLOCK_SIZE", 1 << 11)
     text = messy_responses(1500, seed=len(encoding) + len(line_end))
     text = text.replace("\n", line_end).replace("a\r" + line_end, "a\r\n")
     raw = write_export(tmp_path, {"r.csv": text.encode(encoding)})
@@ -521,3 +531,22 @@ def test_parse_numbers_missing_is_not_bad() -> None:
     numbers, bad = parse_numbers(pa.array(["", " ", None], pa.large_string()))
     assert np.isnan(numbers).all()
     assert not bad.any()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"a",
+        b"a\r\nb\rc\n\r",
+        b"\r",
+        b"\n\n",
+        b"x\r" * 5 + b"\r\n",
+        b"a" * ((1 << 20) - 1) + b"\r\n" + b"b\r" * 3,  # a CRLF across the 1 MiB blocks
+    ],
+)
+def test_line_breaks_count_lf_and_lone_cr(data: bytes) -> None:
+    breaks = rawdata.parsing.line_breaks(data)
+    assert breaks.lf == data.count(b"\n")
+    assert breaks.lone_cr == data.count(b"\r") - data.count(b"\r\n")
+    assert breaks.final == data.endswith((b"\n", b"\r"))
