@@ -81,8 +81,8 @@ CHECKOV_VERSION := 3.3.30
 check-env:
 	@case "$(ENV)" in prod|staging) ;; *) echo "ENV must be prod or staging, not '$(ENV)'" >&2; exit 2;; esac
 
-lint-docker: install ## hadolint on both Dockerfiles
-	$(BIN)/hadolint docker/pipeline.Dockerfile docker/estimator.Dockerfile
+lint-docker: install ## hadolint on every Dockerfile
+	$(BIN)/hadolint docker/pipeline.Dockerfile docker/estimator.Dockerfile docker/wrap-program.Dockerfile
 
 # checkov lives in its own venv: its pins conflict with the project's.
 $(TOOLS_VENV)/.checkov-$(CHECKOV_VERSION):
