@@ -49,7 +49,9 @@ def test_resource_star_only_where_aws_allows_nothing_else():
     allowed = {
         "ecr:GetAuthorizationToken",
         "ecs:DescribeTaskDefinition",
+        "ecs:RegisterTaskDefinition",  # conditioned on the derived_from request tag
         "batch:DescribeJobs",
+        "batch:DescribeJobDefinitions",
         "batch:ListJobs",
     }
     for where, statement in policy_statements():
@@ -75,13 +77,23 @@ def worker_statement(sid: str) -> dict:
 def test_worker_may_run_only_the_estimator_and_pass_only_its_roles():
     run = worker_statement("RunOnlyTheEstimator")
     assert run["actions"] == ["ecs:RunTask"]
-    assert run["resources"] == ["${local.estimator_task_definitions}"]
+    assert run["resources"] == [
+        "${local.estimator_task_definitions}",
+        "${local.derived_task_definitions}",
+    ]
     locals_ = module("iam").locals()
     assert (
         locals_["estimator_task_definitions"]
         == "${local.ecs}:task-definition/${var.estimator_family}:*"
     )
     assert run["condition"][0]["variable"] == "ecs:cluster"
+    # Derived definitions (the spec's image) stay in the estimator's name space.
+    assert (
+        locals_["derived_task_definitions"]
+        == "${local.ecs}:task-definition/${var.estimator_family}-*:*"
+    )
+    register = worker_statement("RegisterDerivedTaskDefinitions")
+    assert register["condition"][0]["variable"] == "aws:RequestTag/derived_from"
     passrole = worker_statement("PassOnlyTheEstimatorRoles")
     assert passrole["actions"] == ["iam:PassRole"]
     assert passrole["resources"] == "${local.estimator_roles}"
@@ -92,7 +104,13 @@ def test_worker_may_run_only_the_estimator_and_pass_only_its_roles():
     assert passrole["condition"][0]["values"] == ["ecs-tasks.amazonaws.com"]
     submit = worker_statement("SubmitOnlyTheEstimatorJob")
     assert all(
-        "var.batch_job_definition" in r or "var.batch_job_queue" in r for r in submit["resources"]
+        "var.batch_job_definition" in r
+        or "var.batch_job_queue" in r
+        or r.startswith("${local.derived")
+        for r in submit["resources"]
+    )
+    assert locals_["derived_job_definitions"] == (
+        "${local.batch}:job-definition/${var.batch_job_definition}-*"
     )
 
 
