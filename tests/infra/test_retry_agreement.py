@@ -75,7 +75,7 @@ def submitted_retry_strategy(tmp_path: Path, settings: BatchSettings) -> dict[st
     return params["retryStrategy"]
 
 
-@pytest.mark.parametrize("env", ["prod", "staging"])
+@pytest.mark.parametrize("env", ["prod", "staging", "branch"])
 def test_job_definition_retries_what_the_executor_retries(tmp_path: Path, env: str) -> None:
     settings = BatchSettings.from_config()
     assert settings.attempts == luigi_cfg().getint("batch", "attempts")

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.infra.tf import REPO, Module, all_envs, all_modules, statements
+from tests.infra.tf import ENV_NAMES, REPO, Module, all_modules, env_scope, root, statements
 
 MODULES = REPO / "terraform" / "modules"
 
@@ -253,12 +253,19 @@ def test_monitors_watch_metrics_the_pipeline_declares():
 
 
 def test_environments_guard_their_account_and_keep_staging_off_schedule():
-    for env in all_envs():
-        main = (env.path / "main.tf").read_text()
-        assert "allowed_account_ids = [var.aws_account_id]" in main
-    staging = (REPO / "terraform/envs/staging/main.tf").read_text()
-    assert "daily_run_enabled  = false" in staging
-    assert "daily_run_enabled  = true" in (REPO / "terraform/envs/prod/main.tf").read_text()
+    main = (root().path / "main.tf").read_text()
+    assert "allowed_account_ids = [var.aws_account_id]" in main
+    scopes = {env: env_scope(env).call("platform") for env in ENV_NAMES}
+    assert scopes["prod"].values["daily_run_enabled"] is True
+    assert scopes["staging"].values["daily_run_enabled"] is False
+    assert scopes["branch"].values["daily_run_enabled"] is False
+    # Production keeps everything it cannot get back; only branch stacks are disposable.
+    assert scopes["prod"].values["deletion_protection"] is True
+    assert scopes["prod"].values["force_destroy"] is False
+    assert scopes["staging"].values["force_destroy"] is False
+    assert scopes["branch"].values["force_destroy"] is True
+    prod_db = scopes["prod"].values["task_history_db"]
+    assert prod_db["multi_az"] is True and prod_db["deletion_protection"] is True
 
 
 def test_security_group_descriptions_use_only_characters_aws_accepts():
