@@ -32,7 +32,7 @@ variable "aws_account_id" {
 
   validation {
     condition     = can(regex("^[0-9]{12}$", var.aws_account_id))
-    error_message = "aws_account_id must be the 12-digit AWS account ID: set it in terraform.tfvars."
+    error_message = "aws_account_id must be the 12-digit AWS account ID: set it in terraform/envs/<env>.tfvars."
   }
 }
 
@@ -42,7 +42,7 @@ variable "region" {
 
   validation {
     condition     = can(regex("^[a-z]{2}(-gov)?-[a-z]+-[0-9]$", var.region))
-    error_message = "region must be an AWS region such as ap-northeast-1: set it in terraform.tfvars."
+    error_message = "region must be an AWS region such as ap-northeast-1: set it in terraform/envs/<env>.tfvars."
   }
 }
 

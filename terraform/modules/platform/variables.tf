@@ -34,7 +34,7 @@ variable "vpc_id" {
 
   validation {
     condition     = can(regex("^vpc-[0-9a-f]{8,17}$", var.vpc_id))
-    error_message = "vpc_id must look like vpc-0123456789abcdef0: set it in terraform/envs/<env>/terraform.tfvars."
+    error_message = "vpc_id must look like vpc-0123456789abcdef0: set it in terraform/envs/<env>.tfvars."
   }
 }
 
@@ -44,7 +44,7 @@ variable "private_subnet_ids" {
 
   validation {
     condition     = length(var.private_subnet_ids) >= 2 && alltrue([for s in var.private_subnet_ids : can(regex("^subnet-[0-9a-f]{8,17}$", s))])
-    error_message = "private_subnet_ids must list at least two subnet IDs like subnet-0123456789abcdef0: set them in terraform/envs/<env>/terraform.tfvars."
+    error_message = "private_subnet_ids must list at least two subnet IDs like subnet-0123456789abcdef0: set them in terraform/envs/<env>.tfvars."
   }
 }
 
