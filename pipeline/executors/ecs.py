@@ -339,12 +339,22 @@ class EcsExecutor(CloudExecutor):
         read once per executor."""
         with self._definitions_lock:
             if self._configured is None:
+                name = self.settings.task_definition
                 try:
-                    self._configured = aws.with_backoff(
-                        lambda: self.client.describe_task_definition(
-                            taskDefinition=self.settings.task_definition, include=["TAGS"]
+                    try:
+                        self._configured = aws.with_backoff(
+                            lambda: self.client.describe_task_definition(
+                                taskDefinition=name, include=["TAGS"]
+                            )
                         )
-                    )
+                    except Exception as exc:
+                        if "AccessDenied" not in aws.error_code(exc):
+                            raise
+                        # Tags may need more than ecs:DescribeTaskDefinition: go without
+                        # them (a derived definition then carries only derived_from).
+                        self._configured = aws.with_backoff(
+                            lambda: self.client.describe_task_definition(taskDefinition=name)
+                        )
                 except Exception as exc:
                     raise CloudError(
                         f"ecs: cannot read [ecs] task_definition "

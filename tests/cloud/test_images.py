@@ -8,8 +8,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from botocore.stub import Stubber
+
 from pipeline.core.spec import spec_from_dict
-from pipeline.executors import Events, Job
+from pipeline.executors import Events, Job, aws
 from pipeline.executors.batch import derived_name
 from pipeline.executors.ecs import derived_family, family_of
 from tests.cloud.conftest import CLUSTER, JOB_DEFINITION, TASK_DEFINITION, Cloud
@@ -134,3 +136,24 @@ def test_batch_runs_the_spec_image_and_reuses_the_derived_definition(
     assert other.registrations == 0
     (again,) = cloud.batch.describe_jobs(jobs=[second.job_id])["jobs"]
     assert again["jobDefinition"] == described["jobDefinition"]
+
+
+def test_ecs_reads_the_definition_without_tags_when_tags_are_not_allowed(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    """A worker role that may describe but not list tags still runs (Stubber: the answer
+    moto cannot give)."""
+    client = aws.ecs_client()
+    arn = "arn:aws:ecs:us-east-1:123456789012:task-definition/estimator-test:1"
+    container = {"name": "estimator", "image": "estimator:test"}
+    definition = {"taskDefinition": {"family": "estimator-test", "taskDefinitionArn": arn,
+                                     "containerDefinitions": [container]}}  # fmt: skip
+    with Stubber(client) as stub:
+        stub.add_client_error("describe_task_definition", "AccessDeniedException",
+                              expected_params={"taskDefinition": TASK_DEFINITION,
+                                               "include": ["TAGS"]})  # fmt: skip
+        stub.add_response("describe_task_definition", definition,
+                          {"taskDefinition": TASK_DEFINITION})  # fmt: skip
+        executor = ecs_executor(client=client)
+        assert executor.job_image(with_image(make_job(tmp_path), "")) == "estimator:test"
+        stub.assert_no_pending_responses()
