@@ -7,9 +7,11 @@
 locals {
   # Every resource names the stack, and a branch stack its branch: cost reports and
   # people find what a stack holds (the expiry job lists stacks by their state keys).
+  # Tag values allow letters, digits, spaces and _ . : / = + - @ only.
+  branch_tag = substr(replace(var.branch, "/[^\\w .:/=+@-]/", "-"), 0, 256)
   stack_tags = merge(
     { Project = "survey-pipeline", Environment = var.environment, Stack = var.name, ManagedBy = "terraform" },
-    var.branch == "" ? {} : { Branch = var.branch },
+    { for key, value in { Branch = local.branch_tag } : key => value if value != "" },
   )
 }
 
