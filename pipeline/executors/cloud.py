@@ -134,12 +134,15 @@ class Watcher:
         with self._cond:
             self._watches.pop(task_id, None)
 
-    def close(self) -> None:
-        """Stop polling (the thread ends)."""
+    def close(self, timeout: float | None = None) -> None:
+        """Stop polling (the thread ends); with ``timeout``, wait up to that long for a
+        describe call in flight to finish."""
         with self._cond:
             self._closed = True
             self._watches.clear()
             self._cond.notify_all()
+        if timeout is not None and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
 
     def _due(self) -> list[Watch]:
         now = self.clock()
