@@ -109,3 +109,6 @@ def test_make_test_runs_checkov():
     assert test_rule and "checkov" in test_rule.group(1).split()
     assert re.search(r"^CHECKOV_VERSION := \d+\.\d+\.\d+$", MAKEFILE, re.M)
     assert "pip install --quiet checkov==$(CHECKOV_VERSION)" in MAKEFILE
+    # A file checkov could not parse (its 10 s default on a loaded machine) fails too.
+    assert "HCL_PARSE_TIMEOUT_SEC=300 $(CHECKOV)" in MAKEFILE
+    assert 'grep -q "Parsing errors: [1-9]" reports/checkov.txt' in MAKEFILE
