@@ -43,7 +43,7 @@ sample-data: install ## write sample raw data into $PIPELINE_HOME/raw unless som
 run: sample-data ## run the whole pipeline for every sample cohort on embedded defaults
 	$(BIN)/pipeline run --run-date $(RUN_DATE) --workers $(WORKERS) --local-scheduler
 
-test: install-dev browser lint ## lint, then the whole test suite (starts moto_server, luigid, ... by itself)
+test: install-dev browser lint checkov ## lint, checkov, then the whole test suite (starts moto_server, luigid, ... by itself)
 	$(BIN)/python -m pytest --junitxml=reports/junit.xml
 
 LUIGID_PORT ?= 8082
@@ -76,25 +76,60 @@ clean: ## remove generated data (var/) but keep .venv
 # --- images, infrastructure, deploy (docker/, terraform/, jenkins/) ---
 # jenkins/Jenkinsfile calls only these targets; they run the same on a laptop with AWS
 # credentials, docker and terraform (docs/deploy.md walks through them).
+# One root configuration (terraform/stack) for every stack; ENV picks its values and
+# state: terraform/envs/$(ENV).tfvars and $(ENV).backend.hcl. ENV=branch is a branch
+# build's own stack, named from BRANCH (make stack-name), state key per stack.
 ENV ?= staging
-GIT_COMMIT ?= $(shell git rev-parse HEAD)
+# Evaluated once (:=), not at every reference.
+ifeq ($(origin GIT_COMMIT),undefined)
+GIT_COMMIT := $(shell git rev-parse HEAD)
+endif
+ifeq ($(origin BRANCH),undefined)
+BRANCH := $(shell git rev-parse --abbrev-ref HEAD)
+endif
 IMAGES := pipeline estimator
 STACK_NAME_prod := survey-pipeline
 STACK_NAME_staging := survey-pipeline-staging
-STACK_NAME = $(STACK_NAME_$(ENV))
-TF = terraform -chdir=terraform/envs/$(ENV)
+STACK_NAME_branch := $(if $(filter branch,$(ENV)),$(shell $(PYTHON) jenkins/branch_stacks.py name '$(subst ','\'',$(BRANCH))'))
+STACK ?= $(STACK_NAME_$(ENV))
+STACK_NAME = $(STACK)
+BRANCH_STATE_PREFIX := survey-pipeline/branches
+BRANCH_STACK_DAYS ?= 7
+TF_DIR := terraform/stack
+# Each stack initialises into its own data directory, so switching stacks never mixes state.
+TF = TF_DATA_DIR=.terraform/$(STACK) terraform -chdir=$(TF_DIR)
+TF_PLAN := tfplan-$(STACK)
+TF_VARS_prod := -var-file=../envs/prod.tfvars
+TF_VARS_staging := -var-file=../envs/staging.tfvars
+TF_VARS_branch = -var-file=../envs/staging.tfvars -var-file=../envs/branch.tfvars \
+  -var name=$(STACK) -var 'branch=$(subst ','\'',$(BRANCH))'
+TF_VARS = $(TF_VARS_$(ENV))
+TF_BACKEND_prod := -backend-config=../envs/prod.backend.hcl
+TF_BACKEND_staging := -backend-config=../envs/staging.backend.hcl
+TF_BACKEND_branch = -backend-config=../envs/branch.backend.hcl \
+  -backend-config=key=$(BRANCH_STATE_PREFIX)/$(STACK)/terraform.tfstate
 AWS_REGION ?= $(shell aws configure get region)
 AWS_ACCOUNT_ID ?= $(shell aws sts get-caller-identity --query Account --output text)
 ECR_REGISTRY ?= $(AWS_ACCOUNT_ID).dkr.ecr.$(AWS_REGION).amazonaws.com
 CHECKOV_VERSION := 3.3.30
+CHECKOV := $(TOOLS_VENV)/bin/checkov -d terraform --quiet --compact --skip-download
 
-.PHONY: lint-docker lint-tf images push-images tf-init tf-plan tf-apply roll-luigid cloud-run image-constraints check-env
+.PHONY: lint-docker lint-tf checkov images push-images tf-init tf-plan tf-apply tf-registries \
+  roll-luigid cloud-run image-constraints check-env stack-name tf-destroy-branch \
+  tf-destroy-expired-branches
 
 check-env:
-	@case "$(ENV)" in prod|staging) ;; *) echo "ENV must be prod or staging, not '$(ENV)'" >&2; exit 2;; esac
+	@case "$(ENV)" in prod|staging|branch) ;; \
+	  *) echo "ENV must be prod, staging or branch, not '$(ENV)'" >&2; exit 2;; esac
+	@if [ "$(ENV)" = branch ]; then $(PYTHON) jenkins/branch_stacks.py check '$(STACK)'; \
+	elif [ "$(STACK)" != "$(STACK_NAME_$(ENV))" ]; then \
+	  echo "STACK=$(STACK) is not the $(ENV) stack ($(STACK_NAME_$(ENV)))" >&2; exit 2; fi
 
-lint-docker: install-dev ## hadolint on both Dockerfiles
-	$(BIN)/hadolint docker/pipeline.Dockerfile docker/estimator.Dockerfile
+stack-name: check-env ## print the stack ENV (and BRANCH) deploys, e.g. make stack-name ENV=branch
+	@echo $(STACK)
+
+lint-docker: install-dev ## hadolint on every Dockerfile
+	$(BIN)/hadolint docker/pipeline.Dockerfile docker/estimator.Dockerfile docker/wrap-program.Dockerfile
 
 # checkov lives in its own venv: its pins conflict with the project's.
 $(TOOLS_VENV)/.checkov-$(CHECKOV_VERSION):
@@ -102,9 +137,17 @@ $(TOOLS_VENV)/.checkov-$(CHECKOV_VERSION):
 	$(TOOLS_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
 	touch $@
 
-lint-tf: $(TOOLS_VENV)/.checkov-$(CHECKOV_VERSION) ## terraform fmt check and checkov (no failed check allowed)
+# checkov gives up on a file it cannot parse within HCL_PARSE_TIMEOUT_SEC (10 s by default,
+# reached on a loaded machine) and still exits 0: allow more, and fail on any parsing
+# error, so that no file goes unchecked.
+checkov: $(TOOLS_VENV)/.checkov-$(CHECKOV_VERSION) ## checkov on terraform/ (pinned, own venv; no failed check, no unparsed file)
+	@mkdir -p reports
+	set -o pipefail; HCL_PARSE_TIMEOUT_SEC=300 $(CHECKOV) | tee reports/checkov.txt
+	@! grep -q "Parsing errors: [1-9]" reports/checkov.txt \
+	  || { echo "checkov could not parse every file (above): fix it; nothing may go unchecked" >&2; exit 1; }
+
+lint-tf: checkov ## terraform fmt check and checkov (no failed check allowed)
 	terraform fmt -check -recursive terraform
-	$(TOOLS_VENV)/bin/checkov -d terraform --quiet --compact --skip-download
 
 images: ## build both images, tagged survey-pipeline/<image>:<commit> (GIT_COMMIT, default HEAD)
 	for image in $(IMAGES); do \
@@ -112,7 +155,9 @@ images: ## build both images, tagged survey-pipeline/<image>:<commit> (GIT_COMMI
 	    -t survey-pipeline/$$image:$(GIT_COMMIT) . || exit 1; \
 	done
 
-push-images: check-env ## push both images to ENV's ECR as <name>/<image>:<commit> (tags are immutable)
+# A branch stack's registries are created here, before its first push (prod and staging
+# create theirs once by hand: docs/deploy.md, step 3).
+push-images: check-env $(if $(filter branch,$(ENV)),tf-registries) ## push both images to the stack's ECR as <stack>/<image>:<commit> (tags are immutable)
 	set -o pipefail; aws ecr get-login-password --region $(AWS_REGION) \
 	  | docker login --username AWS --password-stdin $(ECR_REGISTRY)
 	for image in $(IMAGES); do \
@@ -126,19 +171,23 @@ push-images: check-env ## push both images to ENV's ECR as <name>/<image>:<commi
 	  fi; \
 	done
 
-tf-init: check-env
-	$(TF) init -input=false -reconfigure -backend-config=backend.hcl
+tf-init: check-env ## terraform init of terraform/stack for ENV's stack (its backend file, its state key)
+	$(TF) init -input=false -reconfigure $(TF_BACKEND_$(ENV))
 
-tf-plan: tf-init ## terraform validate and plan ENV=staging|prod for <commit>, saved to tfplan
+tf-registries: tf-init ## create or update only the stack's image registries (and their key)
+	$(TF) apply -input=false -auto-approve $(TF_VARS) -var image_tag=<commit> \
+	  -target=module.platform.module.ecr
+
+tf-plan: tf-init ## terraform validate and plan ENV=prod|staging|branch for <commit>, saved to terraform/stack/tfplan-<stack>
 	$(TF) validate
-	$(TF) plan -input=false -var image_tag=$(GIT_COMMIT) -out=tfplan
+	$(TF) plan -input=false $(TF_VARS) -var image_tag=$(GIT_COMMIT) -out=$(TF_PLAN)
 
-tf-apply: check-env ## apply the plan saved by tf-plan (ENV=staging|prod)
-	@test -f terraform/envs/$(ENV)/tfplan || { echo "no saved plan: run make tf-plan ENV=$(ENV) first" >&2; exit 2; }
-	$(TF) apply -input=false tfplan
-	rm -f terraform/envs/$(ENV)/tfplan
+tf-apply: check-env ## apply the plan saved by tf-plan (same ENV, BRANCH)
+	@test -f $(TF_DIR)/$(TF_PLAN) || { echo "no saved plan for $(STACK): run make tf-plan ENV=$(ENV) first" >&2; exit 2; }
+	$(TF) apply -input=false $(TF_PLAN)
+	rm -f $(TF_DIR)/$(TF_PLAN)
 
-roll-luigid: tf-init ## restart luigid on a fresh task (ENV=staging|prod) and wait until it is stable
+roll-luigid: tf-init ## restart luigid on a fresh task (ENV=prod|staging|branch) and wait until it is stable
 	cluster=$$($(TF) output -raw cluster_name) && service=$$($(TF) output -raw luigid_service_name) \
 	  && aws ecs update-service --cluster $$cluster --service $$service --force-new-deployment >/dev/null \
 	  && aws ecs wait services-stable --cluster $$cluster --services $$service
@@ -148,6 +197,24 @@ cloud-run: tf-init ## run one date in the cloud now: make cloud-run ENV=prod RUN
 	input=$$($(TF) output -raw manual_run_task_input) \
 	  && aws ecs run-task --cli-input-json "$${input//__RUN_DATE__/$(RUN_DATE)}" \
 	       --query 'tasks[].taskArn' --output text
+
+tf-destroy-branch: ## destroy a branch stack and forget its state: ENV=branch BRANCH=<branch> (or STACK=sp-...)
+	@[ "$(ENV)" = branch ] || { echo "tf-destroy-branch destroys branch stacks only: set ENV=branch" >&2; exit 2; }
+	$(MAKE) --no-print-directory tf-init ENV=branch STACK=$(STACK) BRANCH='$(subst ','\'',$(BRANCH))'
+	$(TF) destroy -input=false -auto-approve $(TF_VARS) -var image_tag=$(GIT_COMMIT)
+	$(BIN)/python jenkins/branch_stacks.py forget --backend terraform/envs/branch.backend.hcl \
+	  --prefix $(BRANCH_STATE_PREFIX) --stack $(STACK)
+
+tf-destroy-expired-branches: install ## destroy every branch stack whose branch is gone or older than BRANCH_STACK_DAYS (7)
+	git ls-remote --heads origin | sed 's|.*refs/heads/||' > .live-branches
+	$(BIN)/python jenkins/branch_stacks.py expired --backend terraform/envs/branch.backend.hcl \
+	  --prefix $(BRANCH_STATE_PREFIX) --days $(BRANCH_STACK_DAYS) --live .live-branches > .expired-stacks
+	@cat .expired-stacks
+	status=0; while IFS=$$'\t' read -r stack branch why; do \
+	  echo "destroying $$stack ($$branch): $$why"; \
+	  $(MAKE) --no-print-directory tf-destroy-branch ENV=branch STACK=$$stack BRANCH="$$branch" \
+	    || status=1; \
+	done < .expired-stacks; rm -f .live-branches .expired-stacks; exit $$status
 
 image-constraints: install ## re-pin every package the images install (docker/constraints/*.txt)
 	$(BIN)/python docker/lock_constraints.py

@@ -12,6 +12,11 @@ after the grace period; exit 124), forwards SIGTERM/SIGINT from ECS/Batch, uploa
 output directory and writes ``manifest.json`` next to the results. It exits with the
 program's exit code (128+N when the program died of signal N).
 
+Inside ECS or Batch the manifest also records the image that actually ran and its digest
+(``image``, ``image_digest``), read from the task metadata endpoint
+(``$ECS_CONTAINER_METADATA_URI_V4``: ``Image``, ``ImageID``) with a short timeout; outside
+them (local runs) both are "". ``program.image`` stays what the spec asked for.
+
 It imports only the standard library, boto3 (for ``s3://``) and ``pipeline.core``,
 so the program's image needs nothing else from this package.
 """
@@ -29,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -40,6 +46,11 @@ from pipeline.errors import PipelineError
 EXIT_DEADLINE = 124
 EXIT_NOT_FOUND = 127
 EXIT_WRAPPER_ERROR = 3
+# Set by docker/wrap-program.Dockerfile: the PYTHONPATH entry that holds the wrapper's own
+# packages in another team's image; the program is started without it.
+WRAPPER_PATH_ENV = "PIPELINE_WRAPPER_PATH"
+METADATA_ENV = "ECS_CONTAINER_METADATA_URI_V4"
+METADATA_TIMEOUT = 2.0  # seconds: the endpoint is local to the task; never hold a run up
 
 
 class WrapperError(Exception):
@@ -133,6 +144,40 @@ def upload_dir(local_dir: Path, uri: str) -> None:
             ) from None
 
 
+def program_environment() -> dict[str, str]:
+    """The program's environment: the wrapper's, minus the PYTHONPATH entry that only the
+    wrapper needs (``$PIPELINE_WRAPPER_PATH``), so a Python program sees its own packages."""
+    env = dict(os.environ)
+    own = env.pop(WRAPPER_PATH_ENV, "")
+    if own and "PYTHONPATH" in env:
+        rest = [p for p in env["PYTHONPATH"].split(os.pathsep) if p and p != own]
+        if rest:
+            env["PYTHONPATH"] = os.pathsep.join(rest)
+        else:
+            del env["PYTHONPATH"]
+    return env
+
+
+def running_image(timeout: float = METADATA_TIMEOUT) -> tuple[str, str]:
+    """(image reference, image digest) of this container from the ECS task metadata
+    endpoint v4 (ECS on Fargate or EC2, and Batch, which runs on ECS); ("", "") outside
+    them or when the endpoint does not answer within ``timeout`` seconds."""
+    uri = os.environ.get(METADATA_ENV, "").strip()
+    if not uri:
+        return "", ""
+    try:
+        # No proxy: the endpoint is link-local to the task (169.254.170.2).
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(uri, timeout=timeout) as response:
+            metadata = json.loads(response.read())
+    except (OSError, ValueError) as exc:
+        log(f"could not read the task metadata ({type(exc).__name__}: {exc}); image unknown")
+        return "", ""
+    if not isinstance(metadata, dict):
+        return "", ""
+    return str(metadata.get("Image") or ""), str(metadata.get("ImageID") or "")
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -182,7 +227,9 @@ class ProgramRunner:
         parent = os.getppid()
         try:
             # Own process group: the program's children (e.g. joblib workers) go with it.
-            self.proc = subprocess.Popen(self.command, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.command, start_new_session=True, env=program_environment()
+            )
             while True:
                 try:
                     code = self.proc.wait(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
@@ -243,8 +290,12 @@ def run_job(job: JobDocument, *, workdir: Path, stop_with_parent: bool = False) 
         code = EXIT_NOT_FOUND
     program_seconds = time.monotonic() - start
     log(f"program exited with {code} after {program_seconds:.1f}s")
+    image, image_digest = running_image()
     manifest = {
+        # program.image is what the spec asked for; image/image_digest what actually ran.
         "program": {"name": spec.name, "version": spec.version, "image": spec.image},
+        "image": image,
+        "image_digest": image_digest,
         "params": spec.params,
         "command": command,
         "run_date": job.run_date,

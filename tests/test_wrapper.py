@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,6 +12,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from pipeline.wrapper import running_image
 
 PROGRAM = """
 import os, pathlib, signal, sys, time
@@ -168,3 +173,85 @@ def test_stops_the_program_when_its_parent_dies(tmp_path: Path) -> None:
         time.sleep(0.1)
     assert_gone(pid)
     assert "the worker that started this run is gone" in (tmp_path / "err").read_text()
+
+
+DIGEST = "sha256:" + "5e" * 32
+
+
+def test_inside_ecs_the_manifest_records_the_image_that_ran(
+    tmp_path: Path, httpserver: HTTPServer
+) -> None:
+    """$ECS_CONTAINER_METADATA_URI_V4 answers like the task metadata endpoint v4."""
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/estimator:abc1234"
+    httpserver.expect_request("/v4/7f3c-container").respond_with_json(
+        {"DockerId": "7f3c", "Name": "estimator", "Image": image, "ImageID": DIGEST,
+         "Labels": {}, "DesiredStatus": "RUNNING", "KnownStatus": "RUNNING"}
+    )  # fmt: skip
+    job = make_job(tmp_path, "ok")
+    env = {**os.environ, "ECS_CONTAINER_METADATA_URI_V4": httpserver.url_for("/v4/7f3c-container")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.wrapper", "--job", str(job)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert (manifest["image"], manifest["image_digest"]) == (image, DIGEST)
+    assert manifest["program"]["image"] == ""  # what the spec asked for: nothing
+    httpserver.check_assertions()
+
+
+def test_outside_ecs_the_image_is_left_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ECS_CONTAINER_METADATA_URI_V4", raising=False)
+    assert running_image() == ("", "")
+    job = make_job(tmp_path, "ok")
+    assert subprocess.run(
+        [sys.executable, "-m", "pipeline.wrapper", "--job", str(job)],
+        capture_output=True, timeout=60, env={**os.environ},
+    ).returncode == 0  # fmt: skip
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert (manifest["image"], manifest["image_digest"]) == ("", "")
+
+
+def test_a_slow_or_broken_metadata_endpoint_does_not_hold_the_run(
+    httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def slow(_request: Request) -> Response:
+        time.sleep(1.5)
+        return Response(json.dumps({"Image": "late", "ImageID": DIGEST}))
+
+    httpserver.expect_request("/slow").respond_with_handler(slow)
+    httpserver.expect_request("/broken").respond_with_data("not json")
+    monkeypatch.setenv("ECS_CONTAINER_METADATA_URI_V4", httpserver.url_for("/slow"))
+    started = time.monotonic()
+    assert running_image(timeout=0.3) == ("", "")
+    assert time.monotonic() - started < 1.2
+    monkeypatch.setenv("ECS_CONTAINER_METADATA_URI_V4", httpserver.url_for("/broken"))
+    assert running_image() == ("", "")
+
+
+def test_the_program_does_not_see_the_wrappers_own_packages(tmp_path: Path) -> None:
+    """docker/wrap-program.Dockerfile puts the wrapper's packages on PYTHONPATH; the
+    program starts without that entry (and keeps the rest)."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import os, pathlib, sys\n"
+        "pathlib.Path(sys.argv[1], 'env.csv').write_text(\n"
+        "    os.environ.get('PYTHONPATH', '<unset>') + '|' + "
+        "os.environ.get('PIPELINE_WRAPPER_PATH', '<unset>'))\n"
+    )
+    job = make_job(tmp_path, "ok")
+    document = json.loads(job.read_text())
+    document["spec"]["command"] = [sys.executable, str(probe), "{output_dir}"]
+    document["spec"]["outputs"] = {"results": "env.csv"}
+    job.write_text(json.dumps(document))
+    wrapper_packages = str(tmp_path / "wrapper-packages")
+    env = {**os.environ, "PIPELINE_WRAPPER_PATH": wrapper_packages,
+           "PYTHONPATH": os.pathsep.join([wrapper_packages, "/team/lib"])}  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.wrapper", "--job", str(job)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "env.csv").read_text() == "/team/lib|<unset>"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
@@ -32,9 +32,35 @@ class Job:
     log_path: Path  # local log file: the program's output (or its log tail) lands here
 
 
+# The columns of a ``pipeline_runs`` row, in the order they always had; ``to_dict`` returns
+# exactly these so the warehouse contract does not change with the fields added below.
+ROW_FIELDS = (
+    "executor", "job_id", "attempt", "started_at", "finished_at", "exit_code",
+    "vcpu_seconds", "memory_gib_seconds", "cost_usd", "log_uri", "tracking_url", "host",
+    "error",
+)  # fmt: skip
+
+
 @dataclass
 class RunRecord:
-    """One row of ``pipeline_runs``: where and how a program run went."""
+    """One row of ``pipeline_runs``: where and how a program run went.
+
+    Fields past ``error`` are not (yet) columns of ``pipeline_runs``; ``to_dict`` leaves
+    them out and ``to_full_dict`` has them all:
+
+    - ``image``: the container image reference that ran (the task/job definition's image,
+      which the cloud executors derive from the program spec's ``image``); "" locally.
+    - ``image_digest``: ``sha256:...`` of the image that actually ran, as the service
+      reported it (ECS ``DescribeTasks`` ``containers[].imageDigest``); "" when unknown
+      (Batch does not report it; the wrapper's ``manifest.json`` has it there).
+    - ``interruption``: set only on an abandoned attempt: why the service stopped it
+      (e.g. ``SpotInterruption: Your Spot Task was interrupted.``).
+    - ``interrupted``: the attempts the executor abandoned and resubmitted before this
+      one (ECS: Fargate Spot interruptions, lost EC2 hosts; ``[ecs] attempts``), oldest
+      first. Each is a whole ``RunRecord`` with its own ``job_id``, times, exit code, cost
+      and ``interruption``; this record is the last, deciding attempt. ``rows()`` gives
+      all of them as ``pipeline_runs`` rows.
+    """
 
     executor: str
     job_id: str
@@ -49,9 +75,27 @@ class RunRecord:
     tracking_url: str = ""
     host: str = ""
     error: str = ""
+    image: str = ""
+    image_digest: str = ""
+    interruption: str = ""
+    interrupted: list[RunRecord] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """This attempt as one ``pipeline_runs`` row (the original columns only)."""
+        return {name: getattr(self, name) for name in ROW_FIELDS}
+
+    def to_full_dict(self) -> dict[str, Any]:
+        """Every field, the abandoned attempts included (as dicts)."""
         return asdict(self)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """``pipeline_runs`` rows of every attempt: the abandoned ones, then this one."""
+        return [*(r.to_dict() for r in self.interrupted), self.to_dict()]
+
+    @property
+    def total_cost_usd(self) -> float:
+        """What the run cost with its abandoned attempts."""
+        return round(self.cost_usd + sum(r.cost_usd for r in self.interrupted), 6)
 
 
 @dataclass

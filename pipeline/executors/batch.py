@@ -8,17 +8,26 @@ to the spec's timeout for ``attemptDurationSeconds``), ``log_group`` (default
 Retries: Batch retries an attempt whose status reason starts with ``Host EC2`` (the
 instance went away, e.g. a Spot reclamation) and never one that ended with an exit code
 of the program's own: the first matching ``evaluateOnExit`` rule wins, and every exit
-code or reason that is not a lost host means ``EXIT``.
+code or reason that is not a lost host means ``EXIT``. Batch does the retrying, so the
+executor submits each job once (``CloudExecutor.max_submissions`` = 1).
+
+The image: when the program spec names an ``image`` other than the configured job
+definition's, the job runs a job definition derived from the configured one with the
+spec's image, registered on demand as ``<name>-<12 hex of sha256(image)>`` (the configured
+name's latest revision never changes), looked up first and reused, cached per process.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline import config
+from pipeline.errors import ConfigError
 from pipeline.executors import aws
 from pipeline.executors.base import Job
 from pipeline.executors.cloud import CloudError, CloudExecutor, TaskState
@@ -27,6 +36,12 @@ log = logging.getLogger("pipeline.executors.batch")
 
 ACTIVE_STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
 DONE_STATUSES = ("SUCCEEDED", "FAILED")
+# Fields of a DescribeJobDefinitions answer that RegisterJobDefinition takes back.
+REGISTRABLE = (
+    "type", "parameters", "schedulingPriority", "retryStrategy", "propagateTags", "timeout",
+    "platformCapabilities", "containerProperties", "nodeProperties", "eksProperties",
+    "ecsProperties",
+)  # fmt: skip
 
 
 def retry_strategy(attempts: int) -> dict[str, Any]:
@@ -104,6 +119,7 @@ def job_state(job: dict[str, Any], default_log_group: str) -> TaskState:
         reason="; ".join(reasons),
         log_stream=str(container.get("logStreamName") or last.get("logStreamName") or ""),
         log_group=str(options.get("awslogs-group") or default_log_group),
+        image=str(container.get("image") or ""),
         started_at=_seconds(job.get("startedAt")),
         stopped_at=_seconds(job.get("stoppedAt")),
         billed_seconds=billed,
@@ -126,6 +142,12 @@ class BatchExecutor(CloudExecutor):
         )
         self.client = client if client is not None else aws.batch_client()
         self._logs = logs_client
+        # spec image => job definition ARN that runs it (see EcsExecutor for the locking).
+        self._definitions: dict[str, str] = {}
+        self._definition_locks: dict[str, threading.Lock] = {}
+        self._definitions_lock = threading.Lock()
+        self._configured: dict[str, Any] | None = None
+        self.registrations = 0  # job definitions this executor registered (for tests)
 
     def region(self) -> str:
         return str(self.client.meta.region_name)
@@ -137,14 +159,16 @@ class BatchExecutor(CloudExecutor):
         return aws.batch_job_url(self.region(), task_id)
 
     def submit_job_params(self, job: Job, command: list[str], env: dict[str, str],
-                          tags: dict[str, str]) -> dict[str, Any]:  # fmt: skip
-        """The ``SubmitJob`` request for one job."""
+                          tags: dict[str, str], *,
+                          job_definition: str = "") -> dict[str, Any]:  # fmt: skip
+        """The ``SubmitJob`` request for one job; ``job_definition`` = the one running the
+        spec's image (default: the configured one)."""
         s = self.settings
         name = re.sub(r"[^A-Za-z0-9_-]", "-", f"{job.spec.name}-{job.cohort}-{job.attempt}")
         return {
             "jobName": name[:128],
             "jobQueue": s.job_queue,
-            "jobDefinition": s.job_definition,
+            "jobDefinition": job_definition or s.job_definition,
             "containerOverrides": {
                 "command": command,
                 "environment": [{"name": k, "value": v} for k, v in env.items()],
@@ -163,8 +187,10 @@ class BatchExecutor(CloudExecutor):
         }
 
     def submit(self, job: Job, command: list[str], env: dict[str, str],
-               tags: dict[str, str], deadline: float) -> str:  # fmt: skip
-        params = self.submit_job_params(job, command, env, tags)
+               tags: dict[str, str], deadline: float, *, submission: int = 1) -> str:  # fmt: skip
+        params = self.submit_job_params(
+            job, command, env, tags, job_definition=self.job_definition_for(job)
+        )
         try:
             response = aws.with_backoff(lambda: self.client.submit_job(**params))
         except Exception as exc:
@@ -186,3 +212,116 @@ class BatchExecutor(CloudExecutor):
 
     def stop(self, task_id: str, reason: str) -> None:
         self.client.terminate_job(jobId=task_id, reason=reason)
+
+    # -- the spec's image ------------------------------------------------------------------
+    def configured_definition(self) -> dict[str, Any]:
+        """``[batch] job_definition`` (a name: its newest active revision; ``name:rev`` or
+        an ARN: that one) as DescribeJobDefinitions returns it, read once."""
+        with self._definitions_lock:
+            if self._configured is None:
+                wanted = self.settings.job_definition
+                try:
+                    if ":" in wanted:
+                        found = self.client.describe_job_definitions(jobDefinitions=[wanted])
+                    else:
+                        found = self.client.describe_job_definitions(
+                            jobDefinitionName=wanted, status="ACTIVE"
+                        )
+                except Exception as exc:
+                    raise CloudError(
+                        f"batch: cannot read [batch] job_definition {wanted!r}: "
+                        f"{aws.describe_error(exc)}"
+                    ) from None
+                definitions = found.get("jobDefinitions") or []
+                if not definitions:
+                    raise ConfigError(
+                        f"batch job definition {wanted!r} does not exist or is inactive: set "
+                        "luigi.cfg [batch] job_definition to the stack's (terraform output names)"
+                    )
+                self._configured = max(definitions, key=lambda d: int(d.get("revision", 0)))
+            return self._configured
+
+    def job_definition_for(self, job: Job) -> str:
+        """The job definition that runs the spec's image: the configured one when the spec
+        names no image or the same one, else a derived one (registered once)."""
+        image = job.spec.image
+        if not image:
+            return self.settings.job_definition
+        with self._definitions_lock:
+            if image in self._definitions:
+                return self._definitions[image]
+            lock = self._definition_locks.setdefault(image, threading.Lock())
+        with lock:
+            with self._definitions_lock:
+                if image in self._definitions:
+                    return self._definitions[image]
+            arn = self._derive(image)
+            with self._definitions_lock:
+                self._definitions[image] = arn
+            return arn
+
+    def job_image(self, job: Job) -> str:
+        if job.spec.image:
+            return job.spec.image
+        try:
+            configured = self.configured_definition()
+        except (CloudError, ConfigError):
+            return ""
+        return str((configured.get("containerProperties") or {}).get("image") or "")
+
+    def _derive(self, image: str) -> str:
+        configured = self.configured_definition()
+        container = configured.get("containerProperties")
+        if container is None:
+            raise ConfigError(
+                f"batch job definition {configured.get('jobDefinitionName')!r} is not a "
+                "container job definition: its image cannot be replaced by the spec's; leave "
+                "the spec's image empty"
+            )
+        if container.get("image") == image:
+            return self.settings.job_definition
+        name = derived_name(str(configured["jobDefinitionName"]), image)
+        try:
+            existing = (
+                self.client.describe_job_definitions(jobDefinitionName=name, status="ACTIVE").get(
+                    "jobDefinitions"
+                )
+                or []
+            )
+        except Exception as exc:
+            raise CloudError(
+                f"batch: cannot look up job definition {name}: {aws.describe_error(exc)}"
+            ) from None
+        same = [d for d in existing if (d.get("containerProperties") or {}).get("image") == image]
+        if same:
+            arn = str(max(same, key=lambda d: int(d.get("revision", 0)))["jobDefinitionArn"])
+            log.info("batch: image %s runs as %s (registered before)", image, arn)
+            return arn
+        request: dict[str, Any] = {
+            key: configured[key] for key in REGISTRABLE if configured.get(key) not in (None, [], {})
+        }
+        request["jobDefinitionName"] = name
+        request["containerProperties"] = {**container, "image": image}
+        request["tags"] = {
+            **{k: v for k, v in (configured.get("tags") or {}).items() if not k.startswith("aws:")},
+            "derived_from": str(configured["jobDefinitionArn"])[:256],
+        }
+        try:
+            registered = aws.with_backoff(lambda: self.client.register_job_definition(**request))
+        except Exception as exc:
+            raise CloudError(
+                f"batch: cannot register job definition {name} for image {image}: "
+                f"{aws.describe_error(exc)}; the worker needs batch:RegisterJobDefinition, "
+                "batch:TagResource and iam:PassRole on the job roles — or leave the spec's "
+                "image empty to run the configured job definition's image"
+            ) from None
+        self.registrations += 1
+        arn = str(registered["jobDefinitionArn"])
+        log.info("batch: registered %s to run image %s", arn, image)
+        return arn
+
+
+def derived_name(name: str, image: str) -> str:
+    """The job definition that runs ``image`` instead of ``name``'s own (Batch allows 128
+    letters, digits, hyphens and underscores)."""
+    return f"{name[:115]}-{hashlib.sha256(image.encode()).hexdigest()[:12]}"

@@ -11,7 +11,11 @@
    worker is interrupted (SIGTERM/SIGINT, luigi's task timeout), when luigi's worker
    process dies, or on any error while watching; then re-raise;
 5. copy the CloudWatch log tail into the local log, and return a ``RunRecord`` with the
-   container's real exit code, the reason when it failed, and the cost.
+   container's real exit code, the reason when it failed, and the cost;
+6. when the infrastructure ended the task (``TaskState.interruption``: a Fargate Spot
+   interruption, a lost host) and the executor allows more submissions
+   (``max_submissions``), submit the same job document again and keep the abandoned
+   attempt's record in ``RunRecord.interrupted``. A program's own exit is never retried.
 """
 
 from __future__ import annotations
@@ -99,6 +103,11 @@ class TaskState:
     stopped_at: float | None = None
     billed_seconds: float | None = None  # seconds the provider ran it (all attempts)
     missing: bool = False  # the provider no longer knows the id
+    # Set when the infrastructure, not the program, ended the task (a Fargate Spot
+    # interruption, a lost EC2 host): worth resubmitting. "" otherwise.
+    interruption: str = ""
+    image: str = ""  # the container image reference the service ran
+    image_digest: str = ""  # sha256:... of that image, when the service reports it
 
 
 @dataclass
@@ -154,14 +163,15 @@ class Watcher:
         with self._cond:
             self._watches.pop(task_id, None)
 
-    def close(self) -> None:
-        """Stop polling and wait for a poll in flight to finish (the thread ends)."""
+    def close(self, timeout: float | None = None) -> None:
+        """Stop polling (the thread ends); with ``timeout``, wait up to that long for a
+        describe call in flight to finish."""
         with self._cond:
             self._closed = True
             self._watches.clear()
             self._cond.notify_all()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=30)
+        if timeout is not None and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
 
     def _due(self) -> list[Watch]:
         now = self.clock()
@@ -307,8 +317,20 @@ class CloudExecutor:
 
     # -- provider specifics -------------------------------------------------------------
     def submit(self, job: Job, command: list[str], env: dict[str, str],
-               tags: dict[str, str], deadline: float) -> str:  # fmt: skip
+               tags: dict[str, str], deadline: float, *, submission: int = 1) -> str:  # fmt: skip
+        """Start the task; ``submission`` counts resubmissions after interruptions (1, 2,
+        ...) so that a provider's idempotency token differs between them."""
         raise NotImplementedError
+
+    def max_submissions(self) -> int:
+        """How often one job may be submitted when the infrastructure interrupts it (1:
+        never resubmitted, e.g. Batch, which retries lost hosts itself)."""
+        return 1
+
+    def job_image(self, job: Job) -> str:
+        """The image reference the job's task runs, as far as the executor knows it before
+        the service reports one ("" if unknown)."""
+        return ""
 
     def describe(self, ids: list[str]) -> dict[str, TaskState]:
         raise NotImplementedError
@@ -376,6 +398,54 @@ class CloudExecutor:
     def _run(
         self, job: Job, events: Events, keeper: lease.LeaseKeeper, lease_id: str, root: str
     ) -> RunRecord:
+        """Submit, and submit the same job document again while the infrastructure (not the
+        program) ended it and submissions remain. The interrupted container uploaded no
+        finished outputs (the wrapper uploads at its end, ``manifest.json`` last), and the
+        new attempt overwrites whatever it did upload."""
+        limit = max(1, self.max_submissions())
+        interrupted: list[RunRecord] = []
+        submission = 1
+        while True:
+            record, state, stopped_by_us = self._run_once(
+                job, events, keeper, lease_id, root, submission
+            )
+            if (
+                state.interruption
+                and not stopped_by_us
+                and record.exit_code != 0
+                and submission < limit
+            ):
+                record.interruption = state.interruption
+                interrupted.append(record)
+                log.warning("cohort %s: %s %s interrupted (%s); submitting again (%d of %d)",
+                            job.cohort, self.name, record.job_id, state.interruption,
+                            submission + 1, limit)  # fmt: skip
+                events.status(
+                    f"{job.spec.name} {job.spec.version} interrupted on {self.name} "
+                    f"{_short(record.job_id)} ({state.interruption}); submitting again "
+                    f"({submission + 1} of {limit})"
+                )
+                with job.log_path.open("a", encoding="utf-8") as fh:
+                    fh.write(
+                        f"[{self.name}] {datetime.now(UTC).isoformat(timespec='seconds')} "
+                        f"{record.job_id} interrupted: {state.interruption}; submitting the "
+                        f"same job again ({submission + 1} of {limit})\n"
+                    )
+                submission += 1
+                continue
+            record.interrupted = interrupted
+            return record
+
+    def _run_once(
+        self,
+        job: Job,
+        events: Events,
+        keeper: lease.LeaseKeeper,
+        lease_id: str,
+        root: str,
+        submission: int,
+    ) -> tuple[RunRecord, TaskState, str]:
+        """One submission to its end: the record, the last state and why we stopped it."""
         spec = job.spec
         submitted = time.time()
         grace = self.deadline_grace if self.deadline_grace is not None else deadline_grace()
@@ -388,8 +458,9 @@ class CloudExecutor:
             # here: the except clause below then has a task to stop.
             with signals_held():
                 task_id = self.submit(
-                    job, wrapper_command(job), task_environment(job), tags, deadline
-                )
+                    job, wrapper_command(job), task_environment(job), tags, deadline,
+                    submission=submission,
+                )  # fmt: skip
             console = self.console_url(task_id)
             events.tracking_url(console)
             events.status(
@@ -412,7 +483,8 @@ class CloudExecutor:
                 self.watcher().unwatch(task_id)
         finished = time.time()
         lines = self._copy_log_tail(job, task_id, state)
-        return self._record(job, task_id, state, submitted, finished, lines, stopped_by_us)
+        record = self._record(job, task_id, state, submitted, finished, lines, stopped_by_us)
+        return record, state, stopped_by_us
 
     def _wait(
         self,
@@ -551,6 +623,8 @@ class CloudExecutor:
             tracking_url=self.console_url(task_id),
             host=self.where(),
             error=error,
+            image=state.image or self.job_image(job),
+            image_digest=state.image_digest,
         )
 
 

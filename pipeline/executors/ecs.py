@@ -4,16 +4,27 @@ Settings come from luigi.cfg ``[ecs]``: ``cluster``, ``task_definition`` (its co
 ``container_name`` gets the wrapper command), ``launch_type`` (``FARGATE``, ``EC2``, or
 empty for the cluster's default capacity provider strategy), ``subnets``,
 ``security_groups``, ``assign_public_ip`` (awsvpc networking; required for Fargate),
-``platform_version``, ``poll_interval``/``poll_max_interval`` (seconds) and
+``platform_version``, ``capacity_provider`` (e.g. ``FARGATE_SPOT``: sent as a
+``capacityProviderStrategy`` instead of the launch type), ``attempts`` (submissions of one
+job when the infrastructure interrupts it: a Fargate Spot interruption or a lost EC2
+host; never a program's own exit), ``poll_interval``/``poll_max_interval`` (seconds) and
 ``log_lines`` (CloudWatch lines copied into the local log). The log group and stream
 prefix are read from the task definition's ``awslogs`` configuration unless
 ``log_group``/``log_stream_prefix`` are set.
+
+The image: when the program spec names an ``image`` other than the one in the configured
+task definition's container, the task runs a task definition derived from the configured
+one with the spec's image, registered on demand in its own family
+``<family>-<12 hex of sha256(image)>`` (the configured family's latest revision never
+changes), looked up first and reused, cached per process. An empty spec image runs the
+configured definition as it is.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +39,22 @@ from pipeline.executors.cloud import CloudError, CloudExecutor, TaskState
 log = logging.getLogger("pipeline.executors.ecs")
 
 LAUNCH_TYPES = ("FARGATE", "EC2", "EXTERNAL", "")
+# What ECS reports when the infrastructure, not the program, ended a task: stop codes
+# (DescribeTasks ``stopCode``) and stopped reasons of a lost EC2 container instance.
+INTERRUPTION_STOP_CODES = ("SpotInterruption", "TerminationNotice")
+LOST_HOST = re.compile(
+    r"^Host EC2 \(instance [^)]+\) (terminated|stopped)"
+    r"|\b(EC2 instance|container instance) \S+ (was )?(terminated|stopped|retired)"
+    r"|\bcontainer instance (was )?(terminated|deregistered|retired)",
+    re.IGNORECASE,
+)
+# Fields of a DescribeTaskDefinition answer that RegisterTaskDefinition takes back.
+REGISTRABLE = (
+    "taskRoleArn", "executionRoleArn", "networkMode", "containerDefinitions", "volumes",
+    "placementConstraints", "requiresCompatibilities", "cpu", "memory", "pidMode",
+    "ipcMode", "proxyConfiguration", "inferenceAccelerators", "ephemeralStorage",
+    "runtimePlatform", "enableFaultInjection",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -45,6 +72,8 @@ class EcsSettings:
     poll_interval: float = 5.0
     poll_max_interval: float = 30.0
     log_lines: int = 200
+    capacity_provider: str = ""
+    attempts: int = 3
 
     @classmethod
     def from_config(cls) -> EcsSettings:
@@ -54,6 +83,12 @@ class EcsSettings:
             raise ConfigError(
                 f"{config.where('ecs', 'launch_type')} = {launch_type!r}: use FARGATE, EC2, "
                 "EXTERNAL or leave it empty for the cluster's default capacity provider strategy"
+            )
+        attempts = int(config.get_float("ecs", "attempts", cls.attempts))
+        if not 1 <= attempts <= 10:
+            raise ConfigError(
+                f"luigi.cfg [ecs] attempts = {attempts}: use 1 (never resubmit) to 10 "
+                "submissions of one job after Spot interruptions or lost hosts"
             )
         return cls(
             cluster=config.get("ecs", "cluster", cls.cluster),
@@ -69,6 +104,8 @@ class EcsSettings:
             poll_interval=config.get_float("ecs", "poll_interval", cls.poll_interval),
             poll_max_interval=config.get_float("ecs", "poll_max_interval", cls.poll_max_interval),
             log_lines=int(config.get_float("ecs", "log_lines", cls.log_lines)),
+            capacity_provider=config.get("ecs", "capacity_provider"),
+            attempts=attempts,
         )
 
 
@@ -76,9 +113,21 @@ def _epoch(value: Any) -> float | None:
     return value.timestamp() if isinstance(value, datetime) else None
 
 
+def interruption(task: dict[str, Any]) -> str:
+    """Why the infrastructure ended a stopped task ("" if it did not): a Fargate Spot
+    interruption (``SpotInterruption``), a retired Fargate host or draining instance
+    (``TerminationNotice``), or a lost EC2 container instance (its stopped reason)."""
+    code = str(task.get("stopCode") or "")
+    reason = str(task.get("stoppedReason") or "")
+    if code in INTERRUPTION_STOP_CODES or LOST_HOST.search(reason):
+        return f"{code}: {reason}" if code and reason else code or reason
+    return ""
+
+
 def task_state(task: dict[str, Any], container_name: str) -> TaskState:
     """A ``DescribeTasks`` task as a ``TaskState``: exit code of our container, stop code,
-    stopped reason and the container's own reason (e.g. ``OutOfMemoryError``)."""
+    stopped reason and the container's own reason (e.g. ``OutOfMemoryError``), whether
+    the infrastructure interrupted it, and the image (and digest) that ran."""
     status = str(task.get("lastStatus", "UNKNOWN"))
     containers = task.get("containers") or []
     container = next(
@@ -98,7 +147,21 @@ def task_state(task: dict[str, Any], container_name: str) -> TaskState:
         reason="; ".join(reasons),
         started_at=_epoch(task.get("pullStartedAt")) or _epoch(task.get("startedAt")),
         stopped_at=_epoch(task.get("stoppedAt")) or _epoch(task.get("executionStoppedAt")),
+        interruption=interruption(task) if done else "",
+        image=str(container.get("image") or ""),
+        image_digest=str(container.get("imageDigest") or ""),
     )
+
+
+def derived_family(family: str, image: str) -> str:
+    """The family of the task definition that runs ``image`` instead of ``family``'s own
+    image (ECS allows 255 letters, digits, hyphens and underscores)."""
+    return f"{family[:240]}-{hashlib.sha256(image.encode()).hexdigest()[:12]}"
+
+
+def family_of(task_definition: str) -> str:
+    """``family`` of ``family``, ``family:rev`` or a task definition ARN."""
+    return task_definition.rsplit("/", 1)[-1].split(":", 1)[0]
 
 
 class EcsExecutor(CloudExecutor):
@@ -119,6 +182,16 @@ class EcsExecutor(CloudExecutor):
         self._logs = logs_client
         self._log_config: tuple[str, str] | None = None
         self._log_config_lock = threading.Lock()
+        # spec image => task definition ARN that runs it; one lock per image so threads
+        # asking for the same image wait for one registration, others go on.
+        self._definitions: dict[str, str] = {}
+        self._definition_locks: dict[str, threading.Lock] = {}
+        self._definitions_lock = threading.Lock()
+        self._configured: dict[str, Any] | None = None
+        self.registrations = 0  # task definitions this executor registered (for tests)
+
+    def max_submissions(self) -> int:
+        return self.settings.attempts
 
     def region(self) -> str:
         return str(self.client.meta.region_name)
@@ -130,17 +203,20 @@ class EcsExecutor(CloudExecutor):
         return aws.ecs_task_url(self.region(), self.settings.cluster, task_id)
 
     def run_task_params(self, job: Job, command: list[str], env: dict[str, str],
-                        tags: dict[str, str]) -> dict[str, Any]:  # fmt: skip
-        """The ``RunTask`` request for one job (a method of its own so tests can read it)."""
+                        tags: dict[str, str], *, submission: int = 1,
+                        task_definition: str = "") -> dict[str, Any]:  # fmt: skip
+        """The ``RunTask`` request for one job (a method of its own so tests can read it);
+        ``task_definition`` = the one running the spec's image (default: the configured)."""
         s = self.settings
+        # The same token for a retried call: a timed-out RunTask that did start a task
+        # does not start a second one. A resubmission after an interruption is a new task.
+        token = job.job_uri if submission == 1 else f"{job.job_uri}#{submission}"
         params: dict[str, Any] = {
             "cluster": s.cluster,
-            "taskDefinition": s.task_definition,
+            "taskDefinition": task_definition or s.task_definition,
             "count": 1,
             "startedBy": aws.STARTED_BY,
-            # The same token for a retried call: a timed-out RunTask that did start a task
-            # does not start a second one.
-            "clientToken": hashlib.sha256(job.job_uri.encode()).hexdigest()[:64],
+            "clientToken": hashlib.sha256(token.encode()).hexdigest()[:64],
             "overrides": {
                 "containerOverrides": [
                     {
@@ -155,16 +231,22 @@ class EcsExecutor(CloudExecutor):
             "tags": [{"key": k, "value": v} for k, v in tags.items()],
             "enableECSManagedTags": True,
         }
-        if s.launch_type:
+        if s.capacity_provider:
+            # A capacity provider strategy and a launch type exclude each other in RunTask.
+            params["capacityProviderStrategy"] = [
+                {"capacityProvider": s.capacity_provider, "weight": 1, "base": 0}
+            ]
+        elif s.launch_type:
             params["launchType"] = s.launch_type
         if s.platform_version:
             params["platformVersion"] = s.platform_version
+        fargate = s.launch_type == "FARGATE" and not s.capacity_provider
         if s.subnets:
             vpc: dict[str, Any] = {"subnets": list(s.subnets), "assignPublicIp": s.assign_public_ip}
             if s.security_groups:
                 vpc["securityGroups"] = list(s.security_groups)
             params["networkConfiguration"] = {"awsvpcConfiguration": vpc}
-        elif s.launch_type == "FARGATE":
+        elif fargate or s.capacity_provider.upper().startswith("FARGATE"):
             raise ConfigError(
                 "luigi.cfg [ecs] subnets is empty: Fargate tasks need awsvpc networking "
                 "(set subnets and security_groups, or launch_type = EC2)"
@@ -172,8 +254,11 @@ class EcsExecutor(CloudExecutor):
         return params
 
     def submit(self, job: Job, command: list[str], env: dict[str, str],
-               tags: dict[str, str], deadline: float) -> str:  # fmt: skip
-        params = self.run_task_params(job, command, env, tags)
+               tags: dict[str, str], deadline: float, *, submission: int = 1) -> str:  # fmt: skip
+        params = self.run_task_params(
+            job, command, env, tags, submission=submission,
+            task_definition=self.task_definition_for(job),
+        )  # fmt: skip
         self._awslogs()  # read the task definition's log settings once, before any task runs
         try:
             response = aws.with_backoff(lambda: self.client.run_task(**params))
@@ -223,9 +308,7 @@ class EcsExecutor(CloudExecutor):
                 group, prefix = self.settings.log_group, self.settings.log_stream_prefix
                 if not group:
                     try:
-                        definition = self.client.describe_task_definition(
-                            taskDefinition=self.settings.task_definition
-                        )["taskDefinition"]
+                        definition = self.configured_definition()["taskDefinition"]
                         container = next(
                             (
                                 c
@@ -249,3 +332,116 @@ class EcsExecutor(CloudExecutor):
             return "", ""
         # The awslogs driver names streams prefix/container-name/task-id.
         return group, f"{prefix}/{self.settings.container_name}/{task_id.rsplit('/', 1)[-1]}"
+
+    # -- the spec's image ------------------------------------------------------------------
+    def configured_definition(self) -> dict[str, Any]:
+        """``[ecs] task_definition`` as DescribeTaskDefinition returns it (with its tags),
+        read once per executor."""
+        with self._definitions_lock:
+            if self._configured is None:
+                name = self.settings.task_definition
+                try:
+                    try:
+                        self._configured = aws.with_backoff(
+                            lambda: self.client.describe_task_definition(
+                                taskDefinition=name, include=["TAGS"]
+                            )
+                        )
+                    except Exception as exc:
+                        if "AccessDenied" not in aws.error_code(exc):
+                            raise
+                        # Tags may need more than ecs:DescribeTaskDefinition: go without
+                        # them (a derived definition then carries only derived_from).
+                        self._configured = aws.with_backoff(
+                            lambda: self.client.describe_task_definition(taskDefinition=name)
+                        )
+                except Exception as exc:
+                    raise CloudError(
+                        f"ecs: cannot read [ecs] task_definition "
+                        f"{self.settings.task_definition!r}: {aws.describe_error(exc)}; "
+                        "check the name and the worker's ecs:DescribeTaskDefinition permission"
+                    ) from None
+            return self._configured
+
+    def _container(self, definition: dict[str, Any]) -> dict[str, Any]:
+        for container in definition.get("containerDefinitions") or []:
+            if container.get("name") == self.settings.container_name:
+                return dict(container)
+        raise ConfigError(
+            f"ecs task definition {definition.get('family')!r} has no container named "
+            f"{self.settings.container_name!r}: set luigi.cfg [ecs] container_name"
+        )
+
+    def task_definition_for(self, job: Job) -> str:
+        """The task definition that runs the spec's image: the configured one when the
+        spec names no image or the same one, else a derived one (registered once)."""
+        image = job.spec.image
+        if not image:
+            return self.settings.task_definition
+        with self._definitions_lock:
+            if image in self._definitions:
+                return self._definitions[image]
+            lock = self._definition_locks.setdefault(image, threading.Lock())
+        with lock:
+            with self._definitions_lock:
+                if image in self._definitions:
+                    return self._definitions[image]
+            arn = self._derive(image)
+            with self._definitions_lock:
+                self._definitions[image] = arn
+            return arn
+
+    def job_image(self, job: Job) -> str:
+        if job.spec.image:
+            return job.spec.image
+        try:
+            configured = self.configured_definition()["taskDefinition"]
+            return str(self._container(configured).get("image") or "")
+        except (CloudError, ConfigError):
+            return ""
+
+    def _derive(self, image: str) -> str:
+        answer = self.configured_definition()
+        configured = answer["taskDefinition"]
+        if self._container(configured).get("image") == image:
+            return self.settings.task_definition
+        family = derived_family(str(configured["family"]), image)
+        try:
+            existing = self.client.describe_task_definition(taskDefinition=family)
+            definition = existing["taskDefinition"]
+            if (
+                self._container(definition).get("image") == image
+                and definition.get("status", "ACTIVE") == "ACTIVE"
+            ):
+                arn = str(definition["taskDefinitionArn"])
+                log.info("ecs: image %s runs as %s (registered before)", image, arn)
+                return arn
+        except Exception as exc:
+            if aws.error_code(exc) not in ("ClientException", "InvalidParameterException"):
+                raise CloudError(
+                    f"ecs: cannot look up task definition {family}: {aws.describe_error(exc)}"
+                ) from None
+        request: dict[str, Any] = {
+            key: configured[key] for key in REGISTRABLE if configured.get(key) not in (None, [], {})
+        }
+        request["family"] = family
+        request["containerDefinitions"] = [
+            {**c, "image": image} if c.get("name") == self.settings.container_name else c
+            for c in configured.get("containerDefinitions") or []
+        ]
+        tags = [t for t in answer.get("tags") or [] if not str(t.get("key", "")).startswith("aws:")]
+        tags.append({"key": "derived_from", "value": str(configured["taskDefinitionArn"])[:256]})
+        request["tags"] = tags
+        try:
+            registered = aws.with_backoff(lambda: self.client.register_task_definition(**request))
+        except Exception as exc:
+            raise CloudError(
+                f"ecs: cannot register task definition {family} for image {image}: "
+                f"{aws.describe_error(exc)}; the worker needs ecs:RegisterTaskDefinition, "
+                "ecs:TagResource and iam:PassRole on the task roles — or leave the spec's "
+                "image empty to run the configured task definition's image"
+            ) from None
+        self.registrations += 1
+        arn = str(registered["taskDefinition"]["taskDefinitionArn"])
+        log.info("ecs: registered %s to run image %s", arn, image)
+        return arn

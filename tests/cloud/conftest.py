@@ -44,7 +44,6 @@ MOTO_AMI = "ami-12c6146b"  # one of the images moto's EC2 knows
 # columns, or the failure modes the tests need.
 TOY_PROGRAM = """
 import os, pathlib, signal, sys, time
-import pandas as pd
 mode, inp, out = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
 print(f"toy program: mode={mode} input={inp}", flush=True)
 if mode == "fail" or (mode.startswith("fail-for:") and
@@ -57,6 +56,7 @@ if mode == "stubborn":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while True:
         time.sleep(0.1)
+import pandas as pd  # after the modes above: a slow import must not delay their setup
 frame = pd.read_parquet(inp) if inp.endswith(".parquet") else pd.read_csv(inp)
 rows = []
 for column in [c for c in frame.columns if c.startswith("share_")]:

@@ -5,6 +5,7 @@ lease still goes to the moto server's S3)."""
 from __future__ import annotations
 
 import signal
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,16 @@ from botocore.stub import ANY, Stubber
 from pipeline.executors import Events, aws
 from pipeline.executors.base import Interrupted
 from pipeline.executors.batch import retry_strategy
+from pipeline.executors.ecs import EcsExecutor
 from tests.cloud.conftest import CLUSTER, CONTAINER, LOG_GROUP, LOG_PREFIX, Cloud
-from tests.cloud.helpers import batch_executor, ecs_executor, in_background, make_job, wait_for
+from tests.cloud.helpers import (
+    ECS_SETTINGS,
+    batch_executor,
+    ecs_executor,
+    in_background,
+    make_job,
+    wait_for,
+)
 
 ARN = f"arn:aws:ecs:us-east-1:123456789012:task/{CLUSTER}/0123456789abcdef"
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -34,11 +43,20 @@ def stub_ecs_run(stub: Stubber, states: list[dict[str, Any] | str]) -> None:
     (a string is an error code)."""
     stub.add_response(
         "describe_task_definition",
-        {"taskDefinition": {"containerDefinitions": [{
-            "name": CONTAINER, "logConfiguration": {"logDriver": "awslogs", "options": {
-                "awslogs-group": LOG_GROUP, "awslogs-stream-prefix": LOG_PREFIX}}}]}},
-        {"taskDefinition": ANY},
+        {"taskDefinition": {"family": "estimator-test", "taskDefinitionArn": TASK_DEFINITION_ARN,
+            "containerDefinitions": [{
+            "name": CONTAINER, "image": "toy:1.0", "logConfiguration": {"logDriver": "awslogs",
+            "options": {"awslogs-group": LOG_GROUP, "awslogs-stream-prefix": LOG_PREFIX}}}]}},
+        {"taskDefinition": ANY, "include": ["TAGS"]},
     )  # fmt: skip
+    stub_run_task(stub, states)
+
+
+TASK_DEFINITION_ARN = "arn:aws:ecs:us-east-1:123456789012:task-definition/estimator-test:1"
+
+
+def stub_run_task(stub: Stubber, states: list[dict[str, Any] | str]) -> None:
+    """RunTask, then one DescribeTasks per state (a string is an error code)."""
     stub.add_response("run_task", {"tasks": [ecs_task("PROVISIONING")], "failures": []}, None)
     for state in states:
         if isinstance(state, str):
@@ -98,12 +116,14 @@ def test_ecs_exit_codes_and_stop_codes(
     with Stubber(ecs) as ecs_stub, Stubber(logs) as logs_stub:
         stub_ecs_run(ecs_stub, [ecs_task("PENDING"), ecs_task("RUNNING"), stopped])
         stub_log_tail(logs_stub, LOG_GROUP, f"{LOG_PREFIX}/{CONTAINER}/0123456789abcdef", LOG_LINES)
-        record = ecs_executor(client=ecs, logs_client=logs).run(
-            make_job(tmp_path), Events(status=statuses.append)
-        )
+        # One submission: how each end looks when nothing is resubmitted (the Spot case
+        # with [ecs] attempts = 1; tests/cloud/test_interruptions.py has the retries).
+        executor = EcsExecutor(replace(ECS_SETTINGS, attempts=1), client=ecs, logs_client=logs)
+        record = executor.run(make_job(tmp_path), Events(status=statuses.append))
         ecs_stub.assert_no_pending_responses()
         logs_stub.assert_no_pending_responses()
     assert record.exit_code == exit_code
+    assert record.interrupted == []
     assert [s.split()[2] for s in statuses] == ["submitted", "PENDING", "RUNNING", "STOPPED"]
     if exit_code == 0:
         assert record.error == ""
@@ -151,6 +171,15 @@ def batch_job(status: str, **extra: Any) -> dict[str, Any]:
 
 
 def stub_batch_run(stub: Stubber, states: list[dict[str, Any]]) -> None:
+    # The configured job definition already runs the spec's image: nothing is derived.
+    stub.add_response(
+        "describe_job_definitions",
+        {"jobDefinitions": [{"jobDefinitionName": "estimator-test-job", "revision": 1,
+                             "jobDefinitionArn": "arn:aws:batch:us-east-1:123456789012:"
+                             "job-definition/estimator-test-job:1", "type": "container",
+                             "containerProperties": {"image": "toy:1.0"}}]},
+        {"jobDefinitionName": "estimator-test-job", "status": "ACTIVE"},
+    )  # fmt: skip
     stub.add_response("submit_job", {"jobName": "toy", "jobId": JOB_ID}, None)
     for state in states:
         stub.add_response("describe_jobs", {"jobs": [state]}, {"jobs": [JOB_ID]})

@@ -19,6 +19,7 @@ from tests.infra.tf import REPO
 
 DOCKER = REPO / "docker"
 DOCKERFILES = [DOCKER / "pipeline.Dockerfile", DOCKER / "estimator.Dockerfile"]
+WRAP_PROGRAM = DOCKER / "wrap-program.Dockerfile"
 
 
 def hadolint() -> str:
@@ -47,7 +48,7 @@ def instructions(path: Path) -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("dockerfile", [*DOCKERFILES, WRAP_PROGRAM], ids=lambda p: p.name)
 def test_hadolint_is_clean(dockerfile):
     result = subprocess.run(
         [hadolint(), str(dockerfile)], capture_output=True, text=True, timeout=120
@@ -110,9 +111,44 @@ def test_the_wrapper_needs_only_the_standard_library_boto3_and_its_own_modules()
                 )
 
 
+def test_wrap_program_adds_the_wrapper_to_an_unchanged_program_image():
+    """Another team's image is the final stage's base, as it is; only /opt/pipeline-wrapper
+    (boto3 pinned, the pipeline without dependencies) is added, and the wrapper takes its
+    own PYTHONPATH entry out before starting the program (pipeline/wrapper.py)."""
+    from pipeline import wrapper
+
+    steps = instructions(WRAP_PROGRAM)
+    args = {a.split("=", 1)[0]: a for op, a in steps if op == "ARG"}
+    assert set(args) == {"PYTHON_IMAGE", "PROGRAM_IMAGE"}
+    assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm", args["PYTHON_IMAGE"])
+    assert args["PROGRAM_IMAGE"] == "PROGRAM_IMAGE"  # no default: the build must name it
+    froms = [a for op, a in steps if op == "FROM"]
+    assert froms == ["${PYTHON_IMAGE} AS build", "${PROGRAM_IMAGE} AS runtime"]
+    final = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM") + 1 :]
+    assert [op for op, _ in final] == ["COPY", "ENV", "ENTRYPOINT", "CMD"]
+    assert final[0][1] == "--from=build /opt/pipeline-wrapper /opt/pipeline-wrapper"
+    env = final[1][1]
+    assert "PYTHONPATH=/opt/pipeline-wrapper${PYTHONPATH:+:${PYTHONPATH}}" in env
+    assert f"{wrapper.WRAPPER_PATH_ENV}=/opt/pipeline-wrapper" in env
+    assert final[2][1] == "[]"  # the program's own entrypoint would swallow our command
+    assert final[3][1] == '["python", "-m", "pipeline.wrapper", "--help"]'
+    assert "USER" not in [op for op, _ in final]  # the program image's user stays
+    installs = [a for op, a in steps if op == "RUN" and "pip install" in a]
+    assert installs and all("--target /opt/pipeline-wrapper" in a for a in installs)
+    assert "-c constraints.txt" in installs[0] and "boto3==1.44.5" in installs[0]
+    assert "--no-deps --target /opt/pipeline-wrapper ./pipeline-src" in installs[0]
+
+
+def test_lint_docker_covers_every_dockerfile():
+    makefile = (REPO / "Makefile").read_text()
+    line = next(line for line in makefile.splitlines() if "/hadolint " in line)
+    for dockerfile in sorted(DOCKER.glob("*.Dockerfile")):
+        assert f"docker/{dockerfile.name}" in line, f"make lint-docker skips {dockerfile.name}"
+
+
 def copy_sources() -> list[str]:
     sources = []
-    for dockerfile in DOCKERFILES:
+    for dockerfile in [*DOCKERFILES, WRAP_PROGRAM]:
         for op, args in instructions(dockerfile):
             if op == "COPY" and "--from=" not in args:
                 parts = [p for p in args.split() if not p.startswith("--")]

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.infra.tf import REPO, TERRAFORM, all_envs, all_modules, parse, tf_files
+from tests.infra.tf import REPO, TERRAFORM, all_modules, parse, root, tf_files
 
 REQUIRED = ("main.tf", "variables.tf", "outputs.tf", "versions.tf")
 CLOUDWATCH_RETENTIONS = {
@@ -29,16 +29,16 @@ def test_every_file_parses_and_the_layout_is_there():
     names = {m.name for m in all_modules()}
     assert {"storage", "ecr", "ecs_cluster", "luigid", "task", "batch", "schedules", "iam",
             "secrets", "monitoring", "platform"} <= names  # fmt: skip
-    assert {e.name for e in all_envs()} == {"prod", "staging"}
+    assert (TERRAFORM / "stack").is_dir()
 
 
-@pytest.mark.parametrize("module", all_modules() + all_envs(), ids=lambda m: m.name)
+@pytest.mark.parametrize("module", [*all_modules(), root()], ids=lambda m: m.name)
 def test_module_has_the_four_files(module):
     missing = [f for f in REQUIRED if not (module.path / f).is_file()]
     assert not missing, f"{module.path.relative_to(REPO)} lacks {missing}"
 
 
-@pytest.mark.parametrize("module", all_modules() + all_envs(), ids=lambda m: m.name)
+@pytest.mark.parametrize("module", [*all_modules(), root()], ids=lambda m: m.name)
 def test_every_variable_is_typed_and_described(module):
     variables = module.labelled("variable")
     assert variables, f"{module.name} declares no variable"
@@ -99,20 +99,11 @@ def test_provider_and_terraform_pins_are_exact_and_agree():
                     f"{path.relative_to(REPO)}: pin {name} exactly, not {spec['version']!r}"
                 )
                 pins.setdefault(name, set()).add(spec["version"])
-        if path.parent.parent.name == "envs":
+        if path.parent == root().path:
             assert re.fullmatch(r"\d+\.\d+\.\d+", terraform["required_version"])
             assert "backend" in terraform, f"{path.relative_to(REPO)} has no backend block"
     assert set(pins) == {"aws", "datadog"}
     assert all(len(versions) == 1 for versions in pins.values()), f"pins disagree: {pins}"
-
-
-def test_every_env_has_backend_and_tfvars_placeholders():
-    for env in all_envs():
-        backend = (env.path / "backend.hcl").read_text()
-        for key in ("bucket", "key", "region", "use_lockfile"):
-            assert re.search(rf"^{key}\s*=", backend, re.M), f"{env.name}/backend.hcl lacks {key}"
-        assert f"/{env.name}/terraform.tfstate" in backend
-        assert "REPLACE-ME" in (env.path / "terraform.tfvars").read_text()
 
 
 def test_terraform_fmt_is_clean():
@@ -126,3 +117,21 @@ def test_terraform_fmt_is_clean():
         timeout=120,
     )
     assert result.returncode == 0, f"terraform fmt would change:\n{result.stdout}"
+
+
+def test_every_checkov_skip_says_why_and_nothing_skips_wholesale():
+    """make checkov (part of make test) must pass with 0 failed checks; a check may be
+    skipped only inline, on its resource, with the reason next to it."""
+    skips = 0
+    for path in tf_files():
+        for line in path.read_text().splitlines():
+            if "checkov:skip" in line:
+                skips += 1
+                match = re.search(r"#checkov:skip=(CKV2?_[A-Z]+_\d+):(.+)$", line)
+                assert match and len(match.group(2).strip()) >= 30, (
+                    f"{path.relative_to(REPO)}: {line.strip()!r} needs a reason"
+                )
+    assert skips > 0
+    makefile = (REPO / "Makefile").read_text()
+    assert "--skip-check" not in makefile and "--soft-fail" not in makefile
+    assert not list(REPO.glob(".checkov.y*ml"))

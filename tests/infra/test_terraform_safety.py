@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.infra.tf import REPO, Module, all_envs, all_modules, statements
+from tests.infra.tf import ENV_NAMES, REPO, Module, all_modules, env_scope, root, statements
 
 MODULES = REPO / "terraform" / "modules"
 
@@ -49,7 +49,9 @@ def test_resource_star_only_where_aws_allows_nothing_else():
     allowed = {
         "ecr:GetAuthorizationToken",
         "ecs:DescribeTaskDefinition",
+        "ecs:RegisterTaskDefinition",  # conditioned on the derived_from request tag
         "batch:DescribeJobs",
+        "batch:DescribeJobDefinitions",
         "batch:ListJobs",
     }
     for where, statement in policy_statements():
@@ -75,13 +77,23 @@ def worker_statement(sid: str) -> dict:
 def test_worker_may_run_only_the_estimator_and_pass_only_its_roles():
     run = worker_statement("RunOnlyTheEstimator")
     assert run["actions"] == ["ecs:RunTask"]
-    assert run["resources"] == ["${local.estimator_task_definitions}"]
+    assert run["resources"] == [
+        "${local.estimator_task_definitions}",
+        "${local.derived_task_definitions}",
+    ]
     locals_ = module("iam").locals()
     assert (
         locals_["estimator_task_definitions"]
         == "${local.ecs}:task-definition/${var.estimator_family}:*"
     )
     assert run["condition"][0]["variable"] == "ecs:cluster"
+    # Derived definitions (the spec's image) stay in the estimator's name space.
+    assert (
+        locals_["derived_task_definitions"]
+        == "${local.ecs}:task-definition/${var.estimator_family}-*:*"
+    )
+    register = worker_statement("RegisterDerivedTaskDefinitions")
+    assert register["condition"][0]["variable"] == "aws:RequestTag/derived_from"
     passrole = worker_statement("PassOnlyTheEstimatorRoles")
     assert passrole["actions"] == ["iam:PassRole"]
     assert passrole["resources"] == "${local.estimator_roles}"
@@ -92,7 +104,13 @@ def test_worker_may_run_only_the_estimator_and_pass_only_its_roles():
     assert passrole["condition"][0]["values"] == ["ecs-tasks.amazonaws.com"]
     submit = worker_statement("SubmitOnlyTheEstimatorJob")
     assert all(
-        "var.batch_job_definition" in r or "var.batch_job_queue" in r for r in submit["resources"]
+        "var.batch_job_definition" in r
+        or "var.batch_job_queue" in r
+        or r.startswith("${local.derived")
+        for r in submit["resources"]
+    )
+    assert locals_["derived_job_definitions"] == (
+        "${local.batch}:job-definition/${var.batch_job_definition}-*"
     )
 
 
@@ -235,12 +253,19 @@ def test_monitors_watch_metrics_the_pipeline_declares():
 
 
 def test_environments_guard_their_account_and_keep_staging_off_schedule():
-    for env in all_envs():
-        main = (env.path / "main.tf").read_text()
-        assert "allowed_account_ids = [var.aws_account_id]" in main
-    staging = (REPO / "terraform/envs/staging/main.tf").read_text()
-    assert "daily_run_enabled  = false" in staging
-    assert "daily_run_enabled  = true" in (REPO / "terraform/envs/prod/main.tf").read_text()
+    main = (root().path / "main.tf").read_text()
+    assert "allowed_account_ids = [var.aws_account_id]" in main
+    scopes = {env: env_scope(env).call("platform") for env in ENV_NAMES}
+    assert scopes["prod"].values["daily_run_enabled"] is True
+    assert scopes["staging"].values["daily_run_enabled"] is False
+    assert scopes["branch"].values["daily_run_enabled"] is False
+    # Production keeps everything it cannot get back; only branch stacks are disposable.
+    assert scopes["prod"].values["deletion_protection"] is True
+    assert scopes["prod"].values["force_destroy"] is False
+    assert scopes["staging"].values["force_destroy"] is False
+    assert scopes["branch"].values["force_destroy"] is True
+    prod_db = scopes["prod"].values["task_history_db"]
+    assert prod_db["multi_az"] is True and prod_db["deletion_protection"] is True
 
 
 def test_security_group_descriptions_use_only_characters_aws_accepts():

@@ -121,6 +121,7 @@ def test_the_cloud_override_is_read_by_the_pipeline():
         "PIPELINE_ECS_CLUSTER": "survey-pipeline-staging",
         "PIPELINE_ECS_TASK_DEFINITION": "survey-pipeline-staging-estimator",
         "PIPELINE_ECS_LAUNCH_TYPE": "",
+        "PIPELINE_ECS_CAPACITY_PROVIDER": "FARGATE_SPOT",
         "PIPELINE_ECS_SUBNETS": "subnet-0aaaaaaaaaaaaaaaa,subnet-0bbbbbbbbbbbbbbbb",
         "PIPELINE_ECS_SECURITY_GROUPS": "sg-0cccccccccccccccc",
         "PIPELINE_BATCH_JOB_QUEUE": "survey-pipeline-staging",
@@ -135,6 +136,7 @@ print(json.dumps({
     "subnets": config.get_list("ecs", "subnets"),
     "container": config.get("ecs", "container_name"),
     "launch_type": config.get("ecs", "launch_type", "FARGATE"),
+    "capacity_provider": config.get("ecs", "capacity_provider"),
     "log_group": config.get("batch", "log_group"),
     "host": config.get("core", "default_scheduler_host"),
     "port": config.get("core", "default_scheduler_port"),
@@ -152,6 +154,7 @@ print(json.dumps({
         "subnets": values["PIPELINE_ECS_SUBNETS"].split(","),
         "container": "estimator",
         "launch_type": "",
+        "capacity_provider": "FARGATE_SPOT",
         "log_group": "/survey-pipeline-staging/estimator",
         "host": "luigid.survey-pipeline-staging.internal",
         "port": "8082",
@@ -163,7 +166,7 @@ def test_luigid_listens_on_luigi_cfg_port():
     port = luigi_cfg().getint("core", "default_scheduler_port")
     luigid = Module(REPO / "terraform/modules/luigid")
     assert luigid.labelled("variable")["port"]["default"] == port
-    for env in ("prod", "staging"):
+    for env in ("prod", "staging", "branch"):
         assert platform(env).call("luigid").values["port"] == port  # nobody overrides it
     main = (luigid.path / "main.tf").read_text()
     assert '"--port", tostring(var.port)' in main
@@ -256,8 +259,8 @@ def test_log_group_names_given_to_iam_are_the_ones_created():
     assert calls["luigid"]["log_group_name"] == "${local.log_groups.luigid}"
 
 
-def test_names_resolve_for_both_environments():
-    for env in ("prod", "staging"):
+def test_names_resolve_for_every_environment():
+    for env in ("prod", "staging", "branch"):
         names = deployed_names(env)
         assert all(isinstance(v, str) and "${" not in v for v in names.values()), names
     with pytest.raises(Unresolved):
@@ -271,3 +274,24 @@ def test_luigid_override_turns_task_history_off_without_a_database():
     luigid_main = (REPO / "terraform/modules/luigid/main.tf").read_text()
     assert '"/app/deploy/luigid.cfg"' in luigid_main
     assert "LUIGID_DB_SECRET" in luigid_main
+
+
+def test_fargate_spot_reaches_the_executor_only_when_chosen():
+    """estimator_fargate_spot => [ecs] capacity_provider = FARGATE_SPOT in the worker
+    (docker/luigi.cloud.cfg), which the cluster offers; off by default."""
+    platform_module = Module(REPO / "terraform/modules/platform")
+    variable = platform_module.labelled("variable")["estimator_fargate_spot"]
+    assert variable["default"] is False
+    assert 'var.estimator_capacity == "FARGATE"' in variable["validation"][0]["condition"]
+    assert worker_environment()["PIPELINE_ECS_CAPACITY_PROVIDER"] == (
+        '${var.estimator_fargate_spot ? "FARGATE_SPOT" : ""}'
+    )
+    cloud = configparser.ConfigParser(interpolation=None)
+    cloud.read(CLOUD_CFG)
+    assert cloud.get("ecs", "capacity_provider") == "${PIPELINE_ECS_CAPACITY_PROVIDER}"
+    cluster = Module(REPO / "terraform/modules/ecs_cluster")
+    providers = cluster.resource("aws_ecs_cluster_capacity_providers")["capacity_providers"]
+    assert "FARGATE_SPOT" in providers
+    assert platform("prod").values["estimator_fargate_spot"] is False
+    assert platform("branch").values["estimator_fargate_spot"] is True
+    assert "capacity_provider = " in platform_module.labelled("output")["luigi_cfg"]["value"]

@@ -1,6 +1,7 @@
 """Reading terraform/ for the infrastructure tests: every .tf parsed with python-hcl2, and a
-small resolver that follows plain references (``var.x``, ``local.x.y``) from an
-environment down through its module calls, so a test can ask "what is the name of this
+small resolver that follows plain references (``var.x``, ``local.x.y``) from the root
+configuration (``terraform/stack`` with an environment's ``terraform/envs/<env>.tfvars``)
+down through its module calls, so a test can ask "what is the name of this
 resource in production?" without Terraform or its providers (which cannot be downloaded
 here; Jenkins runs ``terraform validate`` and ``plan``)."""
 
@@ -21,6 +22,16 @@ REPO = Path(__file__).resolve().parents[2]
 TERRAFORM = REPO / "terraform"
 MODULES = TERRAFORM / "modules"
 ENVS = TERRAFORM / "envs"
+STACK = TERRAFORM / "stack"
+ENV_NAMES = ("prod", "staging", "branch")
+# A branch stack reads staging's values first, then its own (Makefile: TF_VARS_branch).
+VAR_FILES = {
+    "prod": ("prod.tfvars",),
+    "staging": ("staging.tfvars",),
+    "branch": ("staging.tfvars", "branch.tfvars"),
+}
+# What make adds on the command line for a branch stack (a made-up branch).
+BRANCH_CLI = {"name": "sp-feature-x-0a1b2c", "branch": "feature/x"}
 
 _REF = re.compile(r"\$\{\s*((?:var|local)\.[A-Za-z0-9_.\-]+)\s*\}")
 
@@ -58,6 +69,18 @@ def parse(path: Path) -> dict[str, Any]:
 
 def tf_files() -> list[Path]:
     return sorted(p for p in TERRAFORM.rglob("*.tf") if ".terraform" not in p.parts)
+
+
+@functools.cache
+def tfvars(env: str) -> dict[str, Any]:
+    """The values an environment gives the root configuration, in make's order (later
+    files and the command line win)."""
+    values: dict[str, Any] = {}
+    for name in VAR_FILES[env]:
+        values.update(parse(ENVS / name))
+    if env == "branch":
+        values.update(BRANCH_CLI)
+    return values
 
 
 @dataclass(frozen=True)
@@ -112,8 +135,9 @@ def all_modules() -> list[Module]:
     return [Module(p) for p in sorted(MODULES.iterdir()) if p.is_dir()]
 
 
-def all_envs() -> list[Module]:
-    return [Module(p) for p in sorted(ENVS.iterdir()) if p.is_dir()]
+def root() -> Module:
+    """terraform/stack: the one root configuration of every stack."""
+    return Module(STACK)
 
 
 @dataclass
@@ -169,8 +193,12 @@ class Scope:
 
 
 def env_scope(env: str) -> Scope:
-    """An environment's root module (its own variables come from terraform.tfvars)."""
-    return Scope(Module(ENVS / env), {})
+    """The root configuration as ``env`` instantiates it: variable defaults, then the
+    environment's .tfvars files (and, for a branch stack, make's -var name/branch)."""
+    module = root()
+    values = {k: v.get("default") for k, v in module.labelled("variable").items() if "default" in v}
+    values.update(tfvars(env))
+    return Scope(module, values)
 
 
 def luigi_cfg() -> configparser.ConfigParser:

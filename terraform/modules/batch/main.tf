@@ -130,11 +130,20 @@ resource "aws_batch_job_definition" "this" {
     attempt_duration_seconds = var.attempt_timeout_seconds
   }
 
+  # The same rules, in the same order, as pipeline/executors/batch.py: retry_strategy (the
+  # executor also sends them with every SubmitJob; tests/infra checks the two agree). The
+  # first matching rule wins and Batch RETRIES an attempt no rule matches, so a lost host
+  # is retried and everything else exits: an attempt with an exit code of the program's own
+  # (onExitCode "*") as well as any other reason (onReason "*").
   retry_strategy {
     attempts = var.retry_attempts
     evaluate_on_exit {
       on_status_reason = "Host EC2*"
       action           = "RETRY"
+    }
+    evaluate_on_exit {
+      on_exit_code = "*"
+      action       = "EXIT"
     }
     evaluate_on_exit {
       on_reason = "*"

@@ -6,7 +6,7 @@ resource "aws_ecr_repository" "this" {
 
   name                 = "${var.name}/${each.key}"
   image_tag_mutability = "IMMUTABLE"
-  force_delete         = false
+  force_delete         = var.force_destroy
 
   image_scanning_configuration {
     scan_on_push = true

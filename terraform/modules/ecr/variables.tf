@@ -40,6 +40,12 @@ variable "keep_images" {
   }
 }
 
+variable "force_destroy" {
+  type        = bool
+  description = "Let terraform destroy delete the repositories with their images (short-lived branch stacks only)."
+  default     = false
+}
+
 variable "tags" {
   type        = map(string)
   description = "Tags added to the repositories."

@@ -2,8 +2,12 @@
 
 locals {
   estimator_task_definitions = "${local.ecs}:task-definition/${var.estimator_family}:*"
-  cluster_tasks              = "${local.ecs}:task/${var.cluster_name}/*"
-  estimator_roles            = [aws_iam_role.this["estimator_task"].arn, aws_iam_role.this["estimator_execution"].arn]
+  # Task/job definitions the executors derive from the estimator's to run a program spec's
+  # own image: <family>-<hash of the image> (pipeline/executors/ecs.py, batch.py).
+  derived_task_definitions = "${local.ecs}:task-definition/${var.estimator_family}-*:*"
+  derived_job_definitions  = "${local.batch}:job-definition/${var.batch_job_definition}-*"
+  cluster_tasks            = "${local.ecs}:task/${var.cluster_name}/*"
+  estimator_roles          = [aws_iam_role.this["estimator_task"].arn, aws_iam_role.this["estimator_execution"].arn]
 }
 
 data "aws_iam_policy_document" "worker_task" {
@@ -36,7 +40,7 @@ data "aws_iam_policy_document" "worker_task" {
   statement {
     sid       = "RunOnlyTheEstimator"
     actions   = ["ecs:RunTask"]
-    resources = [local.estimator_task_definitions]
+    resources = [local.estimator_task_definitions, local.derived_task_definitions]
     condition {
       test     = "ArnEquals"
       variable = "ecs:cluster"
@@ -52,6 +56,26 @@ data "aws_iam_policy_document" "worker_task" {
     sid       = "ReadEstimatorLogSettings"
     actions   = ["ecs:DescribeTaskDefinition"]
     resources = ["*"] # DescribeTaskDefinition has no resource-level permissions
+  }
+  statement {
+    sid       = "RegisterDerivedTaskDefinitions"
+    actions   = ["ecs:RegisterTaskDefinition"]
+    resources = ["*"] # RegisterTaskDefinition has no resource-level permissions
+    condition {
+      test     = "Null"
+      variable = "aws:RequestTag/derived_from" # only what the executor registers carries it
+      values   = ["false"]
+    }
+  }
+  statement {
+    sid       = "TagDerivedTaskDefinitions"
+    actions   = ["ecs:TagResource"]
+    resources = [local.derived_task_definitions]
+    condition {
+      test     = "StringEquals"
+      variable = "ecs:CreateAction"
+      values   = ["RegisterTaskDefinition"]
+    }
   }
   statement {
     sid       = "ListClusterTasks"
@@ -80,8 +104,15 @@ data "aws_iam_policy_document" "worker_task" {
     resources = [
       "${local.batch}:job-definition/${var.batch_job_definition}",
       "${local.batch}:job-definition/${var.batch_job_definition}:*",
+      local.derived_job_definitions,
+      "${local.batch}:job-definition/${var.batch_job_definition}-*:*",
       "${local.batch}:job-queue/${var.batch_job_queue}",
     ]
+  }
+  statement {
+    sid       = "RegisterAndTagDerivedJobDefinitions"
+    actions   = ["batch:RegisterJobDefinition", "batch:TagResource"]
+    resources = [local.derived_job_definitions, "${local.batch}:job-definition/${var.batch_job_definition}-*:*"]
   }
   statement {
     sid       = "StopAndTagJobs"
@@ -90,8 +121,8 @@ data "aws_iam_policy_document" "worker_task" {
   }
   statement {
     sid       = "WatchJobs"
-    actions   = ["batch:DescribeJobs", "batch:ListJobs"]
-    resources = ["*"] # neither supports resource-level permissions
+    actions   = ["batch:DescribeJobs", "batch:ListJobs", "batch:DescribeJobDefinitions"]
+    resources = ["*"] # none supports resource-level permissions
   }
 
   statement {

@@ -14,7 +14,7 @@ variable "vpc_id" {
 
   validation {
     condition     = can(regex("^vpc-[0-9a-f]{8,17}$", var.vpc_id))
-    error_message = "vpc_id must look like vpc-0123456789abcdef0: set it in terraform/envs/<env>/terraform.tfvars."
+    error_message = "vpc_id must look like vpc-0123456789abcdef0: set it in terraform/envs/<env>.tfvars."
   }
 }
 

@@ -68,6 +68,7 @@ module "schedules" {
 
 module "monitoring" {
   source = "../monitoring"
+  count  = var.monitors_enabled ? 1 : 0
 
   env              = var.environment
   ui_url           = module.luigid.ui_url

@@ -1,6 +1,6 @@
 # The whole stack of one environment, composed from the modules next to this one.
-# terraform/envs/prod and terraform/envs/staging call it with their own values, so the two
-# environments cannot drift apart. Names follow luigi.cfg: with name = "survey-pipeline"
+# terraform/stack (the one root configuration) calls it with each environment's values
+# (terraform/envs/<env>.tfvars), so the environments cannot drift apart. Names follow luigi.cfg: with name = "survey-pipeline"
 # (production) they equal its defaults; other names reach the worker through the cloud
 # override docker/luigi.cloud.cfg (tests/infra checks both).
 
@@ -46,6 +46,7 @@ module "storage" {
   source = "../storage"
 
   name                = var.name
+  force_destroy       = var.force_destroy
   kms_key_arn         = module.kms.data_key_arn
   work_retention_days = var.work_retention_days
   tags                = local.tags
@@ -54,10 +55,11 @@ module "storage" {
 module "ecr" {
   source = "../ecr"
 
-  name        = var.name
-  images      = ["pipeline", "estimator"]
-  kms_key_arn = module.kms.data_key_arn
-  tags        = local.tags
+  name          = var.name
+  force_destroy = var.force_destroy
+  images        = ["pipeline", "estimator"]
+  kms_key_arn   = module.kms.data_key_arn
+  tags          = local.tags
 }
 
 module "secrets" {

@@ -24,6 +24,7 @@ output "luigi_cfg" {
     task_definition = ${module.estimator_task.family}
     container_name = ${module.estimator_task.container_name}
     launch_type = ${var.estimator_capacity == "FARGATE" ? "FARGATE" : ""}
+    capacity_provider = ${var.estimator_fargate_spot ? "FARGATE_SPOT" : ""}
     subnets = ${join(",", var.private_subnet_ids)}
     security_groups = ${module.network.estimator_security_group_id}
     assign_public_ip = DISABLED

@@ -36,20 +36,21 @@ module "worker_task" {
 
   # Every ${VARIABLE} of docker/luigi.cloud.cfg (LUIGI_CONFIG_PATH) is set here.
   environment = {
-    LUIGI_CONFIG_PATH             = "/app/deploy/luigi.cfg"
-    PIPELINE_STORAGE_ROOT         = module.storage.storage_root
-    PIPELINE_RAW_URI              = module.storage.raw_uri
-    PIPELINE_WAREHOUSE            = var.warehouse
-    PIPELINE_SCHEDULER_HOST       = module.luigid.hostname
-    PIPELINE_SCHEDULER_PORT       = tostring(module.luigid.port)
-    PIPELINE_ECS_CLUSTER          = module.ecs_cluster.name
-    PIPELINE_ECS_TASK_DEFINITION  = module.estimator_task.family
-    PIPELINE_ECS_LAUNCH_TYPE      = var.estimator_capacity == "FARGATE" ? "FARGATE" : "" # "" = the cluster's default: the EC2 hosts
-    PIPELINE_ECS_SUBNETS          = join(",", var.private_subnet_ids)
-    PIPELINE_ECS_SECURITY_GROUPS  = module.network.estimator_security_group_id
-    PIPELINE_BATCH_JOB_QUEUE      = module.batch.job_queue_name
-    PIPELINE_BATCH_JOB_DEFINITION = module.batch.job_definition_name
-    PIPELINE_ESTIMATOR_LOG_GROUP  = module.estimator_task.log_group_name
+    LUIGI_CONFIG_PATH              = "/app/deploy/luigi.cfg"
+    PIPELINE_STORAGE_ROOT          = module.storage.storage_root
+    PIPELINE_RAW_URI               = module.storage.raw_uri
+    PIPELINE_WAREHOUSE             = var.warehouse
+    PIPELINE_SCHEDULER_HOST        = module.luigid.hostname
+    PIPELINE_SCHEDULER_PORT        = tostring(module.luigid.port)
+    PIPELINE_ECS_CLUSTER           = module.ecs_cluster.name
+    PIPELINE_ECS_TASK_DEFINITION   = module.estimator_task.family
+    PIPELINE_ECS_LAUNCH_TYPE       = var.estimator_capacity == "FARGATE" ? "FARGATE" : "" # "" = the cluster's default: the EC2 hosts
+    PIPELINE_ECS_CAPACITY_PROVIDER = var.estimator_fargate_spot ? "FARGATE_SPOT" : ""     # wins over the launch type
+    PIPELINE_ECS_SUBNETS           = join(",", var.private_subnet_ids)
+    PIPELINE_ECS_SECURITY_GROUPS   = module.network.estimator_security_group_id
+    PIPELINE_BATCH_JOB_QUEUE       = module.batch.job_queue_name
+    PIPELINE_BATCH_JOB_DEFINITION  = module.batch.job_definition_name
+    PIPELINE_ESTIMATOR_LOG_GROUP   = module.estimator_task.log_group_name
   }
   secrets = {
     GOOGLE_APPLICATION_CREDENTIALS_JSON = module.secrets.arns.bigquery_key

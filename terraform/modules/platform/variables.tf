@@ -10,11 +10,11 @@ variable "name" {
 
 variable "environment" {
   type        = string
-  description = "prod or staging: tags every resource, DD_ENV of the containers, scope of the Datadog monitors."
+  description = "prod, staging or branch (a branch build's short-lived stack): tags every resource, DD_ENV of the containers, scope of the Datadog monitors."
 
   validation {
-    condition     = contains(["prod", "staging"], var.environment)
-    error_message = "environment must be prod or staging."
+    condition     = contains(["prod", "staging", "branch"], var.environment)
+    error_message = "environment must be prod, staging or branch."
   }
 }
 
@@ -34,7 +34,7 @@ variable "vpc_id" {
 
   validation {
     condition     = can(regex("^vpc-[0-9a-f]{8,17}$", var.vpc_id))
-    error_message = "vpc_id must look like vpc-0123456789abcdef0: set it in terraform/envs/<env>/terraform.tfvars."
+    error_message = "vpc_id must look like vpc-0123456789abcdef0: set it in terraform/envs/<env>.tfvars."
   }
 }
 
@@ -44,7 +44,7 @@ variable "private_subnet_ids" {
 
   validation {
     condition     = length(var.private_subnet_ids) >= 2 && alltrue([for s in var.private_subnet_ids : can(regex("^subnet-[0-9a-f]{8,17}$", s))])
-    error_message = "private_subnet_ids must list at least two subnet IDs like subnet-0123456789abcdef0: set them in terraform/envs/<env>/terraform.tfvars."
+    error_message = "private_subnet_ids must list at least two subnet IDs like subnet-0123456789abcdef0: set them in terraform/envs/<env>.tfvars."
   }
 }
 
@@ -178,80 +178,16 @@ variable "work_retention_days" {
   default     = 180
 }
 
-variable "estimator_cpu" {
-  type        = number
-  description = "CPU units of one estimator task / Batch job (1024 = 1 vCPU), the program spec's cpu."
-  default     = 4096
-
-  validation {
-    condition     = contains([1024, 2048, 4096, 8192, 16384], var.estimator_cpu)
-    error_message = "estimator_cpu must be 1024, 2048, 4096, 8192 or 16384 (whole vCPUs, as Batch needs)."
-  }
-}
-
-variable "estimator_memory" {
-  type        = number
-  description = "Memory of one estimator task / Batch job in MiB, the program spec's memory."
-  default     = 16384
-}
-
-variable "worker_cpu" {
-  type        = number
-  description = "CPU units of the worker task (cleansing runs there)."
-  default     = 2048
-}
-
-variable "worker_memory" {
-  type        = number
-  description = "Memory of the worker task in MiB."
-  default     = 8192
-}
-
-variable "estimator_capacity" {
-  type        = string
-  description = "Where the ECS executor starts the estimator: FARGATE (up to 16 vCPU / 120 GiB), or EC2 for the capacity provider's larger hosts (scaled from and back to 0)."
-  default     = "FARGATE"
-
-  validation {
-    condition     = contains(["FARGATE", "EC2"], var.estimator_capacity)
-    error_message = "estimator_capacity must be FARGATE or EC2."
-  }
-}
-
-variable "ec2_instance_types" {
-  type        = list(string)
-  description = "Instance types of the ECS EC2 capacity provider (larger than Fargate)."
-  default     = ["c7i.8xlarge", "c6i.8xlarge", "m7i.8xlarge"]
-}
-
-variable "ec2_max_instances" {
-  type        = number
-  description = "Cost ceiling: most EC2 hosts the capacity provider runs at once (minimum always 0)."
-  default     = 10
-}
-
-variable "batch_instance_types" {
-  type        = list(string)
-  description = "Instance types or families of the Batch compute environment."
-  default     = ["c7i", "c6i", "m7i"]
-}
-
-variable "batch_max_vcpus" {
-  type        = number
-  description = "Cost ceiling: most vCPUs Batch runs at once (minimum always 0)."
-  default     = 256
-}
-
-variable "batch_use_spot" {
+variable "force_destroy" {
   type        = bool
-  description = "Run Batch jobs on Spot (reclaimed hosts are retried)."
+  description = "Let terraform destroy delete the work and log buckets and the image registries with their contents (short-lived branch stacks; never production)."
   default     = false
 }
 
-variable "batch_attempt_timeout_seconds" {
-  type        = number
-  description = "Batch's hard limit per job attempt; above the program spec's timeout."
-  default     = 10800
+variable "monitors_enabled" {
+  type        = bool
+  description = "Create this stack's Datadog monitors (branch stacks do without)."
+  default     = true
 }
 
 variable "deletion_protection" {

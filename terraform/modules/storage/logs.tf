@@ -8,8 +8,9 @@ resource "aws_s3_bucket" "logs" {
   #checkov:skip=CKV_AWS_145:S3 server access logging and ALB access logs can only be delivered to buckets encrypted with SSE-S3 (AES256), not SSE-KMS.
   #checkov:skip=CKV_AWS_144:Access logs are an audit trail kept for a year in this region; a cross-region copy is not required for them.
   #checkov:skip=CKV2_AWS_62:Nothing consumes log-delivery events.
-  bucket = local.logs_bucket_name
-  tags   = var.tags
+  bucket        = local.logs_bucket_name
+  force_destroy = var.force_destroy
+  tags          = var.tags
 }
 
 resource "aws_s3_bucket_ownership_controls" "logs" {

@@ -13,8 +13,9 @@ locals {
 resource "aws_s3_bucket" "this" {
   #checkov:skip=CKV_AWS_144:Work files are rebuilt from the raw export by re-running a date, and the raw export is versioned here and kept by the survey system; a cross-region copy would double the cost of data that is reproducible.
   #checkov:skip=CKV2_AWS_62:Nothing consumes object events; the pipeline finds its inputs through luigi targets, not notifications.
-  bucket = local.bucket_name
-  tags   = var.tags
+  bucket        = local.bucket_name
+  force_destroy = var.force_destroy
+  tags          = var.tags
 }
 
 resource "aws_s3_bucket_ownership_controls" "this" {

@@ -62,6 +62,12 @@ variable "access_log_retention_days" {
   }
 }
 
+variable "force_destroy" {
+  type        = bool
+  description = "Let terraform destroy delete the work and log buckets with every object version in them (short-lived branch stacks only)."
+  default     = false
+}
+
 variable "tags" {
   type        = map(string)
   description = "Tags added to both buckets."

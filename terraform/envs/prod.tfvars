@@ -1,5 +1,14 @@
-# Values of your AWS account for the staging stack (docs/deploy.md, step 3). Every REPLACE-ME
-# fails validation with a message saying what to put there, so a plan cannot run on them.
+# The production stack: terraform/stack with these values (make tf-plan ENV=prod).
+# Names equal luigi.cfg's defaults (survey-pipeline, survey-pipeline-estimator).
+name        = "survey-pipeline"
+environment = "prod"
+
+daily_run_enabled   = true
+task_history_db     = { enabled = true, multi_az = true, deletion_protection = true }
+deletion_protection = true
+
+# Values of your AWS account (docs/deploy.md, step 2). Every REPLACE-ME fails validation
+# with a message saying what to put there, so a plan cannot run on them.
 aws_account_id     = "REPLACE-ME"
 region             = "REPLACE-ME"
 vpc_id             = "vpc-REPLACE-ME"
@@ -7,7 +16,7 @@ private_subnet_ids = ["subnet-REPLACE-ME-a", "subnet-REPLACE-ME-c"]
 ui_cidrs           = ["REPLACE-ME/16"] # your VPN or office range, never 0.0.0.0/0
 
 certificate_arn    = "arn:aws:acm:REPLACE-ME"
-luigid_ui_hostname = "luigid-staging.REPLACE-ME.example"
+luigid_ui_hostname = "luigid.REPLACE-ME.example"
 route53_zone_id    = null
 
 luigid_auth = {

@@ -14,7 +14,7 @@ terraform {
     }
   }
 
-  # Partial configuration: the bucket, key and region come from backend.hcl
-  # (terraform init -backend-config=backend.hcl; make tf-plan does this).
+  # Partial configuration: the bucket, key and region come from envs/<env>.backend.hcl,
+  # and a branch stack's key from make (terraform init -backend-config=...; make tf-init).
   backend "s3" {}
 }

@@ -57,3 +57,13 @@ output "luigid_service_name" {
   description = "luigid's ECS service."
   value       = module.platform.luigid_service_name
 }
+
+output "stack_name" {
+  description = "Name of this stack (the prefix of everything in it)."
+  value       = var.name
+}
+
+output "branch" {
+  description = "Git branch a branch stack was deployed from (read from the state by the expiry job); empty otherwise."
+  value       = var.branch
+}

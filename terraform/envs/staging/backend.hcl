@@ -1,7 +1,0 @@
-# State of the staging stack. Replace the REPLACE-ME values with the state bucket you
-# created in docs/deploy.md, step 2 (versioned, encrypted, in the deployment account).
-bucket       = "REPLACE-ME-terraform-state"
-key          = "survey-pipeline/staging/terraform.tfstate"
-region       = "REPLACE-ME-region"
-encrypt      = true
-use_lockfile = true
