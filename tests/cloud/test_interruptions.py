@@ -16,7 +16,6 @@ import luigi.configuration
 import pytest
 from botocore.stub import ANY, Stubber
 
-from pipeline import config
 from pipeline.errors import ConfigError
 from pipeline.executors import Events, aws
 from pipeline.executors.ecs import EcsExecutor, EcsSettings, interruption
@@ -161,13 +160,15 @@ def test_what_counts_as_an_interruption() -> None:
 
 def test_ecs_attempts_and_capacity_provider_settings(cloud: Cloud, tmp_path: Path) -> None:
     cfg = luigi.configuration.get_config()
+    if not cfg.has_section("ecs"):
+        cfg.add_section("ecs")
     try:
-        config.set_override("ecs", "attempts", "0")
+        cfg.set("ecs", "attempts", "0")
         with pytest.raises(ConfigError, match=r"\[ecs\] attempts = 0"):
             EcsSettings.from_config()
-        config.set_override("ecs", "attempts", "2")
-        config.set_override("ecs", "capacity_provider", "FARGATE_SPOT")
-        config.set_override("ecs", "subnets", "subnet-1")
+        cfg.set("ecs", "attempts", "2")
+        cfg.set("ecs", "capacity_provider", "FARGATE_SPOT")
+        cfg.set("ecs", "subnets", "subnet-1")
         settings = EcsSettings.from_config()
     finally:
         for option in ("attempts", "capacity_provider", "subnets"):
