@@ -18,11 +18,10 @@ import pandas as pd
 
 from pipeline import storage
 from pipeline.cli.status import COLUMNS
-from pipeline.core.spec import load_spec
 from pipeline.report import svg
 from pipeline.status import STEPS, RunStatus
 from pipeline.tasks import RunModel, ValidateResults
-from pipeline.tasks.params import spec_file
+from pipeline.tasks.params import load_program
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
@@ -89,7 +88,7 @@ def load(status: RunStatus) -> list[CohortData]:
 
 def render(status: RunStatus, cohorts: list[CohortData]) -> str:
     """The whole page."""
-    spec = load_spec(spec_file(status.program))
+    spec = load_program(status.program)
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = [
         f"<h1>Survey pipeline run {escape(status.run_date)}</h1>",
