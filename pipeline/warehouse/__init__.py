@@ -60,13 +60,19 @@ class Warehouse(Protocol):
         ...
 
     def approve(
-        self, run_date: dt.date, cohort: str, approved_by: str, *, variant: str | None = None
+        self,
+        run_date: dt.date,
+        cohort: str,
+        approved_by: str,
+        *,
+        variant: str | None = None,
+        champion: str | None = None,
     ) -> Approval:
         """Record the sign-off of (run_date, cohort) with one program ``variant`` (default:
-        the only one ingested) and publish that cohort's rows of every table — of that
-        variant only — to the published dataset, atomically. Refuses (WarehouseError,
-        nothing changes) a cohort that is not ingested, has several variants and none was
-        named, or whose error checks failed."""
+        the ``champion`` when ingested, else the only one) and publish that cohort's rows
+        of every table — of that variant only — to the published dataset, atomically.
+        Refuses (WarehouseError, nothing changes) a cohort that is not ingested, has
+        several variants and none was named, or whose error checks failed."""
         ...
 
 

@@ -732,17 +732,25 @@ class BigQueryWarehouse:
     # ---------------------------------------------------------------- publishing
 
     def approve(
-        self, run_date: dt.date, cohort: str, approved_by: str, *, variant: str | None = None
+        self,
+        run_date: dt.date,
+        cohort: str,
+        approved_by: str,
+        *,
+        variant: str | None = None,
+        champion: str | None = None,
     ) -> Approval:
         """Record the sign-off of (run_date, cohort) with one program ``variant`` (default:
-        the only one ingested) and publish its rows of every table from the staging to the
-        published dataset in one transaction."""
+        the ``champion`` when ingested, else the only one) and publish its rows of every
+        table from the staging to the published dataset in one transaction."""
         self._ensure_layout()
         params: dict[str, Any] = {"run_date": run_date, "cohort": cohort}
         found = self._select(
             variants_sql(), params, what=f"listing the variants of cohort {cohort} of {run_date}"
         )
-        variant = choose_variant(found, variant, run_date=run_date, cohort=cohort)
+        variant = choose_variant(
+            found, variant, run_date=run_date, cohort=cohort, champion=champion
+        )
         params["variant"] = variant
         check = self._select(
             sql_text("sql/approval_check.sql", published=self.published_dataset),

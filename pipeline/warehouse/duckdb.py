@@ -258,18 +258,26 @@ class DuckDBWarehouse:
         return merge_status(ingested, approved)
 
     def approve(
-        self, run_date: dt.date, cohort: str, approved_by: str, *, variant: str | None = None
+        self,
+        run_date: dt.date,
+        cohort: str,
+        approved_by: str,
+        *,
+        variant: str | None = None,
+        champion: str | None = None,
     ) -> Approval:
         """Record the sign-off of (run_date, cohort) with one program ``variant`` (default:
-        the only one ingested) and publish its rows of every table from ``main`` to
-        ``published`` in one transaction; refuses a cohort that is not ingested or whose
-        error checks failed (WarehouseError, nothing changes)."""
+        the ``champion`` when ingested, else the only one) and publish its rows of every
+        table from ``main`` to ``published`` in one transaction; refuses a cohort that is
+        not ingested or whose error checks failed (WarehouseError, nothing changes)."""
         con = self.connect()
         try:
             self._ensure_layout(con)
             params = {"run_date": run_date, "cohort": cohort}
             found = run_bigquery_sql(con, variants_sql(), params)
-            variant = choose_variant(found, variant, run_date=run_date, cohort=cohort)
+            variant = choose_variant(
+                found, variant, run_date=run_date, cohort=cohort, champion=champion
+            )
             params["variant"] = variant
             check = run_bigquery_sql(
                 con, sql_text("sql/approval_check.sql", published=PUBLISHED), params

@@ -109,10 +109,17 @@ def variants_sql() -> str:
 
 
 def choose_variant(
-    found: pd.DataFrame, wanted: str | None, *, run_date: dt.date, cohort: str
+    found: pd.DataFrame,
+    wanted: str | None,
+    *,
+    run_date: dt.date,
+    cohort: str,
+    champion: str | None = None,
 ) -> str:
     """The variant to approve among the ``found`` ones (``variants_sql``): ``wanted``
-    when it is there; without one, the only variant. Refuses with what there is."""
+    when named; else the ``champion`` (the configured program's slug) when ingested; else
+    the only variant when it is the champion-less or pre-variant one. Refuses with what
+    there is."""
     have = [str(v) for v in found["variant"]] if len(found) else []
     listed = ", ".join(v or "(no variant: loaded before variants)" for v in have) or "none"
     where = f"cohort {cohort} of {run_date}"
@@ -123,6 +130,16 @@ def choose_variant(
             f"{where}: variant {wanted or '(none)'} is not ingested (ingested variants: "
             f"{listed}). Run it with `pipeline run --run-date {run_date} --cohort {cohort} "
             "--program SPEC`, or approve another with --variant SLUG."
+        )
+    if champion is not None and champion in have:
+        return champion
+    if len(have) == 1 and (champion is None or have[0] == ""):
+        return have[0]
+    if champion is not None and have:
+        raise WarehouseError(
+            f"{where}: the champion variant {champion} ([pipeline] program) is not ingested "
+            f"(ingested variants: {listed}): name the one to publish with --variant SLUG "
+            "or --program SPEC"
         )
     if len(have) > 1:
         raise WarehouseError(
