@@ -79,7 +79,13 @@ class WarehouseTask(RunDateTask):
             return False
         if "variant" not in marker:  # written before markers were checked: load again
             return False
-        counts = loaded(self.warehouse, self.run_date)
+        # Cached counts may predate a load by another process (a luigi worker): a marker
+        # they do not confirm is checked once more against fresh counts.
+        return self._holds(marker, loaded(self.warehouse, self.run_date)) or self._holds(
+            marker, loaded(self.warehouse, self.run_date, fresh=True)
+        )
+
+    def _holds(self, marker: dict, counts: dict[tuple[str | None, str, str], int]) -> bool:
         for table, rows in (marker.get("rows") or {}).items():
             if self.marker_cohort is None:
                 have = sum(n for (_, _, t), n in counts.items() if t == table)
@@ -97,13 +103,16 @@ _loaded: dict[tuple[str, dt.date], tuple[float, dict[tuple[str | None, str, str]
 _loaded_lock = threading.Lock()
 
 
-def loaded(warehouse: str, run_date: dt.date) -> dict[tuple[str | None, str, str], int]:
+def loaded(
+    warehouse: str, run_date: dt.date, *, fresh: bool = False
+) -> dict[tuple[str | None, str, str], int]:
     """Rows per (cohort, variant, table) of ``run_date`` in ``warehouse``, at most
-    LOADED_TTL_SECONDS old (an unreachable or empty warehouse holds nothing)."""
+    LOADED_TTL_SECONDS old unless ``fresh`` (an unreachable or empty warehouse holds
+    nothing)."""
     key = (warehouse, run_date)
     with _loaded_lock:
         cached = _loaded.get(key)
-        if cached and time.monotonic() - cached[0] < LOADED_TTL_SECONDS:
+        if cached and not fresh and time.monotonic() - cached[0] < LOADED_TTL_SECONDS:
             return cached[1]
     try:
         frame = open_warehouse(warehouse).loaded_counts(run_date)

@@ -122,7 +122,10 @@ def test_approve_publishes_the_named_variant_only(warehouse: Warehouse) -> None:
 
 def test_the_champion_must_be_ingested_unless_a_variant_is_named(warehouse: Warehouse) -> None:
     ingest_two_variants(warehouse)
-    with pytest.raises(WarehouseError, match=r"champion variant est-1\.0-c+ \(\[pipeline\] program\) is not ingested"):
+    with pytest.raises(
+        WarehouseError,
+        match=r"champion variant est-1\.0-c+ \(\[pipeline\] program\) is not ingested",
+    ):
         warehouse.approve(D1, "a", "Jane", champion="est-1.0-cccccccccc")
 
 
