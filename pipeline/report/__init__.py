@@ -19,6 +19,7 @@ import pandas as pd
 from pipeline import storage
 from pipeline.cli.status import COLUMNS
 from pipeline.report import svg
+from pipeline.report.variants import variants_section
 from pipeline.status import STEPS, RunStatus
 from pipeline.tasks import RunModel, ValidateResults
 from pipeline.tasks.params import load_program
@@ -99,6 +100,7 @@ def render(status: RunStatus, cohorts: list[CohortData]) -> str:
         _status_table(status),
         "<h2 id='estimates'>Estimates with confidence intervals</h2>",
         _estimates(cohorts),
+        variants_section(status),
         "<h2 id='rejections'>Rejections by reason</h2>",
         _rejections(status),
         "<h2 id='timeline'>Timeline</h2>",
