@@ -74,8 +74,11 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt(value: float | None, spec: str = ".3g") -> str:
-    return "-" if value is None else format(value, spec)
+def _fmt(value: float | None, sign: str = "") -> str:
+    if value is None:
+        return "-"
+    # Estimates are counts of patients (millions) or shares: whole numbers when large.
+    return format(value, f"{sign},.0f" if abs(value) >= 1000 else f"{sign}.4g")
 
 
 def _cell(estimate: float | None, ci: tuple[float | None, float | None]) -> str:
@@ -98,7 +101,7 @@ def render(result: Comparison, console: Console) -> None:
                 row.treatment,
                 _cell(row.baseline_estimate, row.baseline_ci),
                 _cell(row.estimate, row.ci),
-                _fmt(row.difference, "+.3g"),
+                _fmt(row.difference, "+"),
                 "-" if row.relative is None else f"{row.relative:+.1%}",
                 overlap,
             )
