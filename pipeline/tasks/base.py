@@ -133,7 +133,9 @@ class CohortTask(RunDateTask):
 
     cohort = luigi.Parameter(description="Cohort code (one disease).")
     program = ProgramParameter(
-        default="", description="Program spec TOML (default: [pipeline] program)."
+        default="",
+        description="Program spec TOML, optionally with param overrides (SPEC?bootstrap=30); "
+        "default: [pipeline] program.",
     )
     executor = ExecutorParameter(
         default="", description="Where the program runs: local, ecs or batch ([pipeline] executor)."
