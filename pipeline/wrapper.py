@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+from pipeline import __version__ as PIPELINE_VERSION
 from pipeline.core.job import JobDocument
 from pipeline.core.spec import render_command
 from pipeline.errors import PipelineError
@@ -186,6 +187,24 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def local_version(command: list[str], program_name: str) -> str:
+    """What ran when no image digest is known (outside ECS/Batch): ``PIPELINE_IMAGE_DIGEST``
+    if set, else the program's installed package and version (``survey-estimator==1.0.0``:
+    the distribution of ``python -m MODULE``, or of the spec's name), else empty."""
+    if os.environ.get("PIPELINE_IMAGE_DIGEST"):
+        return os.environ["PIPELINE_IMAGE_DIGEST"]
+    import importlib.metadata
+
+    module = program_name
+    if "-m" in command[:-1]:
+        module = command[command.index("-m") + 1]
+    top = module.split(".")[0].replace("-", "_")
+    with contextlib.suppress(Exception):
+        for dist in importlib.metadata.packages_distributions().get(top, []):
+            return f"{dist}=={importlib.metadata.version(dist)}"
+    return ""
+
+
 class ProgramRunner:
     """Runs one command with a deadline and forwards termination signals to it."""
 
@@ -290,26 +309,33 @@ def run_job(job: JobDocument, *, workdir: Path, stop_with_parent: bool = False) 
         code = EXIT_NOT_FOUND
     program_seconds = time.monotonic() - start
     log(f"program exited with {code} after {program_seconds:.1f}s")
-    image, image_digest = running_image()
+    image, digest = running_image()
+    input_sha, frame_sha = sha256_file(input_path), sha256_file(frame_path)
+    outputs = {
+        p.relative_to(out_dir).as_posix(): sha256_file(p)
+        for p in sorted(out_dir.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
     manifest = {
         # program.image is what the spec asked for; image/image_digest what actually ran.
         "program": {"name": spec.name, "version": spec.version, "image": spec.image},
         "image": image,
-        "image_digest": image_digest,
+        "fingerprint": spec.fingerprint,
         "params": spec.params,
         "command": command,
         "run_date": job.run_date,
         "cohort": job.cohort,
         "attempt": job.attempt,
-        "inputs": {
-            job.input: sha256_file(input_path),
-            job.frame: sha256_file(frame_path),
+        "inputs": {job.input: input_sha, job.frame: frame_sha},
+        "outputs": outputs,
+        # The same three files by role, for pipeline_runs (docs/warehouse.md).
+        "checksums": {
+            "input": input_sha,
+            "frame": frame_sha,
+            "results": outputs.get(spec.results, ""),
         },
-        "outputs": {
-            p.relative_to(out_dir).as_posix(): sha256_file(p)
-            for p in sorted(out_dir.rglob("*"))
-            if p.is_file() and p.name != "manifest.json"
-        },
+        "image_digest": digest or local_version(command, spec.name),
+        "pipeline_version": PIPELINE_VERSION,
         "started_at": started.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
         "program_seconds": round(program_seconds, 3),

@@ -20,7 +20,17 @@ from pipeline import config
 from pipeline.errors import PipelineError
 
 # Sub-command modules, in the order `pipeline --help` lists them.
-COMMANDS = ("run", "status", "rerun", "report", "sample_data", "reap", "approve", "qa")
+COMMANDS = (
+    "run",
+    "status",
+    "rerun",
+    "report",
+    "sample_data",
+    "reap",
+    "approve",
+    "qa",
+    "compare",
+)
 EXIT_BROKEN_PIPE = 141
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from pipeline import config
-from pipeline.cli.run import run_date
-from pipeline.errors import WarehouseError
+from pipeline.cli.run import absolute_path, run_date
+from pipeline.errors import PipelineError, WarehouseError
+from pipeline.tasks.params import canonical_program, load_program
 from pipeline.warehouse import open_warehouse
 
 
@@ -16,10 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "approve",
         help="sign off cohorts of a run date and publish them to the clients' views",
         description="Record who signs off which cohort's results (and of which program "
-        "version), and copy that cohort's rows of every table from the staging to the "
-        "published dataset in one transaction per cohort. Cohorts that are not ingested or "
-        "whose error checks failed are refused and stay unpublished. Exits 1 when any "
-        "cohort was refused.",
+        "variant), and copy that cohort's rows of every table from the staging to the "
+        "published dataset in one transaction per cohort — of one variant only: the "
+        "champion ([pipeline] program) unless --program or --variant names another. "
+        "Cohorts that are not ingested or whose error checks failed are refused and stay "
+        "unpublished. Exits 1 when any cohort was refused.",
     )
     parser.add_argument("--run-date", required=True, type=run_date, help="YYYY-MM-DD")
     parser.add_argument(
@@ -30,6 +33,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="approve this cohort (repeatable; default: every cohort ingested for the date)",
     )
     parser.add_argument("--by", required=True, metavar="NAME", help="who signs off")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--program",
+        metavar="SPEC",
+        help="publish the results of this program spec (a variant TOML, or SPEC?NAME=VALUE "
+        "for param overrides); default: the champion, [pipeline] program",
+    )
+    which.add_argument(
+        "--variant",
+        metavar="SLUG",
+        help="publish this variant (name-version-fingerprint, as `pipeline compare` shows it)",
+    )
     parser.add_argument(
         "--warehouse",
         help="duckdb:///path/file.duckdb or bigquery://PROJECT/DATASET "
@@ -48,19 +63,28 @@ def main(args: argparse.Namespace) -> int:
             f"nothing of {date} is ingested into {uri}: nothing to approve "
             f"(run `pipeline run --run-date {date}` first)"
         )
-    print(f"Approving {date} in {uri} as {args.by!r}")
+    variant, champion = None, None
+    if args.variant:
+        variant = args.variant
+    elif args.program:
+        variant = load_program(canonical_program(absolute_path(args.program))).slug
+    else:
+        with contextlib.suppress(PipelineError):  # no usable champion: the only variant
+            champion = load_program(canonical_program("")).slug
+    chosen = variant or (f"champion {champion}" if champion else "the only variant")
+    print(f"Approving {date} in {uri} as {args.by!r} ({chosen})")
     refused = []
     for cohort in cohorts:
         try:
-            approval = warehouse.approve(date, cohort, args.by)
+            approval = warehouse.approve(date, cohort, args.by, variant=variant, champion=champion)
         except WarehouseError as exc:
             refused.append(cohort)
             print(f"  {cohort:<20} REFUSED: {exc}", file=sys.stderr)
             continue
         rows = ", ".join(f"{n:,} {table}" for table, n in approval.rows.items() if n)
         print(
-            f"  {cohort:<20} approved ({approval.program_name} {approval.program_version}), "
-            f"published: {rows}"
+            f"  {cohort:<20} approved ({approval.program_name} {approval.program_version}"
+            f"{', ' + approval.variant if approval.variant else ''}), published: {rows}"
         )
     print(
         f"  {len(cohorts) - len(refused)} of {len(cohorts)} cohort(s) published to "

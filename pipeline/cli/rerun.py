@@ -64,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
         # New raw files are the point of re-cleansing: the pin is checked after removal.
         deliver = Deliver(
             run_date=args.run_date,
-            programs=tuple(args.program or ()),
+            programs=run_cli.programs_of(args),
             executor=args.executor or "",
             warehouse=args.warehouse or "",
             raw=args.raw or "",

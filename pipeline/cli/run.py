@@ -23,12 +23,16 @@ import luigi.retcodes
 
 from pipeline import config, storage
 from pipeline.console import RunConsole
-from pipeline.core.spec import load_spec
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.executors import EXECUTORS
 from pipeline.executors.cloud import require_s3_root
 from pipeline.tasks import Deliver
-from pipeline.tasks.params import spec_file
+from pipeline.tasks.params import (
+    canonical_program,
+    load_program,
+    parse_overrides,
+    with_overrides,
+)
 from pipeline.warehouse import open_warehouse
 from pipeline.worker import WorkerSchedulerFactory
 
@@ -80,6 +84,16 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         metavar="SPEC",
         help="program spec TOML; repeat it to run variants side by side "
         "(default: [pipeline] program in luigi.cfg)",
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a [params] value of the program spec (repeatable; TOML values, e.g. "
+        "bootstrap=30). Applies to every --program: the overridden spec is a variant of "
+        "its own (new fingerprint). To compare, give the base and an overridden one: "
+        "--program SPEC --program 'SPEC?bootstrap=30' (docs/variants.md)",
     )
     parser.add_argument(
         "--executor", choices=EXECUTORS, help="where programs run (default: [pipeline] executor)"
@@ -135,6 +149,17 @@ def check_scheduler(url: str) -> None:
         ) from None
 
 
+def programs_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """The canonical programs of ``--program`` (default: [pipeline] program), each with
+    the ``--param`` overrides."""
+    overrides = parse_overrides(list(getattr(args, "param", None) or []))
+    return tuple(
+        dict.fromkeys(
+            with_overrides(canonical_program(p), overrides) for p in (args.program or [""])
+        )
+    )
+
+
 def build_delivery(args: argparse.Namespace) -> Deliver:
     """The ``Deliver`` task of these arguments, checked: every spec loads, the warehouse
     URI and the executor's storage are usable, the raw files match the date's pin and
@@ -144,13 +169,13 @@ def build_delivery(args: argparse.Namespace) -> Deliver:
     deliver = Deliver(
         run_date=args.run_date,
         cohorts=tuple(dict.fromkeys(args.cohort)),
-        programs=tuple(args.program or ()),
+        programs=programs_of(args),
         executor=args.executor or "",
         warehouse=args.warehouse or "",
         raw=args.raw or "",
     )
     for program in deliver.programs:
-        load_spec(spec_file(program))  # a malformed spec fails here, with its file and key
+        load_program(program)  # a malformed spec fails here, with its file and key
     open_warehouse(deliver.warehouse)
     if deliver.executor != "local":
         check_cloud(deliver.executor)

@@ -6,8 +6,10 @@ the file and the key; ``render_command`` fills the placeholders of its command.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
 import re
 import string
 import tomllib
@@ -93,15 +95,56 @@ def parse_duration(value: Any, *, where: str = "timeout") -> float:
 
 
 def load_spec(path: str | Path) -> ProgramSpec:
-    """Read and validate a program spec; every problem names the file and the key."""
-    path = Path(path)
+    """Read and validate a program spec; every problem names the file and the key.
+
+    A variant spec names its base with ``extends = "../estimator/program.toml"``
+    (relative to the variant file) and overrides keys of it; its ``[params]`` and
+    ``[outputs]`` tables are merged key by key into the base's. Everything else about the
+    program (command, image) stays the base's unless the variant says otherwise."""
+    return spec_from_dict(_read_spec(Path(path), ()), source=str(path))
+
+
+def _read_spec(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """The TOML of ``path`` with its ``extends`` chain resolved."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SpecError(f"{path}: program spec not found") from None
+        where = f" (extended by {seen[-1]})" if seen else ""
+        raise SpecError(f"{path}: program spec not found{where}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: not valid TOML: {exc}") from None
-    return spec_from_dict(data, source=str(path))
+    base_name = data.pop("extends", None)
+    if base_name is None:
+        return data
+    if not isinstance(base_name, str) or not base_name:
+        raise SpecError(f"{path}: extends: must be the path of a base spec, got {base_name!r}")
+    base_path = Path(os.path.normpath(path.parent / base_name))
+    if base_path in (*seen, path):
+        chain = " -> ".join(str(p) for p in (*seen, path, base_path))
+        raise SpecError(f"{path}: extends: cycle ({chain})")
+    merged = _read_spec(base_path, (*seen, path))
+    for key, value in data.items():
+        if key in ("params", "outputs") and isinstance(value, dict):
+            base_table = merged.get(key, {})
+            merged[key] = {**(base_table if isinstance(base_table, dict) else {}), **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def with_params(spec: ProgramSpec, overrides: dict[str, Any]) -> ProgramSpec:
+    """``spec`` with some ``[params]`` values replaced (a new fingerprint and slug).
+    Only params the spec declares can be overridden: a typo must not run the base."""
+    unknown = sorted(set(overrides) - set(spec.params))
+    if unknown:
+        known = ", ".join(sorted(spec.params)) or "none"
+        raise SpecError(
+            f"{spec.source}: params.{unknown[0]}: not a parameter of this spec (its "
+            f"[params]: {known})"
+        )
+    if not overrides:
+        return spec
+    return dataclasses.replace(spec, params={**spec.params, **overrides})
 
 
 def spec_from_dict(data: dict[str, Any], *, source: str = "<spec>") -> ProgramSpec:

@@ -19,11 +19,11 @@ import pandas as pd
 
 from pipeline import storage
 from pipeline.cli.status import COLUMNS
-from pipeline.core.spec import load_spec
 from pipeline.report import charts
+from pipeline.report.variants import variants_section
 from pipeline.status import STEPS, RunStatus
 from pipeline.tasks import RunModel, ValidateResults
-from pipeline.tasks.params import spec_file
+from pipeline.tasks.params import load_program
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
@@ -89,7 +89,7 @@ def load(status: RunStatus) -> list[CohortData]:
 
 def render(status: RunStatus, cohorts: list[CohortData]) -> str:
     """The whole page."""
-    spec = load_spec(spec_file(status.program))
+    spec = load_program(status.program)
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = [
         f"<h1>Survey pipeline run {escape(status.run_date)}</h1>",
@@ -100,6 +100,7 @@ def render(status: RunStatus, cohorts: list[CohortData]) -> str:
         _status_table(status),
         "<h2 id='estimates'>Estimates with confidence intervals</h2>",
         _estimates(cohorts),
+        variants_section(status),
         "<h2 id='rejections'>Rejections by reason</h2>",
         _rejections(status),
         "<h2 id='timeline'>Timeline</h2>",

@@ -25,6 +25,7 @@ import psutil
 from pipeline import config, storage
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
+from pipeline.manifest import manifest_columns, read_manifest
 from pipeline.tasks import CleanseSurvey, IngestResults, IngestSurvey, RunModel, ValidateResults
 from pipeline.tasks.base import RunDateTask, log_url
 from pipeline.tasks.cleanse import known_cohorts
@@ -132,7 +133,9 @@ def collect(
                     "ingest", IngestResults(**common, warehouse=warehouse), timings, remote
                 ),
             }
-            rows.append(CohortStatus(code, steps, program=program, variant=model_task.spec.slug))
+            row = CohortStatus(code, steps, program=program, variant=model_task.spec.slug)
+            row.extra["manifest"] = run_manifest(model_task)
+            rows.append(row)
     _add_publication(rows, date, warehouse)
     summary_uri = layout.cleanse("summary.json")
     return RunStatus(
@@ -190,9 +193,16 @@ def _add_publication(rows: list[CohortStatus], date: dt.date, warehouse: str) ->
             row.extra["publication"] = "-"
             continue
         row.extra.update(
-            {k: (None if pd.isna(v) else v) for k, v in record.items() if k != "cohort"}
+            {
+                ("published_variant" if k == "variant" else k): (None if pd.isna(v) else v)
+                for k, v in record.items()
+                if k != "cohort"
+            }
         )
-        if pd.isna(record["published_at"]):
+        published = row.extra.get("published_variant")
+        if published and published != row.variant and not pd.isna(record["published_at"]):
+            row.extra["publication"] = f"variant {published} published ({record['approved_by']})"
+        elif pd.isna(record["published_at"]):
             row.extra["publication"] = "ingested, not approved"
         elif record["ingested_at"] > record["published_at"]:
             row.extra["publication"] = f"re-ingested after {record['approved_by']}'s approval"
@@ -259,6 +269,23 @@ def last_run(task: RunModel) -> dict[str, Any] | None:
     attempts = task.layout.attempts(task.cohort, task.spec.slug)
     runs = [uri for uri in storage.listdir(attempts) if uri.endswith("/run.json")]
     return storage.read_json(runs[-1]) if runs else None
+
+
+def run_manifest(task: RunModel) -> dict[str, Any] | None:
+    """The run manifest of the cohort's last program run, as ``pipeline_runs`` holds it:
+    attempt, fingerprint, params, rendered command, checksums, image, versions."""
+    run = last_run(task)
+    if not run:
+        return None
+    spec, attempt = task.spec, str(run.get("attempt") or "")
+    manifest = read_manifest(task.layout, task.cohort, spec, attempt)
+    return {
+        "attempt": attempt,
+        "status": run.get("status"),
+        "program_fingerprint": spec.fingerprint,
+        "variant": spec.slug,
+        **manifest_columns(manifest, spec),
+    }
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:

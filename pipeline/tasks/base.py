@@ -13,10 +13,10 @@ from typing import Any
 import luigi
 
 from pipeline import config, metrics, storage
-from pipeline.core.spec import ProgramSpec, load_spec
+from pipeline.core.spec import ProgramSpec
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
-from pipeline.tasks.params import ExecutorParameter, ProgramParameter, RawParameter, spec_file
+from pipeline.tasks.params import ExecutorParameter, ProgramParameter, RawParameter, load_program
 
 
 class RunDateTask(luigi.Task):
@@ -133,7 +133,9 @@ class CohortTask(RunDateTask):
 
     cohort = luigi.Parameter(description="Cohort code (one disease).")
     program = ProgramParameter(
-        default="", description="Program spec TOML (default: [pipeline] program)."
+        default="",
+        description="Program spec TOML, optionally with param overrides (SPEC?bootstrap=30); "
+        "default: [pipeline] program.",
     )
     executor = ExecutorParameter(
         default="", description="Where the program runs: local, ecs or batch ([pipeline] executor)."
@@ -142,7 +144,7 @@ class CohortTask(RunDateTask):
 
     @functools.cached_property
     def spec(self) -> ProgramSpec:
-        return load_spec(spec_file(self.program))
+        return load_program(self.program)
 
     def cohort_params(self) -> dict[str, Any]:
         """The parameters that name this cohort's program run (for upstream tasks)."""

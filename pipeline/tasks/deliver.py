@@ -29,7 +29,9 @@ class Deliver(luigi.WrapperTask):
         default=(), description="Cohort codes to run (default: every code in cohorts.csv)."
     )
     programs = ProgramsParameter(
-        default=(), description="Program spec TOMLs, one per variant (default: [pipeline] program)."
+        default=(),
+        description="Program specs, one per variant: a spec or variant TOML, optionally with "
+        "param overrides (SPEC?bootstrap=30); default: [pipeline] program. docs/variants.md",
     )
     executor = ExecutorParameter(
         default="", description="Where programs run: local, ecs or batch ([pipeline] executor)."

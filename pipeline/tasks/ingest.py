@@ -1,12 +1,18 @@
 """IngestSurvey and IngestResults: load a run date's data into the warehouse.
 
-Each load replaces the rows of its (run_date, cohort) in one transaction, so re-running
-never duplicates rows. The output is a small marker file per warehouse with the counts.
+Each load replaces the rows of its (run_date, cohort) — of its program variant, for the
+results — in one transaction, so re-running never duplicates rows and one variant never
+removes another's. The output is a small marker file per warehouse with the counts; a
+marker is trusted only while the warehouse still holds those rows (``complete``), so
+"done" always means "in the warehouse".
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import threading
+import time
 from datetime import UTC, datetime
 
 import luigi
@@ -14,7 +20,8 @@ import pandas as pd
 
 from pipeline import metrics, storage
 from pipeline.core.validate import blocking_failures
-from pipeline.errors import ValidationFailed
+from pipeline.errors import PipelineError, ValidationFailed
+from pipeline.manifest import run_rows
 from pipeline.tasks.base import CohortTask, RunDateTask
 from pipeline.tasks.cleanse import CleanseSurvey
 from pipeline.tasks.params import RawParameter, WarehouseParameter
@@ -42,11 +49,92 @@ class WarehouseTask(RunDateTask):
     def warehouse_id(self) -> str:
         return warehouse_id(self.warehouse)
 
+    # What the marker claims: rows per table of this cohort (None: every cohort) and
+    # variant ('' outside the variant tables).
+    marker_cohort: str | None = None
+    marker_variant: str = ""
+
     def write_marker(self, counts: dict[str, int]) -> None:
+        forget_loaded(self.warehouse, self.run_date)
         storage.write_json(
             self.output().path,
-            {"warehouse": self.warehouse, "rows": counts, "at": datetime.now(UTC)},
+            {
+                "warehouse": self.warehouse,
+                "cohort": self.marker_cohort,
+                "variant": self.marker_variant,
+                "rows": counts,
+                "at": datetime.now(UTC),
+            },
         )
+
+    def complete(self) -> bool:
+        """The marker exists and the warehouse still holds the rows it counts (one count
+        query per warehouse and run date, shared by every cohort's task: ``loaded``)."""
+        target = self.output()
+        if not target.exists():
+            return False
+        try:
+            marker = storage.read_json(target.path)
+        except (OSError, ValueError):
+            return False
+        if "variant" not in marker:  # written before markers were checked: load again
+            return False
+        # Cached counts may predate a load by another process (a luigi worker): a marker
+        # they do not confirm is checked once more against fresh counts.
+        return self._holds(marker, loaded(self.warehouse, self.run_date)) or self._holds(
+            marker, loaded(self.warehouse, self.run_date, fresh=True)
+        )
+
+    def _holds(self, marker: dict, counts: dict[tuple[str | None, str, str], int]) -> bool:
+        for table, rows in (marker.get("rows") or {}).items():
+            if self.marker_cohort is None:
+                have = sum(n for (_, _, t), n in counts.items() if t == table)
+            else:
+                have = counts.get((self.marker_cohort, self.marker_variant, table), 0)
+            if have != rows:
+                return False
+        return True
+
+
+# (warehouse URI, run date) -> (when read, {(cohort, variant, table): rows}). Scheduling
+# asks complete() of every cohort × variant: one query answers them all.
+LOADED_TTL_SECONDS = 10.0
+_loaded: dict[tuple[str, dt.date], tuple[float, dict[tuple[str | None, str, str], int]]] = {}
+_loaded_lock = threading.Lock()
+
+
+def loaded(
+    warehouse: str, run_date: dt.date, *, fresh: bool = False
+) -> dict[tuple[str | None, str, str], int]:
+    """Rows per (cohort, variant, table) of ``run_date`` in ``warehouse``, at most
+    LOADED_TTL_SECONDS old unless ``fresh`` (an unreachable or empty warehouse holds
+    nothing)."""
+    key = (warehouse, run_date)
+    with _loaded_lock:
+        cached = _loaded.get(key)
+        if cached and not fresh and time.monotonic() - cached[0] < LOADED_TTL_SECONDS:
+            return cached[1]
+    try:
+        frame = open_warehouse(warehouse).loaded_counts(run_date)
+    except PipelineError:
+        frame = pd.DataFrame(columns=["cohort", "variant", "table_name", "row_count"])
+    counts = {
+        (None if pd.isna(r.cohort) else str(r.cohort), str(r.variant), str(r.table_name)): int(
+            r.row_count
+        )
+        for r in frame.itertuples()
+    }
+    with _loaded_lock:
+        _loaded[key] = (time.monotonic(), counts)
+    return counts
+
+
+def forget_loaded(warehouse: str | None = None, run_date: dt.date | None = None) -> None:
+    """Drop cached counts (of one warehouse and date, or all): the next ``loaded`` asks."""
+    with _loaded_lock:
+        for key in list(_loaded):
+            if warehouse is None or key == (warehouse, run_date):
+                del _loaded[key]
 
 
 class IngestSurvey(WarehouseTask):
@@ -96,11 +184,20 @@ class IngestSurvey(WarehouseTask):
 
 class IngestResults(CohortTask, WarehouseTask):
     """Loads one cohort's ``model_estimates``, ``validation_checks`` and ``pipeline_runs``
-    (every attempt) into the warehouse. A failed error check blocks the estimates: the
+    (every attempt, with its run manifest) of one program variant into the warehouse,
+    replacing that variant's rows only. A failed error check blocks the estimates: the
     checks and runs are still loaded so QA sees why, and the task fails."""
 
     def requires(self) -> ValidateResults:
         return ValidateResults(**self.cohort_params())
+
+    @property
+    def marker_cohort(self) -> str:  # type: ignore[override]
+        return self.cohort
+
+    @property
+    def marker_variant(self) -> str:  # type: ignore[override]
+        return self.spec.slug
 
     def output(self) -> luigi.target.FileSystemTarget:
         return self.target(
@@ -110,15 +207,14 @@ class IngestResults(CohortTask, WarehouseTask):
     def run(self) -> None:
         self.report("reading results, checks and run records", progress=0)
         spec, layout = self.spec, self.layout
-        program = {"program_name": spec.name, "program_version": spec.version}
+        program = {
+            "program_name": spec.name,
+            "program_version": spec.version,
+            "program_fingerprint": spec.fingerprint,
+        }
         checks = storage.read_parquet(self.input().path).assign(**program)
-        runs = pd.DataFrame(
-            [
-                storage.read_json(uri)
-                for uri in storage.listdir(layout.attempts(self.cohort, spec.slug))
-                if uri.endswith("/run.json")
-            ]
-        )
+        # Every attempt's run.json with its run manifest (pipeline/manifest.py).
+        runs = pd.DataFrame(run_rows(layout, self.cohort, spec))
         blocking = blocking_failures(checks)
         estimates = storage.read_parquet(layout.model(self.cohort, spec.slug, "results.parquet"))
         if len(blocking):
@@ -132,7 +228,9 @@ class IngestResults(CohortTask, WarehouseTask):
                 "validation_checks": checks,
                 "pipeline_runs": runs,
             },
+            variant=spec.slug,
         )
+        forget_loaded(self.warehouse, self.run_date)
         metrics.record_ingest(counts, self.warehouse, self.cohort)
         if len(blocking):
             details = "; ".join(f"{r.check}: {r.detail}" for r in blocking.itertuples())

@@ -9,13 +9,17 @@ luigid's UI name the same tasks.
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import luigi
 
 from pipeline import config
+from pipeline.core.spec import ProgramSpec, load_spec, with_params
 from pipeline.errors import ConfigError
 from pipeline.executors import EXECUTORS
 
@@ -23,26 +27,81 @@ from pipeline.executors import EXECUTORS
 def canonical_program(value: str | None) -> str:
     """A program spec path as tasks name it: relative to the project directory (the one
     holding luigi.cfg) when inside it, else absolute. A relative value is taken relative
-    to the project directory; empty means ``[pipeline] program``."""
+    to the project directory; empty means ``[pipeline] program``.
+
+    A variant that differs by params only is the spec path with overrides:
+    ``programs/estimator/program.toml?bootstrap=30&seed=7`` (values in TOML syntax; the
+    canonical form sorts the names). The overrides are part of the program's identity,
+    its fingerprint and so its slug (docs/variants.md)."""
+    text = str(value or "")
+    file_part, _, query = text.partition("?")
     project = config.project_dir()
-    path = Path(value).expanduser() if value else Path(config.program_spec_path())
+    path = Path(file_part).expanduser() if file_part else Path(config.program_spec_path())
     if not path.is_absolute():
         path = project / path
     path = Path(os.path.normpath(path))
     try:
-        return path.relative_to(project).as_posix()
+        name = path.relative_to(project).as_posix()
     except ValueError:
-        return str(path)
+        name = str(path)
+    overrides = parse_overrides(query.split("&") if query else [], source=text)
+    return with_overrides(name, overrides)
+
+
+def parse_overrides(items: list[str], *, source: str = "--param") -> dict[str, Any]:
+    """``["bootstrap=30", "label='x'"]`` → ``{"bootstrap": 30, "label": "x"}``: each
+    value is read as a TOML value (a bare word that is not one is a string)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", name):
+            raise ConfigError(f"{source}: expected NAME=VALUE (e.g. bootstrap=30), got {item!r}")
+        try:
+            overrides[name] = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            overrides[name] = raw.strip()
+    return overrides
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))  # a TOML basic string
+
+
+def with_overrides(program: str, overrides: dict[str, Any]) -> str:
+    """``program`` (canonical) with more param overrides (later ones win), canonical."""
+    file_part, _, query = program.partition("?")
+    merged = {**parse_overrides(query.split("&") if query else []), **overrides}
+    for name, value in merged.items():
+        if isinstance(value, str) and ("&" in value or "?" in value):
+            raise ConfigError(f"--param {name}: a value cannot contain '&' or '?'")
+        if isinstance(value, dict | list):
+            raise ConfigError(f"--param {name}: only strings, numbers and booleans")
+    if not merged:
+        return file_part
+    return file_part + "?" + "&".join(f"{k}={_toml_value(merged[k])}" for k in sorted(merged))
 
 
 def spec_file(program: str) -> Path:
-    """The file a canonical program value names."""
-    path = Path(program)
+    """The file a canonical program value names (without its param overrides)."""
+    path = Path(program.partition("?")[0])
     return path if path.is_absolute() else config.project_dir() / path
 
 
+def load_program(program: str) -> ProgramSpec:
+    """The spec a canonical program value names, its param overrides applied."""
+    _, _, query = program.partition("?")
+    spec = load_spec(spec_file(program))
+    return with_params(spec, parse_overrides(query.split("&") if query else [], source=program))
+
+
 class ProgramParameter(luigi.Parameter):
-    """A program spec TOML; empty = ``[pipeline] program``."""
+    """A program spec TOML, optionally with param overrides (``SPEC?bootstrap=30``);
+    empty = ``[pipeline] program``."""
 
     def normalize(self, x: Any) -> str:
         return canonical_program(str(x) if x else "")

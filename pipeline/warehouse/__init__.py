@@ -28,11 +28,24 @@ class Warehouse(Protocol):
     published_dataset: str
 
     def replace(
-        self, run_date: dt.date, cohort: str | None, tables: dict[str, pd.DataFrame]
+        self,
+        run_date: dt.date,
+        cohort: str | None,
+        tables: dict[str, pd.DataFrame],
+        *,
+        variant: str | None = None,
     ) -> dict[str, int]:
         """Atomically replace, in every given table, the rows of (run_date, cohort), or of
-        every cohort of run_date when ``cohort`` is None, by the given rows. Returns the
-        number of rows loaded per table. A re-run never duplicates rows."""
+        every cohort of run_date when ``cohort`` is None, by the given rows. With a
+        ``variant`` (a program spec's slug; only for the VARIANT_TABLES of one cohort)
+        only that variant's rows (and rows loaded before variants existed) are replaced,
+        and every row carries it. Returns the number of rows loaded per table. A re-run
+        never duplicates rows."""
+        ...
+
+    def loaded_counts(self, run_date: dt.date) -> pd.DataFrame:
+        """``cohort, variant, table_name, row_count`` of every table for ``run_date`` in
+        the staging dataset (variant '' outside the variant tables): one cheap query."""
         ...
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -42,14 +55,24 @@ class Warehouse(Protocol):
 
     def publication_status(self, run_date: dt.date) -> pd.DataFrame:
         """One row per cohort ingested for ``run_date``: ``cohort, ingested_at,
-        approved_by, approved_at, program_version, published_at`` (its latest sign-off;
+        approved_by, approved_at, program_version, published_at, variant`` (its latest sign-off;
         nulls where not approved/published), ordered by cohort."""
         ...
 
-    def approve(self, run_date: dt.date, cohort: str, approved_by: str) -> Approval:
-        """Record the sign-off of (run_date, cohort) and publish that cohort's rows of every
-        table to the published dataset, atomically. Refuses (WarehouseError, nothing
-        changes) a cohort that is not ingested or whose error checks failed."""
+    def approve(
+        self,
+        run_date: dt.date,
+        cohort: str,
+        approved_by: str,
+        *,
+        variant: str | None = None,
+        champion: str | None = None,
+    ) -> Approval:
+        """Record the sign-off of (run_date, cohort) with one program ``variant`` (default:
+        the ``champion`` when ingested, else the only one) and publish that cohort's rows
+        of every table — of that variant only — to the published dataset, atomically.
+        Refuses (WarehouseError, nothing changes) a cohort that is not ingested, has
+        several variants and none was named, or whose error checks failed."""
         ...
 
 

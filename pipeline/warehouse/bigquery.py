@@ -45,6 +45,7 @@ from pipeline.warehouse.schema import (
     STRING,
     TABLES,
     TIMESTAMP,
+    VARIANT_TABLES,
     Table,
     coerce,
     conform,
@@ -53,12 +54,16 @@ from pipeline.warehouse.shared import (
     PUBLISHED_TABLES,
     Approval,
     approval_from_check,
+    choose_variant,
     counts_sql,
     empty_status,
+    loaded_counts_sql,
     merge_status,
     publish_script,
     quote,
+    scope_sql,
     sql_text,
+    variants_sql,
     view_statements,
 )
 
@@ -494,7 +499,10 @@ class BigQueryWarehouse:
         table.time_partitioning = bigquery.TimePartitioning(
             type_=bigquery.TimePartitioningType.DAY, field="run_date"
         )
-        table.clustering_fields = ["cohort"]
+        # A variant's rows are read and replaced together: cluster them.
+        table.clustering_fields = (
+            ["cohort", "variant"] if spec.name in VARIANT_TABLES else ["cohort"]
+        )
         table.description = spec.description
         table.labels = {"pipeline": LABEL}
         try:
@@ -585,21 +593,24 @@ class BigQueryWarehouse:
         self,
         cohort: str | None,
         loads: dict[str, tuple[str, list[str], int]],
+        variant: str | None = None,
     ) -> str:
-        """The transaction: per table, delete the (run_date, cohort) rows and insert the
-        loaded ones; then log the load. ``loads``: table → (load table, columns, rows)."""
-        scope = "run_date = @run_date" + (" AND cohort = @cohort" if cohort is not None else "")
+        """The transaction: per table, delete the (run_date, cohort[, variant]) rows and
+        insert the loaded ones; then log the load. ``loads``: table → (load table,
+        columns, rows)."""
         lines = ["BEGIN TRANSACTION;"]
         for table, (load_table, columns, _) in loads.items():
             target = quote(self._ref(self.dataset, table))
             cols = ", ".join(quote(c) for c in columns)
             lines += [
-                f"DELETE FROM {target} WHERE {scope};",
+                f"DELETE FROM {target} WHERE {scope_sql(table, cohort, variant)};",
                 f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {quote(load_table)};",
             ]
         cohort_value = "@cohort" if cohort is not None else "CAST(NULL AS STRING)"
+        variant_value = "@variant" if variant is not None else "CAST(NULL AS STRING)"
         values = ",\n  ".join(
-            f"(@run_date, {cohort_value}, '{table}', {rows}, @load_id, CURRENT_TIMESTAMP())"
+            f"(@run_date, {cohort_value}, '{table}', {rows}, @load_id, CURRENT_TIMESTAMP(), "
+            f"{variant_value})"
             for table, (_, _, rows) in loads.items()
         )
         lines += [
@@ -610,10 +621,15 @@ class BigQueryWarehouse:
         return "\n".join(lines)
 
     def replace(
-        self, run_date: dt.date, cohort: str | None, tables: dict[str, pd.DataFrame]
+        self,
+        run_date: dt.date,
+        cohort: str | None,
+        tables: dict[str, pd.DataFrame],
+        *,
+        variant: str | None = None,
     ) -> dict[str, int]:
         conformed = {
-            name: conform(name, frame, run_date=run_date, cohort=cohort)
+            name: conform(name, frame, run_date=run_date, cohort=cohort, variant=variant)
             for name, frame in tables.items()
         }
         self._ensure_layout()
@@ -646,8 +662,10 @@ class BigQueryWarehouse:
             params: dict[str, Any] = {"run_date": run_date, "load_id": load_id}
             if cohort is not None:
                 params["cohort"] = cohort
+            if variant is not None:
+                params["variant"] = variant
             self._query_job(
-                self._replace_script(cohort, loads),
+                self._replace_script(cohort, loads, variant),
                 params,
                 kind="replace",
                 what=f"replacing {', '.join(loads)} rows of run date {run_date}"
@@ -672,6 +690,19 @@ class BigQueryWarehouse:
         """Run BigQuery SQL as it is; ``@name`` parameters from ``params``. Unqualified
         tables are the staging dataset's."""
         return self._select(sql, params or {}, what=f"query on {self.project}.{self.dataset}")
+
+    def loaded_counts(self, run_date: dt.date) -> pd.DataFrame:
+        """Rows per (cohort, variant, table_name) of ``run_date`` in the staging dataset
+        (``row_count``): one query over the run date's partitions; empty when nothing is
+        loaded yet."""
+        try:
+            return self._select(
+                loaded_counts_sql(), {"run_date": run_date}, what="counting loaded rows"
+            )
+        except BigQueryJobError as exc:
+            if exc.reason == "notFound":
+                return pd.DataFrame(columns=["cohort", "variant", "table_name", "row_count"])
+            raise
 
     def publication_status(self, run_date: dt.date) -> pd.DataFrame:
         """Per cohort ingested for ``run_date``: when, and its latest sign-off."""
@@ -700,11 +731,27 @@ class BigQueryWarehouse:
 
     # ---------------------------------------------------------------- publishing
 
-    def approve(self, run_date: dt.date, cohort: str, approved_by: str) -> Approval:
-        """Record the sign-off of (run_date, cohort) and publish its rows of every table
-        from the staging to the published dataset in one transaction."""
+    def approve(
+        self,
+        run_date: dt.date,
+        cohort: str,
+        approved_by: str,
+        *,
+        variant: str | None = None,
+        champion: str | None = None,
+    ) -> Approval:
+        """Record the sign-off of (run_date, cohort) with one program ``variant`` (default:
+        the ``champion`` when ingested, else the only one) and publish its rows of every
+        table from the staging to the published dataset in one transaction."""
         self._ensure_layout()
-        params = {"run_date": run_date, "cohort": cohort}
+        params: dict[str, Any] = {"run_date": run_date, "cohort": cohort}
+        found = self._select(
+            variants_sql(), params, what=f"listing the variants of cohort {cohort} of {run_date}"
+        )
+        variant = choose_variant(
+            found, variant, run_date=run_date, cohort=cohort, champion=champion
+        )
+        params["variant"] = variant
         check = self._select(
             sql_text("sql/approval_check.sql", published=self.published_dataset),
             params,
@@ -717,6 +764,7 @@ class BigQueryWarehouse:
             approved_by=approved_by,
             staging=f"{self.project}.{self.dataset}",
             approval_id=uuid.uuid4().hex,
+            variant=variant,
         )
         columns: dict[str, list[str]] = {}
         for table in PUBLISHED_TABLES:

@@ -26,10 +26,15 @@ from pipeline.warehouse.shared import (
     PUBLISHED_TABLES,
     Approval,
     approval_from_check,
+    choose_variant,
+    counts_sql,
     empty_status,
+    loaded_counts_sql,
     merge_status,
     publish_script,
+    scope_sql,
     sql_text,
+    variants_sql,
     view_statements,
 )
 
@@ -167,10 +172,15 @@ class DuckDBWarehouse:
             )
 
     def replace(
-        self, run_date: dt.date, cohort: str | None, tables: dict[str, pd.DataFrame]
+        self,
+        run_date: dt.date,
+        cohort: str | None,
+        tables: dict[str, pd.DataFrame],
+        *,
+        variant: str | None = None,
     ) -> dict[str, int]:
         conformed = {
-            name: conform(name, frame, run_date=run_date, cohort=cohort)
+            name: conform(name, frame, run_date=run_date, cohort=cohort, variant=variant)
             for name, frame in tables.items()
         }
         counts: dict[str, int] = {}
@@ -181,18 +191,19 @@ class DuckDBWarehouse:
             self._ensure_layout(con)
             for name, (frame, schema) in conformed.items():
                 self._ensure(con, name, [(n, _TYPES[t]) for n, t in schema])
-                where, params = "run_date = ?", [run_date]
-                if cohort is not None:
-                    where, params = where + " AND cohort = ?", [run_date, cohort]
-                con.execute(f"DELETE FROM {name} WHERE {where}", params)
+                run_bigquery_sql(
+                    con,
+                    f"DELETE FROM {name} WHERE {scope_sql(name, cohort, variant)}",
+                    {"run_date": run_date, "cohort": cohort, "variant": variant},
+                )
                 con.register("incoming", frame)
                 con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
                 con.unregister("incoming")
                 counts[name] = len(frame)
             log = ", ".join(INGEST_LOG.column_names)
             con.executemany(
-                f"INSERT INTO {INGEST_LOG.name} ({log}) VALUES (?, ?, ?, ?, ?, ?)",
-                [[run_date, cohort, name, n, load_id, now] for name, n in counts.items()],
+                f"INSERT INTO {INGEST_LOG.name} ({log}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [[run_date, cohort, name, n, load_id, now, variant] for name, n in counts.items()],
             )
             con.commit()
         except BaseException:
@@ -211,6 +222,19 @@ class DuckDBWarehouse:
             return run_bigquery_sql(con, sql, params)
         except duckdb.Error as exc:
             raise WarehouseError(f"{self.path}: query failed: {exc}") from None
+        finally:
+            con.close()
+
+    def loaded_counts(self, run_date: dt.date) -> pd.DataFrame:
+        """Rows per (cohort, variant, table_name) of ``run_date`` in the staging dataset
+        (``row_count``); empty when nothing is loaded yet."""
+        if not self.path.exists():
+            return pd.DataFrame(columns=["cohort", "variant", "table_name", "row_count"])
+        con = self.connect(read_only=True)
+        try:
+            if not self._columns(con, STAGING, "pipeline_runs"):
+                return pd.DataFrame(columns=["cohort", "variant", "table_name", "row_count"])
+            return run_bigquery_sql(con, loaded_counts_sql(), {"run_date": run_date})
         finally:
             con.close()
 
@@ -233,14 +257,28 @@ class DuckDBWarehouse:
             con.close()
         return merge_status(ingested, approved)
 
-    def approve(self, run_date: dt.date, cohort: str, approved_by: str) -> Approval:
-        """Record the sign-off of (run_date, cohort) and publish its rows of every table
-        from ``main`` to ``published`` in one transaction; refuses a cohort that is not
-        ingested or whose error checks failed (WarehouseError, nothing changes)."""
+    def approve(
+        self,
+        run_date: dt.date,
+        cohort: str,
+        approved_by: str,
+        *,
+        variant: str | None = None,
+        champion: str | None = None,
+    ) -> Approval:
+        """Record the sign-off of (run_date, cohort) with one program ``variant`` (default:
+        the ``champion`` when ingested, else the only one) and publish its rows of every
+        table from ``main`` to ``published`` in one transaction; refuses a cohort that is
+        not ingested or whose error checks failed (WarehouseError, nothing changes)."""
         con = self.connect()
         try:
             self._ensure_layout(con)
             params = {"run_date": run_date, "cohort": cohort}
+            found = run_bigquery_sql(con, variants_sql(), params)
+            variant = choose_variant(
+                found, variant, run_date=run_date, cohort=cohort, champion=champion
+            )
+            params["variant"] = variant
             check = run_bigquery_sql(
                 con, sql_text("sql/approval_check.sql", published=PUBLISHED), params
             )
@@ -251,19 +289,15 @@ class DuckDBWarehouse:
                 approved_by=approved_by,
                 staging=f"{self.path} (schema {STAGING})",
                 approval_id=uuid.uuid4().hex,
+                variant=variant,
             )
             columns = {t: self._columns(con, STAGING, t) for t in PUBLISHED_TABLES}
             for table, cols in columns.items():
                 self._ensure(con, table, list(cols.items()), schema=PUBLISHED)
             for statement in view_statements(PUBLISHED):
                 run_bigquery_sql(con, statement)
-            rows = {
-                t: con.execute(
-                    f"SELECT count(*) FROM {STAGING}.{t} WHERE run_date = ? AND cohort = ?",
-                    [run_date, cohort],
-                ).fetchone()[0]
-                for t in PUBLISHED_TABLES
-            }
+            counted = run_bigquery_sql(con, counts_sql(), params)
+            rows = {str(r.table_name): int(r.row_count) for r in counted.itertuples()}
             script = publish_script(STAGING, PUBLISHED, {t: list(c) for t, c in columns.items()})
             try:
                 run_bigquery_sql(con, script, approval.params())

@@ -32,6 +32,21 @@ class Table:
 
 _KEY = (("run_date", DATE), ("cohort", STRING))
 
+# Tables whose rows come from one program run: each row carries its variant (the spec's
+# slug, name-version-fingerprint) and a load replaces (run_date, cohort, variant) only.
+VARIANT_TABLES = ("model_estimates", "validation_checks", "pipeline_runs")
+# The run manifest (the wrapper's manifest.json) in pipeline_runs: what exactly ran.
+MANIFEST_COLUMNS = (
+    ("params", STRING),  # the spec's [params] as JSON (sorted keys)
+    ("command", STRING),  # the rendered command as a JSON list
+    ("input_sha256", STRING),  # the program's input (cleansed cohort rows)
+    ("frame_sha256", STRING),  # the physician frame
+    ("results_sha256", STRING),  # the results file the program wrote
+    ("image", STRING),  # the spec's image reference
+    ("image_digest", STRING),  # what ran: image digest, or the local package version
+    ("pipeline_version", STRING),  # this pipeline's version that ran the wrapper
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -78,9 +93,13 @@ TABLES: dict[str, Table] = {
                 ("ci_high", FLOAT64),
                 ("program_name", STRING),
                 ("program_version", STRING),
+                ("program_fingerprint", STRING),
+                ("variant", STRING),
             ),
-            "The estimation program's results; extra result columns are kept.",
+            "The estimation program's results, one set per program variant (variant = "
+            "name-version-fingerprint); extra result columns are kept.",
             extra="*",
+            optional=frozenset({"program_fingerprint", "variant"}),
         ),
         Table(
             "validation_checks",
@@ -92,8 +111,11 @@ TABLES: dict[str, Table] = {
                 ("detail", STRING),
                 ("program_name", STRING),
                 ("program_version", STRING),
+                ("program_fingerprint", STRING),
+                ("variant", STRING),
             ),
-            "Plausibility checks of each cohort's results.",
+            "Plausibility checks of each cohort's results, per program variant.",
+            optional=frozenset({"program_fingerprint", "variant"}),
         ),
         Table(
             "pipeline_runs",
@@ -116,10 +138,16 @@ TABLES: dict[str, Table] = {
                 ("tracking_url", STRING),
                 ("program_fingerprint", STRING),
                 ("status", STRING),
+                ("variant", STRING),
+                *MANIFEST_COLUMNS,
             ),
             "One row per program run (every attempt, failed ones included); status says "
-            "how the attempt ended: succeeded, failed or abandoned.",
-            optional=frozenset({"tracking_url", "program_fingerprint", "status"}),
+            "how the attempt ended: succeeded, failed or abandoned. The manifest columns "
+            "(params ... pipeline_version) say exactly what ran: docs/warehouse.md.",
+            optional=frozenset(
+                {"tracking_url", "program_fingerprint", "status", "variant"}
+                | {name for name, _ in MANIFEST_COLUMNS}
+            ),
         ),
         Table(
             "cleansing_summary",
@@ -151,9 +179,11 @@ INGEST_LOG = Table(
         ("row_count", INT64),
         ("load_id", STRING),
         ("ingested_at", TIMESTAMP),
+        ("variant", STRING),
     ),
     "One row per table per load into the staging dataset; cohort is NULL for loads that "
-    "replace every cohort of the run date (the survey tables).",
+    "replace every cohort of the run date (the survey tables), variant is the program "
+    "variant of a results load (NULL otherwise).",
 )
 APPROVALS = Table(
     "approvals",
@@ -166,8 +196,10 @@ APPROVALS = Table(
         ("ingested_at", TIMESTAMP),
         ("published_at", TIMESTAMP),
         ("approval_id", STRING),
+        ("program_fingerprint", STRING),
+        ("variant", STRING),
     ),
-    "Sign-offs: who approved which cohort's results of which program version, and when "
+    "Sign-offs: who approved which cohort's results of which program variant, and when "
     "they were published. Lives in the published dataset, written in the publish "
     "transaction.",
 )
@@ -201,11 +233,16 @@ def coerce(series: pd.Series, type_: str) -> pd.Series:
 
 
 def conform(
-    table: str, frame: pd.DataFrame, *, run_date: dt.date, cohort: str | None
+    table: str,
+    frame: pd.DataFrame,
+    *,
+    run_date: dt.date,
+    cohort: str | None,
+    variant: str | None = None,
 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """Add ``run_date`` (and ``cohort`` if given) to ``frame``, coerce every column to its
-    table type and order them; returns the frame and its full (name, type) schema,
-    contract columns first, then the extra columns this load brings."""
+    """Add ``run_date`` (and ``cohort``, ``variant`` if given) to ``frame``, coerce every
+    column to its table type and order them; returns the frame and its full (name, type)
+    schema, contract columns first, then the extra columns this load brings."""
     if table not in TABLES:
         raise WarehouseError(f"unknown table {table!r} (known: {', '.join(TABLES)})")
     spec = TABLES[table]
@@ -213,6 +250,12 @@ def conform(
     out["run_date"] = run_date
     if cohort is not None:
         out["cohort"] = cohort
+    if variant is not None:
+        if table not in VARIANT_TABLES or cohort is None:
+            raise WarehouseError(
+                f"{table}: only {', '.join(VARIANT_TABLES)} of one cohort load per variant"
+            )
+        out["variant"] = variant
     for name in spec.optional - set(out.columns):
         out[name] = None
     missing = [name for name in spec.column_names if name not in out.columns]

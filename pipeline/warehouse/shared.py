@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.errors import WarehouseError
-from pipeline.warehouse.schema import APPROVALS, TABLES
+from pipeline.warehouse.schema import TABLES, VARIANT_TABLES
 
 # The tables published per cohort: every contract table, the cohort's rows only.
 PUBLISHED_TABLES: tuple[str, ...] = tuple(TABLES)
@@ -26,7 +26,11 @@ STATUS_COLUMNS = (
     "approved_at",
     "program_version",
     "published_at",
+    "variant",
 )
+# How SQL compares a row's variant with @variant: rows loaded before variants existed
+# (NULL) are the variant ''.
+VARIANT_OF_ROW = "COALESCE(variant, '')"
 
 
 def sql_text(name: str, *, published: str) -> str:
@@ -59,7 +63,7 @@ def quote(name: str) -> str:
 
 @dataclass(frozen=True)
 class Approval:
-    """A sign-off that has been published: who, when, which program version, how many
+    """A sign-off that has been published: who, when, which program variant, how many
     rows of each table went to the published dataset."""
 
     run_date: dt.date
@@ -70,6 +74,8 @@ class Approval:
     program_version: str
     ingested_at: dt.datetime
     approval_id: str
+    variant: str = ""
+    program_fingerprint: str = ""
     rows: dict[str, int] = field(default_factory=dict)
 
     def params(self) -> dict[str, Any]:
@@ -83,12 +89,64 @@ class Approval:
             "program_version": self.program_version,
             "ingested_at": self.ingested_at,
             "approval_id": self.approval_id,
+            "variant": self.variant,
+            "program_fingerprint": self.program_fingerprint,
         }
 
 
 def _value(row: pd.Series, name: str) -> Any:
     value = row[name]
     return None if pd.isna(value) else value
+
+
+def variants_sql() -> str:
+    """The variants of (@run_date, @cohort) in the staging dataset, with their program."""
+    return (
+        f"SELECT {VARIANT_OF_ROW} AS variant, MAX(program_name) AS program_name, "
+        "MAX(program_version) AS program_version FROM validation_checks "
+        "WHERE run_date = @run_date AND cohort = @cohort GROUP BY 1 ORDER BY 1"
+    )
+
+
+def choose_variant(
+    found: pd.DataFrame,
+    wanted: str | None,
+    *,
+    run_date: dt.date,
+    cohort: str,
+    champion: str | None = None,
+) -> str:
+    """The variant to approve among the ``found`` ones (``variants_sql``): ``wanted``
+    when named; else the ``champion`` (the configured program's slug) when ingested; else
+    the only variant when it is the champion-less or pre-variant one. Refuses with what
+    there is."""
+    have = [str(v) for v in found["variant"]] if len(found) else []
+    listed = ", ".join(v or "(no variant: loaded before variants)" for v in have) or "none"
+    where = f"cohort {cohort} of {run_date}"
+    if wanted is not None:
+        if wanted in have:
+            return wanted
+        raise WarehouseError(
+            f"{where}: variant {wanted or '(none)'} is not ingested (ingested variants: "
+            f"{listed}). Run it with `pipeline run --run-date {run_date} --cohort {cohort} "
+            "--program SPEC`, or approve another with --variant SLUG."
+        )
+    if champion is not None and champion in have:
+        return champion
+    if len(have) == 1 and (champion is None or have[0] == ""):
+        return have[0]
+    if champion is not None and have:
+        raise WarehouseError(
+            f"{where}: the champion variant {champion} ([pipeline] program) is not ingested "
+            f"(ingested variants: {listed}): name the one to publish with --variant SLUG "
+            "or --program SPEC"
+        )
+    if len(have) > 1:
+        raise WarehouseError(
+            f"{where} has several variants ingested ({listed}): name the one to publish "
+            "with --variant SLUG or --program SPEC"
+        )
+    return have[0] if have else ""
 
 
 def approval_from_check(
@@ -99,14 +157,15 @@ def approval_from_check(
     approved_by: str,
     staging: str,
     approval_id: str,
+    variant: str = "",
     now: dt.datetime | None = None,
 ) -> Approval:
-    """Turn the one row of ``sql/approval_check.sql`` into an Approval, or refuse with a
-    WarehouseError that says why and what to do."""
+    """Turn the one row of ``sql/approval_check.sql`` (for ``variant``) into an Approval,
+    or refuse with a WarehouseError that says why and what to do."""
     if not approved_by.strip():
         raise WarehouseError("--by must name who signs off (e.g. --by 'Jane Doe')")
     row = check.iloc[0]
-    where = f"cohort {cohort} of {run_date}"
+    where = f"cohort {cohort} of {run_date}" + (f" (variant {variant})" if variant else "")
     rerun = f"`pipeline run --run-date {run_date} --cohort {cohort}`"
     if _value(row, "ingested_at") is None:
         raise WarehouseError(
@@ -142,25 +201,30 @@ def approval_from_check(
         program_version=str(row["program_version"]),
         ingested_at=ingested_at.to_pydatetime(),
         approval_id=approval_id,
+        variant=variant,
+        program_fingerprint=str(_value(row, "program_fingerprint") or ""),
     )
 
 
 def publish_script(staging: str, published: str, columns: dict[str, list[str]]) -> str:
-    """The publish transaction of one cohort (BigQuery dialect, query parameters
-    ``@run_date, @cohort, @ingested_at, @approved_by, @approved_at, @program_name,
-    @program_version, @approval_id``): re-checks inside the transaction that the cohort's
-    error checks passed and that it was not re-ingested since the approval was checked,
-    then replaces the cohort's rows of every published table by the staging rows and
-    records the sign-off. ``columns`` gives each table's staging columns."""
+    """The publish transaction of one cohort and variant (BigQuery dialect, query
+    parameters ``@run_date, @cohort, @variant, @ingested_at, @approved_by, @approved_at,
+    @program_name, @program_version, @program_fingerprint, @approval_id``): re-checks
+    inside the transaction that the variant's error checks passed and that it was not
+    re-ingested since the approval was checked, then replaces the cohort's rows of every
+    published table by the staging rows — of the approved variant only, so the published
+    dataset never mixes variants — and records the sign-off. ``columns`` gives each
+    table's staging columns."""
     scope = "run_date = @run_date AND cohort = @cohort"
+    chosen = f"{scope} AND {VARIANT_OF_ROW} = @variant"
     lines = [
         "BEGIN TRANSACTION;",
         # ERROR() fails the query, and BigQuery rolls the transaction back.
         f"SELECT IF(EXISTS(SELECT 1 FROM {quote(f'{staging}.validation_checks')} "
-        f"WHERE {scope} AND severity = 'error' AND NOT passed), "
+        f"WHERE {chosen} AND severity = 'error' AND NOT passed), "
         "ERROR(CONCAT('cohort ', @cohort, ' has failed error checks: not published')), NULL);",
         f"SELECT IF((SELECT MAX(ingested_at) FROM {quote(f'{staging}.ingest_log')} "
-        f"WHERE {scope}) IS DISTINCT FROM @ingested_at, "
+        f"WHERE {chosen}) IS DISTINCT FROM @ingested_at, "
         "ERROR(CONCAT('cohort ', @cohort, ' was re-ingested while being approved: '"
         ", 'not published; check it again and re-run pipeline approve')), NULL);",
     ]
@@ -169,13 +233,17 @@ def publish_script(staging: str, published: str, columns: dict[str, list[str]]) 
         lines += [
             f"DELETE FROM {quote(f'{published}.{table}')} WHERE {scope};",
             f"INSERT INTO {quote(f'{published}.{table}')} ({cols}) "
-            f"SELECT {cols} FROM {quote(f'{staging}.{table}')} WHERE {scope};",
+            f"SELECT {cols} FROM {quote(f'{staging}.{table}')} "
+            f"WHERE {chosen if table in VARIANT_TABLES else scope};",
         ]
-    approval_cols = ", ".join(APPROVALS.column_names)
+    approval_cols = (
+        "run_date, cohort, approved_by, approved_at, program_name, program_version, "
+        "ingested_at, published_at, approval_id, program_fingerprint, variant"
+    )
     lines += [
         f"INSERT INTO {quote(f'{published}.approvals')} ({approval_cols}) VALUES (@run_date, "
         "@cohort, @approved_by, @approved_at, @program_name, @program_version, @ingested_at, "
-        "CURRENT_TIMESTAMP(), @approval_id);",
+        "CURRENT_TIMESTAMP(), @approval_id, @program_fingerprint, @variant);",
         "COMMIT TRANSACTION;",
     ]
     return "\n".join(lines)
@@ -188,7 +256,7 @@ def merge_status(ingested: pd.DataFrame, approved: pd.DataFrame) -> pd.DataFrame
     merged = ingested[["cohort", "ingested_at"]].merge(approved, on="cohort", how="left")
     for column in ("ingested_at", "approved_at", "published_at"):
         merged[column] = pd.to_datetime(merged[column], utc=True)
-    for column in ("approved_by", "program_version"):
+    for column in ("approved_by", "program_version", "variant"):
         merged[column] = merged[column].astype("string")
     merged["cohort"] = merged["cohort"].astype("string")
     return merged[list(STATUS_COLUMNS)].sort_values("cohort").reset_index(drop=True)
@@ -202,9 +270,36 @@ def empty_status() -> pd.DataFrame:
 
 
 def counts_sql() -> str:
-    """Rows of (@run_date, @cohort) per published table, in the staging dataset."""
+    """Rows of (@run_date, @cohort) per published table in the staging dataset, of
+    @variant for the variant tables: what publishing copies."""
     return "\nUNION ALL\n".join(
         f"SELECT '{table}' AS table_name, COUNT(*) AS row_count FROM {table} "
         "WHERE run_date = @run_date AND cohort = @cohort"
+        + (f" AND {VARIANT_OF_ROW} = @variant" if table in VARIANT_TABLES else "")
         for table in PUBLISHED_TABLES
     )
+
+
+def loaded_counts_sql() -> str:
+    """Rows per (cohort, variant, table) of @run_date in the staging dataset: one cheap
+    query (COUNT over the run date's partition) that tells whether ingest markers still
+    hold (``IngestResults.complete``)."""
+    return "\nUNION ALL\n".join(
+        "SELECT cohort, "
+        + (VARIANT_OF_ROW if table in VARIANT_TABLES else "''")
+        + f" AS variant, '{table}' AS table_name, COUNT(*) AS row_count FROM {table} "
+        "WHERE run_date = @run_date GROUP BY 1, 2"
+        for table in PUBLISHED_TABLES
+    )
+
+
+def scope_sql(table: str, cohort: str | None, variant: str | None) -> str:
+    """The rows a ``replace`` of (@run_date[, @cohort[, @variant]]) removes from
+    ``table``. A variant load also removes the cohort's rows loaded before variants
+    existed (variant NULL): they were the one variant the cohort had."""
+    scope = "run_date = @run_date"
+    if cohort is not None:
+        scope += " AND cohort = @cohort"
+    if variant is not None and table in VARIANT_TABLES:
+        scope += " AND (variant = @variant OR variant IS NULL)"
+    return scope

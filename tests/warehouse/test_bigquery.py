@@ -21,7 +21,7 @@ from pipeline.warehouse.bigquery import (
     label_value,
     make_client,
 )
-from pipeline.warehouse.schema import APPROVALS, INGEST_LOG, TABLES
+from pipeline.warehouse.schema import APPROVALS, INGEST_LOG, TABLES, VARIANT_TABLES
 from tests.warehouse.bqfake import FakeBigQuery
 from tests.warehouse.helpers import BQ_URI, DATASET, FAST, PROJECT, estimates, results, survey
 
@@ -101,7 +101,10 @@ def test_first_load_creates_datasets_and_partitioned_tables_with_explicit_schema
         fields = [(f["name"], f["type"]) for f in body["schema"]["fields"]]
         assert fields == list(expected[key].columns), key
         assert body["timePartitioning"] == {"type": "DAY", "field": "run_date"}
-        assert body["clustering"] == {"fields": ["cohort"]}
+        variant_table = key[1] in VARIANT_TABLES
+        assert body["clustering"] == {
+            "fields": ["cohort", "variant"] if variant_table else ["cohort"]
+        }
         assert body["labels"] == {"pipeline": "survey-pipeline"}
     # Once per process: a second load reads nothing more about the layout.
     before = len(bq.of("GET", r"/tables/[a-z_]+$"))
@@ -153,10 +156,10 @@ def test_load_jobs_are_parquet_into_a_per_load_table(
     assert not [t for t in bq.tables if t[2].startswith("_load_")]
 
 
-def test_one_transaction_replaces_the_cohort_in_every_table(
+def test_one_transaction_replaces_the_cohort_variant_in_every_table(
     bq: FakeBigQuery, bq_warehouse: BigQueryWarehouse
 ) -> None:
-    bq_warehouse.replace(D1, "a", results([1, 2]))
+    bq_warehouse.replace(D1, "a", results([1, 2]), variant="est-1.0-abc")
     load_tables = [
         "{projectId}.{datasetId}.{tableId}".format(
             **r.body["configuration"]["load"]["destinationTable"]
@@ -165,7 +168,10 @@ def test_one_transaction_replaces_the_cohort_in_every_table(
     ]
     (job,) = replace_jobs(bq)
     cols = {t: ", ".join(f"`{c}`" for c in TABLES[t].column_names) for t in TABLES}
-    scope = "WHERE run_date = @run_date AND cohort = @cohort;"
+    scope = (
+        "WHERE run_date = @run_date AND cohort = @cohort "
+        "AND (variant = @variant OR variant IS NULL);"
+    )
     expected = ["BEGIN TRANSACTION;"]
     for table, load_table in zip(
         ["model_estimates", "validation_checks", "pipeline_runs"], load_tables, strict=True
@@ -177,15 +183,16 @@ def test_one_transaction_replaces_the_cohort_in_every_table(
         ]
     expected += [
         f"INSERT INTO `{STAGING}.ingest_log` (run_date, cohort, table_name, row_count, "
-        "load_id, ingested_at) VALUES",
-        "  (@run_date, @cohort, 'model_estimates', 2, @load_id, CURRENT_TIMESTAMP()),",
-        "  (@run_date, @cohort, 'validation_checks', 2, @load_id, CURRENT_TIMESTAMP()),",
-        "  (@run_date, @cohort, 'pipeline_runs', 1, @load_id, CURRENT_TIMESTAMP());",
+        "load_id, ingested_at, variant) VALUES",
+        "  (@run_date, @cohort, 'model_estimates', 2, @load_id, CURRENT_TIMESTAMP(), @variant),",
+        "  (@run_date, @cohort, 'validation_checks', 2, @load_id, CURRENT_TIMESTAMP(), @variant),",
+        "  (@run_date, @cohort, 'pipeline_runs', 1, @load_id, CURRENT_TIMESTAMP(), @variant);",
         "COMMIT TRANSACTION;",
     ]
     assert query_of(job) == "\n".join(expected)
     got = params(job)
     assert got["run_date"] == ("DATE", "2026-11-22") and got["cohort"] == ("STRING", "a")
+    assert got["variant"] == ("STRING", "est-1.0-abc")
     assert got["load_id"][0] == "STRING" and re.fullmatch(r"[0-9a-f]{32}", got["load_id"][1])
     assert job["configuration"]["query"]["useLegacySql"] is False
     assert job["configuration"]["labels"] == {
@@ -478,9 +485,11 @@ def test_approve_publishes_in_one_transaction_with_the_sign_off(
             f"DELETE FROM `{PUBLISHED}.{table}` WHERE run_date = @run_date AND cohort = @cohort;"
             in sql
         )
+        # The variant tables: the approved variant's rows only.
+        variant = r" AND COALESCE\(variant, ''\) = @variant" if table in VARIANT_TABLES else ""
         assert re.search(
             rf"INSERT INTO `{PUBLISHED}\.{table}` \(.*\) SELECT .* FROM `{STAGING}\.{table}` "
-            r"WHERE run_date = @run_date AND cohort = @cohort;",
+            rf"WHERE run_date = @run_date AND cohort = @cohort{variant};",
             sql,
         ), table
     assert f"INSERT INTO `{PUBLISHED}.approvals`" in sql

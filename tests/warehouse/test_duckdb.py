@@ -139,3 +139,45 @@ def test_published_schema_lives_in_the_same_file(tmp_path: Path) -> None:
         "v_responses",
         "v_validation_checks",
     ]
+
+
+def test_a_warehouse_from_before_variants_evolves_on_the_next_load(tmp_path) -> None:
+    """Tables created before the variant and manifest columns existed gain them (old rows
+    read NULL), and the first variant load of a cohort replaces its pre-variant rows."""
+    import datetime as dt
+
+    from pipeline.warehouse import open_warehouse
+    from pipeline.warehouse.schema import MANIFEST_COLUMNS
+    from tests.warehouse.helpers import results, survey
+
+    date = dt.date(2026, 11, 22)
+    wh = open_warehouse(f"duckdb://{tmp_path / 'old.duckdb'}")
+    wh.replace(date, None, survey({"a": 2, "b": 2}))
+    wh.replace(date, "a", results([1, 2]))
+    wh.replace(date, "b", results([3]))
+    added = {
+        "model_estimates": ["program_fingerprint", "variant"],
+        "validation_checks": ["program_fingerprint", "variant"],
+        "pipeline_runs": ["variant", *(n for n, _ in MANIFEST_COLUMNS)],
+        "ingest_log": ["variant"],
+    }
+    with duckdb.connect(str(tmp_path / "old.duckdb")) as con:  # the old layout
+        for table, columns in added.items():
+            for column in columns:
+                con.execute(f'ALTER TABLE main.{table} DROP COLUMN "{column}"')
+                if table != "ingest_log":
+                    con.execute(f'ALTER TABLE published.{table} DROP COLUMN "{column}"')
+        for column in ("program_fingerprint", "variant"):
+            con.execute(f'ALTER TABLE published.approvals DROP COLUMN "{column}"')
+    wh.replace(date, "a", results([5]), variant="est-1.0-x")
+    got = wh.query(
+        "SELECT cohort, COALESCE(variant, '(none)'), estimate FROM model_estimates "
+        "ORDER BY cohort, estimate"
+    )
+    assert [tuple(r) for r in got.itertuples(index=False)] == [
+        ("a", "est-1.0-x", 5.0),
+        ("b", "(none)", 3.0),
+    ]
+    # b, never loaded as a variant, is still approvable as it was.
+    assert wh.approve(date, "b", "Jane").variant == ""
+    assert wh.approve(date, "a", "Jane").variant == "est-1.0-x"

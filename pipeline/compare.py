@@ -1,0 +1,207 @@
+"""Program variants side by side (``pipeline compare``, the report's variants section).
+
+A variant is a program spec's slug (name-version-fingerprint). The first variant is the
+baseline (the champion, ``[pipeline] program``, when it ran); every other one is
+compared with it per cohort and treatment: both estimates, their difference (absolute
+and relative to the baseline) and whether the confidence intervals overlap. Each
+variant's cost and program run time come from ``pipeline_runs``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from pipeline.errors import WarehouseError
+from pipeline.warehouse import Warehouse
+
+ESTIMATES_SQL = """
+SELECT cohort, COALESCE(variant, '') AS variant, program_name, program_version,
+  treatment, estimate, ci_low, ci_high
+FROM model_estimates
+WHERE run_date = @run_date
+ORDER BY cohort, treatment
+"""
+RUNS_SQL = """
+SELECT cohort, COALESCE(variant, '') AS variant, status, started_at, finished_at, cost_usd
+FROM pipeline_runs
+WHERE run_date = @run_date
+"""
+
+
+@dataclass
+class VariantCost:
+    """What one variant cost for the run date (every attempt, failed ones included)."""
+
+    variant: str
+    program: str
+    cohorts: int
+    runs: int
+    cost_usd: float
+    run_seconds: float
+
+
+@dataclass
+class Difference:
+    """One cohort × treatment of a variant against the baseline."""
+
+    cohort: str
+    treatment: str
+    baseline: str
+    variant: str
+    baseline_estimate: float | None
+    baseline_ci: tuple[float | None, float | None]
+    estimate: float | None
+    ci: tuple[float | None, float | None]
+    difference: float | None  # estimate - baseline_estimate
+    relative: float | None  # difference / |baseline_estimate|
+    overlap: bool | None  # the two intervals overlap
+
+
+@dataclass
+class Comparison:
+    run_date: str
+    baseline: str
+    variants: list[str]
+    costs: list[VariantCost] = field(default_factory=list)
+    per_cohort: list[dict[str, Any]] = field(default_factory=list)  # cost/time per cohort
+    rows: list[Difference] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _num(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def order_variants(present: list[str], wanted: list[str] | None, champion: str | None) -> list[str]:
+    """The variants to compare: ``wanted`` (refusing those not present), else every
+    present one, the champion first."""
+    if wanted:
+        missing = [v for v in wanted if v not in present]
+        if missing:
+            raise WarehouseError(
+                f"variant {', '.join(missing)} has no estimates for this date (variants "
+                f"with estimates: {', '.join(present) or 'none'})"
+            )
+        return list(dict.fromkeys(wanted))
+    return sorted(present, key=lambda v: (v != champion, v))
+
+
+def compare_frames(
+    estimates: pd.DataFrame,
+    runs: pd.DataFrame,
+    *,
+    run_date: str,
+    variants: list[str] | None = None,
+    champion: str | None = None,
+    cohorts: list[str] | None = None,
+) -> Comparison:
+    """Compare the ``estimates`` (cohort, variant, program_name, program_version,
+    treatment, estimate, ci_low, ci_high) of several variants; ``runs`` (cohort, variant,
+    status, started_at, finished_at, cost_usd) give cost and run time."""
+    if cohorts:
+        estimates = estimates[estimates["cohort"].isin(cohorts)]
+        runs = runs[runs["cohort"].isin(cohorts)] if len(runs) else runs
+    present = sorted(str(v) for v in estimates["variant"].unique()) if len(estimates) else []
+    chosen = order_variants(present, variants, champion)
+    if not chosen:
+        raise WarehouseError(f"no estimates of {run_date} to compare (nothing ingested yet?)")
+    result = Comparison(run_date=run_date, baseline=chosen[0], variants=chosen)
+    programs = {
+        str(r.variant): f"{r.program_name} {r.program_version}"
+        for r in estimates.drop_duplicates("variant").itertuples()
+    }
+    if len(runs):
+        runs = runs.assign(
+            seconds=(
+                pd.to_datetime(runs["finished_at"], utc=True)
+                - pd.to_datetime(runs["started_at"], utc=True)
+            ).dt.total_seconds()
+        )
+    for variant in chosen:
+        mine = runs[runs["variant"] == variant] if len(runs) else runs
+        cost = float(pd.to_numeric(mine["cost_usd"]).fillna(0).sum()) if len(mine) else 0.0
+        seconds = float(mine["seconds"].fillna(0).sum()) if len(mine) else 0.0
+        result.costs.append(
+            VariantCost(
+                variant=variant,
+                program=programs.get(variant, ""),
+                cohorts=int(estimates.loc[estimates["variant"] == variant, "cohort"].nunique()),
+                runs=len(mine),
+                cost_usd=round(cost, 6),
+                run_seconds=round(seconds, 3),
+            )
+        )
+        for cohort, group in mine.groupby("cohort") if len(mine) else []:
+            result.per_cohort.append(
+                {
+                    "cohort": str(cohort),
+                    "variant": variant,
+                    "runs": len(group),
+                    "cost_usd": round(float(pd.to_numeric(group["cost_usd"]).fillna(0).sum()), 6),
+                    "run_seconds": round(float(group["seconds"].fillna(0).sum()), 3),
+                }
+            )
+    by_key = {(str(r.variant), str(r.cohort), str(r.treatment)): r for r in estimates.itertuples()}
+    base = chosen[0]
+    keys = sorted({(c, t) for (v, c, t) in by_key if v in chosen})
+    for other in chosen[1:]:
+        for cohort, treatment in keys:
+            a, b = by_key.get((base, cohort, treatment)), by_key.get((other, cohort, treatment))
+            a_est, b_est = _num(a.estimate) if a else None, _num(b.estimate) if b else None
+            a_ci = (_num(a.ci_low), _num(a.ci_high)) if a else (None, None)
+            b_ci = (_num(b.ci_low), _num(b.ci_high)) if b else (None, None)
+            diff = b_est - a_est if a_est is not None and b_est is not None else None
+            relative = diff / abs(a_est) if diff is not None and a_est else None
+            overlap = None
+            if None not in (*a_ci, *b_ci):
+                overlap = bool(b_ci[0] <= a_ci[1] and a_ci[0] <= b_ci[1])
+            result.rows.append(
+                Difference(
+                    cohort=cohort,
+                    treatment=treatment,
+                    baseline=base,
+                    variant=other,
+                    baseline_estimate=a_est,
+                    baseline_ci=a_ci,
+                    estimate=b_est,
+                    ci=b_ci,
+                    difference=diff,
+                    relative=relative,
+                    overlap=overlap,
+                )
+            )
+    return result
+
+
+def compare(
+    warehouse: Warehouse,
+    run_date: dt.date,
+    *,
+    variants: list[str] | None = None,
+    champion: str | None = None,
+    cohorts: list[str] | None = None,
+) -> Comparison:
+    """Compare the variants of ``run_date`` as the warehouse's staging dataset holds
+    them (two queries)."""
+    params = {"run_date": run_date}
+    estimates = warehouse.query(ESTIMATES_SQL, params)
+    runs = warehouse.query(RUNS_SQL, params)
+    return compare_frames(
+        estimates,
+        runs,
+        run_date=run_date.isoformat(),
+        variants=variants,
+        champion=champion,
+        cohorts=cohorts,
+    )
