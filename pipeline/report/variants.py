@@ -1,8 +1,8 @@
 """The report's variants section: every program variant's estimates side by side.
 
-Self-contained (its own small inline SVG, no dependency on the other charts): per cohort
-and treatment one row per variant, its estimate and confidence interval in the variant's
-colour, so a reader sees at a glance where variants disagree. Shown only when the date
+One forest chart per cohort (drawn by matplotlib through ``charts.forest``): per
+treatment one row per variant, its estimate and confidence interval, so a reader sees at
+a glance where variants disagree. Shown only when the date
 ran more than one variant; ``pipeline compare`` gives the numbers.
 """
 
@@ -15,11 +15,9 @@ from html import escape
 import pandas as pd
 
 from pipeline import storage
+from pipeline.report import charts
 from pipeline.status import RunStatus
 from pipeline.tasks import RunModel
-
-COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2")
-ROW, LABEL_WIDTH, WIDTH = 16, 190, 760
 
 
 def load_variants(status: RunStatus) -> dict[str, dict[str, pd.DataFrame]]:
@@ -45,81 +43,42 @@ def _num(value: object) -> float:
 
 
 def variants_chart(results: dict[str, dict[str, pd.DataFrame]]) -> str:
-    """An inline SVG: for each cohort × treatment, one interval per variant."""
-    rows: list[tuple[str, int, float, float, float, str]] = []  # label, colour, est, ci, slug
+    """One forest chart per cohort (matplotlib, inline SVG): for each treatment, one
+    estimate and interval per variant, so a reader sees where variants disagree."""
     variants = list(results)
-    keys = sorted(
-        {
-            (cohort, str(treatment))
-            for by_cohort in results.values()
-            for cohort, frame in by_cohort.items()
-            for treatment in frame.get("treatment", [])
-        }
-    )
-    for cohort, treatment in keys:
-        for index, variant in enumerate(variants):
-            frame = results[variant].get(cohort)
-            if frame is None or "treatment" not in frame:
-                continue
-            match = frame[frame["treatment"].astype(str) == treatment]
-            if match.empty:
-                continue
-            r = match.iloc[0]
-            rows.append(
-                (
-                    f"{cohort} · {treatment}",
-                    index,
-                    _num(r.get("estimate")),
-                    _num(r.get("ci_low")),
-                    _num(r.get("ci_high")),
-                    variant,
-                )
-            )
-    values = [v for row in rows for v in row[2:5] if math.isfinite(v)]
-    if not values:
+    cohorts = sorted({cohort for by_cohort in results.values() for cohort in by_cohort})
+    parts = []
+    for cohort in cohorts:
+        rows = []
+        treatments = sorted(
+            {
+                str(t)
+                for by_cohort in results.values()
+                for t in by_cohort.get(cohort, pd.DataFrame()).get("treatment", [])
+            }
+        )
+        for treatment in treatments:
+            for variant in variants:
+                frame = results[variant].get(cohort)
+                if frame is None or "treatment" not in frame:
+                    continue
+                match = frame[frame["treatment"].astype(str) == treatment]
+                if match.empty:
+                    continue
+                r = match.iloc[0]
+                est, low, high = (_num(r.get(k)) for k in ("estimate", "ci_low", "ci_high"))
+                rows.append(
+                    charts.Interval(
+                        f"{treatment} · {variant}", est, low, high,
+                        flagged=not (low <= est <= high),
+                    )
+                )  # fmt: skip
+        parts.append(
+            charts.forest(rows, title=cohort, label=f"{cohort}: estimates of each variant")
+        )
+    if not parts:
         return "<p class='muted'>No variant has results yet.</p>"
-    lo, hi = min(values), max(values)
-    span = (hi - lo) or 1.0
-    plot = WIDTH - LABEL_WIDTH - 20
-    height = ROW * len(rows) + 30
-
-    def x(value: float) -> float:
-        return LABEL_WIDTH + (value - lo) / span * plot
-
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
-        f'role="img" aria-label="estimates of each variant side by side" '
-        f'font-size="11" font-family="sans-serif">'
-    ]
-    previous = None
-    for i, (label, colour, est, low, high, variant) in enumerate(rows):
-        y = 12 + i * ROW
-        fill = COLOURS[colour % len(COLOURS)]
-        tip = escape(f"{label} — {variant}: {est:g} [{low:g}, {high:g}]")
-        parts.append(f"<g><title>{tip}</title>")
-        if label != previous:
-            parts.append(
-                f'<text x="{LABEL_WIDTH - 8}" y="{y + 4}" text-anchor="end">{escape(label)}</text>'
-            )
-            previous = label
-        if math.isfinite(low) and math.isfinite(high):
-            parts.append(
-                f'<line x1="{x(low):.1f}" y1="{y}" x2="{x(high):.1f}" y2="{y}" '
-                f'stroke="{fill}" stroke-width="2"/>'
-            )
-        if math.isfinite(est):
-            parts.append(f'<circle cx="{x(est):.1f}" cy="{y}" r="3.5" fill="{fill}"/>')
-        parts.append("</g>")
-    parts.append(
-        f'<text x="{LABEL_WIDTH}" y="{height - 4}">{escape(f"{lo:g}")}</text>'
-        f'<text x="{LABEL_WIDTH + plot}" y="{height - 4}" text-anchor="end">'
-        f"{escape(f'{hi:g}')}</text></svg>"
-    )
-    legend = " ".join(
-        f"<span style='color:{COLOURS[i % len(COLOURS)]}'>●</span> {escape(v)}"
-        for i, v in enumerate(variants)
-    )
-    return f"<p>{legend}</p>{''.join(parts)}"
+    return "".join(parts)
 
 
 def variants_section(status: RunStatus) -> str:
