@@ -37,7 +37,8 @@ def manifest_columns(manifest: dict[str, Any] | None, spec: ProgramSpec) -> dict
         input_sha256=sums.get("input") or (inputs[0] if inputs else None),
         frame_sha256=sums.get("frame") or (inputs[1] if len(inputs) > 1 else None),
         results_sha256=sums.get("results") or (manifest.get("outputs") or {}).get(spec.results),
-        image=(manifest.get("program") or {}).get("image", spec.image),
+        # What ran (the task metadata's image) over what the spec asked for.
+        image=manifest.get("image") or (manifest.get("program") or {}).get("image", spec.image),
         image_digest=manifest.get("image_digest") or "",
         pipeline_version=manifest.get("pipeline_version"),
     )
@@ -50,10 +51,11 @@ def read_manifest(layout: Layout, cohort: str, spec: ProgramSpec, attempt: str) 
 
 
 def run_rows(layout: Layout, cohort: str, spec: ProgramSpec) -> list[dict[str, Any]]:
-    """Every attempt's ``pipeline_runs`` row (its run.json) with its manifest columns."""
+    """Every attempt's ``pipeline_runs`` rows (its run.json, and its abandoned cloud tasks
+    in abandoned/*.json) with their manifest columns."""
     rows = []
     for uri in storage.listdir(layout.attempts(cohort, spec.slug)):
-        if not uri.endswith("/run.json"):
+        if not (uri.endswith("/run.json") or "/abandoned/" in uri):
             continue
         run = storage.read_json(uri)
         manifest = read_manifest(layout, cohort, spec, str(run.get("attempt") or ""))

@@ -26,8 +26,10 @@ from pipeline.errors import InputError, ProgramFailed
 from pipeline.executors.base import Job, RunRecord, tail_lines
 from pipeline.layout import Layout
 
-# attempts/<id>/run.json "status": how the attempt ended.
-SUCCEEDED, FAILED = "succeeded", "failed"
+# attempts/<id>/run.json "status": how the attempt ended. A cloud task the service ended
+# under it (a Fargate Spot interruption, a lost host) and that the executor resubmitted is
+# recorded as abandoned, in attempts/<id>/abandoned/<n>.json.
+SUCCEEDED, FAILED, ABANDONED = "succeeded", "failed", "abandoned"
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,11 @@ def collect(layout: Layout, prepared: Prepared, record: RunRecord) -> pd.DataFra
     job = prepared.job
     spec, cohort = job.spec, job.cohort
     attempt_run = layout.attempt(cohort, spec.slug, job.attempt, "run.json")
+    for n, interrupted in enumerate(record.interrupted, start=1):
+        storage.write_json(
+            layout.attempt(cohort, spec.slug, job.attempt, "abandoned", f"{n}.json"),
+            run_row(job, interrupted, ABANDONED),
+        )
     if record.exit_code != 0:
         storage.write_json(attempt_run, run_row(job, record, FAILED))
         tail = "\n".join(f"    {line}" for line in record.error.splitlines()[-20:])

@@ -1,0 +1,45 @@
+"""attempts.collect records every cloud task an attempt used: the one that produced the
+results, and the ones the service interrupted and the executor resubmitted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.core.spec import spec_from_dict
+from pipeline.executors import attempts
+from pipeline.executors.base import Job, RunRecord
+from pipeline.layout import Layout
+from pipeline.manifest import run_rows
+
+
+def test_interrupted_tasks_are_abandoned_rows_next_to_the_succeeded_one(tmp_path: Path) -> None:
+    spec = spec_from_dict(
+        {"name": "toy", "version": "1", "command": ["toy", "{output_dir}"],
+         "outputs": {"results": "estimates.csv"}}
+    )  # fmt: skip
+    layout = Layout(str(tmp_path / "work"), "2026-11-22")
+    out = Path(layout.attempt("asthma", spec.slug, "a1", "out"))
+    out.mkdir(parents=True)
+    pd.DataFrame({"treatment": ["t"], "estimate": [1.0], "ci_low": [0.5], "ci_high": [1.5]}
+                 ).to_csv(out / "estimates.csv", index=False)  # fmt: skip
+    job = Job(run_date="2026-11-22", cohort="asthma", spec=spec, attempt="a1",
+              job_uri=layout.attempt("asthma", spec.slug, "a1", "job.json"),
+              output_uri=str(out), log_path=tmp_path / "a1.log")  # fmt: skip
+    common = {"executor": "ecs", "attempt": "a1", "started_at": "2026-11-22T00:00:00+00:00",
+              "finished_at": "2026-11-22T01:00:00+00:00"}  # fmt: skip
+    spot = RunRecord(job_id="arn:task/1", exit_code=143,
+                     interruption="SpotInterruption: interrupted", **common)  # fmt: skip
+    record = RunRecord(job_id="arn:task/2", exit_code=0, interrupted=[spot], **common)
+    prepared = attempts.Prepared(job=job, rows=1, log_uri=str(job.log_path))
+
+    results = attempts.collect(layout, prepared, record)
+
+    assert list(results["treatment"]) == ["t"]
+    rows = sorted(run_rows(layout, "asthma", spec), key=lambda r: r["job_id"])
+    assert [(r["job_id"], r["status"]) for r in rows] == [
+        ("arn:task/1", "abandoned"),
+        ("arn:task/2", "succeeded"),
+    ]
+    assert all(r["program_fingerprint"] == spec.fingerprint for r in rows)
