@@ -260,6 +260,14 @@ CASES = [
         ("needs --cohort",),
         command="rerun",
     ),
+    Case(
+        "approve a cohort typo",
+        _args("--cohort", "diabets", "--by", "qa", "--run-date", EARLIER),
+        2,
+        ("no cohort diabets", "did you mean diabetes"),
+        command="approve",
+        absent="",
+    ),
     Case("report of a date never run", _args(), 2, ("no run for 2026-11-22",), command="report"),
 ]
 

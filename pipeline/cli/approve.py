@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
+import difflib
 import sys
 
 from pipeline import config
 from pipeline.cli.run import absolute_path, run_date
-from pipeline.errors import PipelineError, WarehouseError
+from pipeline.errors import InputError, PipelineError, WarehouseError
+from pipeline.layout import Layout
+from pipeline.tasks.cleanse import known_cohorts
 from pipeline.tasks.params import canonical_program, load_program
 from pipeline.warehouse import open_warehouse
 
@@ -57,6 +61,7 @@ def main(args: argparse.Namespace) -> int:
     uri = args.warehouse or config.warehouse_uri()
     warehouse = open_warehouse(uri)
     date = args.run_date
+    check_cohorts(date, args.cohort)
     cohorts = list(dict.fromkeys(args.cohort)) or list(warehouse.publication_status(date)["cohort"])
     if not cohorts:
         raise WarehouseError(
@@ -91,3 +96,23 @@ def main(args: argparse.Namespace) -> int:
         f"{warehouse.published_dataset}; clients read its v_* views"
     )
     return 1 if refused else 0
+
+
+def check_cohorts(date: dt.date, asked: list[str]) -> None:
+    """Refuse a cohort code the date does not have, naming the close ones, before any
+    sign-off is recorded (a typo must not read as "not ingested: run it first")."""
+    try:
+        known = list(known_cohorts(Layout.of(date), str(config.raw_dir()))["code"])
+    except PipelineError:
+        return  # neither run nor a raw export here: the warehouse will say what it has
+    unknown = [code for code in asked if code not in known]
+    if unknown:
+        hints = [
+            f"{code} (did you mean {', '.join(close)}?)" if close else code
+            for code in unknown
+            for close in [difflib.get_close_matches(code, known, n=2)]
+        ]
+        raise InputError(
+            f"run date {date} has no cohort {'; '.join(hints)}; its cohorts: "
+            f"{', '.join(sorted(known))}"
+        )
