@@ -264,7 +264,7 @@ CASES = [
         "approve a cohort typo",
         _args("--cohort", "diabets", "--by", "qa", "--run-date", EARLIER),
         2,
-        ("no cohort diabets", "did you mean diabetes"),
+        ("unknown cohort diabets", "did you mean diabetes"),
         command="approve",
         absent="",
     ),

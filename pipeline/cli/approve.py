@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import difflib
 import sys
 
 from pipeline import config
 from pipeline.cli.run import absolute_path, run_date
-from pipeline.errors import InputError, PipelineError, WarehouseError
+from pipeline.errors import PipelineError, WarehouseError
 from pipeline.layout import Layout
-from pipeline.tasks.cleanse import known_cohorts
+from pipeline.tasks.cleanse import known_cohorts, refuse_unknown_cohorts
 from pipeline.tasks.params import canonical_program, load_program
 from pipeline.warehouse import open_warehouse
 
@@ -105,14 +104,4 @@ def check_cohorts(date: dt.date, asked: list[str]) -> None:
         known = list(known_cohorts(Layout.of(date), str(config.raw_dir()))["code"])
     except PipelineError:
         return  # neither run nor a raw export here: the warehouse will say what it has
-    unknown = [code for code in asked if code not in known]
-    if unknown:
-        hints = [
-            f"{code} (did you mean {', '.join(close)}?)" if close else code
-            for code in unknown
-            for close in [difflib.get_close_matches(code, known, n=2)]
-        ]
-        raise InputError(
-            f"run date {date} has no cohort {'; '.join(hints)}; its cohorts: "
-            f"{', '.join(sorted(known))}"
-        )
+    refuse_unknown_cohorts(asked, known, file=None)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,9 +142,6 @@ class BatchExecutor(CloudExecutor):
         self.client = client if client is not None else aws.batch_client()
         self._logs = logs_client
         # spec image => job definition ARN that runs it (see EcsExecutor for the locking).
-        self._definitions: dict[str, str] = {}
-        self._definition_locks: dict[str, threading.Lock] = {}
-        self._definitions_lock = threading.Lock()
         self._configured: dict[str, Any] | None = None
         self.registrations = 0  # job definitions this executor registered (for tests)
 
@@ -242,23 +238,8 @@ class BatchExecutor(CloudExecutor):
             return self._configured
 
     def job_definition_for(self, job: Job) -> str:
-        """The job definition that runs the spec's image: the configured one when the spec
-        names no image or the same one, else a derived one (registered once)."""
-        image = job.spec.image
-        if not image:
-            return self.settings.job_definition
-        with self._definitions_lock:
-            if image in self._definitions:
-                return self._definitions[image]
-            lock = self._definition_locks.setdefault(image, threading.Lock())
-        with lock:
-            with self._definitions_lock:
-                if image in self._definitions:
-                    return self._definitions[image]
-            arn = self._derive(image)
-            with self._definitions_lock:
-                self._definitions[image] = arn
-            return arn
+        """The job definition that runs the spec's image (``CloudExecutor.definition_for``)."""
+        return self.definition_for(job.spec.image, self.settings.job_definition)
 
     def job_image(self, job: Job) -> str:
         if job.spec.image:

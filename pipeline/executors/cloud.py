@@ -314,6 +314,32 @@ class CloudExecutor:
         self._logs: Any = None
         self._watcher: Watcher | None = None
         self._watcher_pid = 0
+        # Definitions derived for a spec's image, by image (definition_for).
+        self._definitions: dict[str, str] = {}
+        self._definition_locks: dict[str, threading.Lock] = {}
+        self._definitions_lock = threading.Lock()
+
+    def definition_for(self, image: str, configured: str) -> str:
+        """The task/job definition that runs ``image``: ``configured`` when the spec names
+        no image, else the one ``_derive(image)`` finds or registers — once per process
+        and image, however many cohorts' threads ask at the same time."""
+        if not image:
+            return configured
+        with self._definitions_lock:
+            if image in self._definitions:
+                return self._definitions[image]
+            lock = self._definition_locks.setdefault(image, threading.Lock())
+        with lock:
+            with self._definitions_lock:
+                if image in self._definitions:
+                    return self._definitions[image]
+            arn = self._derive(image)
+            with self._definitions_lock:
+                self._definitions[image] = arn
+            return arn
+
+    def _derive(self, image: str) -> str:
+        raise NotImplementedError
 
     # -- provider specifics -------------------------------------------------------------
     def submit(self, job: Job, command: list[str], env: dict[str, str],

@@ -184,9 +184,6 @@ class EcsExecutor(CloudExecutor):
         self._log_config_lock = threading.Lock()
         # spec image => task definition ARN that runs it; one lock per image so threads
         # asking for the same image wait for one registration, others go on.
-        self._definitions: dict[str, str] = {}
-        self._definition_locks: dict[str, threading.Lock] = {}
-        self._definitions_lock = threading.Lock()
         self._configured: dict[str, Any] | None = None
         self.registrations = 0  # task definitions this executor registered (for tests)
 
@@ -373,23 +370,8 @@ class EcsExecutor(CloudExecutor):
         )
 
     def task_definition_for(self, job: Job) -> str:
-        """The task definition that runs the spec's image: the configured one when the
-        spec names no image or the same one, else a derived one (registered once)."""
-        image = job.spec.image
-        if not image:
-            return self.settings.task_definition
-        with self._definitions_lock:
-            if image in self._definitions:
-                return self._definitions[image]
-            lock = self._definition_locks.setdefault(image, threading.Lock())
-        with lock:
-            with self._definitions_lock:
-                if image in self._definitions:
-                    return self._definitions[image]
-            arn = self._derive(image)
-            with self._definitions_lock:
-                self._definitions[image] = arn
-            return arn
+        """The task definition that runs the spec's image (``CloudExecutor.definition_for``)."""
+        return self.definition_for(job.spec.image, self.settings.task_definition)
 
     def job_image(self, job: Job) -> str:
         if job.spec.image:

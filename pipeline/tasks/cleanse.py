@@ -3,6 +3,7 @@ rejections, summary and the run date's input pin."""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import luigi
@@ -11,7 +12,7 @@ import pandas as pd
 from pipeline import config, metrics, storage
 from pipeline.core import rawdata
 from pipeline.core.cleanse import CleanseRules, cleanse
-from pipeline.errors import PinnedInputsError
+from pipeline.errors import InputError, PinnedInputsError
 from pipeline.layout import Layout
 from pipeline.tasks.base import RunDateTask
 from pipeline.tasks.params import RawParameter
@@ -116,3 +117,18 @@ def known_cohorts(layout: Layout, raw: str) -> pd.DataFrame:
             [(code, info["label"]) for code, info in cohorts.items()], columns=["code", "label"]
         )
     return rawdata.read_cohorts(Path(raw))
+
+
+def refuse_unknown_cohorts(asked: list[str], known: list[str], *, file: str | None) -> None:
+    """Raise ``InputError`` for codes not in ``known``, naming the close ones."""
+    unknown = [code for code in asked if code not in known]
+    if not unknown:
+        return
+    hints = [
+        f"{code} (did you mean {', '.join(close)}?)" if close else code
+        for code in unknown
+        for close in [difflib.get_close_matches(code, known, n=2)]
+    ]
+    raise InputError(
+        f"unknown cohort {'; '.join(hints)}; known: {', '.join(sorted(known))}", file=file
+    )

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import luigi
 
-from pipeline.errors import InputError
 from pipeline.layout import Layout
-from pipeline.tasks.cleanse import check_pinned, known_cohorts
+from pipeline.tasks.cleanse import check_pinned, known_cohorts, refuse_unknown_cohorts
 from pipeline.tasks.ingest import IngestResults, IngestSurvey
 from pipeline.tasks.params import (
     ExecutorParameter,
@@ -50,17 +48,7 @@ class Deliver(luigi.WrapperTask):
     def selected_cohorts(self) -> list[str]:
         """The cohorts this delivery runs; refuses unknown codes, naming the close ones."""
         known = list(known_cohorts(self.layout, self.raw)["code"])
-        unknown = [c for c in self.cohorts if c not in known]
-        if unknown:
-            hints = [
-                f"{code} (did you mean {', '.join(close)}?)" if close else code
-                for code in unknown
-                for close in [difflib.get_close_matches(code, known, n=2)]
-            ]
-            raise InputError(
-                f"unknown cohort {'; '.join(hints)}; known: {', '.join(sorted(known))}",
-                file=str(Path(self.raw) / "cohorts.csv"),
-            )
+        refuse_unknown_cohorts(list(self.cohorts), known, file=str(Path(self.raw) / "cohorts.csv"))
         return list(self.cohorts) or known
 
     def preflight(self) -> list[str]:
