@@ -53,5 +53,13 @@ class ValidationFailed(PipelineError):
     """An error-severity validation check failed; ingest of that cohort is blocked."""
 
 
+class DataQualityFailed(PipelineError):
+    """An error-severity data-quality check failed; the cohort's program does not run."""
+
+
+class RegressionFailed(PipelineError):
+    """A program's golden case is out of tolerance (``pipeline regress``)."""
+
+
 class WarehouseError(PipelineError):
     """A warehouse load or query failed."""

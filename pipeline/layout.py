@@ -5,12 +5,17 @@ directory or ``s3://bucket/prefix``), so a laptop pointed at production storage 
 the worker saw::
 
     cleanse/   inputs.json frame.csv rejections.parquet summary.json cohorts/<code>.parquet
+    quality/<cohort>.parquet   data-quality checks (written only when no error check failed)
     model/<cohort>/<slug>/     results.parquet run.json attempts/<attempt>/{job.json,out/,run.json}
     validate/<cohort>/<slug>/  checks.parquet
     ingest/_survey/<warehouse id>.json   ingest/<cohort>/<slug>/<warehouse id>.json
     logs/tasks/<task id>.log|.json       a task's own log and its timing record
     logs/failures/<task id>.txt          why a task last failed
     logs/programs/<cohort>/<slug>-<attempt>.log   a program run's output (or its log tail)
+
+Across dates: ``<storage root>/quality-history/<cohort>/<run_date>.json`` (the figures of
+each delivery that passed the data-quality gate, which later deliveries compare with) and
+``<storage root>/regress/<slug>/result.json`` (the last ``pipeline regress`` of a program).
 
 ``<slug>`` is the program spec's ``name-version-fingerprint``: change the spec and every
 downstream path changes with it. Tasks build their ``output()`` from a ``Layout``;
@@ -44,6 +49,11 @@ class Layout:
     def path(self, *parts: str) -> str:
         return storage.join(self.base, *parts)
 
+    # -- across dates ----------------------------------------------------------------------
+    def regress(self, slug: str, *parts: str) -> str:
+        """``pipeline regress`` of one program build: ``result.json`` and its case runs."""
+        return storage.join(self.root, "regress", slug, *parts)
+
     # -- cleansing -----------------------------------------------------------------------
     def cleanse(self, name: str) -> str:
         return self.path("cleanse", name)
@@ -53,6 +63,17 @@ class Layout:
 
     def cohort_inputs(self) -> str:
         return self.path("cleanse", "cohorts")
+
+    # -- data quality (before any program runs) --------------------------------------------
+    def quality(self, cohort: str) -> str:
+        return self.path("quality", f"{cohort}.parquet")
+
+    def quality_history(self, cohort: str) -> str:
+        """Across run dates: one ``<run_date>.json`` of figures per passed delivery."""
+        return storage.join(self.root, "quality-history", cohort)
+
+    def quality_figures(self, cohort: str) -> str:
+        return storage.join(self.quality_history(cohort), f"{self.run_date}.json")
 
     # -- program runs --------------------------------------------------------------------
     def model(self, cohort: str, slug: str, *parts: str) -> str:

@@ -95,12 +95,13 @@ class IngestSurvey(WarehouseTask):
 
 
 class IngestResults(CohortTask, WarehouseTask):
-    """Loads one cohort's ``model_estimates``, ``validation_checks`` and ``pipeline_runs``
-    (every attempt) into the warehouse. A failed error check blocks the estimates: the
+    """Loads one cohort's ``model_estimates``, ``validation_checks`` (its data-quality
+    checks, then its result and drift checks) and ``pipeline_runs`` (every attempt) into
+    the warehouse. A failed error check blocks the estimates: the
     checks and runs are still loaded so QA sees why, and the task fails."""
 
     def requires(self) -> ValidateResults:
-        return ValidateResults(**self.cohort_params())
+        return ValidateResults(**self.cohort_params(), warehouse=self.warehouse)
 
     def output(self) -> luigi.target.FileSystemTarget:
         return self.target(
@@ -111,7 +112,12 @@ class IngestResults(CohortTask, WarehouseTask):
         self.report("reading results, checks and run records", progress=0)
         spec, layout = self.spec, self.layout
         program = {"program_name": spec.name, "program_version": spec.version}
-        checks = storage.read_parquet(self.input().path).assign(**program)
+        checks = storage.read_parquet(self.input().path)
+        # The cohort's data-quality checks (CheckData) land next to its result checks.
+        quality = layout.quality(self.cohort)
+        if storage.exists(quality):
+            checks = pd.concat([storage.read_parquet(quality), checks], ignore_index=True)
+        checks = checks.assign(**program)
         runs = pd.DataFrame(
             [
                 storage.read_json(uri)

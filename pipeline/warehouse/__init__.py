@@ -46,10 +46,25 @@ class Warehouse(Protocol):
         nulls where not approved/published), ordered by cohort."""
         ...
 
-    def approve(self, run_date: dt.date, cohort: str, approved_by: str) -> Approval:
+    def approve(
+        self,
+        run_date: dt.date,
+        cohort: str,
+        approved_by: str,
+        *,
+        accepted_regression: str | None = None,
+    ) -> Approval:
         """Record the sign-off of (run_date, cohort) and publish that cohort's rows of every
         table to the published dataset, atomically. Refuses (WarehouseError, nothing
-        changes) a cohort that is not ingested or whose error checks failed."""
+        changes) a cohort that is not ingested or whose error checks failed.
+        ``accepted_regression`` is the reason a person gave for approving a program
+        version whose golden case failed (recorded in ``approvals``)."""
+        ...
+
+    def previous_estimates(self, run_date: dt.date, cohort: str, program_name: str) -> pd.DataFrame:
+        """``run_date, treatment, estimate, program_version`` of the cohort's last
+        published delivery of ``program_name`` before ``run_date`` (empty when there is
+        none, or nothing is published yet)."""
         ...
 
 

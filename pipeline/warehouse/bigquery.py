@@ -54,8 +54,10 @@ from pipeline.warehouse.shared import (
     Approval,
     approval_from_check,
     counts_sql,
+    empty_previous,
     empty_status,
     merge_status,
+    previous_estimates_sql,
     publish_script,
     quote,
     sql_text,
@@ -700,7 +702,27 @@ class BigQueryWarehouse:
 
     # ---------------------------------------------------------------- publishing
 
-    def approve(self, run_date: dt.date, cohort: str, approved_by: str) -> Approval:
+    def previous_estimates(self, run_date: dt.date, cohort: str, program_name: str) -> pd.DataFrame:
+        """The cohort's last published estimates of ``program_name`` before ``run_date``."""
+        try:
+            return self._select(
+                previous_estimates_sql(self.published_dataset),
+                {"run_date": run_date, "cohort": cohort, "program_name": program_name},
+                what=f"reading the previous published estimates of cohort {cohort}",
+            )
+        except BigQueryJobError as exc:
+            if exc.reason == "notFound":  # nothing published yet
+                return empty_previous()
+            raise
+
+    def approve(
+        self,
+        run_date: dt.date,
+        cohort: str,
+        approved_by: str,
+        *,
+        accepted_regression: str | None = None,
+    ) -> Approval:
         """Record the sign-off of (run_date, cohort) and publish its rows of every table
         from the staging to the published dataset in one transaction."""
         self._ensure_layout()
@@ -717,6 +739,7 @@ class BigQueryWarehouse:
             approved_by=approved_by,
             staging=f"{self.project}.{self.dataset}",
             approval_id=uuid.uuid4().hex,
+            accepted_regression=accepted_regression,
         )
         columns: dict[str, list[str]] = {}
         for table in PUBLISHED_TABLES:

@@ -26,8 +26,10 @@ from pipeline.warehouse.shared import (
     PUBLISHED_TABLES,
     Approval,
     approval_from_check,
+    empty_previous,
     empty_status,
     merge_status,
+    previous_estimates_sql,
     publish_script,
     sql_text,
     view_statements,
@@ -233,7 +235,29 @@ class DuckDBWarehouse:
             con.close()
         return merge_status(ingested, approved)
 
-    def approve(self, run_date: dt.date, cohort: str, approved_by: str) -> Approval:
+    def previous_estimates(self, run_date: dt.date, cohort: str, program_name: str) -> pd.DataFrame:
+        """The cohort's last published estimates of ``program_name`` before ``run_date``."""
+        if not self.path.exists():
+            return empty_previous()
+        con = self.connect(read_only=True)
+        try:
+            if not self._columns(con, PUBLISHED, "model_estimates"):
+                return empty_previous()
+            params = {"run_date": run_date, "cohort": cohort, "program_name": program_name}
+            return run_bigquery_sql(con, previous_estimates_sql(PUBLISHED), params)
+        except duckdb.Error as exc:
+            raise WarehouseError(f"{self.path}: reading previous estimates failed: {exc}") from None
+        finally:
+            con.close()
+
+    def approve(
+        self,
+        run_date: dt.date,
+        cohort: str,
+        approved_by: str,
+        *,
+        accepted_regression: str | None = None,
+    ) -> Approval:
         """Record the sign-off of (run_date, cohort) and publish its rows of every table
         from ``main`` to ``published`` in one transaction; refuses a cohort that is not
         ingested or whose error checks failed (WarehouseError, nothing changes)."""
@@ -251,6 +275,7 @@ class DuckDBWarehouse:
                 approved_by=approved_by,
                 staging=f"{self.path} (schema {STAGING})",
                 approval_id=uuid.uuid4().hex,
+                accepted_regression=accepted_regression,
             )
             columns = {t: self._columns(con, STAGING, t) for t in PUBLISHED_TABLES}
             for table, cols in columns.items():

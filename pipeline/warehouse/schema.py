@@ -166,9 +166,11 @@ APPROVALS = Table(
         ("ingested_at", TIMESTAMP),
         ("published_at", TIMESTAMP),
         ("approval_id", STRING),
+        ("accepted_regression", STRING),
     ),
     "Sign-offs: who approved which cohort's results of which program version, and when "
-    "they were published. Lives in the published dataset, written in the publish "
+    "they were published; accepted_regression: why a version whose golden case failed was "
+    "approved anyway (NULL otherwise). Lives in the published dataset, written in the publish "
     "transaction.",
 )
 

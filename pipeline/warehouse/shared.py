@@ -71,6 +71,7 @@ class Approval:
     ingested_at: dt.datetime
     approval_id: str
     rows: dict[str, int] = field(default_factory=dict)
+    accepted_regression: str | None = None
 
     def params(self) -> dict[str, Any]:
         """Query parameters of the publish transaction."""
@@ -83,6 +84,7 @@ class Approval:
             "program_version": self.program_version,
             "ingested_at": self.ingested_at,
             "approval_id": self.approval_id,
+            "accepted_regression": self.accepted_regression,
         }
 
 
@@ -100,6 +102,7 @@ def approval_from_check(
     staging: str,
     approval_id: str,
     now: dt.datetime | None = None,
+    accepted_regression: str | None = None,
 ) -> Approval:
     """Turn the one row of ``sql/approval_check.sql`` into an Approval, or refuse with a
     WarehouseError that says why and what to do."""
@@ -142,14 +145,16 @@ def approval_from_check(
         program_version=str(row["program_version"]),
         ingested_at=ingested_at.to_pydatetime(),
         approval_id=approval_id,
+        accepted_regression=(accepted_regression or "").strip() or None,
     )
 
 
 def publish_script(staging: str, published: str, columns: dict[str, list[str]]) -> str:
     """The publish transaction of one cohort (BigQuery dialect, query parameters
     ``@run_date, @cohort, @ingested_at, @approved_by, @approved_at, @program_name,
-    @program_version, @approval_id``): re-checks inside the transaction that the cohort's
-    error checks passed and that it was not re-ingested since the approval was checked,
+    @program_version, @approval_id, @accepted_regression``): re-checks inside the
+    transaction that the cohort's error checks passed and that it was not re-ingested
+    since the approval was checked,
     then replaces the cohort's rows of every published table by the staging rows and
     records the sign-off. ``columns`` gives each table's staging columns."""
     scope = "run_date = @run_date AND cohort = @cohort"
@@ -175,7 +180,7 @@ def publish_script(staging: str, published: str, columns: dict[str, list[str]]) 
     lines += [
         f"INSERT INTO {quote(f'{published}.approvals')} ({approval_cols}) VALUES (@run_date, "
         "@cohort, @approved_by, @approved_at, @program_name, @program_version, @ingested_at, "
-        "CURRENT_TIMESTAMP(), @approval_id);",
+        "CURRENT_TIMESTAMP(), @approval_id, @accepted_regression);",
         "COMMIT TRANSACTION;",
     ]
     return "\n".join(lines)
@@ -207,4 +212,20 @@ def counts_sql() -> str:
         f"SELECT '{table}' AS table_name, COUNT(*) AS row_count FROM {table} "
         "WHERE run_date = @run_date AND cohort = @cohort"
         for table in PUBLISHED_TABLES
+    )
+
+
+def previous_estimates_sql(published: str) -> str:
+    """``sql/previous_estimates.sql`` (parameters ``@run_date, @cohort, @program_name``)."""
+    return sql_text("sql/previous_estimates.sql", published=published)
+
+
+def empty_previous() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "run_date": pd.Series(dtype="object"),
+            "treatment": pd.Series(dtype="string"),
+            "estimate": pd.Series(dtype="float64"),
+            "program_version": pd.Series(dtype="string"),
+        }
     )
