@@ -30,6 +30,12 @@ from dataclasses import dataclass
 from pipeline import config, storage
 
 
+def regress_path(root: str, slug: str, *parts: str) -> str:
+    """``pipeline regress`` of one program build (across dates): ``result.json`` and the
+    case runs under ``cases/<name>/``."""
+    return storage.join(root.rstrip("/"), "regress", slug, *parts)
+
+
 @dataclass(frozen=True)
 class Layout:
     """The paths of one run date under one storage root."""
@@ -48,11 +54,6 @@ class Layout:
 
     def path(self, *parts: str) -> str:
         return storage.join(self.base, *parts)
-
-    # -- across dates ----------------------------------------------------------------------
-    def regress(self, slug: str, *parts: str) -> str:
-        """``pipeline regress`` of one program build: ``result.json`` and its case runs."""
-        return storage.join(self.root, "regress", slug, *parts)
 
     # -- cleansing -----------------------------------------------------------------------
     def cleanse(self, name: str) -> str:

@@ -10,7 +10,9 @@ import sys
 from pipeline.errors import PipelineError
 
 # Sub-command modules, in the order `pipeline --help` lists them.
-COMMANDS = ("run", "status", "rerun", "report", "sample_data", "reap", "approve", "qa")
+COMMANDS = (
+    "run", "status", "rerun", "report", "sample_data", "reap", "approve", "qa", "regress",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

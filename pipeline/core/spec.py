@@ -218,7 +218,7 @@ def _golden_cases(value: Any, source: str, fail: Any) -> tuple[GoldenCase, ...]:
     """``[[golden]]`` tables; paths relative to the spec file's directory."""
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise fail("golden", "must be an array of tables ([[golden]])")
-    base = Path(source).parent if source and not source.startswith("<") else Path.cwd()
+    base = Path(source).absolute().parent if source and not source.startswith("<") else Path.cwd()
     cases, names = [], set()
     for index, case in enumerate(value):
         where = f"golden[{index}]"
