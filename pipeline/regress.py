@@ -97,3 +97,57 @@ def find_result(root: str, name: str, version: str, fingerprint: str) -> dict[st
     """The recorded ``pipeline regress`` of a program build, or None if it never ran."""
     uri = regress_path(root, f"{name}-{version}-{fingerprint}", "result.json")
     return storage.read_json(uri) if storage.exists(uri) else None
+
+
+PROGRAM_OF_COHORT = """
+SELECT program_name, program_version, program_fingerprint
+FROM pipeline_runs
+WHERE run_date = @run_date AND cohort = @cohort AND status = 'succeeded'
+ORDER BY finished_at DESC
+LIMIT 1
+"""
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What the regression gate says about approving one cohort."""
+
+    program: str  # "name version (fingerprint)" or "" when unknown
+    result: dict[str, Any] | None  # the recorded regress result, None if never run
+    refused: str = ""  # why approval is refused ("" = allowed)
+    note: str = ""  # shown with the approval
+
+    @property
+    def failed(self) -> bool:
+        return self.result is not None and not self.result.get("passed", False)
+
+
+def approval_gate(warehouse: Any, root: str, run_date: Any, cohort: str, accept: str) -> Gate:
+    """Check the golden cases of the program build whose run produced the cohort's
+    ingested results (``pipeline_runs``): a recorded failure refuses approval unless
+    ``accept`` gives a reason; no record at all is allowed with a note."""
+    from pipeline.errors import WarehouseError
+
+    try:
+        rows = warehouse.query(PROGRAM_OF_COHORT, {"run_date": run_date, "cohort": cohort})
+    except WarehouseError:
+        rows = pd.DataFrame()
+    if rows.empty or pd.isna(rows.iloc[0]["program_fingerprint"]):
+        return Gate("", None, note="program build unknown: golden cases not checked")
+    name, version, fingerprint = (str(rows.iloc[0][c]) for c in rows.columns[:3])
+    program = f"{name} {version} ({fingerprint})"
+    result = find_result(root, name, version, fingerprint)
+    if result is None:
+        return Gate(program, None, note=f"{program} has no recorded `pipeline regress`")
+    if result.get("passed"):
+        return Gate(program, result, note=f"{program} passed its golden case(s)")
+    failed = ", ".join(c["name"] for c in result.get("cases", []) if not c.get("passed"))
+    why = f"{program} failed golden case(s) {failed} (pipeline regress, {result.get('at', '')})"
+    if not accept.strip():
+        return Gate(
+            program,
+            result,
+            refused=f"{why}. Fix the program, or approve with --accept-regression "
+            "'<why the new numbers are right>' (recorded with the approval)",
+        )
+    return Gate(program, result, note=f"{why}; accepted: {accept.strip()}")

@@ -31,8 +31,8 @@ class QualityThresholds:
     row_count_fail_change: float = 0.6
     rejection_warn_increase: float = 0.05
     rejection_fail_increase: float = 0.15
-    mix_warn_gap: float = 0.15
-    mix_fail_gap: float = 0.30
+    mix_warn_gap: float = 0.25
+    mix_fail_gap: float = 0.50
 
     def __post_init__(self) -> None:
         for warn, fail in (
