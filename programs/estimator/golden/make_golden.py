@@ -37,7 +37,8 @@ def main() -> None:
         result = cleanse(export, CleanseRules(), KEY)
     cohort = str(export.cohorts["code"].iloc[0])
     rows = result.cleansed[result.cleansed["cohort"] == cohort]
-    rows = rows.drop(columns=[c for c in rows.columns if c.startswith("share_") and rows[c].isna().all()])
+    unused = [c for c in rows.columns if c.startswith("share_") and rows[c].isna().all()]
+    rows = rows.drop(columns=unused)
     rows.reset_index(drop=True).to_parquet(out / "input.parquet", index=False)
     export.frame.to_csv(out / "frame.csv", index=False)
     params = tomllib.loads(SPEC.read_text())["params"]
