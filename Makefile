@@ -10,7 +10,7 @@ export PIPELINE_HOME ?= $(CURDIR)/var
 RUN_DATE ?= $(shell date +%F)
 WORKERS ?= 4
 
-.PHONY: help install run sample-data test lint format bench clean luigid browser
+.PHONY: help install run sample-data test lint format bench clean luigid browser regress
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -33,6 +33,14 @@ run: sample-data ## run the whole pipeline for every sample cohort on embedded d
 
 test: install browser lint ## lint, then the whole test suite (starts moto_server, luigid, ... by itself)
 	$(BIN)/python -m pytest --junitxml=reports/junit.xml
+
+# Every program spec with golden cases (docs/quality.md); override: make regress PROGRAMS=...
+PROGRAMS ?= $(wildcard programs/*/program.toml)
+REGRESS_EXECUTOR ?= local
+regress: install ## run the golden cases of every program spec (PROGRAMS) through the wrapper
+	@set -e; for spec in $(PROGRAMS); do \
+	  $(BIN)/pipeline regress --program $$spec --executor $(REGRESS_EXECUTOR); \
+	done
 
 LUIGID_PORT ?= 8082
 luigid: install ## run luigid on localhost:8082 (LUIGID_PORT); state, task history and log under $PIPELINE_HOME

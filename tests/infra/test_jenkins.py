@@ -35,7 +35,7 @@ def test_declarative_with_a_global_timeout_and_reports():
 def test_each_stage_is_one_make_call_in_order():
     found = stages()
     assert list(found) == [
-        "Lint", "Test", "Images", "Plan", "Deploy production", "Deploy staging",
+        "Lint", "Test", "Regress", "Images", "Plan", "Deploy production", "Deploy staging",
     ]  # fmt: skip
     for name, steps in found.items():
         assert len(steps) == 1 and steps[0].startswith("make "), f"stage {name}: {steps}"
