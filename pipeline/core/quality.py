@@ -33,6 +33,8 @@ class QualityThresholds:
     rejection_fail_increase: float = 0.15
     mix_warn_gap: float = 0.25
     mix_fail_gap: float = 0.50
+    # Fewer respondents than this make the mix too noisy to stop a cohort: warning at most.
+    mix_min_rows: int = 100
 
     def __post_init__(self) -> None:
         for warn, fail in (
@@ -207,15 +209,17 @@ def quality_checks(
         }
         worst = max(gaps, key=lambda v: abs(gaps[v]))
         gap = abs(gaps[worst])
+        small = rows < t.mix_min_rows
         checks.append(
             (
                 name,
-                ERROR if gap > t.mix_fail_gap else WARNING,
+                ERROR if gap > t.mix_fail_gap and not small else WARNING,
                 gap <= t.mix_warn_gap,
                 f"largest gap between respondents and the frame's physicians: {worst} "
                 f"{100 * sample.get(worst, 0.0):.1f}% vs {100 * population.get(worst, 0.0):.1f}% "
                 f"({100 * gap:.1f} points; warning above {100 * t.mix_warn_gap:.0f}, error above "
-                f"{100 * t.mix_fail_gap:.0f})",
+                f"{100 * t.mix_fail_gap:.0f}"
+                + (f" with at least {t.mix_min_rows} rows)" if small else ")"),
             )
         )
     return pd.DataFrame(checks, columns=list(CHECK_COLUMNS))

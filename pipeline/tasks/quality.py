@@ -32,6 +32,7 @@ def quality_thresholds() -> QualityThresholds:
     d = QualityThresholds()
     return QualityThresholds(
         history=int(config.get_float("quality", "history", d.history)),
+        mix_min_rows=int(config.get_float("quality", "mix_min_rows", d.mix_min_rows)),
         **{
             name: config.get_float("quality", name, getattr(d, name))
             for name in (
@@ -66,6 +67,11 @@ class CheckData(RunDateTask):
 
     cohort = luigi.Parameter(description="Cohort code (one disease).")
     raw = RawParameter(default="", description="Raw export directory (for cleansing).")
+
+    # A few small reads per cohort: it runs in a thread of `pipeline run`'s worker
+    # (pipeline/worker.py) rather than a process each, so the gate does not delay the
+    # fan-out of a delivery's program runs by a process start per cohort.
+    waits_in_thread = True
 
     def requires(self) -> CleanseSurvey:
         return CleanseSurvey(run_date=self.run_date, raw=self.raw)

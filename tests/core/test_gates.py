@@ -103,7 +103,7 @@ def test_data_quality_against_recent_deliveries_and_the_frame() -> None:
     assert set(errors.index) == {"dq_row_count", "dq_rejection_rate", "dq_rejection_reasons"}
     assert "largest: duplicate" in errors["dq_rejection_reasons"]
     # The frame gap: 100 % internists vs 80 % of the frame's physicians.
-    strict = QualityThresholds(mix_warn_gap=0.1, mix_fail_gap=0.5)
+    strict = QualityThresholds(mix_warn_gap=0.1, mix_fail_gap=0.5, mix_min_rows=50)
     mix = quality_checks(history[0], history, FRAME, strict).set_index("check")
     assert not mix.loc["dq_specialty_mix", "passed"]
     assert mix.loc["dq_specialty_mix", "severity"] == "warning"
@@ -141,3 +141,13 @@ def test_spec_reads_golden_cases_and_drift_overrides(tmp_path: Path) -> None:
     spec_file.write_text(plain + '[[golden]]\nname = "g"\ncohort = "c"\ninput = "i"\n')
     with pytest.raises(SpecError, match=r"golden\[0\]\.frame: required"):
         load_spec(spec_file)
+
+
+def test_a_small_cohort_is_not_stopped_by_its_mix() -> None:
+    frame = FRAME.assign(n_physicians=[10, 90])  # 10 % internists; the cohort has 100 %
+    figures = _figures(20, 1, {"speeder": 1})
+    small = quality_checks(figures, [], frame, QualityThresholds()).set_index("check")
+    assert small.loc["dq_specialty_mix", "severity"] == "warning"
+    assert "with at least 100 rows" in small.loc["dq_specialty_mix", "detail"]
+    large = quality_checks(figures, [], frame, QualityThresholds(mix_min_rows=10))
+    assert list(blocking_failures(large)["check"]) == ["dq_specialty_mix"]
