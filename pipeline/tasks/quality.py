@@ -68,11 +68,6 @@ class CheckData(RunDateTask):
     cohort = luigi.Parameter(description="Cohort code (one disease).")
     raw = RawParameter(default="", description="Raw export directory (for cleansing).")
 
-    # A few small reads per cohort: it runs in a thread of `pipeline run`'s worker
-    # (pipeline/worker.py) rather than a process each, so the gate does not delay the
-    # fan-out of a delivery's program runs by a process start per cohort.
-    waits_in_thread = True
-
     def requires(self) -> CleanseSurvey:
         return CleanseSurvey(run_date=self.run_date, raw=self.raw)
 
