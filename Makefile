@@ -10,7 +10,7 @@ export PIPELINE_HOME ?= $(CURDIR)/var
 RUN_DATE ?= $(shell date +%F)
 WORKERS ?= 4
 
-.PHONY: help install install-dev run sample-data test lint format bench clean luigid browser
+.PHONY: help install install-dev run sample-data test lint format bench clean luigid browser regress
 
 # Help texts are printed as written (no make expansion): name variables as <words>.
 help: ## list the targets
@@ -45,6 +45,14 @@ run: sample-data ## run the whole pipeline for every sample cohort on embedded d
 
 test: install-dev browser lint checkov ## lint, checkov, then the whole test suite (starts moto_server, luigid, ... by itself)
 	$(BIN)/python -m pytest --junitxml=reports/junit.xml
+
+# Every program spec with golden cases (docs/quality.md); override: make regress PROGRAMS=...
+PROGRAMS ?= $(wildcard programs/*/program.toml)
+REGRESS_EXECUTOR ?= local
+regress: install ## run the golden cases of every program spec (PROGRAMS) through the wrapper
+	@set -e; for spec in $(PROGRAMS); do \
+	  $(BIN)/pipeline regress --program $$spec --executor $(REGRESS_EXECUTOR); \
+	done
 
 LUIGID_PORT ?= 8082
 luigid: install ## run luigid on localhost:8082 (LUIGID_PORT); state, task history and log under $PIPELINE_HOME

@@ -224,6 +224,21 @@ SETTINGS: dict[str, dict[str, str]] = {
         for unit in ("vcpu", "gib")
     },
     "warehouse": {"qa_warn_change": NUMBER, "qa_fail_change": NUMBER},
+    "quality": {
+        "history": WHOLE,
+        "mix_min_rows": WHOLE,
+        **dict.fromkeys(
+            (
+                "row_count_warn_change",
+                "row_count_fail_change",
+                "rejection_warn_increase",
+                "rejection_fail_increase",
+                "mix_warn_gap",
+                "mix_fail_gap",
+            ),
+            NUMBER,
+        ),
+    },
     "bigquery": {
         "published_dataset": TEXT,
         "location": TEXT,

@@ -57,6 +57,14 @@ class StorageError(PipelineError):
     """The storage root cannot be read or written (S3 credentials, permissions, network)."""
 
 
+class DataQualityFailed(PipelineError):
+    """An error-severity data-quality check failed; the cohort's program does not run."""
+
+
+class RegressionFailed(PipelineError):
+    """A program's golden case is out of tolerance (``pipeline regress``)."""
+
+
 class WarehouseError(PipelineError):
     """A warehouse load or query failed."""
 

@@ -5,6 +5,7 @@ directory or ``s3://bucket/prefix``), so a laptop pointed at production storage 
 the worker saw::
 
     cleanse/   inputs.json frame.csv rejections.parquet summary.json cohorts/<code>.parquet
+    quality/<cohort>.parquet   data-quality checks (written only when no error check failed)
     model/<cohort>/<slug>/     results.parquet run.json attempts/<attempt>/{job.json,out/,run.json}
     validate/<cohort>/<slug>/  checks.parquet
     ingest/_survey/<warehouse id>.json   ingest/<cohort>/<slug>/<warehouse id>.json
@@ -12,6 +13,10 @@ the worker saw::
     logs/failures/<task id>.txt          why a task last failed
     logs/programs/<cohort>/<slug>-<attempt>.log   a program run's output (or its log tail)
     logs/runs/<time>-<pid>.log           luigi's own log of one `pipeline run`
+
+Across dates: ``<storage root>/quality-history/<cohort>/<run_date>.json`` (the figures of
+each delivery that passed the data-quality gate, which later deliveries compare with) and
+``<storage root>/regress/<slug>/result.json`` (the last ``pipeline regress`` of a program).
 
 ``<slug>`` is the program spec's ``name-version-fingerprint``: change the spec and every
 downstream path changes with it. Tasks build their ``output()`` from a ``Layout``;
@@ -24,6 +29,12 @@ import datetime as dt
 from dataclasses import dataclass
 
 from pipeline import config, storage
+
+
+def regress_path(root: str, slug: str, *parts: str) -> str:
+    """``pipeline regress`` of one program build (across dates): ``result.json`` and the
+    case runs under ``cases/<name>/``."""
+    return storage.join(root.rstrip("/"), "regress", slug, *parts)
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,17 @@ class Layout:
 
     def cohort_inputs(self) -> str:
         return self.path("cleanse", "cohorts")
+
+    # -- data quality (before any program runs) --------------------------------------------
+    def quality(self, cohort: str) -> str:
+        return self.path("quality", f"{cohort}.parquet")
+
+    def quality_history(self, cohort: str) -> str:
+        """Across run dates: one ``<run_date>.json`` of figures per passed delivery."""
+        return storage.join(self.root, "quality-history", cohort)
+
+    def quality_figures(self, cohort: str) -> str:
+        return storage.join(self.quality_history(cohort), f"{self.run_date}.json")
 
     # -- program runs --------------------------------------------------------------------
     def model(self, cohort: str, slug: str, *parts: str) -> str:

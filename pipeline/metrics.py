@@ -42,7 +42,7 @@ TAGS: dict[str, frozenset[str] | re.Pattern[str]] = {
     "cohort": re.compile(r"[a-z0-9][a-z0-9_-]{0,63}"),
     "executor": frozenset({"local", "ecs", "batch"}),
     "step": frozenset(
-        {"cleanse", "ingest_survey", "model", "validate", "ingest", "deliver", "other"}
+        {"cleanse", "ingest_survey", "quality", "model", "validate", "ingest", "deliver", "other"}
     ),
     "status": frozenset({"succeeded", "failed", "deadline", "lost", "passed"}),
     "severity": frozenset({"error", "warning"}),
@@ -85,6 +85,28 @@ METRICS: dict[str, Metric] = {
             "row",
             ("reason",),
             "Rejected rows per cleansing rule; a row with two reasons counts under both.",
+        ),
+        Metric(
+            "quality.rejection_rate",
+            GAUGE,
+            "fraction",
+            ("cohort",),
+            "Share of a cohort's raw rows rejected by cleansing in its latest delivery "
+            "(CheckData, before the program runs).",
+        ),
+        Metric(
+            "quality.reason_rate",
+            GAUGE,
+            "fraction",
+            ("cohort", "reason"),
+            "Share of a cohort's raw rows rejected for one cleansing rule in its latest delivery.",
+        ),
+        Metric(
+            "quality.failures",
+            COUNT,
+            "check",
+            ("cohort", "check", "severity"),
+            "Failed data-quality checks (0 or 1 per check and run); an error stops the cohort.",
         ),
         Metric(
             "model.runs",
@@ -135,6 +157,14 @@ METRICS: dict[str, Metric] = {
             "check",
             ("cohort", "check", "severity"),
             "Failed validation checks (0 or 1 per check and run, so every check has a series).",
+        ),
+        Metric(
+            "validate.drift",
+            GAUGE,
+            "fraction",
+            ("cohort",),
+            "Largest relative change of a treatment's estimate vs the cohort's last published "
+            "delivery of the same program (0 when there is none to compare with).",
         ),
         Metric(
             "ingest.rows",
@@ -205,6 +235,7 @@ METRICS: dict[str, Metric] = {
 # Luigi task family → step tag (also used by the scheduler metrics collector).
 STEPS = {
     "CleanseSurvey": "cleanse",
+    "CheckData": "quality",
     "IngestSurvey": "ingest_survey",
     "RunModel": "model",
     "ValidateResults": "validate",
@@ -339,6 +370,27 @@ def record_cleanse(summary: Mapping[str, Any], metrics: Metrics | None = None) -
         m.increment("cleanse.cleansed_rows", info.get("cleansed", 0), {"cohort": code})
     for reason, count in (summary.get("rejections_by_reason") or {}).items():
         m.increment("cleanse.rejections", count, {"reason": reason})
+
+
+def record_quality(
+    cohort: str,
+    figures: Mapping[str, Any],
+    checks: Iterable[Mapping[str, Any]],
+    metrics: Metrics | None = None,
+) -> None:
+    """A cohort's data-quality figures (rejection rates) and failed checks."""
+    m = metrics or client()
+    m.gauge("quality.rejection_rate", float(figures.get("rejection_rate", 0.0)), {"cohort": cohort})
+    for reason, rate in (figures.get("reason_rates") or {}).items():
+        m.gauge("quality.reason_rate", float(rate), {"cohort": cohort, "reason": reason})
+    for row in checks:
+        tags = {"cohort": cohort, "check": row["check"], "severity": row["severity"]}
+        m.increment("quality.failures", 0 if row["passed"] else 1, tags)
+
+
+def record_drift(cohort: str, largest_change: float, metrics: Metrics | None = None) -> None:
+    """The largest relative change of the cohort's estimates vs its last published ones."""
+    (metrics or client()).gauge("validate.drift", float(largest_change), {"cohort": cohort})
 
 
 def run_status(exit_code: int | None) -> str:

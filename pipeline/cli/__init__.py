@@ -30,6 +30,7 @@ COMMANDS = (
     "approve",
     "qa",
     "compare",
+    "regress",
 )
 EXIT_BROKEN_PIPE = 141
 

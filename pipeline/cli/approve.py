@@ -11,6 +11,7 @@ from pipeline import config
 from pipeline.cli.run import absolute_path, run_date
 from pipeline.errors import PipelineError, WarehouseError
 from pipeline.layout import Layout
+from pipeline.regress import approval_gate
 from pipeline.tasks.cleanse import known_cohorts, refuse_unknown_cohorts
 from pipeline.tasks.params import canonical_program, load_program
 from pipeline.warehouse import open_warehouse
@@ -25,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "published dataset in one transaction per cohort — of one variant only: the "
         "champion ([pipeline] program) unless --program or --variant names another. "
         "Cohorts that are not ingested or whose error checks failed are refused and stay "
-        "unpublished. Exits 1 when any cohort was refused.",
+        "unpublished, and so are cohorts whose program build failed its golden cases "
+        "(`pipeline regress`) unless --accept-regression gives a reason, which is recorded "
+        "with the approval. Exits 1 when any cohort was refused.",
     )
     parser.add_argument("--run-date", required=True, type=run_date, help="YYYY-MM-DD")
     parser.add_argument(
@@ -47,6 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--variant",
         metavar="SLUG",
         help="publish this variant (name-version-fingerprint, as `pipeline compare` shows it)",
+    )
+    parser.add_argument(
+        "--accept-regression",
+        default="",
+        metavar="REASON",
+        help="approve although the program build failed its golden cases, for this reason "
+        "(recorded in approvals.accepted_regression)",
     )
     parser.add_argument(
         "--warehouse",
@@ -78,9 +88,21 @@ def main(args: argparse.Namespace) -> int:
     chosen = variant or (f"champion {champion}" if champion else "the only variant")
     print(f"Approving {date} in {uri} as {args.by!r} ({chosen})")
     refused = []
+    root = config.storage_root()
     for cohort in cohorts:
+        gate = approval_gate(
+            warehouse, root, date, cohort, args.accept_regression, variant=variant or champion
+        )
+        if gate.refused:
+            refused.append(cohort)
+            print(f"  {cohort:<20} REFUSED: {gate.refused}", file=sys.stderr)
+            continue
+        accepted = args.accept_regression.strip() if gate.failed else None
         try:
-            approval = warehouse.approve(date, cohort, args.by, variant=variant, champion=champion)
+            approval = warehouse.approve(
+                date, cohort, args.by, variant=variant, champion=champion,
+                accepted_regression=accepted,
+            )  # fmt: skip
         except WarehouseError as exc:
             refused.append(cohort)
             print(f"  {cohort:<20} REFUSED: {exc}", file=sys.stderr)
@@ -90,6 +112,8 @@ def main(args: argparse.Namespace) -> int:
             f"  {cohort:<20} approved ({approval.program_name} {approval.program_version}"
             f"{', ' + approval.variant if approval.variant else ''}), published: {rows}"
         )
+        if gate.note:
+            print(f"  {'':<20} golden cases: {gate.note}")
     print(
         f"  {len(cohorts) - len(refused)} of {len(cohorts)} cohort(s) published to "
         f"{warehouse.published_dataset}; clients read its v_* views"

@@ -106,7 +106,7 @@ def invalidated(deliver: Deliver, step: str, cohorts: list[str]) -> list[str]:
     outputs they have; every warehouse's marker of a cohort goes)."""
     layout = deliver.layout
     if step == "cleanse":
-        order = {"ingest": 0, "validate": 1, "model": 2, "cleanse": 3}
+        order = {"ingest": 0, "validate": 1, "model": 2, "quality": 3, "cleanse": 4}
         base = layout.base
 
         def top(uri: str) -> str:

@@ -25,6 +25,37 @@ _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
+class Tolerance:
+    """How far a golden result may be from the expected one: a value passes when
+    ``|actual - expected| <= abs`` or ``<= rel * |expected|`` (either bound may be given;
+    none means exact)."""
+
+    abs: float = 0.0
+    rel: float = 0.0
+
+    def allows(self, actual: float, expected: float) -> bool:
+        diff = abs(actual - expected)
+        return diff <= self.abs or diff <= self.rel * abs(expected)
+
+
+@dataclass(frozen=True)
+class GoldenCase:
+    """A ``[[golden]]`` table: a small checked-in input and frame and the results the
+    program must produce from them (paths absolute, resolved against the spec file)."""
+
+    name: str
+    cohort: str
+    input: str
+    frame: str
+    expected: str
+    run_date: str = "2000-01-01"
+    tolerance: dict[str, Tolerance] = field(default_factory=dict)
+
+
+DRIFT_KEYS = ("warn_change", "fail_change")
+
+
+@dataclass(frozen=True)
 class ProgramSpec:
     """A validated program spec."""
 
@@ -39,6 +70,11 @@ class ProgramSpec:
     memory: int = 2048
     params: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    # Quality gates (docs/quality.md): golden cases for `pipeline regress`, and drift
+    # thresholds overriding [warehouse] qa_warn_change / qa_fail_change. Neither changes
+    # the results, so neither is part of the fingerprint or the job document.
+    golden: tuple[GoldenCase, ...] = ()
+    drift: dict[str, float] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
@@ -162,6 +198,8 @@ def spec_from_dict(data: dict[str, Any], *, source: str = "<spec>") -> ProgramSp
         "memory",
         "outputs",
         "params",
+        "golden",
+        "drift",
     }
     unknown = sorted(set(data) - known)
     if unknown:
@@ -211,10 +249,78 @@ def spec_from_dict(data: dict[str, Any], *, source: str = "<spec>") -> ProgramSp
         memory=data.get("memory", 2048),
         params=dict(params),
         source=source,
+        golden=_golden_cases(data.get("golden", []), source, fail),
+        drift=_drift(data.get("drift", {}), fail),
     )
     # Render once with dummy values so an unknown placeholder fails now, not mid-run.
     render_command(spec, {k: k for k in PLACEHOLDERS})
     return spec
+
+
+def _golden_cases(value: Any, source: str, fail: Any) -> tuple[GoldenCase, ...]:
+    """``[[golden]]`` tables; paths relative to the spec file's directory."""
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise fail("golden", "must be an array of tables ([[golden]])")
+    base = Path(source).absolute().parent if source and not source.startswith("<") else Path.cwd()
+    cases, names = [], set()
+    for index, case in enumerate(value):
+        where = f"golden[{index}]"
+        known = {"name", "cohort", "input", "frame", "expected", "run_date", "tolerance"}
+        unknown = sorted(set(case) - known)
+        if unknown:
+            raise fail(f"{where}.{unknown[0]}", f"unknown key (known: {', '.join(sorted(known))})")
+        for key in ("name", "cohort", "input", "frame", "expected"):
+            if not isinstance(case.get(key), str) or not case[key]:
+                raise fail(f"{where}.{key}", "required: a non-empty string")
+        if case["name"] in names:
+            raise fail(f"{where}.name", f"duplicate golden case {case['name']!r}")
+        names.add(case["name"])
+        run_date = str(case.get("run_date", "2000-01-01"))
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_date):
+            raise fail(f"{where}.run_date", f"expected YYYY-MM-DD, got {run_date!r}")
+        tolerances = case.get("tolerance", {})
+        if not isinstance(tolerances, dict):
+            raise fail(f"{where}.tolerance", "must be a table: column = {abs = X, rel = Y}")
+        parsed = {}
+        for column, bounds in tolerances.items():
+            key = f"{where}.tolerance.{column}"
+            if not isinstance(bounds, dict) or not bounds or set(bounds) - {"abs", "rel"}:
+                raise fail(key, "must be a table with abs and/or rel, e.g. {abs = 0.5}")
+            for name, bound in bounds.items():
+                if isinstance(bound, bool) or not isinstance(bound, int | float) or bound < 0:
+                    raise fail(f"{key}.{name}", f"must be a non-negative number, got {bound!r}")
+            parsed[column] = Tolerance(
+                abs=float(bounds.get("abs", 0.0)), rel=float(bounds.get("rel", 0.0))
+            )
+        cases.append(
+            GoldenCase(
+                name=case["name"],
+                cohort=case["cohort"],
+                input=str(base / case["input"]),
+                frame=str(base / case["frame"]),
+                expected=str(base / case["expected"]),
+                run_date=run_date,
+                tolerance=parsed,
+            )
+        )
+    return tuple(cases)
+
+
+def _drift(value: Any, fail: Any) -> dict[str, float]:
+    """``[drift] warn_change / fail_change``: this program's drift thresholds."""
+    if not isinstance(value, dict):
+        raise fail("drift", "must be a table: warn_change = 0.2, fail_change = 0.5")
+    unknown = sorted(set(value) - set(DRIFT_KEYS))
+    if unknown:
+        raise fail(f"drift.{unknown[0]}", f"unknown key (known: {', '.join(DRIFT_KEYS)})")
+    drift = {}
+    for key, bound in value.items():
+        if isinstance(bound, bool) or not isinstance(bound, int | float) or bound < 0:
+            raise fail(f"drift.{key}", f"must be a non-negative number, got {bound!r}")
+        drift[key] = float(bound)
+    if drift.get("warn_change", 0.0) > drift.get("fail_change", float("inf")):
+        raise fail("drift", "warn_change must not exceed fail_change")
+    return drift
 
 
 def render_command(spec: ProgramSpec, values: dict[str, str]) -> list[str]:

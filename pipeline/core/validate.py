@@ -121,3 +121,71 @@ def validate_results(results: pd.DataFrame, treatments: list[str]) -> pd.DataFra
 def blocking_failures(checks: pd.DataFrame) -> pd.DataFrame:
     """The failed ``error`` checks: non-empty means ingest of the estimates is blocked."""
     return checks[(checks["severity"] == ERROR) & ~checks["passed"].astype(bool)]
+
+
+# -- drift: estimates vs the last published delivery -------------------------------------
+
+DRIFT_CHECK = "estimates_vs_previous"
+
+
+def max_relative_change(results: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
+    """Per treatment present in both: ``treatment, estimate, previous_estimate,
+    relative_change`` (``|new - old| / max(|old|, 1e-9)``), largest change first."""
+    if previous.empty or "estimate" not in results.columns:
+        return pd.DataFrame(
+            columns=["treatment", "estimate", "previous_estimate", "relative_change"]
+        )
+    new = results[["treatment", "estimate"]].assign(
+        treatment=results["treatment"].astype("string"),
+        estimate=pd.to_numeric(results["estimate"], errors="coerce"),
+    )
+    old = previous[["treatment", "estimate"]].rename(columns={"estimate": "previous_estimate"})
+    old = old.assign(
+        treatment=old["treatment"].astype("string"),
+        previous_estimate=pd.to_numeric(old["previous_estimate"], errors="coerce"),
+    )
+    both = new.merge(old, on="treatment", how="inner").dropna()
+    both["relative_change"] = (both["estimate"] - both["previous_estimate"]).abs() / (
+        both["previous_estimate"].abs().clip(lower=1e-9)
+    )
+    return both.sort_values(["relative_change", "treatment"], ascending=[False, True]).reset_index(
+        drop=True
+    )
+
+
+def drift_checks(
+    results: pd.DataFrame,
+    previous: pd.DataFrame,
+    *,
+    warn_change: float,
+    fail_change: float,
+    previous_run_date: str | None = None,
+) -> pd.DataFrame:
+    """Compare a cohort's ``results`` with ``previous`` (``treatment, estimate`` of the
+    cohort's last published delivery of the same program name; empty when there is none).
+
+    One check ``estimates_vs_previous``: passed when no treatment changed by more than
+    ``warn_change`` (relative); severity ``error`` when the largest change exceeds
+    ``fail_change``, else ``warning``. A first delivery passes with a note."""
+    if not 0 <= warn_change <= fail_change:
+        raise ValueError(f"need 0 <= warn_change ({warn_change}) <= fail_change ({fail_change})")
+    if previous.empty:
+        row = (DRIFT_CHECK, WARNING, True, "no previous published delivery of this cohort and "
+               "program to compare with (first delivery)")  # fmt: skip
+        return pd.DataFrame([row], columns=list(CHECK_COLUMNS))
+    changes = max_relative_change(results, previous)
+    since = f" since {previous_run_date}" if previous_run_date else ""
+    if changes.empty:
+        row = (DRIFT_CHECK, WARNING, True, f"no treatment in common with the delivery{since}")
+        return pd.DataFrame([row], columns=list(CHECK_COLUMNS))
+    top = changes.iloc[0]
+    largest = float(top["relative_change"])
+    above = int((changes["relative_change"] > warn_change).sum())
+    detail = (
+        f"{above} of {len(changes)} treatments changed by more than {100 * warn_change:.1f}%"
+        f"{since}; largest: {top['treatment']} {top['previous_estimate']:.3f} -> "
+        f"{top['estimate']:.3f} ({100 * largest:.1f}%; error above {100 * fail_change:.1f}%)"
+    )
+    severity = ERROR if largest > fail_change else WARNING
+    row = (DRIFT_CHECK, severity, largest <= warn_change, detail)
+    return pd.DataFrame([row], columns=list(CHECK_COLUMNS))

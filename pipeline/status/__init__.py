@@ -26,13 +26,20 @@ from pipeline import config, storage
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
 from pipeline.manifest import manifest_columns, read_manifest
-from pipeline.tasks import CleanseSurvey, IngestResults, IngestSurvey, RunModel, ValidateResults
+from pipeline.tasks import (
+    CheckData,
+    CleanseSurvey,
+    IngestResults,
+    IngestSurvey,
+    RunModel,
+    ValidateResults,
+)
 from pipeline.tasks.base import RunDateTask, log_url
 from pipeline.tasks.cleanse import known_cohorts
 from pipeline.tasks.params import canonical_program
 from pipeline.warehouse import open_warehouse
 
-STEPS = ("cleanse", "model", "validate", "ingest")
+STEPS = ("cleanse", "quality", "model", "validate", "ingest")
 STATES = ("done", "failed", "running", "pending")
 
 
@@ -120,6 +127,11 @@ def collect(
     remote = _scheduler_tasks(scheduler_url, layout.run_date) if scheduler_url else {}
     cleanse = _step("cleanse", CleanseSurvey(run_date=date), timings, remote)
     survey = _step("ingest_survey", survey_task, timings, remote)
+    # The data-quality gate is one task per cohort, whatever the program.
+    quality = {
+        code: _step("quality", CheckData(run_date=date, cohort=code), timings, remote)
+        for code in codes
+    }
     rows = []
     for program in chosen:
         for code in codes:
@@ -127,6 +139,7 @@ def collect(
             model_task = RunModel(**common)
             steps = {
                 "cleanse": cleanse,
+                "quality": quality[code],
                 "model": _model_step(model_task, timings, remote),
                 "validate": _step("validate", ValidateResults(**common), timings, remote),
                 "ingest": _step(

@@ -5,6 +5,7 @@ from pipeline.tasks.cleanse import CleanseSurvey, RawExport
 from pipeline.tasks.deliver import Deliver
 from pipeline.tasks.ingest import IngestResults, IngestSurvey
 from pipeline.tasks.model import RunModel
+from pipeline.tasks.quality import CheckData
 from pipeline.tasks.validate import ValidateResults
 
 # luigi's own command line reads ./luigi.cfg only: find the project's from any directory of
@@ -12,6 +13,7 @@ from pipeline.tasks.validate import ValidateResults
 config.project_config()
 
 __all__ = [
+    "CheckData",
     "CleanseSurvey",
     "Deliver",
     "IngestResults",

@@ -183,13 +183,14 @@ class IngestSurvey(WarehouseTask):
 
 
 class IngestResults(CohortTask, WarehouseTask):
-    """Loads one cohort's ``model_estimates``, ``validation_checks`` and ``pipeline_runs``
-    (every attempt, with its run manifest) of one program variant into the warehouse,
-    replacing that variant's rows only. A failed error check blocks the estimates: the
+    """Loads one cohort's ``model_estimates``, ``validation_checks`` (its data-quality
+    checks, then its result and drift checks) and ``pipeline_runs`` (every attempt, with
+    its run manifest) of one program variant into the warehouse, replacing that variant's
+    rows only. A failed error check blocks the estimates: the
     checks and runs are still loaded so QA sees why, and the task fails."""
 
     def requires(self) -> ValidateResults:
-        return ValidateResults(**self.cohort_params())
+        return ValidateResults(**self.cohort_params(), warehouse=self.warehouse)
 
     @property
     def marker_cohort(self) -> str:  # type: ignore[override]
@@ -212,7 +213,12 @@ class IngestResults(CohortTask, WarehouseTask):
             "program_version": spec.version,
             "program_fingerprint": spec.fingerprint,
         }
-        checks = storage.read_parquet(self.input().path).assign(**program)
+        checks = storage.read_parquet(self.input().path)
+        # The cohort's data-quality checks (CheckData) land next to its result checks.
+        quality = layout.quality(self.cohort)
+        if storage.exists(quality):
+            checks = pd.concat([storage.read_parquet(quality), checks], ignore_index=True)
+        checks = checks.assign(**program)
         # Every attempt's run.json with its run manifest (pipeline/manifest.py).
         runs = pd.DataFrame(run_rows(layout, self.cohort, spec))
         blocking = blocking_failures(checks)

@@ -7,13 +7,14 @@ import luigi
 from pipeline import metrics
 from pipeline.executors import Events, attempts, get_executor
 from pipeline.tasks.base import CohortTask
-from pipeline.tasks.cleanse import CleanseSurvey
+from pipeline.tasks.quality import CheckData
 
 
 class RunModel(CohortTask):
     """Runs the program spec's command for one cohort through the wrapper.
 
-    Reads ``cleanse/cohorts/<cohort>.parquet`` and ``cleanse/frame.csv``; each attempt gets
+    Requires the cohort's data-quality gate (``CheckData``). Reads
+    ``cleanse/cohorts/<cohort>.parquet`` and ``cleanse/frame.csv``; each attempt gets
     ``model/<cohort>/<slug>/attempts/<id>/`` (job.json, out/, manifest.json, run.json).
     On success writes ``model/<cohort>/<slug>/results.parquet`` and ``run.json``.
     """
@@ -33,8 +34,9 @@ class RunModel(CohortTask):
         # Local runs share this machine's cores; cloud runs only cost a poller here.
         return {"model_slots": 1} if self.executor == "local" else {}
 
-    def requires(self) -> CleanseSurvey:
-        return CleanseSurvey(run_date=self.run_date, raw=self.raw)
+    def requires(self) -> CheckData:
+        # The data-quality gate: a failed error check stops the cohort before its program.
+        return CheckData(run_date=self.run_date, cohort=self.cohort, raw=self.raw)
 
     def output(self) -> dict[str, luigi.target.FileSystemTarget]:
         model = self.layout.model(self.cohort, self.spec.slug)

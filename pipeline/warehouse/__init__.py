@@ -67,12 +67,21 @@ class Warehouse(Protocol):
         *,
         variant: str | None = None,
         champion: str | None = None,
+        accepted_regression: str | None = None,
     ) -> Approval:
         """Record the sign-off of (run_date, cohort) with one program ``variant`` (default:
         the ``champion`` when ingested, else the only one) and publish that cohort's rows
         of every table — of that variant only — to the published dataset, atomically.
         Refuses (WarehouseError, nothing changes) a cohort that is not ingested, has
-        several variants and none was named, or whose error checks failed."""
+        several variants and none was named, or whose error checks failed.
+        ``accepted_regression`` is the reason a person gave for approving a program
+        version whose golden case failed (recorded in ``approvals``)."""
+        ...
+
+    def previous_estimates(self, run_date: dt.date, cohort: str, program_name: str) -> pd.DataFrame:
+        """``run_date, treatment, estimate, program_version`` of the cohort's last
+        published delivery of ``program_name`` before ``run_date`` (empty when there is
+        none, or nothing is published yet)."""
         ...
 
 

@@ -56,9 +56,11 @@ from pipeline.warehouse.shared import (
     approval_from_check,
     choose_variant,
     counts_sql,
+    empty_previous,
     empty_status,
     loaded_counts_sql,
     merge_status,
+    previous_estimates_sql,
     publish_script,
     quote,
     scope_sql,
@@ -731,6 +733,19 @@ class BigQueryWarehouse:
 
     # ---------------------------------------------------------------- publishing
 
+    def previous_estimates(self, run_date: dt.date, cohort: str, program_name: str) -> pd.DataFrame:
+        """The cohort's last published estimates of ``program_name`` before ``run_date``."""
+        try:
+            return self._select(
+                previous_estimates_sql(self.published_dataset),
+                {"run_date": run_date, "cohort": cohort, "program_name": program_name},
+                what=f"reading the previous published estimates of cohort {cohort}",
+            )
+        except BigQueryJobError as exc:
+            if exc.reason == "notFound":  # nothing published yet
+                return empty_previous()
+            raise
+
     def approve(
         self,
         run_date: dt.date,
@@ -739,6 +754,7 @@ class BigQueryWarehouse:
         *,
         variant: str | None = None,
         champion: str | None = None,
+        accepted_regression: str | None = None,
     ) -> Approval:
         """Record the sign-off of (run_date, cohort) with one program ``variant`` (default:
         the ``champion`` when ingested, else the only one) and publish its rows of every
@@ -765,6 +781,7 @@ class BigQueryWarehouse:
             staging=f"{self.project}.{self.dataset}",
             approval_id=uuid.uuid4().hex,
             variant=variant,
+            accepted_regression=accepted_regression,
         )
         columns: dict[str, list[str]] = {}
         for table in PUBLISHED_TABLES:

@@ -28,9 +28,11 @@ from pipeline.warehouse.shared import (
     approval_from_check,
     choose_variant,
     counts_sql,
+    empty_previous,
     empty_status,
     loaded_counts_sql,
     merge_status,
+    previous_estimates_sql,
     publish_script,
     scope_sql,
     sql_text,
@@ -257,6 +259,21 @@ class DuckDBWarehouse:
             con.close()
         return merge_status(ingested, approved)
 
+    def previous_estimates(self, run_date: dt.date, cohort: str, program_name: str) -> pd.DataFrame:
+        """The cohort's last published estimates of ``program_name`` before ``run_date``."""
+        if not self.path.exists():
+            return empty_previous()
+        con = self.connect(read_only=True)
+        try:
+            if not self._columns(con, PUBLISHED, "model_estimates"):
+                return empty_previous()
+            params = {"run_date": run_date, "cohort": cohort, "program_name": program_name}
+            return run_bigquery_sql(con, previous_estimates_sql(PUBLISHED), params)
+        except duckdb.Error as exc:
+            raise WarehouseError(f"{self.path}: reading previous estimates failed: {exc}") from None
+        finally:
+            con.close()
+
     def approve(
         self,
         run_date: dt.date,
@@ -265,6 +282,7 @@ class DuckDBWarehouse:
         *,
         variant: str | None = None,
         champion: str | None = None,
+        accepted_regression: str | None = None,
     ) -> Approval:
         """Record the sign-off of (run_date, cohort) with one program ``variant`` (default:
         the ``champion`` when ingested, else the only one) and publish its rows of every
@@ -290,6 +308,7 @@ class DuckDBWarehouse:
                 staging=f"{self.path} (schema {STAGING})",
                 approval_id=uuid.uuid4().hex,
                 variant=variant,
+                accepted_regression=accepted_regression,
             )
             columns = {t: self._columns(con, STAGING, t) for t in PUBLISHED_TABLES}
             for table, cols in columns.items():

@@ -198,9 +198,11 @@ APPROVALS = Table(
         ("approval_id", STRING),
         ("program_fingerprint", STRING),
         ("variant", STRING),
+        ("accepted_regression", STRING),
     ),
     "Sign-offs: who approved which cohort's results of which program variant, and when "
-    "they were published. Lives in the published dataset, written in the publish "
+    "they were published; accepted_regression: why a version whose golden case failed was "
+    "approved anyway (NULL otherwise). Lives in the published dataset, written in the publish "
     "transaction.",
 )
 

@@ -77,6 +77,7 @@ class Approval:
     variant: str = ""
     program_fingerprint: str = ""
     rows: dict[str, int] = field(default_factory=dict)
+    accepted_regression: str | None = None
 
     def params(self) -> dict[str, Any]:
         """Query parameters of the publish transaction."""
@@ -91,6 +92,7 @@ class Approval:
             "approval_id": self.approval_id,
             "variant": self.variant,
             "program_fingerprint": self.program_fingerprint,
+            "accepted_regression": self.accepted_regression,
         }
 
 
@@ -159,6 +161,7 @@ def approval_from_check(
     approval_id: str,
     variant: str = "",
     now: dt.datetime | None = None,
+    accepted_regression: str | None = None,
 ) -> Approval:
     """Turn the one row of ``sql/approval_check.sql`` (for ``variant``) into an Approval,
     or refuse with a WarehouseError that says why and what to do."""
@@ -203,18 +206,19 @@ def approval_from_check(
         approval_id=approval_id,
         variant=variant,
         program_fingerprint=str(_value(row, "program_fingerprint") or ""),
+        accepted_regression=(accepted_regression or "").strip() or None,
     )
 
 
 def publish_script(staging: str, published: str, columns: dict[str, list[str]]) -> str:
     """The publish transaction of one cohort and variant (BigQuery dialect, query
     parameters ``@run_date, @cohort, @variant, @ingested_at, @approved_by, @approved_at,
-    @program_name, @program_version, @program_fingerprint, @approval_id``): re-checks
-    inside the transaction that the variant's error checks passed and that it was not
-    re-ingested since the approval was checked, then replaces the cohort's rows of every
-    published table by the staging rows — of the approved variant only, so the published
-    dataset never mixes variants — and records the sign-off. ``columns`` gives each
-    table's staging columns."""
+    @program_name, @program_version, @program_fingerprint, @approval_id,
+    @accepted_regression``): re-checks inside the transaction that the variant's error
+    checks passed and that it was not re-ingested since the approval was checked, then
+    replaces the cohort's rows of every published table by the staging rows — of the
+    approved variant only, so the published dataset never mixes variants — and records
+    the sign-off. ``columns`` gives each table's staging columns."""
     scope = "run_date = @run_date AND cohort = @cohort"
     chosen = f"{scope} AND {VARIANT_OF_ROW} = @variant"
     lines = [
@@ -243,7 +247,8 @@ def publish_script(staging: str, published: str, columns: dict[str, list[str]]) 
     lines += [
         f"INSERT INTO {quote(f'{published}.approvals')} ({approval_cols}) VALUES (@run_date, "
         "@cohort, @approved_by, @approved_at, @program_name, @program_version, @ingested_at, "
-        "CURRENT_TIMESTAMP(), @approval_id, @program_fingerprint, @variant);",
+        "CURRENT_TIMESTAMP(), @approval_id, @program_fingerprint, @variant, "
+        "@accepted_regression);",
         "COMMIT TRANSACTION;",
     ]
     return "\n".join(lines)
@@ -303,3 +308,19 @@ def scope_sql(table: str, cohort: str | None, variant: str | None) -> str:
     if variant is not None and table in VARIANT_TABLES:
         scope += " AND (variant = @variant OR variant IS NULL)"
     return scope
+
+
+def previous_estimates_sql(published: str) -> str:
+    """``sql/previous_estimates.sql`` (parameters ``@run_date, @cohort, @program_name``)."""
+    return sql_text("sql/previous_estimates.sql", published=published)
+
+
+def empty_previous() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "run_date": pd.Series(dtype="object"),
+            "treatment": pd.Series(dtype="string"),
+            "estimate": pd.Series(dtype="float64"),
+            "program_version": pd.Series(dtype="string"),
+        }
+    )

@@ -39,7 +39,7 @@ def test_declarative_with_a_global_timeout_and_reports():
 def test_each_stage_is_one_make_call_in_order():
     found = stages()
     assert list(found) == [
-        "Lint", "Test", "Images", "Plan", "Deploy branch stack", "Deploy staging",
+        "Lint", "Test", "Regress", "Images", "Plan", "Deploy branch stack", "Deploy staging",
         "Plan production", "Deploy production",
     ]  # fmt: skip
     for name, steps in {**found, **stages(BRANCH_STACKS)}.items():

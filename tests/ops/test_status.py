@@ -14,18 +14,18 @@ def test_table_shows_each_cohort_and_step(failed_run: Run) -> None:
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("cohort"))
     assert header.split() == [
-        "cohort", "cleanse", "model", "validate", "ingest", "executor", "publication",
+        "cohort", "cleanse", "quality", "model", "validate", "ingest", "executor", "publication",
     ]  # fmt: skip
     bad, *good = failed_run.codes
     table = lines[lines.index(header) + 1 :]
     table = table[: table.index("")]
     row = {line.split()[0]: line.split() for line in table}
     assert sorted(row) == sorted(failed_run.codes)
-    assert row[bad][1] == "done" and row[bad][3] == "failed"
-    assert row[bad][5:] == ["pending", "pending", "local", "-"]
+    assert row[bad][1] == "done" and row[bad][3] == "done" and row[bad][5] == "failed"
+    assert row[bad][7:] == ["pending", "pending", "local", "-"]
     for code in good:
-        assert [row[code][i] for i in (1, 3, 5, 7)] == ["done"] * 4, row[code]
-        assert row[code][9:] == ["local", "ingested,", "not", "approved"]
+        assert [row[code][i] for i in (1, 3, 5, 7, 9)] == ["done"] * 5, row[code]
+        assert row[code][11:] == ["local", "ingested,", "not", "approved"]
     # The failure: its error line and where its log is.
     block = result.stdout.split(f"{bad} model FAILED: ", 1)[1].splitlines()
     assert "exited with 3" in block[0]

@@ -1,0 +1,166 @@
+"""``pipeline regress``: run a program's golden cases through the wrapper and record the
+outcome where ``pipeline approve`` finds it.
+
+Each case runs like a cohort of a delivery — ``executors.attempts.prepare``, the chosen
+executor, ``collect`` — under ``<storage root>/regress/<slug>/cases/<case>/``, so ECS and
+Batch runs read and write S3 like real ones. The outcome of every case lands in
+``<storage root>/regress/<slug>/result.json`` (docs/quality.md).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline import storage
+from pipeline.core.regress import compare
+from pipeline.core.spec import GoldenCase, ProgramSpec
+from pipeline.errors import InputError, PipelineError
+from pipeline.executors import Events, attempts, get_executor
+from pipeline.layout import Layout, regress_path
+
+
+@dataclass
+class CaseResult:
+    name: str
+    passed: bool
+    diff: pd.DataFrame = field(default_factory=pd.DataFrame)
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        failed = self.diff[~self.diff["ok"]] if len(self.diff) else self.diff
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "error": self.error,
+            "compared": len(self.diff),
+            "failed": failed.astype(str).to_dict("records") if len(failed) else [],
+        }
+
+
+def _read_local_table(path: str) -> pd.DataFrame:
+    if not Path(path).is_file():
+        raise InputError("golden case file not found", file=path)
+    return pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path)
+
+
+def run_case(spec: ProgramSpec, case: GoldenCase, executor: str, root: str) -> CaseResult:
+    """Run one golden case and compare its results with the expected ones."""
+    layout = Layout.of(case.run_date, regress_path(root, spec.slug, "cases", case.name))
+    expected = _read_local_table(case.expected)
+    rows = _read_local_table(case.input)
+    buffer = io.BytesIO()
+    rows.to_parquet(buffer, index=False)
+    storage.write_bytes(layout.cohort_input(case.cohort), buffer.getvalue())
+    if not Path(case.frame).is_file():
+        raise InputError("golden case frame not found", file=case.frame)
+    storage.write_bytes(layout.cleanse("frame.csv"), Path(case.frame).read_bytes())
+    prepared = attempts.prepare(layout, case.cohort, spec)
+    try:
+        record = get_executor(executor).run(prepared.job, Events())
+    finally:
+        attempts.publish_log(prepared)
+    try:
+        results = attempts.collect(layout, prepared, record)
+    except PipelineError as exc:
+        return CaseResult(case.name, False, error=str(exc))
+    diff = compare(results, expected, case.tolerance)
+    return CaseResult(case.name, bool(diff["ok"].all()), diff)
+
+
+def record(spec: ProgramSpec, executor: str, root: str, cases: list[CaseResult]) -> str:
+    """Write ``regress/<slug>/result.json``; returns its URI."""
+    uri = regress_path(root, spec.slug, "result.json")
+    storage.write_json(
+        uri,
+        {
+            "program_name": spec.name,
+            "program_version": spec.version,
+            "program_fingerprint": spec.fingerprint,
+            "slug": spec.slug,
+            "spec": spec.source,
+            "executor": executor,
+            "passed": all(c.passed for c in cases),
+            "at": datetime.now(UTC).isoformat(),
+            "cases": [c.to_dict() for c in cases],
+        },
+    )
+    return uri
+
+
+def find_result(root: str, name: str, version: str, fingerprint: str) -> dict[str, Any] | None:
+    """The recorded ``pipeline regress`` of a program build, or None if it never ran."""
+    uri = regress_path(root, f"{name}-{version}-{fingerprint}", "result.json")
+    return storage.read_json(uri) if storage.exists(uri) else None
+
+
+PROGRAM_OF_COHORT = """
+SELECT program_name, program_version, program_fingerprint
+FROM pipeline_runs
+WHERE run_date = @run_date AND cohort = @cohort AND status = 'succeeded'
+  AND (@variant = '' OR variant = @variant)
+ORDER BY finished_at DESC
+LIMIT 1
+"""
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What the regression gate says about approving one cohort."""
+
+    program: str  # "name version (fingerprint)" or "" when unknown
+    result: dict[str, Any] | None  # the recorded regress result, None if never run
+    refused: str = ""  # why approval is refused ("" = allowed)
+    note: str = ""  # shown with the approval
+
+    @property
+    def failed(self) -> bool:
+        return self.result is not None and not self.result.get("passed", False)
+
+
+def approval_gate(
+    warehouse: Any,
+    root: str,
+    run_date: Any,
+    cohort: str,
+    accept: str,
+    *,
+    variant: str | None = None,
+) -> Gate:
+    """Check the golden cases of the program build whose run produced the cohort's
+    ingested results of ``variant`` (``pipeline_runs``; any variant when None): a recorded
+    failure refuses approval unless ``accept`` gives a reason; no record at all is allowed
+    with a note."""
+    from pipeline.errors import WarehouseError
+
+    try:
+        rows = warehouse.query(
+            PROGRAM_OF_COHORT,
+            {"run_date": run_date, "cohort": cohort, "variant": variant or ""},
+        )
+    except WarehouseError:
+        rows = pd.DataFrame()
+    if rows.empty or pd.isna(rows.iloc[0]["program_fingerprint"]):
+        return Gate("", None, note="program build unknown: golden cases not checked")
+    name, version, fingerprint = (str(rows.iloc[0][c]) for c in rows.columns[:3])
+    program = f"{name} {version} ({fingerprint})"
+    result = find_result(root, name, version, fingerprint)
+    if result is None:
+        return Gate(program, None, note=f"{program} has no recorded `pipeline regress`")
+    if result.get("passed"):
+        return Gate(program, result, note=f"{program} passed its golden case(s)")
+    failed = ", ".join(c["name"] for c in result.get("cases", []) if not c.get("passed"))
+    why = f"{program} failed golden case(s) {failed} (pipeline regress, {result.get('at', '')})"
+    if not accept.strip():
+        return Gate(
+            program,
+            result,
+            refused=f"{why}. Fix the program, or approve with --accept-regression "
+            "'<why the new numbers are right>' (recorded with the approval)",
+        )
+    return Gate(program, result, note=f"{why}; accepted: {accept.strip()}")

@@ -1,0 +1,110 @@
+"""CheckData: the data-quality gate of one cohort, between cleansing and its program run.
+
+Compares the cohort's cleansing figures with recent deliveries and its respondents'
+specialty/region mix with the frame (``pipeline.core.quality``). A failed error check
+fails this task with the reason, so ``RunModel`` (which requires it) never starts: a
+broken export must not cost a fleet of model runs. docs/quality.md.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+import luigi
+import pandas as pd
+
+from pipeline import config, metrics, storage
+from pipeline.core.cleanse import REASONS
+from pipeline.core.quality import QualityThresholds, cohort_figures, quality_checks
+from pipeline.core.validate import blocking_failures
+from pipeline.errors import DataQualityFailed
+from pipeline.layout import Layout
+from pipeline.tasks.base import RunDateTask
+from pipeline.tasks.cleanse import CleanseSurvey
+from pipeline.tasks.params import RawParameter
+
+_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})\.json$")
+
+
+def quality_thresholds() -> QualityThresholds:
+    """The ``[quality]`` settings of luigi.cfg."""
+    d = QualityThresholds()
+    return QualityThresholds(
+        history=int(config.get_float("quality", "history", d.history)),
+        mix_min_rows=int(config.get_float("quality", "mix_min_rows", d.mix_min_rows)),
+        **{
+            name: config.get_float("quality", name, getattr(d, name))
+            for name in (
+                "row_count_warn_change",
+                "row_count_fail_change",
+                "rejection_warn_increase",
+                "rejection_fail_increase",
+                "mix_warn_gap",
+                "mix_fail_gap",
+            )
+        },
+    )
+
+
+def recent_figures(layout: Layout, cohort: str, limit: int) -> list[dict]:
+    """The figures of the cohort's latest ``limit`` deliveries before ``layout``'s date
+    that passed this gate (newest first), from ``quality-history/<cohort>/<date>.json``."""
+    if limit <= 0:
+        return []
+    dates = []
+    for entry in storage.listdir(layout.quality_history(cohort)):
+        match = _DATE.search(entry)
+        if match and match[1] < layout.run_date:
+            dates.append((match[1], entry))
+    return [storage.read_json(uri) for _, uri in sorted(dates, reverse=True)[:limit]]
+
+
+class CheckData(RunDateTask):
+    """Writes ``quality/<cohort>.parquet`` (checks) and the cohort's figures to its quality
+    history when no error-level check failed; otherwise fails with the failed checks. One
+    per cohort whatever the program: the data does not depend on it."""
+
+    cohort = luigi.Parameter(description="Cohort code (one disease).")
+    raw = RawParameter(default="", description="Raw export directory (for cleansing).")
+
+    def requires(self) -> CleanseSurvey:
+        return CleanseSurvey(run_date=self.run_date, raw=self.raw)
+
+    def output(self) -> luigi.target.FileSystemTarget:
+        return self.target(self.layout.quality(self.cohort))
+
+    def run(self) -> None:
+        layout, cohort = self.layout, self.cohort
+        self.report("checking the cleansed data against recent deliveries", progress=0)
+        summary = storage.read_json(self.input()["summary.json"].path)
+        rejections = storage.read_parquet(
+            self.input()["rejections.parquet"].path, columns=["cohort", "reasons"]
+        )
+        cleansed = (
+            storage.read_parquet(layout.cohort_input(cohort), columns=["specialty", "region"])
+            if storage.exists(layout.cohort_input(cohort))
+            else pd.DataFrame(columns=["specialty", "region"])
+        )
+        frame = pd.read_csv(io.BytesIO(storage.read_bytes(self.input()["frame.csv"].path)))
+        thresholds = quality_thresholds()
+        figures = cohort_figures(cohort, summary, rejections, cleansed, REASONS)
+        history = recent_figures(layout, cohort, thresholds.history)
+        checks = quality_checks(figures, history, frame, thresholds)
+        metrics.record_quality(cohort, figures, checks.to_dict("records"))
+        errors = blocking_failures(checks)
+        failed = checks[~checks["passed"]]
+        if len(errors):
+            details = "; ".join(f"{r.check}: {r.detail}" for r in errors.itertuples())
+            raise DataQualityFailed(
+                f"cohort {cohort}: data-quality error, its program does not run: {details}. "
+                "Fix the export (or, if the change is real, the [quality] thresholds: "
+                "docs/quality.md) and re-run."
+            )
+        storage.write_json(layout.quality_figures(cohort), {"run_date": layout.run_date, **figures})
+        storage.write_parquet(self.output().path, checks)
+        self.report(
+            f"{len(checks) - len(failed)}/{len(checks)} data-quality checks passed"
+            + (f"; warnings: {', '.join(failed['check'])}" if len(failed) else ""),
+            progress=100,
+        )
