@@ -91,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
     root = config.storage_root()
     for cohort in cohorts:
         gate = approval_gate(
-            warehouse, root, date, cohort, args.accept_regression, variant=variant or champion
+            warehouse, root, date, cohort, args.accept_regression, variant=variant
         )
         if gate.refused:
             refused.append(cohort)

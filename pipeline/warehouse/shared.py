@@ -242,7 +242,8 @@ def publish_script(staging: str, published: str, columns: dict[str, list[str]]) 
         ]
     approval_cols = (
         "run_date, cohort, approved_by, approved_at, program_name, program_version, "
-        "ingested_at, published_at, approval_id, program_fingerprint, variant"
+        "ingested_at, published_at, approval_id, program_fingerprint, variant, "
+        "accepted_regression"
     )
     lines += [
         f"INSERT INTO {quote(f'{published}.approvals')} ({approval_cols}) VALUES (@run_date, "
