@@ -25,7 +25,7 @@ from tests.cloud.conftest import CLUSTER, Cloud, FakeAgent, run_pipeline, write_
 from tests.cloud.helpers import wait_for
 from tests.cloud.test_runs import DATE, all_tasks, start_run
 
-TTL = 6.0
+TTL = 4.0
 
 
 @pytest.fixture
@@ -101,15 +101,16 @@ def test_restart_after_the_ttl_finds_them_reaped_and_submits_anew(
     cfg = cloud.config_file(tmp_path / "luigi.cfg", reaper={"lease_ttl": 2})
     env = {"LUIGI_CONFIG_PATH": str(cfg)}
     args = ["--run-date", DATE, "--workers", "2", "--executor", "ecs", "--program", str(spec)]
-    orphans: set[str] = set()
-    with FakeAgent(cloud, lambda tags: tags.get("attempt") not in attempts) as agent:
-        attempts: set[str] = set()
+    attempts: set[str] = set()
+    armed = False  # containers run only once the killed run's attempts are known
+    with FakeAgent(cloud, lambda tags: armed and tags.get("attempt") not in attempts) as agent:
         died = kill_with_tasks_running(cloud, env, args, len(codes))
         running = cloud.running_tasks(run_date=DATE)
         orphans = {t["taskArn"] for t in running}
         attempts.update(
             next(tag["value"] for tag in t["tags"] if tag["key"] == "attempt") for t in running
         )
+        armed = True
         time.sleep(max(0.0, 2.5 - (time.monotonic() - died)))
         reaped = reap(ecs=cloud.ecs, cluster=CLUSTER, ttl=2, default_root=cloud.root)
         assert {r.id for r in reaped.reaped if r.stopped} == orphans
