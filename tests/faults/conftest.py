@@ -59,15 +59,21 @@ class Delivery:
                 "--local-scheduler", "--workers", str(self.workers), "--program",
                 str(self.spec), "--warehouse", self.warehouse]  # fmt: skip
 
-    def run(self, *, fault: str = "", trigger: str = "", timeout: float = 120) -> int:
+    def run(
+        self, *, fault: str = "", trigger: str = "", timeout: float = 120,
+        scheduler: list[str] | None = None,
+    ) -> int:  # fmt: skip
         """``pipeline run``; with ``fault`` or ``trigger`` it must die of SIGKILL there.
         Returns the exit status (negative: killed by that signal)."""
         env = {**os.environ, **home_env(self.home), **self.env}
         if fault:
             env["PIPELINE_FAULT"] = fault
         before = set(glob.glob(str(self.work / trigger))) if trigger else set()
+        command = self.command()
+        if scheduler:  # a luigid instead of --local-scheduler
+            command = [a for a in command if a != "--local-scheduler"] + scheduler
         proc = subprocess.Popen(
-            self.command(), cwd=REPO, env=env, stdout=subprocess.PIPE,
+            command, cwd=REPO, env=env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )  # fmt: skip
         stop = threading.Event()
