@@ -143,13 +143,24 @@ class Finished:
 
 def _attempt_ids(layout: Layout, cohort: str, spec: ProgramSpec) -> dict[str, set[str]]:
     """Attempt id → the files (paths below ``attempts/<id>/``) it holds."""
-    prefix = layout.attempts(cohort, spec.slug).rstrip("/") + "/"
+    where = layout.attempts(cohort, spec.slug)
+    prefix = where.rstrip("/") + "/"
     found: dict[str, set[str]] = {}
-    for uri in storage.listdir(layout.attempts(cohort, spec.slug)):
+    # On S3 one LIST call, without the existence checks (and their debug log lines) of
+    # storage.listdir: every RunModel of a delivery asks this at its start.
+    uris = (
+        storage.target(where).fs.listdir(where) if storage.is_s3(where) else storage.listdir(where)
+    )
+    for uri in map(str, uris):
         attempt, _, rest = uri.removeprefix(prefix).partition("/")
         if attempt and rest:
             found.setdefault(attempt, set()).add(rest)
     return found
+
+
+def has_attempts(layout: Layout, cohort: str, spec: ProgramSpec) -> bool:
+    """Whether any attempt of this cohort and spec was ever prepared."""
+    return bool(_attempt_ids(layout, cohort, spec))
 
 
 def _read_json(uri: str) -> dict[str, Any] | None:

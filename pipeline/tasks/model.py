@@ -45,9 +45,11 @@ class RunModel(CohortTask):
 
     def run(self) -> None:
         spec, layout, cohort = self.spec, self.layout, self.cohort
-        # A restart first looks for compute an earlier, killed run already paid for.
-        finished = attempts.find_finished(layout, cohort, spec, self.executor)
-        if finished is not None:
+        # A restart first looks for compute an earlier, killed run already paid for (a
+        # first run has no attempts: one LIST call, nothing else).
+        earlier = attempts.has_attempts(layout, cohort, spec)
+        finished = earlier and attempts.find_finished(layout, cohort, spec, self.executor)
+        if finished:
             self.report(
                 f"{spec.name} {spec.version}: adopting finished attempt "
                 f"{finished.prepared.job.attempt} (results match its manifest)",
@@ -57,9 +59,10 @@ class RunModel(CohortTask):
             return
         executor = get_executor(self.executor)
         events = Events(status=self.report, tracking_url=self.link, progress=self.show_progress)
-        prepared, task_id, tags = self._running_attempt(executor)
+        prepared, task_id, tags = self._running_attempt(executor) if earlier else (None, "", {})
         if prepared is None:
-            attempts.abandon(layout, cohort, spec)  # attempts a killed run left unfinished
+            if earlier:
+                attempts.abandon(layout, cohort, spec)  # what a killed run left unfinished
             prepared = attempts.prepare(layout, cohort, spec)
             self.report(f"{spec.name} {spec.version}: {prepared.rows:,} rows on {self.executor}", 5)
         else:
