@@ -7,6 +7,7 @@ Nothing here is read at import time, so tests can point ``PIPELINE_HOME`` or
 from __future__ import annotations
 
 import configparser
+import contextlib
 import difflib
 import functools
 import os
@@ -148,15 +149,61 @@ def respondent_key() -> bytes:
         return value.encode()
     key_file = home() / "secrets" / "respondent.key"
     if not key_file.exists():
-        key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _create_key_file(key_file)
+    return _read_key_file(key_file)
+
+
+KEY_MIN_CHARS = 32
+
+
+def _create_key_file(key_file: Path) -> None:
+    """Write a new random key atomically: a temp file of its own (O_EXCL, fsynced), then
+    ``link`` to the final name, which fails when another process won the race. A kill
+    at any moment leaves either no key file or a whole one (plus, at worst, a temp
+    file nobody reads)."""
+    key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = key_file.with_name(f".{key_file.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+            fh.flush()
+            os.fsync(fh.fileno())
+        # FileExistsError: another worker process created it first; theirs is used.
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, key_file)
+    finally:
+        tmp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # make the new name durable too
+        dir_fd = os.open(key_file.parent, os.O_RDONLY)
         try:
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another worker process created it first
-            pass
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _read_key_file(key_file: Path) -> bytes:
+    """The key in ``key_file``; a ConfigError naming the file when it is unusable."""
+    try:
+        text = key_file.read_bytes().decode("ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = f"cannot be read as text ({type(exc).__name__}: {exc})"
+    else:
+        if not text:
+            problem = "is empty"
+        elif len(text) < KEY_MIN_CHARS or any(c.isspace() or not c.isprintable() for c in text):
+            problem = (
+                f"does not hold a key (expected one line of at least {KEY_MIN_CHARS} "
+                "printable characters)"
+            )
         else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32))
-    return key_file.read_text().strip().encode()
+            return text.encode()
+    env_name = get("cleansing", "respondent_key_env", "PIPELINE_RESPONDENT_KEY")
+    raise ConfigError(
+        f"the respondent key file {key_file} {problem}. Delete it to have a new random key "
+        f"made on the next run (respondent hashes of earlier local runs then change), "
+        f"or set {env_name} to the key"
+    )
 
 
 # --- Where a setting comes from, and a check of the project's own sections ---------------

@@ -9,6 +9,7 @@ a million rows take seconds, and the bytes depend only on the arguments.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,7 +184,10 @@ def generate(
 
 
 def _write(path: Path, text: str, encoding: str) -> None:
-    path.write_bytes(text.encode(encoding))
+    """Whole or not at all (temp file + rename): a killed run leaves no half export."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(text.encode(encoding))
+    os.replace(tmp, path)
 
 
 def _frame_csv(rng: np.random.Generator) -> tuple[str, int]:

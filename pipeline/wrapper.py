@@ -205,6 +205,17 @@ def local_version(command: list[str], program_name: str) -> str:
     return ""
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all (temp file, fsync, rename): the manifest marks
+    a complete attempt, so a killed wrapper must never leave half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 class ProgramRunner:
     """Runs one command with a deadline and forwards termination signals to it."""
 
@@ -343,7 +354,7 @@ def run_job(job: JobDocument, *, workdir: Path, stop_with_parent: bool = False) 
         "terminated_by": runner.terminated_by,
         "host": socket.gethostname(),
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_atomic(out_dir / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
     if output_uri.startswith("s3://"):
         upload_dir(out_dir, output_uri)
         log(f"uploaded {len(manifest['outputs']) + 1} files to {output_uri}")

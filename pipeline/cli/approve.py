@@ -90,9 +90,7 @@ def main(args: argparse.Namespace) -> int:
     refused = []
     root = config.storage_root()
     for cohort in cohorts:
-        gate = approval_gate(
-            warehouse, root, date, cohort, args.accept_regression, variant=variant
-        )
+        gate = approval_gate(warehouse, root, date, cohort, args.accept_regression, variant=variant)
         if gate.refused:
             refused.append(cohort)
             print(f"  {cohort:<20} REFUSED: {gate.refused}", file=sys.stderr)

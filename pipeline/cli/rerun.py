@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline import storage
 from pipeline.cli import run as run_cli
 from pipeline.errors import ConfigError
+from pipeline.executors import attempts
 from pipeline.tasks import Deliver, IngestResults, RunModel, ValidateResults
 
 STEPS = ("cleanse", "model", "validate", "ingest")
@@ -97,6 +99,15 @@ def main(args: argparse.Namespace) -> int:
             print("Nothing removed.")
             return 1
     remove(uris, deliver.raw)
+    if args.step in ("model", "cleanse"):
+        # Re-running a step means running its programs again: earlier attempts must not
+        # be adopted as finished work (see RunModel), they are history now.
+        attempts.supersede(
+            deliver.layout,
+            None if args.step == "cleanse" else list(args.cohort),
+            f"superseded: pipeline rerun --from {args.step} at "
+            f"{datetime.now(UTC).isoformat(timespec='seconds')}",
+        )
     args.cohort = [] if args.step == "cleanse" else args.cohort
     return run_cli.main(args)
 

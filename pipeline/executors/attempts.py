@@ -5,11 +5,23 @@ hands the program its input (the cleansed Parquet, or a CSV copy when the spec a
 CSV) and writes the typed job document the wrapper reads. ``collect`` records how the
 attempt ended (``attempts/<id>/run.json``), checks that the program wrote its results,
 and writes the cohort's ``results.parquet`` and ``run.json`` — the RunModel targets.
+
+Restarts never throw finished compute away (docs/operations.md, "Restarting"):
+``find_finished`` returns an earlier attempt of the same cohort and spec whose wrapper
+wrote a manifest with exit code 0 and whose results file still has the manifest's
+sha256; ``RunModel`` collects it instead of running the program again. ``resume``
+rebuilds the ``Prepared`` of an attempt whose cloud task is still running, so the
+executor can re-attach to it. Every other attempt ends with a ``run.json`` too:
+``abandon_unfinished`` / ``collect`` record attempts that never finished, and
+successful ones another attempt superseded, as ``abandoned`` — so ``pipeline_runs``
+holds one ``succeeded`` row per cohort's delivered results.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,11 +31,11 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipeline import config, storage
+from pipeline import config, faults, storage
 from pipeline.core.job import JobDocument
 from pipeline.core.spec import ProgramSpec
-from pipeline.errors import InputError, ProgramFailed
-from pipeline.executors.base import Job, RunRecord, tail_lines
+from pipeline.errors import InputError, PipelineError, ProgramFailed
+from pipeline.executors.base import Job, RunRecord, estimate_cost, tail_lines
 from pipeline.layout import Layout
 
 # attempts/<id>/run.json "status": how the attempt ended. A cloud task the service ended
@@ -43,6 +55,33 @@ class Prepared:
 
 def new_attempt_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _cohort_rows(layout: Layout, cohort: str) -> int:
+    input_uri = layout.cohort_input(cohort)
+    if not storage.exists(input_uri):
+        return 0
+    return pq.read_metadata(io.BytesIO(storage.read_bytes(input_uri))).num_rows
+
+
+def _job(layout: Layout, cohort: str, spec: ProgramSpec, attempt: str) -> tuple[Job, str]:
+    """The executor's ``Job`` of an attempt and its log URI under the storage root."""
+    log_uri = layout.program_log(cohort, spec.slug, attempt)
+    log_path = (
+        config.local_logs_dir() / "spool" / log_uri.removeprefix("s3://")
+        if storage.is_s3(log_uri)
+        else Path(log_uri)
+    )
+    job = Job(
+        run_date=layout.run_date,
+        cohort=cohort,
+        spec=spec,
+        attempt=attempt,
+        job_uri=layout.attempt(cohort, spec.slug, attempt, "job.json"),
+        output_uri=layout.attempt(cohort, spec.slug, attempt, "out"),
+        log_path=log_path,
+    )
+    return job, log_uri
 
 
 def prepare(layout: Layout, cohort: str, spec: ProgramSpec) -> Prepared:
@@ -75,24 +114,180 @@ def prepare(layout: Layout, cohort: str, spec: ProgramSpec) -> Prepared:
         frame=layout.cleanse("frame.csv"),
         output=layout.attempt(cohort, spec.slug, attempt, "out"),
     )
-    job_uri = layout.attempt(cohort, spec.slug, attempt, "job.json")
-    storage.write_json(job_uri, document.to_dict())
-    log_uri = layout.program_log(cohort, spec.slug, attempt)
-    log_path = (
-        config.local_logs_dir() / "spool" / log_uri.removeprefix("s3://")
-        if storage.is_s3(log_uri)
-        else Path(log_uri)
-    )
-    job = Job(
-        run_date=layout.run_date,
-        cohort=cohort,
-        spec=spec,
-        attempt=attempt,
-        job_uri=job_uri,
-        output_uri=document.output,
-        log_path=log_path,
-    )
+    job, log_uri = _job(layout, cohort, spec, attempt)
+    storage.write_json(job.job_uri, document.to_dict())
     return Prepared(job=job, rows=rows, log_uri=log_uri)
+
+
+def resume(layout: Layout, cohort: str, spec: ProgramSpec, attempt: str) -> Prepared | None:
+    """The ``Prepared`` of an earlier attempt (its job document must exist), to re-attach
+    to its running cloud task; None when the attempt has no job document."""
+    job, log_uri = _job(layout, cohort, spec, attempt)
+    if not storage.exists(job.job_uri):
+        return None
+    if storage.is_s3(log_uri) and not job.log_path.exists() and storage.exists(log_uri):
+        # Continue the log the killed orchestrator published, not a fresh one.
+        job.log_path.parent.mkdir(parents=True, exist_ok=True)
+        job.log_path.write_bytes(storage.read_bytes(log_uri))
+    return Prepared(job=job, rows=_cohort_rows(layout, cohort), log_uri=log_uri)
+
+
+# -- restarts: adopt what finished, record what was abandoned ----------------------------
+@dataclass(frozen=True)
+class Finished:
+    """An earlier attempt whose program finished with complete, checksummed results."""
+
+    prepared: Prepared
+    record: RunRecord
+    manifest: dict[str, Any]
+    recorded: bool  # its run.json was written (metrics were sent) before the kill
+
+
+def _attempt_ids(layout: Layout, cohort: str, spec: ProgramSpec) -> dict[str, set[str]]:
+    """Attempt id → the files (paths below ``attempts/<id>/``) it holds."""
+    where = layout.attempts(cohort, spec.slug)
+    prefix = where.rstrip("/") + "/"
+    found: dict[str, set[str]] = {}
+    # On S3 one LIST call, without the existence checks (and their debug log lines) of
+    # storage.listdir: every RunModel of a delivery asks this at its start.
+    uris = (
+        storage.target(where).fs.listdir(where) if storage.is_s3(where) else storage.listdir(where)
+    )
+    for uri in map(str, uris):
+        attempt, _, rest = uri.removeprefix(prefix).partition("/")
+        if attempt and rest:
+            found.setdefault(attempt, set()).add(rest)
+    return found
+
+
+def has_attempts(layout: Layout, cohort: str, spec: ProgramSpec) -> bool:
+    """Whether any attempt of this cohort and spec was ever prepared."""
+    return bool(_attempt_ids(layout, cohort, spec))
+
+
+def _read_json(uri: str) -> dict[str, Any] | None:
+    """A JSON object, or None when the file is missing or not a whole JSON object."""
+    try:
+        value = json.loads(storage.read_bytes(uri))
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def complete_manifest(
+    layout: Layout, cohort: str, spec: ProgramSpec, attempt: str
+) -> dict[str, Any] | None:
+    """The attempt's manifest when it says the program exited 0 for this attempt and the
+    results file's sha256 matches the one the manifest recorded; else None."""
+    out = layout.attempt(cohort, spec.slug, attempt, "out")
+    manifest = _read_json(storage.join(out, "manifest.json"))
+    if not manifest or manifest.get("exit_code") != 0 or manifest.get("attempt") != attempt:
+        return None
+    expected = (manifest.get("outputs") or {}).get(spec.results)
+    results_uri = storage.join(out, spec.results)
+    if not expected or not storage.exists(results_uri):
+        return None
+    if hashlib.sha256(storage.read_bytes(results_uri)).hexdigest() != expected:
+        return None
+    return manifest
+
+
+def _manifest_record(job: Job, manifest: dict[str, Any], executor: str, log_uri: str) -> RunRecord:
+    """The run record of an attempt whose orchestrator died before it wrote one: what
+    the wrapper's manifest says (its program time stands in for what was billed)."""
+    seconds = float(manifest.get("program_seconds") or 0.0)
+    vcpu_seconds = job.spec.cpu / 1024 * seconds
+    memory_gib_seconds = job.spec.memory / 1024 * seconds
+    return RunRecord(
+        executor=executor,
+        job_id="",
+        attempt=job.attempt,
+        started_at=str(manifest.get("started_at", "")),
+        finished_at=str(manifest.get("finished_at", "")),
+        exit_code=0,
+        vcpu_seconds=round(vcpu_seconds, 3),
+        memory_gib_seconds=round(memory_gib_seconds, 3),
+        cost_usd=estimate_cost(executor, vcpu_seconds, memory_gib_seconds),
+        log_uri=log_uri,
+        host=str(manifest.get("host", "")),
+    )
+
+
+def find_finished(layout: Layout, cohort: str, spec: ProgramSpec, executor: str) -> Finished | None:
+    """The newest attempt that finished successfully and was not recorded as failed or
+    abandoned, with complete, checksummed results; None when there is none."""
+    for attempt, files in sorted(_attempt_ids(layout, cohort, spec).items(), reverse=True):
+        if "out/manifest.json" not in files or "job.json" not in files:
+            continue
+        row = _read_json(layout.attempt(cohort, spec.slug, attempt, "run.json")) or {}
+        if row.get("status") in (FAILED, ABANDONED):
+            continue
+        manifest = complete_manifest(layout, cohort, spec, attempt)
+        if manifest is None:
+            continue
+        job, log_uri = _job(layout, cohort, spec, attempt)
+        if row.get("status") == SUCCEEDED:
+            fields = RunRecord.__dataclass_fields__
+            record = RunRecord(**{k: v for k, v in row.items() if k in fields})
+        else:
+            record = _manifest_record(job, manifest, executor, log_uri)
+        prepared = Prepared(job=job, rows=_cohort_rows(layout, cohort), log_uri=log_uri)
+        return Finished(prepared, record, manifest, recorded=row.get("status") == SUCCEEDED)
+    return None
+
+
+def _attempt_time(attempt: str) -> str:
+    try:
+        return datetime.strptime(attempt[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).isoformat()
+    except ValueError:
+        return datetime.now(UTC).isoformat()
+
+
+def _abandoned_row(layout: Layout, cohort: str, spec: ProgramSpec, attempt: str, why: str,
+                   previous: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+    if previous:  # a success another attempt superseded: keep what it recorded
+        return {**previous, "status": ABANDONED, "error": why}
+    job, log_uri = _job(layout, cohort, spec, attempt)
+    record = RunRecord(
+        executor="",
+        job_id="",
+        attempt=attempt,
+        started_at=_attempt_time(attempt),
+        finished_at=datetime.now(UTC).isoformat(),
+        exit_code=None,
+        log_uri=log_uri,
+        error=why,
+    )
+    return run_row(job, record, ABANDONED)
+
+
+def abandon(
+    layout: Layout,
+    cohort: str,
+    spec: ProgramSpec,
+    *,
+    keep: str = "",
+    superseded: bool = False,
+    why: str = "",
+) -> list[str]:
+    """Record every attempt but ``keep`` that has no ``run.json`` (it never finished, or
+    its orchestrator died) as abandoned; with ``superseded``, successful ones too. Returns
+    the attempt ids recorded."""
+    recorded = []
+    for attempt, files in sorted(_attempt_ids(layout, cohort, spec).items()):
+        if attempt == keep:
+            continue
+        uri = layout.attempt(cohort, spec.slug, attempt, "run.json")
+        previous = _read_json(uri) if "run.json" in files else None
+        if previous is None:
+            reason = why or "abandoned: the run that started it stopped before it finished"
+        elif superseded and previous.get("status") == SUCCEEDED:
+            reason = why or f"superseded by attempt {keep}"
+        else:
+            continue
+        storage.write_json(uri, _abandoned_row(layout, cohort, spec, attempt, reason, previous))
+        recorded.append(attempt)
+    return recorded
 
 
 def publish_log(prepared: Prepared) -> None:
@@ -158,6 +353,33 @@ def collect(layout: Layout, prepared: Prepared, record: RunRecord) -> pd.DataFra
         )
     row = run_row(job, record, SUCCEEDED)
     storage.write_json(attempt_run, row)
+    faults.point("collect.attempt-run")
+    # This attempt's results are the delivery's: any other attempt is history.
+    abandon(layout, cohort, spec, keep=job.attempt, superseded=True)
     storage.write_parquet(layout.model(cohort, spec.slug, "results.parquet"), results)
+    faults.point("collect.results")
     storage.write_json(layout.model(cohort, spec.slug, "run.json"), row)
     return results
+
+
+def supersede(layout: Layout, cohorts: list[str] | None, why: str) -> int:
+    """Record every finished or unfinished attempt of ``cohorts`` (None: every cohort)
+    as abandoned, so that the next run runs the program again instead of adopting one
+    (``pipeline rerun --from model|cleanse``). Returns how many were recorded."""
+    model = layout.path("model")
+    specs: dict[tuple[str, str], ProgramSpec] = {}
+    for uri in storage.listdir(model):
+        parts = uri.removeprefix(model.rstrip("/") + "/").split("/")
+        if len(parts) != 5 or parts[2] != "attempts" or parts[4] != "job.json":
+            continue
+        cohort, slug = parts[0], parts[1]
+        if (cohorts is not None and cohort not in cohorts) or (cohort, slug) in specs:
+            continue
+        try:
+            specs[(cohort, slug)] = JobDocument.from_dict(storage.read_json(uri), source=uri).spec
+        except (PipelineError, ValueError, KeyError):
+            continue  # an unreadable job document: nothing would adopt that attempt anyway
+    return sum(
+        len(abandon(layout, cohort, spec, superseded=True, why=why))
+        for (cohort, _slug), spec in specs.items()
+    )

@@ -206,6 +206,11 @@ class BatchExecutor(CloudExecutor):
             for j in response.get("jobs") or []
         }
 
+    def running(self) -> list[tuple[str, dict[str, str]]]:
+        from pipeline.executors.reaper import _batch_candidates  # reaper imports executors
+
+        return [(c.id, c.tags) for c in _batch_candidates(self.client, self.settings.job_queue)]
+
     def stop(self, task_id: str, reason: str) -> None:
         self.client.terminate_job(jobId=task_id, reason=reason)
 

@@ -16,6 +16,10 @@
    interruption, a lost host) and the executor allows more submissions
    (``max_submissions``), submit the same job document again and keep the abandoned
    attempt's record in ``RunRecord.interrupted``. A program's own exit is never retried.
+
+``CloudExecutor.reattach`` is steps 3-5 for a task a killed orchestrator left running
+(``find_running`` finds it by its tags): the restarted worker renews the task's own
+lease id next to its own (``LeaseKeeper.adopt``), so the reaper keeps the task.
 """
 
 from __future__ import annotations
@@ -275,6 +279,7 @@ def task_tags(job: Job, *, lease_id: str, lease_root: str, deadline: float) -> d
         "cohort": job.cohort,
         "program": f"{job.spec.name}-{job.spec.version}",
         "attempt": job.attempt,
+        "spec": job.spec.fingerprint,  # a restart re-attaches only to the same spec
         "lease": lease_id,
         "lease_store": lease_root,
         "deadline": str(int(deadline)),
@@ -340,6 +345,8 @@ class CloudExecutor:
 
     def _derive(self, image: str) -> str:
         raise NotImplementedError
+        self._running_cache: tuple[float, list[tuple[str, dict[str, str]]]] | None = None
+        self._running_lock = threading.Lock()
 
     # -- provider specifics -------------------------------------------------------------
     def submit(self, job: Job, command: list[str], env: dict[str, str],
@@ -370,6 +377,10 @@ class CloudExecutor:
     def log_location(self, task_id: str, state: TaskState | None) -> tuple[str, str]:
         """(log group, log stream) of the task's container, or ("", "") if unknown."""
         return (state.log_group, state.log_stream) if state else ("", "")
+
+    def running(self) -> list[tuple[str, dict[str, str]]]:
+        """(id, tags) of every pipeline task or job the provider still runs (or queues)."""
+        raise NotImplementedError
 
     def region(self) -> str:
         raise NotImplementedError
@@ -403,6 +414,70 @@ class CloudExecutor:
 
     def run(self, job: Job, events: Events) -> RunRecord:
         root = require_s3_root(self.name)
+        return self._leased(job, events, root, lambda keeper, lease_id: self._run(
+            job, events, keeper, lease_id, root))  # fmt: skip
+
+    # -- re-attaching after a restart ----------------------------------------------------
+    def find_running(self, run_date: str, cohort: str, spec: Any) -> tuple[str, dict[str, str]]:
+        """The (id, tags) of this cohort's task or job of this spec that the provider
+        still runs under this storage root — what a killed orchestrator left behind —
+        or ("", {}) when there is none. One listing serves every cohort of a restart."""
+        root = require_s3_root(self.name)
+        with self._running_lock:
+            if self._running_cache is None or time.monotonic() - self._running_cache[0] > 10:
+                self._running_cache = (time.monotonic(), self.running())
+            listed = self._running_cache[1]
+        program = f"{spec.name}-{spec.version}"
+        for task_id, tags in listed:
+            if (
+                tags.get("run_date") == run_date
+                and tags.get("cohort") == cohort
+                and tags.get("program") == program
+                and tags.get("spec") == spec.fingerprint
+                and (tags.get("lease_store") or root) == root
+                and tags.get("attempt")
+            ):
+                return task_id, tags
+        return "", {}
+
+    def reattach(self, job: Job, task_id: str, tags: dict[str, str], events: Events) -> RunRecord:
+        """Take over a task a killed orchestrator submitted for ``job``: renew its lease
+        (so the reaper keeps it), watch it to its end with its own deadline, and return
+        its record, exactly as ``run`` would have."""
+        root = require_s3_root(self.name)
+
+        def follow(keeper: lease.LeaseKeeper, _lease_id: str) -> RunRecord:
+            old = tags.get("lease", "")
+            if old:
+                keeper.adopt(old)  # written now, renewed with ours, deleted on release
+            try:
+                deadline = float(tags.get("deadline") or 0) or time.time() + (
+                    job.spec.timeout_seconds + deadline_grace()
+                )
+                with job.log_path.open("a", encoding="utf-8") as fh:
+                    fh.write(
+                        f"[{self.name}] {datetime.now(UTC).isoformat(timespec='seconds')} "
+                        f"re-attached to {task_id} ({self.where()}) left by lease {old}; "
+                        f"lease {keeper.lease_id} deadline {_iso(deadline)}\n"
+                    )
+                record, _state, _stopped = self._follow(
+                    job, events, keeper, task_id, deadline, time.time(), verb="re-attached to"
+                )
+                return record
+            finally:
+                if old:
+                    keeper.disown(old)
+
+        return self._leased(job, events, root, follow)
+
+    def _leased(
+        self,
+        job: Job,
+        events: Events,
+        root: str,
+        body: Callable[[lease.LeaseKeeper, str], RunRecord],
+    ) -> RunRecord:
+        """``body`` holding a running slot and this process's lease."""
         job.log_path.parent.mkdir(parents=True, exist_ok=True)
         slots = running_slots(self.name)
         with interrupts_as_exceptions():
@@ -415,7 +490,7 @@ class CloudExecutor:
                 keeper = lease.keeper(root)
                 lease_id = keeper.acquire()
                 try:
-                    return self._run(job, events, keeper, lease_id, root)
+                    return body(keeper, lease_id)
                 finally:
                     keeper.release()
             finally:
@@ -478,7 +553,6 @@ class CloudExecutor:
         deadline = submitted + spec.timeout_seconds + grace
         tags = task_tags(job, lease_id=lease_id, lease_root=root, deadline=deadline)
         task_id = ""
-        watch: Watch | None = None
         try:
             # A signal arriving mid-submit is held until the id is known, then raised
             # here: the except clause below then has a task to stop.
@@ -487,13 +561,36 @@ class CloudExecutor:
                     job, wrapper_command(job), task_environment(job), tags, deadline,
                     submission=submission,
                 )  # fmt: skip
+            self._log_header(job, task_id, self.console_url(task_id), tags)
+        except BaseException as exc:
+            if task_id:
+                why = _stop_reason(exc)
+                with signals_held():
+                    self._stop_quietly(task_id, why)
+            raise
+        return self._follow(job, events, keeper, task_id, deadline, submitted, verb="submitted to")
+
+    def _follow(
+        self,
+        job: Job,
+        events: Events,
+        keeper: lease.LeaseKeeper,
+        task_id: str,
+        deadline: float,
+        submitted: float,
+        *,
+        verb: str,
+    ) -> tuple[RunRecord, TaskState, str]:
+        """Watch a submitted (or re-attached) task to its end; stop it on any error.
+        Returns its record, its last state and why we stopped it ("" if we did not)."""
+        watch: Watch | None = None
+        try:
             console = self.console_url(task_id)
             events.tracking_url(console)
             events.status(
-                f"{job.spec.name} {job.spec.version} submitted to {self.name} "
+                f"{job.spec.name} {job.spec.version} {verb} {self.name} "
                 f"{_short(task_id)} ({self.where()})"
             )
-            self._log_header(job, task_id, console, tags)
             watch = self.watcher().watch(task_id)
             state, stopped_by_us = self._wait(job, events, keeper, watch, task_id, deadline)
         except BaseException as exc:

@@ -295,6 +295,11 @@ class EcsExecutor(CloudExecutor):
                 )  # fmt: skip
         return states
 
+    def running(self) -> list[tuple[str, dict[str, str]]]:
+        from pipeline.executors.reaper import _ecs_candidates  # reaper imports executors
+
+        return [(c.id, c.tags) for c in _ecs_candidates(self.client, self.settings.cluster)]
+
     def stop(self, task_id: str, reason: str) -> None:
         self.client.stop_task(cluster=self.settings.cluster, task=task_id, reason=reason)
 

@@ -8,6 +8,12 @@ running, and deletes it when the last one ends. Every task and job carries the l
 worker is alive (fresh lease) from one a dead worker left behind (lease missing, or not
 renewed for ``[reaper] lease_ttl`` seconds).
 
+A restarted worker that re-attaches to a task a killed worker left running
+(``CloudExecutor.reattach``) *adopts* that task's lease: it writes the document under
+the task's own lease id too (with ``adopted_by``), renews it with its own and deletes it
+when the task ends. The task's tags never change, and the reaper needs no new rule: a
+task nobody adopted keeps its stale lease and is stopped once it expired.
+
 When the worker is one of luigi's task processes (``--workers`` > 1) and luigi's main
 process dies, the lease stops being renewed: the run it belonged to is over, whatever
 this process still does.
@@ -187,6 +193,26 @@ class LeaseKeeper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self._adopted: dict[str, int] = {}  # lease ids of re-attached tasks → holders
+
+    def adopt(self, lease_id: str) -> None:
+        """Also keep ``lease_id`` (a killed worker's) fresh while this lease is held."""
+        with self._lock:
+            self._adopted[lease_id] = self._adopted.get(lease_id, 0) + 1
+        self._write()
+
+    def disown(self, lease_id: str) -> None:
+        """Stop renewing an adopted lease; its last holder deletes it."""
+        with self._lock:
+            left = self._adopted.get(lease_id, 0) - 1
+            if left > 0:
+                self._adopted[lease_id] = left
+                return
+            self._adopted.pop(lease_id, None)
+        try:
+            self.store.delete(lease_uri(self.root, lease_id))
+        except Exception as exc:
+            log.warning("could not delete adopted lease %s: %s", lease_id, exc)
 
     def acquire(self) -> str:
         """Hold the lease (writing it first if nobody held it); returns its id."""
@@ -222,20 +248,26 @@ class LeaseKeeper:
 
     def _write(self) -> None:
         now = time.time()
-        self.store.write(
-            self.uri,
-            {
-                "lease": self.lease_id,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "started_at": self._started_at,
-                "renewed_at": now,
-                "renewed_at_utc": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
-                "interval": self.interval,
-                "ttl": self.ttl,
-            },
-        )
+        document = self._document(now)
+        self.store.write(self.uri, document)
+        for lease_id in list(self._adopted):  # a copy: acquire() holds the lock here
+            self.store.write(
+                lease_uri(self.root, lease_id),
+                {**document, "lease": lease_id, "adopted_by": self.lease_id},
+            )
         self.renewals += 1
+
+    def _document(self, now: float) -> dict[str, Any]:
+        return {
+            "lease": self.lease_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": self._started_at,
+            "renewed_at": now,
+            "renewed_at_utc": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+            "interval": self.interval,
+            "ttl": self.ttl,
+        }
 
     def _renew_loop(self, stop: threading.Event) -> None:
         while not stop.wait(self.interval):

@@ -237,6 +237,13 @@ def _step(
     status.seconds = record.get("seconds") or _seconds(status.started_at, status.finished_at)
     if record:
         status.log = log_url(layout.task_log(task.task_id))
+    # A worker we can see is dead overrules luigid, which lists a killed worker's task as
+    # RUNNING until it notices the worker is gone (worker_disconnect_delay).
+    dead = (
+        record.get("status") == "running"
+        and record.get("host") == socket.gethostname()
+        and not alive(record)
+    )
     if task.complete():
         status.state = "done"
     elif record.get("status") == "running" and alive(record):
@@ -254,7 +261,7 @@ def _step(
         )
     info = remote.get(task.task_id)
     if info:
-        _merge_remote(status, info)
+        _merge_remote(status, info, worker_dead=dead)
     return status
 
 
@@ -316,15 +323,25 @@ def alive(record: dict[str, Any]) -> bool:
         return False
     try:
         process = psutil.Process(int(record["pid"]))
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except (KeyError, ValueError, psutil.Error):
+        if not process.is_running() or process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        # The pid of a dead worker may belong to a newer process by now: the worker was
+        # started before it recorded its start.
+        started = dt.datetime.fromisoformat(str(record.get("started_at"))).timestamp()
+        return process.create_time() <= started + 1.0
+    except (KeyError, ValueError, TypeError, psutil.Error):
         return False
 
 
-def _merge_remote(status: StepStatus, info: dict[str, Any]) -> None:
+def _merge_remote(status: StepStatus, info: dict[str, Any], *, worker_dead: bool = False) -> None:
     remote_state = str(info.get("status", "")).upper()
     if status.state != "done":
-        if remote_state in ("RUNNING", "BATCH_RUNNING"):
+        if remote_state in ("RUNNING", "BATCH_RUNNING") and worker_dead:
+            status.message = (
+                "luigid still lists it as running, but its worker process on this host is "
+                "gone (killed?): run the delivery again"
+            )
+            return
             status.state = "running"
         elif remote_state == "FAILED" and status.state == "pending":
             status.state = "failed"

@@ -9,7 +9,7 @@ from pathlib import Path
 import luigi
 import pandas as pd
 
-from pipeline import config, metrics, storage
+from pipeline import config, faults, metrics, storage
 from pipeline.core import rawdata
 from pipeline.core.cleanse import CleanseRules, cleanse
 from pipeline.errors import InputError, PinnedInputsError
@@ -72,6 +72,7 @@ class CleanseSurvey(RunDateTask):
             # A cohort's treatments are the share columns its respondents answered.
             unused = [c for c in share_columns if rows[c].isna().all()]
             storage.write_parquet(layout.cohort_input(code), rows.drop(columns=unused))
+            faults.point("cleanse.cohort")
         storage.write_bytes(layout.cleanse("frame.csv"), export.frame.to_csv(index=False).encode())
         storage.write_parquet(layout.cleanse("rejections.parquet"), result.rejections)
         storage.write_json(layout.cleanse("summary.json"), result.summary)

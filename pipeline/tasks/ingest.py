@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import luigi
 import pandas as pd
 
-from pipeline import metrics, storage
+from pipeline import faults, metrics, storage
 from pipeline.core.validate import blocking_failures
 from pipeline.errors import PipelineError, ValidationFailed
 from pipeline.manifest import run_rows
@@ -173,6 +173,7 @@ class IngestSurvey(WarehouseTask):
                 ),
             },
         )
+        faults.point("ingest.loaded")
         self.write_marker(counts)
         metrics.record_ingest(counts, self.warehouse)
         self.report(
@@ -245,5 +246,6 @@ class IngestResults(CohortTask, WarehouseTask):
                 f"failed: {details}. Fix the program or its input and re-run from the model "
                 "step."
             )
+        faults.point("ingest.loaded")
         self.write_marker(counts)
         self.report(f"{counts['model_estimates']} estimates loaded", progress=100)

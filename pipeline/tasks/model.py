@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import luigi
 
-from pipeline import metrics
-from pipeline.executors import Events, attempts, get_executor
+from pipeline import metrics, storage
+from pipeline.executors import Events, RunRecord, attempts, get_executor
 from pipeline.tasks.base import CohortTask
 from pipeline.tasks.quality import CheckData
 
@@ -46,16 +46,66 @@ class RunModel(CohortTask):
         }
 
     def run(self) -> None:
-        spec, layout = self.spec, self.layout
-        prepared = attempts.prepare(layout, self.cohort, spec)
-        self.report(f"{spec.name} {spec.version}: {prepared.rows:,} rows on {self.executor}", 5)
+        spec, layout, cohort = self.spec, self.layout, self.cohort
+        # A restart first looks for compute an earlier, killed run already paid for (a
+        # first run has no attempts: one LIST call, nothing else).
+        earlier = attempts.has_attempts(layout, cohort, spec)
+        finished = earlier and attempts.find_finished(layout, cohort, spec, self.executor)
+        if finished:
+            self.report(
+                f"{spec.name} {spec.version}: adopting finished attempt "
+                f"{finished.prepared.job.attempt} (results match its manifest)",
+                50,
+            )
+            self._collect(finished.prepared, finished.record, metered=finished.recorded)
+            return
+        executor = get_executor(self.executor)
         events = Events(status=self.report, tracking_url=self.link, progress=self.show_progress)
+        prepared, task_id, tags = self._running_attempt(executor) if earlier else (None, "", {})
+        if prepared is None:
+            if earlier:
+                attempts.abandon(layout, cohort, spec)  # what a killed run left unfinished
+            prepared = attempts.prepare(layout, cohort, spec)
+            self.report(f"{spec.name} {spec.version}: {prepared.rows:,} rows on {self.executor}", 5)
+        else:
+            attempts.abandon(layout, cohort, spec, keep=prepared.job.attempt)
+            self.report(
+                f"{spec.name} {spec.version}: re-attaching to {task_id} "
+                f"(attempt {prepared.job.attempt}) on {self.executor}",
+                5,
+            )
         try:
-            record = get_executor(self.executor).run(prepared.job, events)
+            if task_id:
+                record = executor.reattach(prepared.job, task_id, tags, events)  # type: ignore[attr-defined]
+            else:
+                record = executor.run(prepared.job, events)
         finally:
             attempts.publish_log(prepared)
-        metrics.record_model_run(self.cohort, record)
-        results = attempts.collect(layout, prepared, record)
+        self._collect(prepared, record)
+
+    def _running_attempt(
+        self, executor: object
+    ) -> tuple[attempts.Prepared | None, str, dict[str, str]]:
+        """The attempt whose cloud task a killed run left running, to re-attach to."""
+        find = getattr(executor, "find_running", None)
+        if find is None:
+            return None, "", {}
+        task_id, tags = find(self.run_date.isoformat(), self.cohort, self.spec)
+        if not task_id:
+            return None, "", {}
+        attempt = tags["attempt"]
+        if storage.exists(self.layout.attempt(self.cohort, self.spec.slug, attempt, "run.json")):
+            return None, "", {}  # already recorded: not one to take over
+        prepared = attempts.resume(self.layout, self.cohort, self.spec, attempt)
+        return (prepared, task_id, tags) if prepared is not None else (None, "", {})
+
+    def _collect(
+        self, prepared: attempts.Prepared, record: RunRecord, *, metered: bool = False
+    ) -> None:
+        spec = self.spec
+        if not metered:
+            metrics.record_model_run(self.cohort, record)
+        results = attempts.collect(self.layout, prepared, record)
         self.report(
             f"{spec.name} {spec.version}: {len(results)} result rows in "
             f"{record.vcpu_seconds:.0f} vCPU·s on {record.executor}",

@@ -33,7 +33,7 @@ from google.api_core import exceptions as api_exceptions
 from google.api_core.retry import Retry
 from google.cloud import bigquery
 
-from pipeline import config
+from pipeline import config, faults
 from pipeline.errors import ConfigError, WarehouseError
 from pipeline.warehouse.schema import (
     APPROVALS,
@@ -661,6 +661,7 @@ class BigQueryWarehouse:
                 )
                 for name, (frame, schema) in conformed.items()
             }
+            faults.point("bigquery.load")  # load tables written, nothing replaced yet
             params: dict[str, Any] = {"run_date": run_date, "load_id": load_id}
             if cohort is not None:
                 params["cohort"] = cohort

@@ -20,6 +20,7 @@ import duckdb
 import pandas as pd
 import sqlglot
 
+from pipeline import faults
 from pipeline.errors import ConfigError, WarehouseError
 from pipeline.warehouse.schema import APPROVALS, INGEST_LOG, TABLES, conform
 from pipeline.warehouse.shared import (
@@ -201,6 +202,7 @@ class DuckDBWarehouse:
                 con.register("incoming", frame)
                 con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
                 con.unregister("incoming")
+                faults.point("duckdb.load")  # mid-transaction: rows deleted and inserted
                 counts[name] = len(frame)
             log = ", ".join(INGEST_LOG.column_names)
             con.executemany(

@@ -195,9 +195,14 @@ def test_killed_run_is_reaped_live_run_untouched_rerun_completes(
     sql = f"SELECT DISTINCT cohort FROM model_estimates WHERE run_date = '{killed_date}'"
     loaded = query(cloud.home / "warehouse.duckdb", sql)
     assert sorted(c for (c,) in loaded) == codes
-    sql = "SELECT executor, exit_code, vcpu_seconds > 0 FROM pipeline_runs"
+    sql = (
+        "SELECT executor, exit_code, vcpu_seconds > 0 FROM pipeline_runs WHERE status = 'succeeded'"
+    )
     runs_table = query(cloud.home / "warehouse.duckdb", sql)
-    assert set(runs_table) == {("ecs", 0, True)}
+    assert set(runs_table) == {("ecs", 0, True)} and len(runs_table) == len(codes)
+    # The reaped attempts are recorded as abandoned, never as a second success.
+    sql = "SELECT cohort FROM pipeline_runs WHERE status = 'abandoned' ORDER BY 1"
+    assert [c for (c,) in query(cloud.home / "warehouse.duckdb", sql)] == sorted(rest)
     # The program's log, next to the targets in S3, holds the container's CloudWatch tail.
     (log_uri,) = storage.listdir(f"{cloud.root}/{killed_date}/logs/programs/{first}")
     log = storage.read_bytes(log_uri).decode()

@@ -68,10 +68,14 @@ def test_rerun_from_model_touches_only_that_cohort(completed: Run) -> None:
 
     after = mtimes(work)
     changed = {path for path in before if after.get(path) != before[path]}
+    # The earlier attempt is recorded as superseded (abandoned): rerun means run again.
+    (superseded,) = [p for p in before if p.startswith(f"model/{target}/{slug}/attempts/")
+                     and p.endswith("/run.json")]  # fmt: skip
     assert changed == {
         f"model/{target}/{slug}/results.parquet",
         f"model/{target}/{slug}/run.json",
         f"validate/{target}/{slug}/checks.parquet",
+        superseded,
         *(p for p in before if p.startswith(f"ingest/{target}/")),
     }
     new = set(after) - set(before)
@@ -83,7 +87,17 @@ def test_rerun_from_model_touches_only_that_cohort(completed: Run) -> None:
 
     assert {t: rows(home, t, kept) for t in tables} == warehouse_before
     assert rows(home, "model_estimates", f"cohort = '{target}'") == estimates_before
-    assert len(rows(home, "pipeline_runs", f"cohort = '{target}'")) == 2  # both attempts
+    runs = rows(home, "pipeline_runs", f"cohort = '{target}'")
+    assert len(runs) == 2  # both attempts: the new one succeeded, the superseded one not
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        statuses = con.execute(
+            f"SELECT status, error FROM pipeline_runs WHERE cohort = '{target}' ORDER BY 1"
+        ).fetchall()
+    assert (
+        statuses[0][0] == "abandoned"
+        and "superseded: pipeline rerun --from model" in statuses[0][1]
+    )
+    assert statuses[1] == ("succeeded", "")
 
 
 def test_from_validate_lists_checks_and_ingest_only(completed: Run) -> None:
