@@ -103,6 +103,17 @@ class PipelineWorker(luigi.worker.Worker):
     def worker_processes(self, value: int) -> None:
         self._process_slots = int(value)
 
+    def __exit__(self, *exc: Any) -> bool:
+        try:
+            return super().__exit__(*exc)
+        finally:
+            # Thread tasks stopped by an interrupt put their results after the worker has
+            # stopped reading them: with a few dozen of them the queue's pipe is full and
+            # its feeder thread would block the process's exit for ever. Nobody reads
+            # them any more, so do not wait to flush them. (Only here, in the worker's
+            # own process: task processes must still flush their result.)
+            self._task_result_queue.cancel_join_thread()
+
     def _create_task_process(self, task: luigi.Task) -> Any:
         process = super()._create_task_process(task)
         if getattr(task, "waits_in_thread", False):
