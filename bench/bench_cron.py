@@ -184,8 +184,8 @@ def _submitted_batch(c: dict[str, Any]) -> int:
     ids = set()
     for status in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED",
                    "FAILED"):  # fmt: skip
-        for page in c["batch"].get_paginator("list_jobs").paginate(
-            jobQueue=QUEUE, jobStatus=status
+        for page in (
+            c["batch"].get_paginator("list_jobs").paginate(jobQueue=QUEUE, jobStatus=status)
         ):
             ids.update(j["jobId"] for j in page["jobSummaryList"])
     return len(ids)

@@ -28,7 +28,7 @@ from pipeline.executors import EXECUTORS
 from pipeline.executors.cloud import require_s3_root
 from pipeline.tasks import Deliver
 from pipeline.tasks.params import spec_file
-from pipeline.warehouse import open_warehouse
+from pipeline.warehouse import connections, open_warehouse
 from pipeline.worker import WorkerSchedulerFactory
 
 
@@ -203,12 +203,13 @@ def execute(deliver: Deliver, args: argparse.Namespace) -> int:
         env["scheduler_url"] = url
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        result = luigi.build(
-            [deliver],
-            worker_scheduler_factory=WorkerSchedulerFactory(),
-            detailed_summary=True,
-            **env,
-        )
+        with connections.shared():
+            result = luigi.build(
+                [deliver],
+                worker_scheduler_factory=WorkerSchedulerFactory(),
+                detailed_summary=True,
+                **env,
+            )
     finally:
         signal.signal(signal.SIGTERM, previous)
     return exit_code(result)
