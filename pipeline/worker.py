@@ -18,13 +18,12 @@ calls ``terminate()`` on every running task: a thread task then stops its cloud 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from typing import Any
 
 import luigi.interface
 import luigi.worker
-
-from pipeline.executors import cloud
 
 JOIN_SECONDS = 120.0  # how long an interrupted worker waits for its threads to stop tasks
 
@@ -54,7 +53,11 @@ class TaskThread:
         return None if self._thread.is_alive() else 0
 
     def terminate(self) -> None:
-        cloud.request_shutdown("the worker was interrupted")
+        # Only a process that ran a cloud task has imported the cloud executors (and
+        # boto3); DuckDB loads, the other thread tasks, finish their transaction.
+        cloud = sys.modules.get("pipeline.executors.cloud")
+        if cloud is not None:
+            cloud.request_shutdown("the worker was interrupted")
         self._thread.join(timeout=JOIN_SECONDS)
 
     def join(self, timeout: float | None = None) -> None:

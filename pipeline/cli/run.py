@@ -25,7 +25,6 @@ from pipeline import config, storage
 from pipeline.core.spec import load_spec
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.executors import EXECUTORS
-from pipeline.executors.cloud import require_s3_root
 from pipeline.tasks import Deliver
 from pipeline.tasks.params import spec_file
 from pipeline.warehouse import connections, open_warehouse
@@ -145,6 +144,8 @@ def build_delivery(args: argparse.Namespace) -> Deliver:
         load_spec(spec_file(program))  # a malformed spec fails here, with its file and key
     open_warehouse(deliver.warehouse)
     if deliver.executor != "local":
+        from pipeline.executors.cloud import require_s3_root  # boto3: cloud runs only
+
         require_s3_root(deliver.executor)
     deliver.preflight()
     return deliver
@@ -259,6 +260,7 @@ def print_summary(deliver: Deliver, *, seconds: float, code: int, out=sys.stdout
         cohorts=list(deliver.cohorts) or None,
         programs=list(deliver.programs),
         warehouse=deliver.warehouse,
+        publication=False,
     )
     lines = [f"\nRun {status.run_date} ({deliver.executor} executor, {seconds:.1f}s)"]
     summary = status.summary
