@@ -89,10 +89,22 @@ class _Serialized:
         return call
 
 
+def _import_lazy_modules() -> None:
+    """Import now what tasks would import lazily on their first parquet read or CSV
+    write. Each forked task process would import them again (a RunModel between two
+    programs on one slot), and a module a thread is importing while the worker forks
+    stays locked in the child for ever: the first import of it there deadlocks (seen: a
+    ValidateResults process stuck importing pyarrow.dataset, which pyarrow.parquet
+    imports on its first read, while a thread of the worker read a parquet file)."""
+    import pyarrow.dataset
+    import pyarrow.pandas_compat  # noqa: F401
+
+
 class PipelineWorker(luigi.worker.Worker):
     """luigi's worker, with thread tasks not counted against ``worker_processes``."""
 
     def __init__(self, scheduler: Any = None, worker_processes: int = 1, **kwargs: Any) -> None:
+        _import_lazy_modules()
         if isinstance(scheduler, luigi.scheduler.Scheduler):
             scheduler = _Serialized(scheduler)
         super().__init__(scheduler=scheduler, worker_processes=worker_processes, **kwargs)

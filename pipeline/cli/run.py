@@ -24,7 +24,7 @@ import luigi.retcodes
 from pipeline import config, storage
 from pipeline.core.spec import load_spec
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.executors import EXECUTORS
+from pipeline.executors import EXECUTORS, preload
 from pipeline.tasks import Deliver
 from pipeline.tasks.params import spec_file
 from pipeline.warehouse import connections, open_warehouse
@@ -195,6 +195,7 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
 def execute(deliver: Deliver, args: argparse.Namespace) -> int:
     """Run ``deliver`` with luigi's scheduler (local or luigid) and ``PipelineWorker``;
     returns the ``[retcode]`` exit code."""
+    preload(deliver.executor)
     env: dict[str, object] = {"workers": args.workers}
     if args.local_scheduler:
         env["local_scheduler"] = True

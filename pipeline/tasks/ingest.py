@@ -34,14 +34,6 @@ class WarehouseTask(RunDateTask):
         return {"duckdb_writer": 1} if self.warehouse.startswith("duckdb:") else {}
 
     @property
-    def waits_in_thread(self) -> bool:
-        """A DuckDB load runs in a thread of the worker (``pipeline.worker``), where the
-        loads of one ``pipeline run`` share one connection (``warehouse.connections``):
-        no task process, no file open, catalog read and checkpoint per cohort. The
-        ``duckdb_writer`` resource still lets one load write at a time."""
-        return self.warehouse.startswith("duckdb:")
-
-    @property
     def warehouse_kind(self) -> str:
         """duckdb or bigquery: safe to show and tag (the URI may name projects or paths)."""
         return self.warehouse.split(":", 1)[0]

@@ -1,14 +1,18 @@
-"""One read-write DuckDB connection per warehouse file, shared by the loads of one
-``pipeline run`` (``shared()``), instead of a connection per cohort.
+"""One read-write DuckDB connection per warehouse file, shared by the loads that run in
+the process of ``pipeline run`` itself (``shared()``), instead of a connection per load.
 
 Opening a DuckDB file reads its catalog and replays its WAL, and closing the last
-connection checkpoints it: together most of a small load's time. Within ``shared()``
-(the worker process of ``pipeline run``; its DuckDB ingest tasks run in its threads)
-consecutive loads reuse one connection through cursors, with the table catalog it read
-once (nothing else can change the schema while this process holds the file's write
-lock). The connection is closed after ``IDLE_SECONDS`` without a load, so other
-processes (``pipeline status``, ``pipeline qa``) get the file between bursts, and when
-``shared()`` ends. Outside ``shared()`` every load opens and closes its own connection.
+connection checkpoints it: a good part of a small load's time. Within ``shared()``
+consecutive loads of this process (``--workers 1``: every task runs in it) reuse one
+connection through cursors, with the table catalog read once (nothing else can change
+the schema while this process holds the file's write lock). The connection is closed
+after ``IDLE_SECONDS`` without a load, so other processes (a forked task's load,
+``pipeline status``; they wait for the lock) get the file, and when ``shared()`` ends.
+Outside ``shared()`` every load opens and closes its own connection. Forked children
+never use (nor close) a connection of their parent.
+
+Loads do not run in threads of the worker: a thread importing a module while the worker
+forks a task process deadlocks that process (``pipeline.worker``).
 
 Imports nothing heavy: ``duckdb`` only when a connection is opened.
 """
