@@ -107,7 +107,8 @@ def _run(root: Path, raw: Path, date: str, *, url: str | None, default_waits: bo
     cohorts = sum(1 for _ in (raw / "cohorts.csv").open("rb")) - 1
     if proc.returncode != 0 or f"cohorts: {cohorts} done, 0 failed" not in proc.stdout:
         raise RuntimeError(f"pipeline run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    records = [json.loads(p.read_text()) for p in (root / "work" / date / "logs" / "tasks").glob("*.json")]
+    tasks = root / "work" / date / "logs" / "tasks"
+    records = [json.loads(p.read_text()) for p in tasks.glob("*.json")]
     by_family: dict[str, float] = {}
     for r in records:
         by_family[r["task_family"]] = by_family.get(r["task_family"], 0.0) + (r.get("seconds") or 0)
