@@ -1,7 +1,8 @@
 """Overhead: for one cohort, `pipeline run` wall time minus the program's own run time
-(the wrapper's `program_seconds` in the manifest) must be ≤ 3 s. Sample data with the
-default size (4 cohorts, 2,000 respondents), the real estimator, the local scheduler;
-the whole command is timed, so start-up, cleansing, validation and ingest all count.
+(the wrapper's `program_seconds` in the manifest) must be ≤ 0.5 s (issue 16; was ≤ 3 s).
+Sample data with the default size (4 cohorts, 2,000 respondents), the real estimator,
+the local scheduler; the whole command is timed, so start-up, cleansing, validation and
+ingest all count.
 Median of 5 runs, each on a new run date.
 """
 
@@ -49,7 +50,7 @@ def run() -> dict[str, float]:
         "program_median_s": round(statistics.median(programs), 3),
         "overhead_median_s": round(statistics.median(overheads), 3),
         "overhead_max_s": round(max(overheads), 3),
-        "target_met (median overhead <= 3 s)": statistics.median(overheads) <= 3.0,
+        "target_met (median overhead <= 0.5 s)": statistics.median(overheads) <= 0.5,
     }
 
 

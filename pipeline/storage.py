@@ -13,12 +13,14 @@ import json
 import threading
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import luigi
 import luigi.format
 import pandas as pd
-from luigi.contrib.s3 import S3Client, S3Target
+
+if TYPE_CHECKING:
+    from luigi.contrib.s3 import S3Client
 
 from pipeline.errors import StorageError
 
@@ -31,6 +33,8 @@ def s3_client() -> S3Client:
     them from the default session is not either: one per thread, made under a lock)."""
     client = getattr(_local, "s3", None)
     if client is None:
+        from luigi.contrib.s3 import S3Client  # boto3: only when the storage is on S3
+
         with _client_lock:
             client = S3Client()
             client.s3  # noqa: B018 - build the boto3 resource now, under the lock
@@ -86,6 +90,8 @@ def _s3_errors(fn):
 def target(uri: str) -> luigi.target.FileSystemTarget:
     """A binary target for ``uri`` (no newline or encoding translation)."""
     if is_s3(uri):
+        from luigi.contrib.s3 import S3Target
+
         return S3Target(uri, format=luigi.format.Nop, client=s3_client())
     return luigi.LocalTarget(uri, format=luigi.format.Nop)
 

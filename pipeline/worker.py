@@ -18,13 +18,12 @@ calls ``terminate()`` on every running task: a thread task then stops its cloud 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from typing import Any, Protocol
 
 import luigi.interface
 import luigi.worker
-
-from pipeline.executors import cloud
 
 JOIN_SECONDS = 120.0  # how long an interrupted worker waits for its threads to stop tasks
 
@@ -54,7 +53,11 @@ class TaskThread:
         return None if self._thread.is_alive() else 0
 
     def terminate(self) -> None:
-        cloud.request_shutdown("the worker was interrupted")
+        # Only a process that ran a cloud task has imported the cloud executors (and
+        # boto3); DuckDB loads, the other thread tasks, finish their transaction.
+        cloud = sys.modules.get("pipeline.executors.cloud")
+        if cloud is not None:
+            cloud.request_shutdown("the worker was interrupted")
         self._thread.join(timeout=JOIN_SECONDS)
 
     def join(self, timeout: float | None = None) -> None:
@@ -86,6 +89,17 @@ class _Serialized:
         return call
 
 
+def _import_lazy_modules() -> None:
+    """Import now what tasks would import lazily on their first parquet read or CSV
+    write. Each forked task process would import them again (a RunModel between two
+    programs on one slot), and a module a thread is importing while the worker forks
+    stays locked in the child for ever: the first import of it there deadlocks (seen: a
+    ValidateResults process stuck importing pyarrow.dataset, which pyarrow.parquet
+    imports on its first read, while a thread of the worker read a parquet file)."""
+    import pyarrow.dataset
+    import pyarrow.pandas_compat  # noqa: F401
+
+
 class Observer(Protocol):
     """Who is told what the worker does (``pipeline.console.RunConsole``)."""
 
@@ -105,6 +119,7 @@ class PipelineWorker(luigi.worker.Worker):
         observer: Observer | None = None,
         **kwargs: Any,
     ) -> None:
+        _import_lazy_modules()
         if isinstance(scheduler, luigi.scheduler.Scheduler):
             scheduler = _Serialized(scheduler)
         self.observer = observer
@@ -138,6 +153,17 @@ class PipelineWorker(luigi.worker.Worker):
     @worker_processes.setter
     def worker_processes(self, value: int) -> None:
         self._process_slots = int(value)
+
+    def __exit__(self, *exc: Any) -> bool:
+        try:
+            return super().__exit__(*exc)
+        finally:
+            # Thread tasks stopped by an interrupt put their results after the worker has
+            # stopped reading them: with a few dozen of them the queue's pipe is full and
+            # its feeder thread would block the process's exit for ever. Nobody reads
+            # them any more, so do not wait to flush them. (Only here, in the worker's
+            # own process: task processes must still flush their result.)
+            self._task_result_queue.cancel_join_thread()
 
     def _create_task_process(self, task: luigi.Task) -> Any:
         process = super()._create_task_process(task)

@@ -24,8 +24,7 @@ import luigi.retcodes
 from pipeline import config, storage
 from pipeline.console import RunConsole
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.executors import EXECUTORS
-from pipeline.executors.cloud import require_s3_root
+from pipeline.executors import EXECUTORS, preload
 from pipeline.tasks import Deliver
 from pipeline.tasks.params import (
     canonical_program,
@@ -33,7 +32,7 @@ from pipeline.tasks.params import (
     parse_overrides,
     with_overrides,
 )
-from pipeline.warehouse import open_warehouse
+from pipeline.warehouse import connections, open_warehouse
 from pipeline.worker import WorkerSchedulerFactory
 
 
@@ -186,6 +185,8 @@ def build_delivery(args: argparse.Namespace) -> Deliver:
 def check_cloud(executor: str) -> None:
     """A cloud executor needs S3 storage, valid ``[ecs]``/``[batch]`` settings and AWS
     credentials: refuse before anything runs rather than fail every cohort."""
+    from pipeline.executors.cloud import require_s3_root  # boto3: cloud runs only
+
     require_s3_root(executor)
     if executor == "ecs":
         from pipeline.executors.ecs import EcsSettings
@@ -249,6 +250,7 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
 def execute(deliver: Deliver, args: argparse.Namespace, console: RunConsole) -> int:
     """Run ``deliver`` with luigi's scheduler (local or luigid) and ``PipelineWorker``,
     showing progress on ``console``; returns the ``[retcode]`` exit code."""
+    preload(deliver.executor)
     env: dict[str, object] = {"workers": args.workers}
     if args.local_scheduler:
         env["local_scheduler"] = True
@@ -258,7 +260,7 @@ def execute(deliver: Deliver, args: argparse.Namespace, console: RunConsole) -> 
         env["scheduler_url"] = url
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with console.capturing():
+        with console.capturing(), connections.shared():
             result = luigi.build(
                 [deliver],
                 worker_scheduler_factory=WorkerSchedulerFactory(observer=console),
@@ -337,6 +339,7 @@ def print_summary(
         cohorts=list(deliver.cohorts) or None,
         programs=list(deliver.programs),
         warehouse=deliver.warehouse,
+        publication=False,
     )
     lines = [f"\nRun {status.run_date} ({deliver.executor} executor, {seconds:.1f}s)"]
     summary = status.summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from collections.abc import Callable
@@ -11,7 +12,21 @@ from pipeline.executors.base import Events, Executor, Job, RunRecord
 
 EXECUTORS = ("local", "ecs", "batch")
 
-__all__ = ["EXECUTORS", "Events", "Executor", "Job", "RunRecord", "get_executor"]
+__all__ = ["EXECUTORS", "Events", "Executor", "Job", "RunRecord", "get_executor", "preload"]
+
+_MODULES = {
+    "local": "pipeline.executors.local",
+    "ecs": "pipeline.executors.ecs",
+    "batch": "pipeline.executors.batch",
+}
+
+
+def preload(name: str) -> None:
+    """Import executor ``name``'s module (no client is made). ``pipeline run`` does it
+    before its worker forks task processes or starts threads: each forked RunModel then
+    finds it imported instead of importing it (psutil, the wrapper; boto3) between two
+    programs, and no thread is importing it while the worker forks."""
+    importlib.import_module(_MODULES[name])
 
 
 _cloud: dict[tuple[int, str, object], Executor] = {}

@@ -114,10 +114,13 @@ def collect(
     programs: list[str] | None = None,
     warehouse: str = "",
     scheduler_url: str | None = None,
+    publication: bool = True,
 ) -> RunStatus:
     """The status of every cohort × program of ``date`` from targets, failure and timing
     records, merged with luigid's view when ``scheduler_url`` is given. Without
-    ``programs``: every program that ran for the date (else ``[pipeline] program``)."""
+    ``programs``: every program that ran for the date (else ``[pipeline] program``).
+    ``publication=False`` skips the warehouse's sign-off records (a query, and
+    the SQL transpiler's import, that ``pipeline run``'s summary does not show)."""
     layout = Layout.of(date)
     survey_task = IngestSurvey(run_date=date, warehouse=warehouse)
     warehouse = survey_task.warehouse
@@ -149,7 +152,8 @@ def collect(
             row = CohortStatus(code, steps, program=program, variant=model_task.spec.slug)
             row.extra["manifest"] = run_manifest(model_task)
             rows.append(row)
-    _add_publication(rows, date, warehouse)
+    if publication:
+        _add_publication(rows, date, warehouse)
     summary_uri = layout.cleanse("summary.json")
     return RunStatus(
         run_date=layout.run_date,

@@ -12,16 +12,16 @@ import datetime as dt
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pandas as pd
-import sqlglot
 
 from pipeline import faults
 from pipeline.errors import ConfigError, WarehouseError
+from pipeline.warehouse import connections
 from pipeline.warehouse.schema import APPROVALS, INGEST_LOG, TABLES, conform
 from pipeline.warehouse.shared import (
     PUBLISHED_TABLES,
@@ -74,6 +74,8 @@ def run_bigquery_sql(
     """Run BigQuery-dialect SQL (one statement or a script) on ``con``, transpiled by
     sqlglot; ``@name`` query parameters come from ``params``. Returns the result of the
     last statement when it is a query (else an empty frame)."""
+    import sqlglot  # only SQL of the package's .sql files needs it, not a load
+
     params = params or {}
     statements = [s for s in sqlglot.parse(sql, read="bigquery") if s is not None]
     for index, parsed in enumerate(statements):
@@ -88,6 +90,12 @@ def run_bigquery_sql(
             return con.sql(statement, params=used or None).to_arrow_table().to_pandas()
         con.execute(statement, used) if used else con.execute(statement)
     return pd.DataFrame()
+
+
+class _Uncached:
+    """The catalog holder of a connection that is not kept: nothing is cached."""
+
+    catalog = None
 
 
 class DuckDBWarehouse:
@@ -139,28 +147,44 @@ class DuckDBWarehouse:
     ) -> None:
         """Create ``schema.table`` or add the columns it lacks (additive evolution: new
         share_ or result columns). ``columns`` are (name, DuckDB type); ``existing`` the
-        table's current columns when the caller already read them."""
+        table's current columns when the caller already read them (updated in place)."""
         qualified = f"{schema}.{table}"
         if existing is None:
             existing = self._columns(con, schema, table)
         if not existing:
             cols = ", ".join(f"{_quote(n)} {t}" for n, t in columns)
             con.execute(f"CREATE TABLE IF NOT EXISTS {qualified} ({cols})")
+            existing.update(columns)
             return
         for name, type_ in columns:
             if name not in existing:
                 con.execute(f"ALTER TABLE {qualified} ADD COLUMN {_quote(name)} {type_}")
+                existing[name] = type_
 
-    def _ensure_layout(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Both datasets with every contract table, the ingest log and the approvals."""
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {PUBLISHED}")
+    @staticmethod
+    def _catalog(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], dict[str, str]]:
+        """(schema, table) → its columns, of both datasets, in one catalog query
+        (``duckdb_columns()``: a fraction of what ``information_schema`` costs)."""
         catalog: dict[tuple[str, str], dict[str, str]] = {}
         for schema, table, column, type_ in con.execute(
-            "SELECT table_schema, table_name, column_name, data_type "
-            "FROM information_schema.columns WHERE table_schema IN (?, ?)",
+            "SELECT schema_name, table_name, column_name, data_type FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND schema_name IN (?, ?) "
+            "ORDER BY schema_name, table_name, column_index",
             [STAGING, PUBLISHED],
         ).fetchall():
             catalog.setdefault((schema, table), {})[column] = type_
+        return catalog
+
+    def _ensure_layout(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        catalog: dict[tuple[str, str], dict[str, str]] | None = None,
+    ) -> dict[tuple[str, str], dict[str, str]]:
+        """Both datasets with every contract table, the ingest log and the approvals;
+        returns the catalog (``catalog``, when given, is the current one: no query)."""
+        if catalog is None:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {PUBLISHED}")
+            catalog = self._catalog(con)
         wanted = [
             *((STAGING, spec) for spec in (*TABLES.values(), INGEST_LOG)),
             *((PUBLISHED, spec) for spec in (*TABLES.values(), APPROVALS)),
@@ -171,8 +195,23 @@ class DuckDBWarehouse:
                 spec.name,
                 [(n, _TYPES[t]) for n, t in spec.columns],
                 schema=schema,
-                existing=catalog.get((schema, spec.name), {}),
+                existing=catalog.setdefault((schema, spec.name), {}),
             )
+        return catalog
+
+    @contextlib.contextmanager
+    def _writer(self) -> Iterator[tuple[duckdb.DuckDBPyConnection, Any]]:
+        """A read-write connection and its catalog holder: the process's shared one within
+        ``connections.shared()`` (``pipeline run``), else one of its own."""
+        if connections.is_shared():
+            with connections.borrow(str(self.path), self.connect) as (con, entry):
+                yield con, entry
+            return
+        con = self.connect()
+        try:
+            yield con, _Uncached()
+        finally:
+            con.close()
 
     def replace(
         self,
@@ -188,33 +227,39 @@ class DuckDBWarehouse:
         }
         counts: dict[str, int] = {}
         load_id, now = uuid.uuid4().hex, dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        con = self.connect()
-        try:
-            con.begin()
-            self._ensure_layout(con)
-            for name, (frame, schema) in conformed.items():
-                self._ensure(con, name, [(n, _TYPES[t]) for n, t in schema])
-                run_bigquery_sql(
-                    con,
-                    f"DELETE FROM {name} WHERE {scope_sql(name, cohort, variant)}",
-                    {"run_date": run_date, "cohort": cohort, "variant": variant},
-                )
-                con.register("incoming", frame)
-                con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
-                con.unregister("incoming")
-                faults.point("duckdb.load")  # mid-transaction: rows deleted and inserted
-                counts[name] = len(frame)
-            log = ", ".join(INGEST_LOG.column_names)
-            con.executemany(
-                f"INSERT INTO {INGEST_LOG.name} ({log}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [[run_date, cohort, name, n, load_id, now, variant] for name, n in counts.items()],
-            )
-            con.commit()
-        except BaseException:
-            con.rollback()
-            raise
-        finally:
-            con.close()
+        with self._writer() as (con, cached):
+            try:
+                con.begin()
+                catalog = self._ensure_layout(con, cached.catalog)
+                for name, (frame, schema) in conformed.items():
+                    self._ensure(
+                        con,
+                        name,
+                        [(n, _TYPES[t]) for n, t in schema],
+                        existing=catalog.setdefault((STAGING, name), {}),
+                    )
+                    run_bigquery_sql(
+                        con,
+                        f"DELETE FROM {name} WHERE {scope_sql(name, cohort, variant)}",
+                        {"run_date": run_date, "cohort": cohort, "variant": variant},
+                    )
+                    con.register("incoming", frame)
+                    con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
+                    con.unregister("incoming")
+                    faults.point("duckdb.load")  # mid-transaction: rows deleted and inserted
+                    counts[name] = len(frame)
+                log = ", ".join(INGEST_LOG.column_names)
+                con.executemany(
+                    f"INSERT INTO {INGEST_LOG.name} ({log}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [[run_date, cohort, name, n, load_id, now, variant]
+                     for name, n in counts.items()],
+                )  # fmt: skip
+                con.commit()
+            except BaseException:
+                cached.catalog = None
+                con.rollback()
+                raise
+            cached.catalog = catalog
         return counts
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:

@@ -181,3 +181,27 @@ def test_a_warehouse_from_before_variants_evolves_on_the_next_load(tmp_path) -> 
     # b, never loaded as a variant, is still approvable as it was.
     assert wh.approve(date, "b", "Jane").variant == ""
     assert wh.approve(date, "a", "Jane").variant == "est-1.0-x"
+
+
+def test_loads_of_a_run_share_one_connection_and_its_catalog(tmp_path: Path) -> None:
+    from pipeline.warehouse import connections
+
+    path = tmp_path / "w.duckdb"
+    wh = open_warehouse(f"duckdb://{path}")
+    with connections.shared():
+        wh.replace(D1, "a", {"model_estimates": estimates([1, 2])})
+        (entry,) = connections._entries.values()
+        # A new result column on the next load: the cached catalog learns it.
+        wh.replace(D1, "b", {"model_estimates": estimates([3], result_extra=[9.0])})
+        wh.replace(D1, "a", {"model_estimates": estimates([5], result_extra=[7.0])})
+        assert list(connections._entries.values()) == [entry]
+        assert "result_extra" in entry.catalog[("main", "model_estimates")]
+        # A load failing in its transaction rolls back and forgets the catalog.
+        with pytest.raises(duckdb.Error):
+            wh.replace(D1, "c", {"model_estimates": estimates([1], result_extra=["x"])})
+        assert entry.catalog is None
+        wh.replace(D1, "c", {"model_estimates": estimates([6])})
+    assert not connections._entries  # closed at the end: other processes get the file
+    got = rows(path, "SELECT cohort, sum(estimate), sum(result_extra) FROM model_estimates "
+                     "GROUP BY cohort ORDER BY cohort")  # fmt: skip
+    assert got == [("a", 5.0, 7.0), ("b", 3.0, 9.0), ("c", 6.0, None)]
