@@ -45,7 +45,12 @@ def cron_run(cloud: Cloud, env: dict[str, str], *extra: str) -> subprocess.Popen
 
 def tree(pid: int) -> list[psutil.Process]:
     root = psutil.Process(pid)
-    return [root, *root.children(recursive=True)]
+    found = [root]
+    for child in root.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.status()  # gone already: not part of the tree
+            found.append(child)
+    return found
 
 
 def test_every_cohort_runs_at_once_and_a_kill_leaves_nothing_after_reap(
@@ -57,9 +62,10 @@ def test_every_cohort_runs_at_once_and_a_kill_leaves_nothing_after_reap(
     try:
         wait_for(lambda: len(cloud.running_tasks(run_date=DATE)) == COHORTS, timeout=90,
                  what=f"all {COHORTS} cohorts' tasks RUNNING at once")  # fmt: skip
-        # One orchestrator process waits for all of them: no process per cohort.
-        processes = tree(run.pid)
-        assert len(processes) <= 2, [p.cmdline() for p in processes]
+        # One orchestrator process waits for all of them, in threads: its process tree
+        # is bounded by --workers (default 4, for the short steps), not by the cohorts.
+        live = [p for p in tree(run.pid) if p.status() != psutil.STATUS_ZOMBIE]
+        assert len(live) <= 1 + 4 < COHORTS, [p.pid for p in live]
     except AssertionError:
         run.kill()
         raise AssertionError(run.communicate()[0]) from None
