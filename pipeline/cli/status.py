@@ -96,7 +96,10 @@ class Column:
 COLUMNS: list[Column] = [
     Column("cohort", lambda c: c.cohort),
     Column("variant", lambda c: c.variant),
-    *(Column(step, lambda c, step=step: cell(c.steps[step])) for step in STEPS),
+    *(
+        Column(step, lambda c, step=step: cell(c.steps[step]) if step in c.steps else "-")
+        for step in STEPS
+    ),
     Column("executor", lambda c: c.executor or "-"),
     Column("publication", lambda c: c.extra.get("publication", "-")),
 ]

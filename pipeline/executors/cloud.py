@@ -323,6 +323,9 @@ class CloudExecutor:
         self._definitions: dict[str, str] = {}
         self._definition_locks: dict[str, threading.Lock] = {}
         self._definitions_lock = threading.Lock()
+        # This cohort's tasks a killed orchestrator left running (find_running).
+        self._running_cache: tuple[float, list[tuple[str, dict[str, str]]]] | None = None
+        self._running_lock = threading.Lock()
 
     def definition_for(self, image: str, configured: str) -> str:
         """The task/job definition that runs ``image``: ``configured`` when the spec names
@@ -345,8 +348,6 @@ class CloudExecutor:
 
     def _derive(self, image: str) -> str:
         raise NotImplementedError
-        self._running_cache: tuple[float, list[tuple[str, dict[str, str]]]] | None = None
-        self._running_lock = threading.Lock()
 
     # -- provider specifics -------------------------------------------------------------
     def submit(self, job: Job, command: list[str], env: dict[str, str],
