@@ -29,12 +29,13 @@ from rich.table import Table
 
 STEP_OF = {
     "CleanseSurvey": "cleanse",
+    "CheckData": "quality",
     "IngestSurvey": "survey ingest",
     "RunModel": "model",
     "ValidateResults": "validate",
     "IngestResults": "ingest",
 }
-STEPS = ("model", "validate", "ingest")
+STEPS = ("quality", "model", "validate", "ingest")
 STYLE = {"done": "green", "failed": "bold red", "running": "cyan", "pending": "dim"}
 MAX_ROWS = 20  # cohorts shown in the live table; the rest are counted
 
@@ -145,6 +146,8 @@ class RunConsole:
     def finished(self, task: luigi.Task, status: str, explanation: Any) -> None:
         step = STEP_OF.get(task.task_family)
         if step is None:
+            if status == "FAILED":  # a task of no cohort step: say so all the same
+                print(f"{datetime.now():%H:%M:%S} {task.task_family} FAILED", file=self.out)
             return
         state = {"DONE": "done", "FAILED": "failed"}.get(status)
         if state is None:
@@ -196,7 +199,9 @@ class RunConsole:
                 "done" if all(s == "done" for s in r.steps.values()) else "other"
                 for _, r in rows[MAX_ROWS:]
             )
-            table.add_row(f"… {len(rows) - MAX_ROWS} more ({counts['done']} done)", "", "", "")
+            table.add_row(
+                f"… {len(rows) - MAX_ROWS} more ({counts['done']} done)", *[""] * len(STEPS)
+            )
         shared = "  ".join(f"{k}: [{STYLE[v]}]{v}[/]" for k, v in self.shared.items())
         table.title = shared or None
         return table

@@ -75,6 +75,16 @@ def is_shared() -> bool:
     return _enabled > 0
 
 
+def open_cursor(path: str) -> Any | None:
+    """A cursor on this process's shared connection to ``path`` when one is open, else
+    None. DuckDB refuses a second connection to a file with another configuration (a
+    read-only one beside the shared read-write one) in the same process, so readers in
+    the process (e.g. ingest markers checked by the scheduling worker) use this."""
+    with _lock:
+        entry = _entries.get(path)
+        return entry.con.cursor() if entry is not None else None
+
+
 @contextlib.contextmanager
 def borrow(path: str, opener: Callable[[], Any]) -> Iterator[tuple[Any, _Entry]]:
     """A cursor on the shared connection of ``path`` (opened by ``opener`` if needed),

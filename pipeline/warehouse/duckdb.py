@@ -111,6 +111,10 @@ class DuckDBWarehouse:
         """Open the file, waiting while another process holds its write lock."""
         if read_only and not self.path.exists():
             raise WarehouseError(f"{self.path}: warehouse does not exist yet (nothing ingested)")
+        shared = connections.open_cursor(str(self.path))
+        if shared is not None:
+            shared.execute("SET TimeZone = 'UTC'")
+            return shared
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         delay = 0.05

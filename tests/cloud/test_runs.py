@@ -108,6 +108,17 @@ def test_logs_and_failures_in_s3_are_read_from_another_home(
     assert list(elsewhere.iterdir()) == []  # status wrote nothing locally
 
 
+def luigi_errors(out: str) -> str:
+    """The ERROR lines of the luigi log a run's summary names (for failure messages)."""
+    import re
+
+    match = re.search(r"luigi's log of this run: (\S+)", out)
+    if not match:
+        return ""
+    text = storage.read_bytes(match[1]).decode(errors="replace")
+    return "\n".join(line for line in text.splitlines() if " ERROR " in line or "Error" in line[:200] or "Unfulfilled" in line)
+
+
 def start_run(cloud: Cloud, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     """``pipeline run`` in its own session (so the test can kill its whole process tree)."""
     return subprocess.Popen(
@@ -175,7 +186,7 @@ def test_killed_run_is_reaped_live_run_untouched_rerun_completes(
 
         done.add((live_date, first))  # now let the live run's container finish
         out, _ = live.communicate(timeout=60)
-        assert live.returncode == 0, out
+        assert live.returncode == 0, out + luigi_errors(out)
 
         done.update((killed_date, code) for code in rest)
         again = start_run(cloud, env, "--run-date", killed_date, "--workers", "3", *ecs)
