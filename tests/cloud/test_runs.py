@@ -116,7 +116,8 @@ def luigi_errors(out: str) -> str:
     if not match:
         return ""
     text = storage.read_bytes(match[1]).decode(errors="replace")
-    return "\n".join(line for line in text.splitlines() if " ERROR " in line or "Error" in line[:200] or "Unfulfilled" in line)
+    wanted = (" ERROR ", "Error", "Unfulfilled")
+    return "\n".join(line for line in text.splitlines() if any(w in line for w in wanted))
 
 
 def start_run(cloud: Cloud, env: dict[str, str], *args: str) -> subprocess.Popen[str]:

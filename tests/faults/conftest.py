@@ -34,6 +34,8 @@ VOLATILE = {
     "job_id", "attempt", "started_at", "finished_at", "vcpu_seconds", "memory_gib_seconds",
     "cost_usd", "log_uri", "tracking_url", "host", "error", "load_id", "loaded_at",
     "ingested_at", "cleansed_at",
+    # the rendered command names the attempt's directory (under each home)
+    "command",
 }  # fmt: skip
 
 
