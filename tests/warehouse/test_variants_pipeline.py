@@ -161,14 +161,14 @@ def test_run_manifest_reaches_the_warehouse_and_reruns_reproduce(setup: Setup) -
     setup.run("--program", setup.spec_a)
     work = setup.home / "work" / DATE
     cohort = str(read_cohorts(setup.home / "raw")["code"].iloc[0])
-    # Run the program again for one cohort on the same inputs (a new attempt).
+    # Run the program again for one cohort on the same inputs (a new attempt): rerun
+    # from the model step (a plain run would adopt the finished attempt instead).
     model = work / "model" / cohort / spec.slug
-    for path in (model / "results.parquet", model / "run.json",
-                 work / "validate" / cohort / spec.slug / "checks.parquet"):  # fmt: skip
-        path.unlink()
-    for marker in (work / "ingest" / cohort / spec.slug).glob("*.json"):
-        marker.unlink()
-    setup.run("--program", setup.spec_a, "--cohort", cohort)
+    assert (model / "results.parquet").exists()
+    again = run_cli("rerun", "--run-date", DATE, "--cohort", cohort, "--from", "model",
+                    "--yes", "--local-scheduler", "--warehouse", setup.uri,
+                    "--program", setup.spec_a)  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
     rows = open_warehouse(setup.uri).query(
         "SELECT * FROM pipeline_runs WHERE run_date = @run_date AND cohort = @cohort "
         "ORDER BY attempt",
