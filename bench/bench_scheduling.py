@@ -6,7 +6,7 @@ export, each on a new run date: the local scheduler or a real luigid, each with 
 `[worker] wait_interval/wait_jitter` of luigi.cfg (0.1 s / 0.1 s) (and, with
 `BENCH_SCHEDULING_WAITS=tuned,default`, luigi's defaults, 1 s / 5 s). Reported per
 configuration: wall time, wall time per task
-(3 tasks per cohort + cleanse, survey ingest, Deliver), the worker-slot time per task
+(4 tasks per cohort + cleanse, survey ingest, Deliver), the worker-slot time per task
 spent outside task bodies (wall × workers − Σ task run time, over tasks), and luigid's
 CPU seconds; for the first one, the summed run time of each task family (IngestResults
 share the one `duckdb_writer` slot, so their sum bounds the wall time from below).
@@ -14,6 +14,9 @@ Scale (issue 9), side by side for the local scheduler and luigid (tuned waits): 
 number of cohorts whose run takes at most 60 s (a line through the 200- and 400-cohort
 runs, then confirmed by a run at the predicted number). Targets: 200 cohorts through
 luigid within 2 × the local scheduler's wall time; ≥ 1,000 cohorts within 60 s.
+Floor (same run): the same graph at 1,000 cohorts as plain luigi tasks that only write
+their target (`bench/plain_graph.py`: luigi's own worker, no fork), with the local
+scheduler and with luigid — what luigi's scheduler alone costs at the target's width.
 (The timing records moved under the storage root, `work/<date>/logs/tasks/`; results
 from before that fix have no `sum of ... run times` and a `slot_overhead_per_task_ms`
 that counts no task time: ignore those two there.)
@@ -38,7 +41,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-COHORTS, WORKERS, BUDGET, SCALE_POINT = 200, 4, 60.0, 400
+COHORTS, WORKERS, BUDGET, SCALE_POINT, TARGET = 200, 4, 60.0, 400, 1000
 NOOP = REPO / "bench" / "programs" / "noop.py"
 LUIGI_DEFAULT_WAITS = "[worker]\nwait_interval = 1.0\nwait_jitter = 5.0\n"
 
@@ -114,7 +117,7 @@ def _run(root: Path, raw: Path, date: str, *, url: str | None, default_waits: bo
         by_family[r["task_family"]] = by_family.get(r["task_family"], 0.0) + (r.get("seconds") or 0)
     return {
         "wall": wall,
-        "tasks": 3 * cohorts + 3,
+        "tasks": 4 * cohorts + 3,
         "run_sum": sum(by_family.values()),
         "by_family": by_family,
     }
@@ -195,6 +198,22 @@ def run() -> dict[str, object]:
             metrics[f"scale, {scheduler}: ms per cohort (from {COHORTS} to {SCALE_POINT})"] = round(
                 slope * 1000, 1
             )
+        # The floor: luigi alone, the same graph at the target's width.
+        for scheduler in ("local", "luigid"):
+            with contextlib.ExitStack() as stack:
+                where = []
+                if scheduler == "luigid":
+                    url, _server = stack.enter_context(_luigid(root / "l-plain"))
+                    where = [url]
+                out = root / f"plain-{scheduler}"
+                out.mkdir()
+                proc = subprocess.run(
+                    [sys.executable, "-m", "bench.plain_graph", str(TARGET), str(out), *where],
+                    cwd=REPO, capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                wall = float(proc.stdout.split()[-1])
+            print(f"plain luigi, {TARGET} cohorts, {scheduler}: {wall:.1f}s", flush=True)
+            metrics[f"floor, plain luigi, {scheduler}: {TARGET} cohorts, wall_s"] = round(wall, 1)
         metrics["load average at the end (2 cores, shared)"] = round(os.getloadavg()[0], 1)
     return metrics
 

@@ -18,7 +18,7 @@ WORKDIR /src
 COPY docker/constraints/estimator.txt constraints.txt
 # The program with its own pinned dependencies (scikit-learn, pandas, pyarrow, numpy).
 COPY programs/estimator/ programs/estimator/
-# The wrapper needs only the standard library, boto3 and pipeline.core/pipeline.errors,
+# The wrapper needs only the standard library, boto3 and pipeline.core/errors/faults,
 # so the pipeline package goes in without its dependencies (no luigi, no BigQuery client).
 COPY pyproject.toml setup.cfg README.md pipeline-src/
 COPY pipeline/ pipeline-src/pipeline/

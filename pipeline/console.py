@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 import threading
 import warnings
@@ -38,24 +37,6 @@ STEP_OF = {
 STEPS = ("quality", "model", "validate", "ingest")
 STYLE = {"done": "green", "failed": "bold red", "running": "cyan", "pending": "dim"}
 MAX_ROWS = 20  # cohorts shown in the live table; the rest are counted
-
-
-def _fresh_log_streams() -> None:
-    """In a forked task process: give the root logger's handlers streams of their own.
-    A thread of the worker (a cloud run waiting in a thread) may have been writing a log
-    line at the moment luigi forked, and the child inherits the stream's buffer lock
-    held for ever: its first log line would deadlock. The old stream objects are left
-    alone (not flushed, not closed)."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.stream = handler._open()
-        elif isinstance(handler, logging.StreamHandler):
-            with contextlib.suppress(AttributeError, OSError, ValueError):
-                fd = handler.stream.fileno()
-                handler.stream = open(fd, "w", buffering=1, closefd=False)  # noqa: SIM115
-
-
-os.register_at_fork(after_in_child=_fresh_log_streams)
 
 
 @dataclass

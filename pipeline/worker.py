@@ -1,29 +1,40 @@
-"""The luigi worker of ``pipeline run``: a task that only waits runs in a thread.
+"""The luigi worker of ``pipeline run``: every task runs in a thread of one process.
 
-luigi runs every task in a process of its own when ``--workers`` > 1, and never runs more
-tasks at once than ``--workers``. A cloud program run (RunModel on ECS or Batch) spends
-hours waiting for its container, so with luigi's worker a delivery of N cohorts either
-runs in waves of ``--workers`` or holds N processes on the orchestrator. This worker
-runs tasks that say ``waits_in_thread`` in a thread of the worker's own process instead:
-they take no process slot, share one AWS client, one batched poller and one lease, and
-still are ordinary luigi tasks with their own status, progress and tracking URL in
-luigid. Everything else (cleansing, validation, ingest, local programs) runs in
-processes as before, at most ``--workers`` at a time.
+luigi's own worker forks a process per task when ``--workers`` > 1 and never runs more
+tasks at once than ``--workers``. Neither fits this pipeline: a cloud program run
+(RunModel on ECS or Batch) spends hours waiting for its container, so a delivery of N
+cohorts would run in waves of ``--workers`` or hold N processes on the orchestrator; and
+the short per-cohort tasks (CheckData, ValidateResults, IngestResults) cost less than
+forking the worker (tens of ms for a process holding pandas, pyarrow and DuckDB) and
+starting its result pipe. The heavy work never runs in the worker's Python anyway:
+programs run in their own processes (the wrapper, or an ECS task / Batch job), cleansing
+in pyarrow kernels, loads in DuckDB, all of which release the GIL.
+
+So this worker runs each task in a thread of its own process. ``--workers`` bounds the
+tasks that work (cleansing, data checks, local programs, validation, ingest); tasks that
+say ``waits_in_thread`` (cloud RunModel) take no slot: they share one AWS client, one
+batched poller and one lease. Every task stays an ordinary luigi task with its own
+status, progress and tracking URL in luigid, and luigi's scheduler still decides what
+runs next (priorities, ``[resources]`` such as ``model_slots`` and ``duckdb_writer``).
+No process is forked, so nothing a thread holds (an import lock, a log stream's lock, a
+DuckDB connection) can be inherited half-taken by a child.
 
 On interrupt (SIGTERM/SIGINT turned into KeyboardInterrupt by the CLI) luigi's worker
-calls ``terminate()`` on every running task: a thread task then stops its cloud task
-(``executors.cloud.request_shutdown``) and is joined before the process exits.
+calls ``terminate()`` on every running task: that asks every executor run of this
+process to stop its program or cloud task (``executors.base.request_shutdown``), and the
+thread is joined before the process exits. A thread in Python code (a load, a check)
+finishes what it does; its targets are written atomically either way.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 from typing import Any, Protocol
 
 import luigi.interface
 import luigi.worker
+
+from pipeline.executors.base import request_shutdown
 
 JOIN_SECONDS = 120.0  # how long an interrupted worker waits for its threads to stop tasks
 
@@ -53,11 +64,7 @@ class TaskThread:
         return None if self._thread.is_alive() else 0
 
     def terminate(self) -> None:
-        # Only a process that ran a cloud task has imported the cloud executors (and
-        # boto3); DuckDB loads, the other thread tasks, finish their transaction.
-        cloud = sys.modules.get("pipeline.executors.cloud")
-        if cloud is not None:
-            cloud.request_shutdown("the worker was interrupted")
+        request_shutdown("the worker was interrupted")
         self._thread.join(timeout=JOIN_SECONDS)
 
     def join(self, timeout: float | None = None) -> None:
@@ -66,15 +73,10 @@ class TaskThread:
 
 class _Serialized:
     """Calls to an in-process (local) scheduler, one at a time: task threads report
-    status while the worker's main thread schedules. The lock is made anew in a forked
-    child, which could otherwise inherit it held by another thread."""
+    status while the worker's main thread schedules."""
 
     def __init__(self, scheduler: Any) -> None:
         self._scheduler = scheduler
-        self._lock = threading.RLock()
-        os.register_at_fork(after_in_child=self._reset)
-
-    def _reset(self) -> None:
         self._lock = threading.RLock()
 
     def __getattr__(self, name: str) -> Any:
@@ -89,17 +91,6 @@ class _Serialized:
         return call
 
 
-def _import_lazy_modules() -> None:
-    """Import now what tasks would import lazily on their first parquet read or CSV
-    write. Each forked task process would import them again (a RunModel between two
-    programs on one slot), and a module a thread is importing while the worker forks
-    stays locked in the child for ever: the first import of it there deadlocks (seen: a
-    ValidateResults process stuck importing pyarrow.dataset, which pyarrow.parquet
-    imports on its first read, while a thread of the worker read a parquet file)."""
-    import pyarrow.dataset
-    import pyarrow.pandas_compat  # noqa: F401
-
-
 class Observer(Protocol):
     """Who is told what the worker does (``pipeline.console.RunConsole``)."""
 
@@ -109,8 +100,9 @@ class Observer(Protocol):
 
 
 class PipelineWorker(luigi.worker.Worker):
-    """luigi's worker, with thread tasks not counted against ``worker_processes``, telling
-    an optional observer when tasks are scheduled, start and end."""
+    """luigi's worker, running every task in a thread (``--workers`` of them at once, plus
+    any number that only wait), telling an optional observer when tasks are scheduled,
+    start and end."""
 
     def __init__(
         self,
@@ -119,7 +111,6 @@ class PipelineWorker(luigi.worker.Worker):
         observer: Observer | None = None,
         **kwargs: Any,
     ) -> None:
-        _import_lazy_modules()
         if isinstance(scheduler, luigi.scheduler.Scheduler):
             scheduler = _Serialized(scheduler)
         self.observer = observer
@@ -147,42 +138,38 @@ class PipelineWorker(luigi.worker.Worker):
 
     @property  # type: ignore[override]
     def worker_processes(self) -> int:
+        # luigi's loop asks for work while len(running) < worker_processes: tasks that
+        # only wait add a slot each, so they never hold up the ones that work.
         running = getattr(self, "_running_tasks", {})
-        return self._process_slots + sum(isinstance(p, TaskThread) for p in running.values())
+        waiting = sum(getattr(p.task, "waits_in_thread", False) for p in running.values())
+        return self._slots + waiting
 
     @worker_processes.setter
     def worker_processes(self, value: int) -> None:
-        self._process_slots = int(value)
+        self._slots = int(value)
 
     def __exit__(self, *exc: Any) -> bool:
         try:
             return super().__exit__(*exc)
         finally:
-            # Thread tasks stopped by an interrupt put their results after the worker has
+            # Threads stopped by an interrupt put their results after the worker has
             # stopped reading them: with a few dozen of them the queue's pipe is full and
             # its feeder thread would block the process's exit for ever. Nobody reads
-            # them any more, so do not wait to flush them. (Only here, in the worker's
-            # own process: task processes must still flush their result.)
+            # them any more, so do not wait to flush them.
             self._task_result_queue.cancel_join_thread()
 
-    def _create_task_process(self, task: luigi.Task) -> Any:
+    def _create_task_process(self, task: luigi.Task) -> TaskThread:
         process = super()._create_task_process(task)
-        if getattr(task, "waits_in_thread", False):
-            process.use_multiprocessing = False
-            return TaskThread(process)
-        return process
+        process.use_multiprocessing = False
+        return TaskThread(process)
 
     def _run_task(self, task_id: str) -> None:
         task = self._scheduled_tasks.get(task_id)
-        if self.observer is not None and task is not None and task_id not in self._running_tasks:
-            self.observer.started(task)
-        if (
-            task is None
-            or task_id in self._running_tasks
-            or not getattr(task, "waits_in_thread", False)
-        ):
-            super()._run_task(task_id)
+        if task is None or task_id in self._running_tasks:
+            super()._run_task(task_id)  # luigi's "already running: take a break"
             return
+        if self.observer is not None:
+            self.observer.started(task)
         thread = self._create_task_process(task)
         self._running_tasks[task_id] = thread
         thread.start()

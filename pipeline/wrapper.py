@@ -17,7 +17,8 @@ Inside ECS or Batch the manifest also records the image that actually ran and it
 (``$ECS_CONTAINER_METADATA_URI_V4``: ``Image``, ``ImageID``) with a short timeout; outside
 them (local runs) both are "". ``program.image`` stays what the spec asked for.
 
-It imports only the standard library, boto3 (for ``s3://``) and ``pipeline.core``,
+It imports only the standard library, boto3 (for ``s3://``), ``pipeline.core`` and
+``pipeline.faults``,
 so the program's image needs nothing else from this package.
 """
 
@@ -28,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -40,6 +42,7 @@ from pathlib import Path
 from types import FrameType
 
 from pipeline import __version__ as PIPELINE_VERSION
+from pipeline import faults
 from pipeline.core.job import JobDocument
 from pipeline.core.spec import render_command
 from pipeline.errors import PipelineError
@@ -194,14 +197,23 @@ def local_version(command: list[str], program_name: str) -> str:
     if os.environ.get("PIPELINE_IMAGE_DIGEST"):
         return os.environ["PIPELINE_IMAGE_DIGEST"]
     import importlib.metadata
+    import importlib.util
 
     module = program_name
     if "-m" in command[:-1]:
         module = command[command.index("-m") + 1]
     top = module.split(".")[0].replace("-", "_")
     with contextlib.suppress(Exception):
-        for dist in importlib.metadata.packages_distributions().get(top, []):
-            return f"{dist}=={importlib.metadata.version(dist)}"
+        if importlib.util.find_spec(top) is None:
+            return ""  # a script, not an installed module
+        # The distribution that ships it: the top-level names packages declare first (one
+        # small file each), then inference from every package's file list (a
+        # third of a second: only for packages that declare none).
+        for dist in importlib.metadata.distributions():
+            if top in (dist.read_text("top_level.txt") or "").split():
+                return f"{dist.metadata['Name']}=={dist.version}"
+        for name in importlib.metadata.packages_distributions().get(top, []):
+            return f"{name}=={importlib.metadata.version(name)}"
     return ""
 
 
@@ -220,10 +232,10 @@ class ProgramRunner:
     """Runs one command with a deadline and forwards termination signals to it."""
 
     def __init__(
-        self, command: list[str], *, timeout: float, grace: float, stop_with_parent: bool = False
+        self, command: list[str], *, timeout: float, grace: float, parent: int | None = None
     ) -> None:
         self.command, self.timeout, self.grace = command, timeout, grace
-        self.stop_with_parent = stop_with_parent
+        self.parent = parent
         self.proc: subprocess.Popen[bytes] | None = None
         self.terminated_by: str | None = None
 
@@ -254,21 +266,22 @@ class ProgramRunner:
     def run(self) -> int:
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         deadline = time.monotonic() + self.timeout
-        parent = os.getppid()
+        exited = None
         try:
             # Own process group: the program's children (e.g. joblib workers) go with it.
             self.proc = subprocess.Popen(
                 self.command, start_new_session=True, env=program_environment()
             )
+            exited = exit_notifier(self.proc)
             while True:
                 try:
-                    code = self.proc.wait(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+                    code = _wait(self.proc, exited, max(0.0, min(1.0, deadline - time.monotonic())))
                     break
                 except subprocess.TimeoutExpired:
                     if time.monotonic() >= deadline:
                         self._stop(f"deadline of {self.timeout:g}s passed")
                         return EXIT_DEADLINE
-                    if self.stop_with_parent and os.getppid() != parent:
+                    if self.parent is not None and os.getppid() != self.parent:
                         self._stop("the worker that started this run is gone")
                         code = self.proc.returncode
                         break
@@ -277,6 +290,8 @@ class ProgramRunner:
                     code = self.proc.returncode
                     break
         finally:
+            if exited is not None:
+                os.close(exited)
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
         return 128 - code if code is not None and code < 0 else int(code or 0)
@@ -286,7 +301,26 @@ class _Terminated(BaseException):
     pass
 
 
-def run_job(job: JobDocument, *, workdir: Path, stop_with_parent: bool = False) -> int:
+def exit_notifier(proc: subprocess.Popen[bytes]) -> int | None:
+    """A pidfd of ``proc`` (Linux 5.3+): readable the moment it exits; None elsewhere."""
+    try:
+        return os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _wait(proc: subprocess.Popen[bytes], exited: int | None, timeout: float) -> int:
+    """``proc.wait(timeout)`` that returns as soon as the program exits: Popen's own wait
+    with a timeout polls, up to 50 ms after the exit (a free model slot standing idle)."""
+    if exited is not None:
+        ready, _, _ = select.select([exited], [], [], timeout)
+        if not ready:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        return proc.wait()
+    return proc.wait(timeout=timeout)
+
+
+def run_job(job: JobDocument, *, workdir: Path, parent: int | None = None) -> int:
     """Run one job document; returns the exit code the wrapper should exit with."""
     spec = job.spec
     started = datetime.now(UTC)
@@ -310,7 +344,7 @@ def run_job(job: JobDocument, *, workdir: Path, stop_with_parent: bool = False) 
         command,
         timeout=spec.timeout_seconds,
         grace=job.grace_seconds,
-        stop_with_parent=stop_with_parent,
+        parent=parent,
     )
     start = time.monotonic()
     try:
@@ -354,6 +388,7 @@ def run_job(job: JobDocument, *, workdir: Path, stop_with_parent: bool = False) 
         "terminated_by": runner.terminated_by,
         "host": socket.gethostname(),
     }
+    faults.point("wrapper.outputs")
     write_atomic(out_dir / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
     if output_uri.startswith("s3://"):
         upload_dir(out_dir, output_uri)
@@ -371,17 +406,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", help="scratch directory (default: a fresh temp dir)")
     parser.add_argument(
         "--stop-with-parent",
-        action="store_true",
-        help="stop the program when the process that started the wrapper dies (local "
-        "executor: a killed worker must not leave programs running until their deadline)",
+        type=int,
+        metavar="PID",
+        help="stop the program when process PID, which started the wrapper, is gone (local "
+        "executor: a killed worker must not leave programs running until their deadline; "
+        "a PID, not the parent seen at start, so that a worker killed while it started "
+        "the wrapper counts too)",
     )
     args = parser.parse_args(argv)
     try:
         job = JobDocument.from_dict(json.loads(read_uri(args.job)), source=args.job)
         if args.workdir:
-            return run_job(job, workdir=Path(args.workdir), stop_with_parent=args.stop_with_parent)
+            return run_job(job, workdir=Path(args.workdir), parent=args.stop_with_parent)
         with tempfile.TemporaryDirectory(prefix="wrapper-") as tmp:
-            return run_job(job, workdir=Path(tmp), stop_with_parent=args.stop_with_parent)
+            return run_job(job, workdir=Path(tmp), parent=args.stop_with_parent)
     except (PipelineError, WrapperError, KeyError, ValueError, OSError) as exc:
         log(f"error: {type(exc).__name__}: {exc}")
         return EXIT_WRAPPER_ERROR

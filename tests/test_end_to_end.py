@@ -181,7 +181,7 @@ def test_killed_run_then_rerun_equals_a_clean_run(home: Path, tmp_path: Path) ->
     programs = home / "work" / DATE / "logs" / "programs"
     while not list(programs.rglob("*.log")) and time.monotonic() < deadline:
         time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its luigi worker processes
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI with its worker (not the wrappers)
     proc.wait()
     # Each orphaned wrapper notices its worker is gone and stops its program.
     deadline = time.monotonic() + 30

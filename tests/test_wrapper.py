@@ -161,7 +161,7 @@ def test_stops_the_program_when_its_parent_dies(tmp_path: Path) -> None:
         [
             "sh",
             "-c",
-            f"{sys.executable} -m pipeline.wrapper --job {job} --stop-with-parent "
+            f"{sys.executable} -m pipeline.wrapper --job {job} --stop-with-parent $$ "
             f"2>{tmp_path / 'err'} & wait",
         ],
     )
@@ -173,6 +173,23 @@ def test_stops_the_program_when_its_parent_dies(tmp_path: Path) -> None:
         time.sleep(0.1)
     assert_gone(pid)
     assert "the worker that started this run is gone" in (tmp_path / "err").read_text()
+
+
+def test_a_parent_gone_before_the_wrapper_looked_counts_too(tmp_path: Path) -> None:
+    # The worker may be killed between starting the wrapper and the wrapper's first look
+    # at its parent: the wrapper then already belongs to another parent. It is told the
+    # worker's pid, so it stops the program all the same (here: a pid that is not its
+    # parent, as after such a kill).
+    job = make_job(tmp_path, "hang")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.wrapper", "--job", str(job),
+         "--stop-with-parent", str(os.getppid())],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    pid = program_pid(tmp_path)
+    _out, err = proc.communicate(timeout=30)
+    assert_gone(pid)
+    assert "the worker that started this run is gone" in err
 
 
 DIGEST = "sha256:" + "5e" * 32

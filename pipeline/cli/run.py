@@ -101,8 +101,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=4,
-        help="luigi worker processes for cleansing, validation, ingest and local programs "
-        "(default 4; cloud programs wait in threads and do not take one)",
+        help="tasks that work at once, each in a thread of this process: cleansing, data "
+        "checks, validation, ingest (default 4); program runs only wait and take none: "
+        "[resources] model_slots bounds local programs, [ecs]/[batch] max_running cloud ones",
     )
     parser.add_argument(
         "--warehouse",

@@ -23,9 +23,8 @@ _MODULES = {
 
 def preload(name: str) -> None:
     """Import executor ``name``'s module (no client is made). ``pipeline run`` does it
-    before its worker forks task processes or starts threads: each forked RunModel then
-    finds it imported instead of importing it (psutil, the wrapper; boto3) between two
-    programs, and no thread is importing it while the worker forks."""
+    before its worker starts task threads, so that the first program runs do not import
+    it (psutil, the wrapper; boto3) while they start."""
     importlib.import_module(_MODULES[name])
 
 

@@ -8,7 +8,9 @@ task, a Batch job), watches it, stops it on failure or interrupt, and returns a
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -117,6 +119,74 @@ class Executor(Protocol):
 
 class Interrupted(BaseException):
     """The worker received SIGTERM/SIGINT while a program was running."""
+
+
+_shutdown = threading.Event()
+_shutdown_reason = ""
+_stoppers: set[Callable[[], None]] = set()
+_stoppers_lock = threading.Lock()
+
+
+def request_shutdown(reason: str) -> None:
+    """Make every executor run of this process stop its program or cloud task and raise
+    ``Interrupted``. Task threads cannot receive signals: the worker's main thread calls
+    this when it is interrupted. Runs waiting in a blocking call register a stopper
+    (``stops_with_shutdown``) that is called at once; loops check ``shutdown_reason()``."""
+    global _shutdown_reason
+    with _stoppers_lock:
+        _shutdown_reason = _shutdown_reason or reason
+        _shutdown.set()
+        stoppers = list(_stoppers)
+    for stop in stoppers:
+        stop()
+
+
+def shutdown_reason() -> str:
+    """Why this process is shutting down, or "" while it is not."""
+    return _shutdown_reason if _shutdown.is_set() else ""
+
+
+@contextlib.contextmanager
+def stops_with_shutdown(stop: Callable[[], None]) -> Iterator[None]:
+    """Call ``stop`` if a shutdown is requested while the block runs (or already was)."""
+    with _stoppers_lock:
+        _stoppers.add(stop)
+        requested = _shutdown.is_set()
+    try:
+        if requested:
+            stop()
+        yield
+    finally:
+        with _stoppers_lock:
+            _stoppers.discard(stop)
+
+
+_slots: dict[tuple[int, str], threading.BoundedSemaphore] = {}
+_slots_lock = threading.Lock()
+
+
+def slots(name: str, limit: int) -> threading.BoundedSemaphore:
+    """This process's ``limit`` slots called ``name`` (made at the first call)."""
+    key = (os.getpid(), name)
+    with _slots_lock:
+        if key not in _slots:
+            _slots[key] = threading.BoundedSemaphore(limit)
+        return _slots[key]
+
+
+@contextlib.contextmanager
+def holding(slot: threading.BoundedSemaphore, events: Events, waiting: str) -> Iterator[None]:
+    """Hold one of ``slot``; while none is free, say ``waiting`` (luigid shows it) and
+    wait. A released slot goes to a waiting run at once; a shutdown ends the wait."""
+    if not slot.acquire(blocking=False):
+        events.status(waiting)
+        while not slot.acquire(timeout=0.5):
+            if shutdown_reason():
+                raise Interrupted(shutdown_reason())
+    try:
+        yield
+    finally:
+        slot.release()
 
 
 @contextlib.contextmanager

@@ -44,7 +44,10 @@ from pipeline.executors.base import (
     Job,
     RunRecord,
     estimate_cost,
+    holding,
     interrupts_as_exceptions,
+    shutdown_reason,
+    slots,
 )
 from pipeline.wrapper import EXIT_DEADLINE
 
@@ -56,32 +59,12 @@ STOP_PATIENCE = 300.0  # seconds to wait for a task we stopped to report STOPPED
 DEFAULT_MAX_RUNNING = 500  # cloud tasks one orchestrator runs at once ([ecs]/[batch] max_running)
 
 
-_shutdown = threading.Event()
-_shutdown_reason = ""
-
-
-def request_shutdown(reason: str) -> None:
-    """Make every cloud run of this process stop its task and raise ``Interrupted``
-    (task threads cannot receive signals: the worker's main thread calls this)."""
-    global _shutdown_reason
-    _shutdown_reason = _shutdown_reason or reason
-    _shutdown.set()
-
-
-_slots: dict[tuple[int, str], threading.BoundedSemaphore] = {}
-_slots_lock = threading.Lock()
-
-
 def running_slots(executor: str) -> threading.BoundedSemaphore:
     """At most ``[<executor>] max_running`` tasks of this process run at once."""
-    key = (os.getpid(), executor)
-    with _slots_lock:
-        if key not in _slots:
-            limit = int(config.get_float(executor, "max_running", DEFAULT_MAX_RUNNING))
-            if limit < 1:
-                raise ConfigError(f"[{executor}] max_running must be at least 1, not {limit}")
-            _slots[key] = threading.BoundedSemaphore(limit)
-        return _slots[key]
+    limit = int(config.get_float(executor, "max_running", DEFAULT_MAX_RUNNING))
+    if limit < 1:
+        raise ConfigError(f"[{executor}] max_running must be at least 1, not {limit}")
+    return slots(f"{executor} max_running", limit)
 
 
 class CloudError(PipelineError):
@@ -480,22 +463,14 @@ class CloudExecutor:
     ) -> RunRecord:
         """``body`` holding a running slot and this process's lease."""
         job.log_path.parent.mkdir(parents=True, exist_ok=True)
-        slots = running_slots(self.name)
-        with interrupts_as_exceptions():
-            if not slots.acquire(blocking=False):
-                events.status(f"waiting: [{self.name}] max_running tasks already run")
-                while not slots.acquire(timeout=0.5):
-                    if _shutdown.is_set():
-                        raise Interrupted(_shutdown_reason)
+        waiting = f"waiting: [{self.name}] max_running tasks already run"
+        with interrupts_as_exceptions(), holding(running_slots(self.name), events, waiting):
+            keeper = lease.keeper(root)
+            lease_id = keeper.acquire()
             try:
-                keeper = lease.keeper(root)
-                lease_id = keeper.acquire()
-                try:
-                    return body(keeper, lease_id)
-                finally:
-                    keeper.release()
+                return body(keeper, lease_id)
             finally:
-                slots.release()
+                keeper.release()
 
     def _run(
         self, job: Job, events: Events, keeper: lease.LeaseKeeper, lease_id: str, root: str
@@ -644,8 +619,8 @@ class CloudExecutor:
                 return state, stopped_by_us
             if not owner_alive() or keeper.owner_gone.is_set():
                 raise WorkerGone("luigi's worker process is gone")
-            if _shutdown.is_set():
-                raise Interrupted(_shutdown_reason)
+            if shutdown_reason():
+                raise Interrupted(shutdown_reason())
             if not stopped_by_us and time.time() > deadline:
                 stopped_by_us = f"deadline {_iso(deadline)} passed (spec timeout + grace)"
                 self._stop_quietly(task_id, stopped_by_us)

@@ -5,33 +5,53 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
 
+from pipeline import config
+from pipeline.errors import ConfigError
 from pipeline.executors.base import (
     Events,
+    Interrupted,
     Job,
     RunRecord,
     estimate_cost,
+    holding,
     interrupts_as_exceptions,
+    shutdown_reason,
+    slots,
+    stops_with_shutdown,
 )
-from pipeline.wrapper import EXIT_DEADLINE
+from pipeline.wrapper import EXIT_DEADLINE, exit_notifier
 
+DEFAULT_MODEL_SLOTS = 4
 # The wrapper enforces the spec's timeout itself; this backstop only catches a wrapper
 # that is itself stuck.
 BACKSTOP_SECONDS = 60.0
 
 
+def model_slots() -> int:
+    """How many programs of this process run at once (``[resources] model_slots``)."""
+    limit = int(config.get_float("resources", "model_slots", DEFAULT_MODEL_SLOTS))
+    if limit < 1:
+        raise ConfigError(f"[resources] model_slots must be at least 1, not {limit}")
+    return limit
+
+
 class LocalExecutor:
-    """Runs ``python -m pipeline.wrapper --job ...`` and waits for it.
+    """Runs ``python -m pipeline.wrapper --job ...`` and waits for it, holding one of the
+    process's ``[resources] model_slots`` while it runs: a run waiting for a slot has its
+    job prepared, and starts the moment another program ends.
 
     The program's stdout and stderr go to the job's log file; the last stderr lines are
     kept for the error message. On interrupt the whole process tree is stopped.
@@ -48,12 +68,18 @@ class LocalExecutor:
         # The spec's "python" must be this environment's interpreter, as in the image.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         command = [
-            sys.executable, "-m", "pipeline.wrapper", "--job", job.job_uri, "--stop-with-parent",
+            sys.executable, "-m", "pipeline.wrapper", "--job", job.job_uri,
+            "--stop-with-parent", str(os.getpid()),
         ]  # fmt: skip
-        started = datetime.now(UTC)
-        usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         stderr_tail: deque[str] = deque(maxlen=30)
-        with job.log_path.open("ab") as log, interrupts_as_exceptions():
+        limit = model_slots()
+        waiting = f"waiting for a model slot ([resources] model_slots = {limit} programs run)"
+        with (
+            interrupts_as_exceptions(),
+            holding(slots("model_slots", limit), events, waiting),
+            job.log_path.open("ab") as log,
+        ):
+            started = datetime.now(UTC)
             proc = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.PIPE, env=env, start_new_session=True
             )
@@ -63,21 +89,34 @@ class LocalExecutor:
             copier.start()
             events.tracking_url(job.log_path.as_uri())
             events.status(f"{job.spec.name} {job.spec.version} running locally (pid {proc.pid})")
+            # The wait returns the moment the wrapper exits (Popen.wait with a timeout
+            # polls, up to 50 ms late: time a free model slot would stand idle). A
+            # shutdown of the worker (a thread gets no signal) SIGTERMs the wrapper, which
+            # stops its program; the backstop stops a wrapper that is itself stuck.
+            stuck = threading.Event()
+            backstop = threading.Timer(
+                job.spec.timeout_seconds + BACKSTOP_SECONDS,
+                lambda: (stuck.set(), _stop_tree(proc, self.grace_seconds)),
+            )
+            backstop.daemon = True
+            backstop.start()
             try:
-                exit_code = proc.wait(timeout=job.spec.timeout_seconds + BACKSTOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                _stop_tree(proc, self.grace_seconds)
-                exit_code = EXIT_DEADLINE
+                with stops_with_shutdown(lambda: _terminate(proc)):
+                    exit_code, usage = _wait(proc)
             except BaseException:
                 _stop_tree(proc, self.grace_seconds)
                 raise
             finally:
+                backstop.cancel()
                 copier.join(timeout=5)
+            if stuck.is_set():
+                _stop_tree(proc, self.grace_seconds)
+                exit_code = EXIT_DEADLINE
+            if shutdown_reason():
+                _stop_tree(proc, self.grace_seconds)
+                raise Interrupted(shutdown_reason())
         finished = datetime.now(UTC)
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu_seconds = (usage.ru_utime - usage_before.ru_utime) + (
-            usage.ru_stime - usage_before.ru_stime
-        )
+        cpu_seconds = usage.ru_utime + usage.ru_stime
         wall = (finished - started).total_seconds()
         # ru_maxrss is KiB on Linux: peak RSS held for the whole run, an upper bound.
         memory_gib_seconds = usage.ru_maxrss / (1024 * 1024) * wall
@@ -107,6 +146,36 @@ def _copy_stderr(proc: subprocess.Popen[bytes], log, tail: deque[str]) -> None:
         log.write(line)
         log.flush()
         tail.append(line.decode("utf-8", errors="replace").rstrip())
+
+
+def _wait(proc: subprocess.Popen[bytes]) -> tuple[int, resource.struct_rusage]:
+    """Wait until the wrapper exits: its exit code (negative: killed by that signal) and
+    the resources it and the program used (RUSAGE_CHILDREN would count every program this
+    process ran meanwhile: the worker runs many cohorts at once). A pidfd wakes this the
+    moment it exits; the wait still wakes every second so that a signal handler of the
+    main thread (``interrupts_as_exceptions``) gets to run."""
+    exited = exit_notifier(proc)
+    try:
+        while True:
+            if exited is not None:
+                select.select([exited], [], [], 1.0)
+            else:
+                time.sleep(0.05)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                return proc.returncode, usage
+    finally:
+        if exited is not None:
+            os.close(exited)
+
+
+def _terminate(proc: subprocess.Popen[bytes], why: threading.Event | None = None) -> None:
+    """SIGTERM the wrapper (it stops its program, then exits) without waiting."""
+    if why is not None:
+        why.set()
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
 
 
 def _stop_tree(proc: subprocess.Popen[bytes], grace: float) -> None:

@@ -19,20 +19,14 @@ class RunModel(CohortTask):
     On success writes ``model/<cohort>/<slug>/results.parquet`` and ``run.json``.
     """
 
-    # Programs are the long, expensive part: a free worker starts the next one before it
-    # validates or ingests a finished cohort, so N cohorts take ceil(N / slots) waves.
+    # Programs are the long, expensive part: the worker starts every cohort's run before
+    # it validates or ingests a finished cohort.
     priority = 100
-
-    @property
-    def waits_in_thread(self) -> bool:
-        """A cloud run only submits and waits: it runs in a thread of the worker
-        (``pipeline.worker``), so every cohort's task runs at once without a process each."""
-        return self.executor != "local"
-
-    @property
-    def resources(self) -> dict[str, int]:
-        # Local runs share this machine's cores; cloud runs only cost a poller here.
-        return {"model_slots": 1} if self.executor == "local" else {}
+    # A run prepares its job, then waits for a program slot of its executor (local:
+    # [resources] model_slots; ECS/Batch: max_running) and for the program: it takes no
+    # --workers slot (pipeline.worker), so a freed program slot goes at once to a run
+    # whose job is ready, and validation and ingest never wait behind programs.
+    waits_in_thread = True
 
     def requires(self) -> CheckData:
         # The data-quality gate: a failed error check stops the cohort before its program.

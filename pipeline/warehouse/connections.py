@@ -1,18 +1,15 @@
-"""One read-write DuckDB connection per warehouse file, shared by the loads that run in
-the process of ``pipeline run`` itself (``shared()``), instead of a connection per load.
+"""One read-write DuckDB connection per warehouse file, shared by the loads and reads of
+the tasks that run in the process of ``pipeline run`` (``shared()``; every task runs in
+a thread of it: ``pipeline.worker``), instead of a connection per load.
 
 Opening a DuckDB file reads its catalog and replays its WAL, and closing the last
-connection checkpoints it: a good part of a small load's time. Within ``shared()``
-consecutive loads of this process (``--workers 1``: every task runs in it) reuse one
-connection through cursors, with the table catalog read once (nothing else can change
-the schema while this process holds the file's write lock). The connection is closed
-after ``IDLE_SECONDS`` without a load, so other processes (a forked task's load,
-``pipeline status``; they wait for the lock) get the file, and when ``shared()`` ends.
-Outside ``shared()`` every load opens and closes its own connection. Forked children
-never use (nor close) a connection of their parent.
-
-Loads do not run in threads of the worker: a thread importing a module while the worker
-forks a task process deadlocks that process (``pipeline.worker``).
+connection checkpoints it: a good part of a small load's time. Within ``shared()`` the
+tasks' threads each borrow a cursor of one connection (a cursor is DuckDB's connection
+for one thread), with the table catalog read once (nothing else can change the schema
+while this process holds the file's write lock). The connection is closed after
+``IDLE_SECONDS`` with no cursor out, so that other processes (``pipeline status``; they
+wait for the lock) get the file, and when ``shared()`` ends. Outside ``shared()`` every
+load opens and closes its own connection.
 
 Imports nothing heavy: ``duckdb`` only when a connection is opened.
 """
@@ -20,7 +17,6 @@ Imports nothing heavy: ``duckdb`` only when a connection is opened.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -39,20 +35,6 @@ class _Entry:
 _lock = threading.RLock()
 _enabled = 0
 _entries: dict[str, _Entry] = {}
-_inherited: list[Any] = []  # a forked child's copies: never used, never closed
-
-
-def _after_fork_in_child() -> None:
-    global _lock, _enabled
-    _lock = threading.RLock()
-    _enabled = 0
-    # Closing a parent's connection here would checkpoint a file the parent still has
-    # open: keep the objects alive and forget them.
-    _inherited.extend(e.con for e in _entries.values())
-    _entries.clear()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @contextlib.contextmanager
@@ -73,16 +55,6 @@ def shared() -> Iterator[None]:
 
 def is_shared() -> bool:
     return _enabled > 0
-
-
-def open_cursor(path: str) -> Any | None:
-    """A cursor on this process's shared connection to ``path`` when one is open, else
-    None. DuckDB refuses a second connection to a file with another configuration (a
-    read-only one beside the shared read-write one) in the same process, so readers in
-    the process (e.g. ingest markers checked by the scheduling worker) use this."""
-    with _lock:
-        entry = _entries.get(path)
-        return entry.con.cursor() if entry is not None else None
 
 
 @contextlib.contextmanager
@@ -109,9 +81,13 @@ def borrow(path: str, opener: Callable[[], Any]) -> Iterator[tuple[Any, _Entry]]
         with _lock:
             entry.users -= 1
             if not entry.users and _entries.get(path) is entry:
-                entry.timer = threading.Timer(IDLE_SECONDS, _close_idle, args=(path, entry))
-                entry.timer.daemon = True
-                entry.timer.start()
+                _close_when_idle(path, entry)
+
+
+def _close_when_idle(path: str, entry: _Entry) -> None:
+    entry.timer = threading.Timer(IDLE_SECONDS, _close_idle, args=(path, entry))
+    entry.timer.daemon = True
+    entry.timer.start()
 
 
 def _close_idle(path: str, entry: _Entry) -> None:

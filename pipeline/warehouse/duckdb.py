@@ -108,27 +108,26 @@ class DuckDBWarehouse:
         self.uri, self.path = uri, Path(path)
 
     def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-        """Open the file, waiting while another process holds its write lock."""
+        """A connection of its own to the file, waiting while another process holds its
+        write lock (``_session`` is what this class's reads and loads use)."""
         if read_only and not self.path.exists():
             raise WarehouseError(f"{self.path}: warehouse does not exist yet (nothing ingested)")
-        shared = connections.open_cursor(str(self.path))
-        if shared is not None:
-            shared.execute("SET TimeZone = 'UTC'")
-            return shared
+        con = self._open(read_only=read_only)
+        con.execute("SET TimeZone = 'UTC'")
+        return con
+
+    def _open(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         delay = 0.05
         while True:
             try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
+                return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                     raise WarehouseError(f"{self.path}: cannot open: {exc}") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
-            else:
-                con.execute("SET TimeZone = 'UTC'")
-                return con
 
     @staticmethod
     def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
@@ -204,14 +203,24 @@ class DuckDBWarehouse:
         return catalog
 
     @contextlib.contextmanager
-    def _writer(self) -> Iterator[tuple[duckdb.DuckDBPyConnection, Any]]:
-        """A read-write connection and its catalog holder: the process's shared one within
-        ``connections.shared()`` (``pipeline run``), else one of its own."""
+    def _session(
+        self, *, read_only: bool = False
+    ) -> Iterator[tuple[duckdb.DuckDBPyConnection, Any]]:
+        """A connection and its catalog holder. Within ``connections.shared()`` (``pipeline
+        run``) that is a cursor on the process's one shared read-write connection, for
+        readers too: DuckDB refuses a read-only connection beside a read-write one in one
+        process, and each reopening costs a catalog read and a checkpoint. Else one of
+        its own, closed at the end."""
         if connections.is_shared():
-            with connections.borrow(str(self.path), self.connect) as (con, entry):
+            if read_only and not self.path.exists():
+                raise WarehouseError(
+                    f"{self.path}: warehouse does not exist yet (nothing ingested)"
+                )
+            with connections.borrow(str(self.path), self._open) as (con, entry):
+                con.execute("SET TimeZone = 'UTC'")
                 yield con, entry
             return
-        con = self.connect()
+        con = self.connect(read_only=read_only)
         try:
             yield con, _Uncached()
         finally:
@@ -231,7 +240,7 @@ class DuckDBWarehouse:
         }
         counts: dict[str, int] = {}
         load_id, now = uuid.uuid4().hex, dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        with self._writer() as (con, cached):
+        with self._session() as (con, cached):
             try:
                 con.begin()
                 catalog = self._ensure_layout(con, cached.catalog)
@@ -270,33 +279,27 @@ class DuckDBWarehouse:
         """Run BigQuery-dialect SQL, transpiled by sqlglot to DuckDB's dialect; ``@name``
         parameters come from ``params``. Unqualified tables are the staging dataset's;
         ``published.TABLE`` reads the published one."""
-        con = self.connect(read_only=True)
-        try:
-            return run_bigquery_sql(con, sql, params)
-        except duckdb.Error as exc:
-            raise WarehouseError(f"{self.path}: query failed: {exc}") from None
-        finally:
-            con.close()
+        with self._session(read_only=True) as (con, _cached):
+            try:
+                return run_bigquery_sql(con, sql, params)
+            except duckdb.Error as exc:
+                raise WarehouseError(f"{self.path}: query failed: {exc}") from None
 
     def loaded_counts(self, run_date: dt.date) -> pd.DataFrame:
         """Rows per (cohort, variant, table_name) of ``run_date`` in the staging dataset
         (``row_count``); empty when nothing is loaded yet."""
         if not self.path.exists():
             return pd.DataFrame(columns=["cohort", "variant", "table_name", "row_count"])
-        con = self.connect(read_only=True)
-        try:
+        with self._session(read_only=True) as (con, _cached):
             if not self._columns(con, STAGING, "pipeline_runs"):
                 return pd.DataFrame(columns=["cohort", "variant", "table_name", "row_count"])
             return run_bigquery_sql(con, loaded_counts_sql(), {"run_date": run_date})
-        finally:
-            con.close()
 
     def publication_status(self, run_date: dt.date) -> pd.DataFrame:
         """Per cohort ingested for ``run_date``: when, and its latest sign-off."""
         if not self.path.exists():
             return empty_status()
-        con = self.connect(read_only=True)
-        try:
+        with self._session(read_only=True) as (con, _cached):
             if not self._columns(con, STAGING, INGEST_LOG.name):
                 return empty_status()
             params = {"run_date": run_date}
@@ -306,24 +309,22 @@ class DuckDBWarehouse:
             approved = run_bigquery_sql(
                 con, sql_text("sql/status_approved.sql", published=PUBLISHED), params
             )
-        finally:
-            con.close()
         return merge_status(ingested, approved)
 
     def previous_estimates(self, run_date: dt.date, cohort: str, program_name: str) -> pd.DataFrame:
         """The cohort's last published estimates of ``program_name`` before ``run_date``."""
         if not self.path.exists():
             return empty_previous()
-        con = self.connect(read_only=True)
-        try:
-            if not self._columns(con, PUBLISHED, "model_estimates"):
-                return empty_previous()
-            params = {"run_date": run_date, "cohort": cohort, "program_name": program_name}
-            return run_bigquery_sql(con, previous_estimates_sql(PUBLISHED), params)
-        except duckdb.Error as exc:
-            raise WarehouseError(f"{self.path}: reading previous estimates failed: {exc}") from None
-        finally:
-            con.close()
+        with self._session(read_only=True) as (con, _cached):
+            try:
+                if not self._columns(con, PUBLISHED, "model_estimates"):
+                    return empty_previous()
+                params = {"run_date": run_date, "cohort": cohort, "program_name": program_name}
+                return run_bigquery_sql(con, previous_estimates_sql(PUBLISHED), params)
+            except duckdb.Error as exc:
+                raise WarehouseError(
+                    f"{self.path}: reading previous estimates failed: {exc}"
+                ) from None
 
     def approve(
         self,
@@ -339,48 +340,48 @@ class DuckDBWarehouse:
         the ``champion`` when ingested, else the only one) and publish its rows of every
         table from ``main`` to ``published`` in one transaction; refuses a cohort that is
         not ingested or whose error checks failed (WarehouseError, nothing changes)."""
-        con = self.connect()
-        try:
-            self._ensure_layout(con)
-            params = {"run_date": run_date, "cohort": cohort}
-            found = run_bigquery_sql(con, variants_sql(), params)
-            variant = choose_variant(
-                found, variant, run_date=run_date, cohort=cohort, champion=champion
-            )
-            params["variant"] = variant
-            check = run_bigquery_sql(
-                con, sql_text("sql/approval_check.sql", published=PUBLISHED), params
-            )
-            approval = approval_from_check(
-                check,
-                run_date=run_date,
-                cohort=cohort,
-                approved_by=approved_by,
-                staging=f"{self.path} (schema {STAGING})",
-                approval_id=uuid.uuid4().hex,
-                variant=variant,
-                accepted_regression=accepted_regression,
-            )
-            columns = {t: self._columns(con, STAGING, t) for t in PUBLISHED_TABLES}
-            for table, cols in columns.items():
-                self._ensure(con, table, list(cols.items()), schema=PUBLISHED)
-            for statement in view_statements(PUBLISHED):
-                run_bigquery_sql(con, statement)
-            counted = run_bigquery_sql(con, counts_sql(), params)
-            rows = {str(r.table_name): int(r.row_count) for r in counted.itertuples()}
-            script = publish_script(STAGING, PUBLISHED, {t: list(c) for t, c in columns.items()})
+        with self._session() as (con, _cached):
             try:
-                run_bigquery_sql(con, script, approval.params())
-            except BaseException:
-                # Unless the failing statement ended the transaction already.
-                with contextlib.suppress(duckdb.Error):
-                    con.execute("ROLLBACK")
-                raise
-        except duckdb.Error as exc:
-            raise WarehouseError(
-                f"{self.path}: publishing cohort {cohort} of {run_date} failed, nothing was "
-                f"published: {exc}"
-            ) from None
-        finally:
-            con.close()
+                self._ensure_layout(con)
+                params = {"run_date": run_date, "cohort": cohort}
+                found = run_bigquery_sql(con, variants_sql(), params)
+                variant = choose_variant(
+                    found, variant, run_date=run_date, cohort=cohort, champion=champion
+                )
+                params["variant"] = variant
+                check = run_bigquery_sql(
+                    con, sql_text("sql/approval_check.sql", published=PUBLISHED), params
+                )
+                approval = approval_from_check(
+                    check,
+                    run_date=run_date,
+                    cohort=cohort,
+                    approved_by=approved_by,
+                    staging=f"{self.path} (schema {STAGING})",
+                    approval_id=uuid.uuid4().hex,
+                    variant=variant,
+                    accepted_regression=accepted_regression,
+                )
+                columns = {t: self._columns(con, STAGING, t) for t in PUBLISHED_TABLES}
+                for table, cols in columns.items():
+                    self._ensure(con, table, list(cols.items()), schema=PUBLISHED)
+                for statement in view_statements(PUBLISHED):
+                    run_bigquery_sql(con, statement)
+                counted = run_bigquery_sql(con, counts_sql(), params)
+                rows = {str(r.table_name): int(r.row_count) for r in counted.itertuples()}
+                script = publish_script(
+                    STAGING, PUBLISHED, {t: list(c) for t, c in columns.items()}
+                )
+                try:
+                    run_bigquery_sql(con, script, approval.params())
+                except BaseException:
+                    # Unless the failing statement ended the transaction already.
+                    with contextlib.suppress(duckdb.Error):
+                        con.execute("ROLLBACK")
+                    raise
+            except duckdb.Error as exc:
+                raise WarehouseError(
+                    f"{self.path}: publishing cohort {cohort} of {run_date} failed, nothing was "
+                    f"published: {exc}"
+                ) from None
         return Approval(**{**approval.__dict__, "rows": rows})

@@ -32,7 +32,9 @@ DUCKDB_CHAIN = [
     ("trigger", "cleanse/summary.json"),
     ("trigger", f"{MODEL}/attempts/*/job.json"),
     ("trigger", f"{MODEL}/attempts/*/input.csv"),
-    ("trigger", f"{MODEL}/attempts/*/out/estimates.csv"),
+    # The program's outputs are there, the manifest is not (the wrapper writes it within
+    # milliseconds: no file watcher from outside gets in between).
+    ("fault", "wrapper.outputs"),
     ("trigger", f"{MODEL}/attempts/*/out/manifest.json"),
     ("fault", "collect.attempt-run"),
     ("fault", "collect.results"),
