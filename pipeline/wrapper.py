@@ -36,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -169,6 +168,8 @@ def running_image(timeout: float = METADATA_TIMEOUT) -> tuple[str, str]:
     uri = os.environ.get(METADATA_ENV, "").strip()
     if not uri:
         return "", ""
+    import urllib.request  # only inside ECS/Batch: a local run's start-up does not pay it
+
     try:
         # No proxy: the endpoint is link-local to the task (169.254.170.2).
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
