@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import luigi
@@ -53,9 +54,14 @@ class Deliver(luigi.WrapperTask):
 
     def preflight(self) -> list[str]:
         """Everything checked before any work starts (the raw files' pin, the cohorts);
-        returns the selected cohorts. ``pipeline run`` calls it to refuse early."""
+        returns the selected cohorts. ``pipeline run`` calls it to refuse early. Checked
+        once per task object: luigi asks ``requires()`` several times per run."""
+        return list(self._preflighted)
+
+    @functools.cached_property
+    def _preflighted(self) -> tuple[str, ...]:
         check_pinned(self.layout, self.raw)
-        return self.selected_cohorts()
+        return tuple(self.selected_cohorts())
 
     def requires(self) -> list[luigi.Task]:
         cohorts = self.preflight()
