@@ -37,6 +37,7 @@ STEP_OF = {
 STEPS = ("quality", "model", "validate", "ingest")
 STYLE = {"done": "green", "failed": "bold red", "running": "cyan", "pending": "dim"}
 MAX_ROWS = 20  # cohorts shown in the live table; the rest are counted
+DEBUG_LOGGERS = ("luigi", "luigi-interface", "pipeline")  # logged at DEBUG to the run log
 
 
 @dataclass
@@ -81,7 +82,15 @@ class RunConsole:
         for old in saved[1]:
             root.removeHandler(old)
         root.addHandler(handler)
-        root.setLevel(logging.DEBUG)
+        # luigi's and the pipeline's own DEBUG lines go to the file; other libraries' only
+        # from INFO up: botocore logs dozens of DEBUG lines per API call (request details
+        # included), which cost a cloud run's threads more than their calls and would put
+        # request headers into the log.
+        root.setLevel(logging.INFO)
+        debug = [logging.getLogger(name) for name in DEBUG_LOGGERS]
+        saved_levels = [logger.level for logger in debug]
+        for logger in debug:
+            logger.setLevel(logging.DEBUG)
         if self.verbose:
             live_log = logging.StreamHandler(sys.stderr)
             live_log.setFormatter(handler.formatter)
@@ -105,6 +114,8 @@ class RunConsole:
                 root.removeHandler(extra)
             handler.close()
             root.setLevel(saved[0])
+            for logger, level in zip(debug, saved_levels, strict=True):
+                logger.setLevel(level)
             for old in saved[1]:
                 root.addHandler(old)
 

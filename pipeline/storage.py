@@ -42,6 +42,23 @@ def s3_client() -> S3Client:
     return client
 
 
+@functools.cache
+def _file_target_class() -> type[luigi.target.FileSystemTarget]:
+    from luigi.contrib.s3 import S3Target
+
+    class FileS3Target(S3Target):
+        """A file under an ``s3://`` storage root: ``exists`` is one HEAD request.
+        (luigi's also looks for a "directory" of that name when there is no such object:
+        three requests for every target not written yet, the common case when luigi
+        checks which tasks are complete.)"""
+
+        def exists(self) -> bool:
+            bucket, key = self.fs._path_to_bucket_and_key(self.path)
+            return self.fs._exists(bucket, key)
+
+    return FileS3Target
+
+
 def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
@@ -90,9 +107,7 @@ def _s3_errors(fn):
 def target(uri: str) -> luigi.target.FileSystemTarget:
     """A binary target for ``uri`` (no newline or encoding translation)."""
     if is_s3(uri):
-        from luigi.contrib.s3 import S3Target
-
-        return S3Target(uri, format=luigi.format.Nop, client=s3_client())
+        return _file_target_class()(uri, format=luigi.format.Nop, client=s3_client())
     return luigi.LocalTarget(uri, format=luigi.format.Nop)
 
 
@@ -136,24 +151,23 @@ def read_table(uri: str) -> pd.DataFrame:
 
 @_s3_errors
 def exists(uri: str) -> bool:
-    return target(uri).exists()
+    """A file, or a "directory" (a prefix of ``s3://`` keys)."""
+    return target(uri).exists() or (is_s3(uri) and s3_client().isdir(uri))
 
 
 @_s3_errors
 def remove(uri: str) -> None:
     """Remove a file or a directory tree (``s3://`` prefixes recursively)."""
-    tgt = target(uri)
-    if tgt.exists():
-        tgt.fs.remove(uri)
+    if exists(uri):
+        target(uri).fs.remove(uri)
 
 
 @_s3_errors
 def listdir(uri: str) -> list[str]:
     """Full URIs of the files below ``uri`` (recursive; empty if it does not exist)."""
-    tgt = target(uri)
-    if not tgt.exists():
+    if not exists(uri):
         return []
-    return sorted(str(p) for p in tgt.fs.listdir(uri))
+    return sorted(str(p) for p in target(uri).fs.listdir(uri))
 
 
 def append_text(uri: str, text: str, spool_dir: Path) -> None:
