@@ -228,7 +228,8 @@ def _judge(
 
 def _one_batch(table: pa.Table) -> pa.RecordBatch:
     """``table`` as one record batch (one spilled batch per batch read, even an empty one)."""
-    return pa.RecordBatch.from_arrays([c.combine_chunks() for c in table.columns], schema=table.schema)
+    columns = [c.chunk(0) if c.num_chunks == 1 else c.combine_chunks() for c in table.columns]
+    return pa.RecordBatch.from_arrays(columns, schema=table.schema)
 
 
 def _bytes(bits: int) -> int:

@@ -54,6 +54,7 @@ from pipeline.core.rawdata.schema import (
     SHARE_PREFIX,
     SOURCE_COLUMNS,
 )
+from pipeline.core.rawdata.stream import ExportStream
 
 __all__ = [
     "COHORTS_FILE",
@@ -65,6 +66,7 @@ __all__ = [
     "SEGMENT_COLUMNS",
     "SHARE_PREFIX",
     "SOURCE_COLUMNS",
+    "ExportStream",
     "RawExport",
     "as_chunked",
     "as_text",

@@ -53,7 +53,7 @@ from pipeline.core.rawdata.schema import (
 )
 from pipeline.errors import InputError
 
-BATCH_BYTES = 16 << 20  # of a file per batch: ~100k rows of a typical export
+BATCH_BYTES = 4 << 20  # of a file per batch: ~30k rows of a typical export
 _SCAN_BYTES = 4 << 20  # hashing and counting line breaks, a block at a time
 
 
@@ -108,6 +108,8 @@ class ExportStream:
         for item in self.files:
             missing = [name for name in RESPONSE_COLUMNS if name not in item.names]
             if missing:
+                for other in self.files:  # an unreadable file is the first error, as before
+                    parse_csv(file_bytes(other.path), other.rel)
                 raise InputError(
                     f"missing required column(s) {', '.join(missing)}; the header has "
                     f"{', '.join(item.names)}",
