@@ -76,6 +76,8 @@ class _File:
     eligible: Path
     rows: int = 0
     keys: list[dict[str, np.ndarray]] = field(default_factory=list)
+    counts: np.ndarray | int = 0  # rows per cohort (last: none)
+    flagged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
 
 
 def cleanse_stream(
@@ -87,17 +89,13 @@ def cleanse_stream(
     if not key:
         raise ConfigError("the respondent hashing key is empty: set it in the environment")
     codes = cohort_codes(stream.cohorts)
-    counts = np.zeros(len(codes) + 1, dtype=np.int64)  # every row per cohort (last: none)
-    flagged = dict.fromkeys(REASONS, 0)
     files: dict[int, _File] = {}
     writers: dict[int, tuple[pa.ipc.RecordBatchStreamWriter, ...]] = {}
-    raw_rows = 0
     with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
         for batch in stream.batches():
             if batch.restart or batch.file not in files:  # (again) from the file's start
                 for writer in writers.pop(batch.file, ()):
                     writer.close()
-                raw_rows -= files[batch.file].rows if batch.file in files else 0
                 files[batch.file] = _File(
                     spill / f"{batch.file}.rejected.arrow", spill / f"{batch.file}.eligible.arrow"
                 )
@@ -114,15 +112,17 @@ def cleanse_stream(
             writers[batch.file][1].write_batch(_one_batch(judged.eligible))
             part.keys.append(judged.keys)
             part.rows += judged.rows
-            raw_rows += judged.rows
-            counts += judged.counts
+            part.counts = part.counts + judged.counts
             for reason, count in judged.flagged.items():
-                flagged[reason] += count
+                part.flagged[reason] += count
         for pair in writers.values():
             for writer in pair:
                 writer.close()
 
     order = sorted(files)
+    raw_rows = sum(files[i].rows for i in order)
+    counts = sum((files[i].counts for i in order), np.zeros(len(codes) + 1, dtype=np.int64))
+    flagged = {reason: sum(files[i].flagged[reason] for i in order) for reason in REASONS}
     keys = {
         name: np.concatenate([k[name] for i in order for k in files[i].keys] or [np.zeros(0)])
         for name in _KEYS
