@@ -87,6 +87,11 @@ class CleanseSurvey(RunDateTask):
         )
 
 
+DICTIONARY_COLUMNS = frozenset(
+    ("cohort", "specialty", "region", "facility_type", "attention_check", "reasons", "source_file")
+)
+
+
 class ParquetOutputs:
     """``cleanse_stream``'s sink: a Parquet writer per output (``cohorts/<code>.parquet``,
     ``rejections.parquet``), each into an atomic target. ``close`` lands them, the cohorts
@@ -104,7 +109,12 @@ class ParquetOutputs:
         handle = self.stack.enter_context(storage.target(uri).open("w"))
         # the schema pandas would write, so that readers get the frame pandas wrote before
         pandas = pa.Schema.from_pandas(schema.empty_table().to_pandas(), preserve_index=False)
-        self.writers[name] = pq.ParquetWriter(handle, schema.with_metadata(pandas.metadata))
+        # dictionary pages only for the columns of few values (ids and JSON are unique: trying
+        # a dictionary for them costs time and is dropped anyway)
+        few = [c for c in schema.names if c in DICTIONARY_COLUMNS]
+        self.writers[name] = pq.ParquetWriter(
+            handle, schema.with_metadata(pandas.metadata), use_dictionary=few
+        )
 
     def write(self, name: str, table: pa.Table) -> None:
         self.writers[name].write_table(table)

@@ -75,6 +75,7 @@ class _File:
     rejected: Path
     eligible: Path
     rows: int = 0
+    batches: int = 0
     keys: list[dict[str, np.ndarray]] = field(default_factory=list)
     counts: np.ndarray | int = 0  # rows per cohort (last: none)
     flagged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
@@ -111,10 +112,15 @@ def cleanse_stream(
             writers[batch.file][0].write_batch(_one_batch(judged.rejected))
             writers[batch.file][1].write_batch(_one_batch(judged.eligible))
             part.keys.append(judged.keys)
+            part.batches += 1
             part.rows += judged.rows
             part.counts = part.counts + judged.counts
             for reason, count in judged.flagged.items():
                 part.flagged[reason] += count
+            del judged
+            # arrow's allocator keeps freed blocks for reuse; given back, the batches'
+            # memory does not add up over the export
+            pa.default_memory_pool().release_unused()
         for pair in writers.values():
             for writer in pair:
                 writer.close()
@@ -129,6 +135,8 @@ def cleanse_stream(
     }
     if not any(files[i].keys for i in order):  # no response rows at all
         keys = _no_keys(len(stream.share_columns))
+    for i in order:
+        files[i].keys.clear()  # concatenated: the pieces go
     superseded = _superseded(keys)
     flagged["duplicate"] = int(np.count_nonzero(superseded))
     staying = ~superseded
@@ -144,7 +152,7 @@ def cleanse_stream(
     for i in order:
         eligible = files[i].rows and pa.ipc.open_stream(pa.OSFile(str(files[i].eligible)))
         rejected = files[i].rows and pa.ipc.open_stream(pa.OSFile(str(files[i].rejected)))
-        for _ in files[i].keys:
+        for _ in range(files[i].batches):
             spilled = pa.Table.from_batches([eligible.read_next_batch()])
             dropped = superseded[at : at + spilled.num_rows]
             cohort = keys["cohort"][at : at + spilled.num_rows]
