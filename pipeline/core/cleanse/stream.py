@@ -24,7 +24,8 @@ when read back.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -149,16 +150,29 @@ def cleanse_stream(
         sink.open(cohort_output(code), schema)
     sink.open(REJECTIONS, REJECTION_SCHEMA)
     at = 0
-    for i in order:
-        eligible = files[i].rows and pa.ipc.open_stream(pa.OSFile(str(files[i].eligible)))
-        rejected = files[i].rows and pa.ipc.open_stream(pa.OSFile(str(files[i].rejected)))
-        for _ in range(files[i].batches):
-            spilled = pa.Table.from_batches([eligible.read_next_batch()])
-            dropped = superseded[at : at + spilled.num_rows]
-            cohort = keys["cohort"][at : at + spilled.num_rows]
-            at += spilled.num_rows
-            other = pa.Table.from_batches([rejected.read_next_batch()])
-            _emit(stream, i, spilled, dropped, cohort, other, codes, schemas, sink)
+    # the sink writes (Parquet encoding, without the GIL) in a thread of their own, in
+    # order, while the next spilled batch is read and split
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        pending: list[Future[None]] = []
+
+        def write(name: str, table: pa.Table) -> None:
+            pending.append(writer.submit(sink.write, name, table))
+
+        for i in order:
+            eligible = pa.ipc.open_stream(pa.OSFile(str(files[i].eligible)))
+            rejected = pa.ipc.open_stream(pa.OSFile(str(files[i].rejected)))
+            for _ in range(files[i].batches):
+                spilled = pa.Table.from_batches([eligible.read_next_batch()])
+                dropped = superseded[at : at + spilled.num_rows]
+                cohort = keys["cohort"][at : at + spilled.num_rows]
+                at += spilled.num_rows
+                other = pa.Table.from_batches([rejected.read_next_batch()])
+                done, pending[:] = pending, []
+                _emit(stream, i, spilled, dropped, cohort, other, codes, schemas, write)
+                for job in done:  # at most one batch's writes wait (bounded memory)
+                    job.result()
+        for job in pending:
+            job.result()
 
     labels = _labels(stream, codes)
     return {
@@ -299,7 +313,7 @@ def _emit(
     rejected: pa.Table,
     codes: pa.Array,
     schemas: list[pa.Schema],
-    sink: Sink,
+    write: Callable[[str, pa.Table], None],
 ) -> None:
     """Pass 2 for one spilled batch: the cleansed rows that stay, to their cohorts; the
     superseded ones and the batch's other rejections, in export order, to ``REJECTIONS``."""
@@ -307,8 +321,8 @@ def _emit(
     kept = kept.set_column(kept.schema.get_field_index("source_row"), "source_row", pa.array(lines))
     staying = ~dropped
     for i in np.unique(cohort[staying]).tolist():
-        rows = kept.filter(pa.array(staying & (cohort == i)))
-        sink.write(cohort_output(codes[i].as_py()), rows.select(schemas[i].names).cast(schemas[i]))
+        rows = kept.select(schemas[i].names).filter(pa.array(staying & (cohort == i)))
+        write(cohort_output(codes[i].as_py()), rows.cast(schemas[i]))
     lines = stream.line_numbers(file, rejected.column("source_row").to_numpy())
     rejected = rejected.set_column(
         rejected.schema.get_field_index("source_row"), "source_row", pa.array(lines)
@@ -330,7 +344,7 @@ def _emit(
         rejected = pa.concat_tables([rejected, duplicates.cast(rejected.schema)])
         rejected = rejected.take(pc.sort_indices(rejected.column(_POSITION)))
     if rejected.num_rows:
-        sink.write(REJECTIONS, rejected.drop_columns([_POSITION]).cast(REJECTION_SCHEMA))
+        write(REJECTIONS, rejected.drop_columns([_POSITION]).cast(REJECTION_SCHEMA))
 
 
 def _labels(stream: ExportStream, codes: pa.Array) -> list[str]:
