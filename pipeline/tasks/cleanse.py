@@ -50,7 +50,8 @@ class CleanseSurvey(RunDateTask):
     """Reads every raw CSV of ``raw`` as delivered and writes, under ``<run_date>/cleanse/``:
     ``cohorts/<code>.parquet`` per cohort (the program's input), ``frame.csv``,
     ``rejections.parquet``, ``inputs.json`` (the raw files' checksums: the run date's pin)
-    and ``summary.json`` (last)."""
+    and ``summary.json`` (last). The export is cleansed a batch at a time
+    (``cleanse_stream``): memory stays bounded whatever its size."""
 
     raw = RawParameter(default="", description="Raw export directory.")
 
@@ -74,9 +75,10 @@ class CleanseSurvey(RunDateTask):
             sink = ParquetOutputs(layout, stack)
             key = config.respondent_key()
             summary = cleanse_stream(export, cleansing_rules(), key, sink, Path(spill))
+            # the pin first, as the files were read: then the outputs land
+            storage.write_json(layout.cleanse("inputs.json"), export.checksums)
             self.report("writing cleansed rows per cohort", progress=90)
             sink.close()
-        storage.write_json(layout.cleanse("inputs.json"), export.checksums)
         storage.write_bytes(layout.cleanse("frame.csv"), export.frame.to_csv(index=False).encode())
         storage.write_json(layout.cleanse("summary.json"), summary)
         metrics.record_cleanse(summary)

@@ -10,6 +10,10 @@ chunk by chunk over arrow's chunks (a column is never joined into one buffer); A
 read straight from the bytes, and Python only touches distinct values (NFKC of non-ASCII
 text, time zone suffixes).
 
+``cleanse`` works on a whole ``RawExport`` in memory (the reference, and what tests use);
+``CleanseSurvey`` runs the same functions a batch at a time (``stream.cleanse_stream``:
+memory bounded whatever the export's size, the same outputs).
+
 Interpretation, where the contract leaves room:
 
 - Every value is NFKC-normalised and stripped; an empty result is missing. Numbers may
