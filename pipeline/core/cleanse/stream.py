@@ -7,8 +7,9 @@ to a ``Sink`` as they are made instead of returned:
 1. Every batch of ``ExportStream.batches`` is parsed and judged by the same functions as
    ``cleanse`` (``parse_columns``, ``RULES``, ``rejections``, ``cleansed``). Its rejected
    rows are final (with their raw JSON); its other rows are cleansed, but ``duplicate``
-   needs the whole export. Both go to a spill directory (arrow IPC, uncompressed, one
-   pair of files per response file), the eligible rows with their raw values. What
+   needs the whole export. Both go to a spill directory (arrow IPC, uncompressed, three
+   files per response file), with the batch's raw values as parsed (for the raw JSON of
+   the rows that turn out to be duplicates). What
    stays in memory per eligible row is what ``duplicate`` and the summary need: the keyed
    hash (16 bytes), cohort, ``submitted_at`` and a bit per share column answered.
 2. ``duplicate`` is decided on those keys (``Groups``, as in ``cleanse``); then the spill
@@ -46,13 +47,13 @@ from pipeline.core.cleanse.contract import (
 from pipeline.core.cleanse.output import cleansed, raw_json, rejections
 from pipeline.core.cleanse.respondents import Groups, Respondents
 from pipeline.core.cleanse.rules import RULES, reason_bits
-from pipeline.core.rawdata import repeated_text, take_table_rows
+from pipeline.core.rawdata import repeated_text
 from pipeline.core.rawdata.stream import Batch, ExportStream
 from pipeline.errors import ConfigError
 
 REJECTIONS = "rejections"
+_SPILLS = ("rejected", "eligible", "raw")  # per response file, a batch each per batch read
 _POSITION = "_position"  # a row's place in its batch (merging the rejections)
-_RAW = "raw."  # spilled raw values of the eligible rows
 
 
 def cohort_output(code: str) -> str:
@@ -75,6 +76,7 @@ class _File:
 
     rejected: Path
     eligible: Path
+    raw: Path
     rows: int = 0
     batches: int = 0
     keys: list[dict[str, np.ndarray]] = field(default_factory=list)
@@ -99,7 +101,7 @@ def cleanse_stream(
                 for writer in writers.pop(batch.file, ()):
                     writer.close()
                 files[batch.file] = _File(
-                    spill / f"{batch.file}.rejected.arrow", spill / f"{batch.file}.eligible.arrow"
+                    *(spill / f"{batch.file}.{kind}.arrow" for kind in _SPILLS)
                 )
             if batch.restart:
                 continue
@@ -109,9 +111,11 @@ def cleanse_stream(
                 writers[batch.file] = (
                     pa.ipc.new_stream(str(part.rejected), judged.rejected.schema),
                     pa.ipc.new_stream(str(part.eligible), judged.eligible.schema),
+                    pa.ipc.new_stream(str(part.raw), batch.table.schema),
                 )
             writers[batch.file][0].write_batch(_one_batch(judged.rejected))
             writers[batch.file][1].write_batch(_one_batch(judged.eligible))
+            writers[batch.file][2].write_batch(_one_batch(batch.table))  # as parsed: no copy
             part.keys.append(judged.keys)
             part.batches += 1
             part.rows += judged.rows
@@ -161,14 +165,16 @@ def cleanse_stream(
         for i in order:
             eligible = pa.ipc.open_stream(pa.OSFile(str(files[i].eligible)))
             rejected = pa.ipc.open_stream(pa.OSFile(str(files[i].rejected)))
+            raw = pa.ipc.open_stream(pa.OSFile(str(files[i].raw)))
             for _ in range(files[i].batches):
                 spilled = pa.Table.from_batches([eligible.read_next_batch()])
                 dropped = superseded[at : at + spilled.num_rows]
                 cohort = keys["cohort"][at : at + spilled.num_rows]
                 at += spilled.num_rows
                 other = pa.Table.from_batches([rejected.read_next_batch()])
+                values = raw.read_next_batch()
                 done, pending[:] = pending, []
-                _emit(stream, i, spilled, dropped, cohort, other, codes, schemas, write)
+                _emit(stream, i, spilled, dropped, cohort, other, values, codes, schemas, write)
                 for job in done:  # at most one batch's writes wait (bounded memory)
                     job.result()
         for job in pending:
@@ -223,10 +229,7 @@ def _judge(
     mask = reason_bits(flags)
     rejected_rows, eligible = np.flatnonzero(mask), np.flatnonzero(mask == 0)
     rejected = pool.submit(rejections, parsed, mask, rejected_rows)
-    raw_taken = pool.submit(take_table_rows, pa.table(raw), eligible)
     kept = cleansed(parsed, eligible, pool)
-    for name, column in zip(stream.columns, raw_taken.result().columns, strict=True):
-        kept = kept.append_column(_RAW + name, column)
     kept = kept.append_column(_POSITION, pa.array(eligible))
     present = np.zeros((n, len(stream.share_columns)), dtype=bool)
     for j, column in enumerate(parsed.shares.columns):
@@ -311,6 +314,7 @@ def _emit(
     dropped: np.ndarray,
     cohort: np.ndarray,
     rejected: pa.Table,
+    raw: pa.RecordBatch,
     codes: pa.Array,
     schemas: list[pa.Schema],
     write: Callable[[str, pa.Table], None],
@@ -329,7 +333,8 @@ def _emit(
     )
     if dropped.any():
         rows = np.flatnonzero(dropped)
-        raw = {name: kept.column(_RAW + name) for name in stream.columns}
+        at = kept.column(_POSITION).to_numpy()[rows]  # in the batch as read
+        values = {name: raw.column(name) for name in stream.columns}
         duplicates = pa.table(
             {
                 "cohort": kept.column("cohort").take(rows),
@@ -337,7 +342,7 @@ def _emit(
                 "reasons": repeated_text("duplicate", len(rows)),
                 "source_file": kept.column("source_file").take(rows),
                 "source_row": kept.column("source_row").take(rows),
-                "raw": raw_json(raw, rows, kept.column("respondent_key").take(rows).chunk(0)),
+                "raw": raw_json(values, at, kept.column("respondent_key").take(rows).chunk(0)),
                 _POSITION: kept.column(_POSITION).take(rows),
             }
         )
