@@ -95,9 +95,13 @@ def cleanse_stream(
     codes = cohort_codes(stream.cohorts)
     files: dict[int, _File] = {}
     writers: dict[int, tuple[pa.ipc.RecordBatchStreamWriter, ...]] = {}
-    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
+    # the spill is written by a thread of its own (writing waits on the disk, not the CPU),
+    # at most a batch behind
+    with ThreadPoolExecutor(max_workers=_WORKERS) as pool, ThreadPoolExecutor(1) as spiller:
+        spilling: list[Future[None]] = []
         for batch in stream.batches():
             if batch.restart or batch.file not in files:  # (again) from the file's start
+                _wait(spilling)
                 for writer in writers.pop(batch.file, ()):
                     writer.close()
                 files[batch.file] = _File(
@@ -113,9 +117,12 @@ def cleanse_stream(
                     pa.ipc.new_stream(str(part.eligible), judged.eligible.schema),
                     pa.ipc.new_stream(str(part.raw), batch.table.schema),
                 )
-            writers[batch.file][0].write_batch(_one_batch(judged.rejected))
-            writers[batch.file][1].write_batch(_one_batch(judged.eligible))
-            writers[batch.file][2].write_batch(_one_batch(batch.table))  # as parsed: no copy
+            pieces = (judged.rejected, judged.eligible, batch.table)  # raw: as parsed
+            _wait(spilling)
+            spilling += [
+                spiller.submit(writer.write_batch, _one_batch(piece))
+                for writer, piece in zip(writers[batch.file], pieces, strict=True)
+            ]
             part.keys.append(judged.keys)
             part.batches += 1
             part.rows += judged.rows
@@ -126,6 +133,7 @@ def cleanse_stream(
             # arrow's allocator keeps freed blocks for reuse; given back, the batches'
             # memory does not add up over the export
             pa.default_memory_pool().release_unused()
+        _wait(spilling)
         for pair in writers.values():
             for writer in pair:
                 writer.close()
@@ -249,6 +257,13 @@ def _judge(
         counts=np.bincount(np.where(cohort < 0, len(codes), cohort), minlength=len(codes) + 1),
         flagged={reason: int(np.count_nonzero(flags[reason])) for reason in RULES},
     )
+
+
+def _wait(jobs: list[Future[None]]) -> None:
+    """Wait for ``jobs`` (raising their errors), and forget them."""
+    for job in jobs:
+        job.result()
+    jobs.clear()
 
 
 def _one_batch(table: pa.Table) -> pa.RecordBatch:
