@@ -8,7 +8,10 @@ then in this one process measures, as the median of ``repeats`` runs:
   least any CSV reader of these files has to do;
 - ``cleanse_s``: what ``CleanseSurvey`` does end to end: ``ExportStream`` + ``cleanse_stream``
   (the export read and cleansed a batch at a time), the outputs written as Parquet
-  through the task's ``ParquetOutputs`` into a scratch directory.
+  through the task's ``ParquetOutputs`` into a scratch directory (until 2026-11-30 this
+  was ``read_raw_export`` + ``cleanse`` in memory, nothing written);
+- ``unwritten_s``: the same with the outputs made but not encoded or written
+  (``unwritten_ratio`` = unwritten_s / pyarrow_parse_s): what the Parquet encoding costs.
 
 ``ratio`` = cleanse_s / pyarrow_parse_s (target: at most 2); the single runs are listed
 too (``*_runs_s``, in order; the first run of a process also warms it up). ``peak_rss_mib`` is
@@ -96,10 +99,14 @@ def _run(rows: int, out_dir: Path, repeats: int, extra_rows: int) -> dict[str, A
     def read_and_cleanse() -> None:
         _cleanse_into(raw_dir, out_dir)
 
+    def without_writing() -> None:
+        _cleanse_into(raw_dir, out_dir, write=False)
+
     # interleaved, so that a slower spell of a shared machine hits both alike
     load_before = os.getloadavg()[0]
-    parse_runs, cleanse_runs, parse_cpu, cleanse_cpu = [], [], [], []
+    parse_runs, cleanse_runs, parse_cpu, cleanse_cpu, unwritten_runs = [], [], [], [], []
     for _ in range(repeats):
+        unwritten_runs += _timed(without_writing, 1)
         cpu = _cpu_s()
         parse_runs += _timed(parse, 1)
         parse_cpu.append(_cpu_s() - cpu)
@@ -121,6 +128,8 @@ def _run(rows: int, out_dir: Path, repeats: int, extra_rows: int) -> dict[str, A
         "ratio": round(cleanse_s / parse_s, 2),
         "pyarrow_parse_runs_s": [round(t, 3) for t in parse_runs],
         "cleanse_runs_s": [round(t, 3) for t in cleanse_runs],
+        "unwritten_s": round(statistics.median(unwritten_runs), 3),
+        "unwritten_ratio": round(statistics.median(unwritten_runs) / parse_s, 2),
         "target_ratio": TARGET_RATIO,
         "meets_target": cleanse_s / parse_s <= TARGET_RATIO,
         "pyarrow_rows_per_s": round(n / parse_s),
@@ -200,16 +209,30 @@ def _measure_once(raw_dir: Path, parse: bool = False) -> dict[str, float]:
     return json.loads(done.stdout)
 
 
-def _cleanse_into(raw_dir: Path, out_dir: Path) -> None:
-    """What ``CleanseSurvey.run`` does with the export, outputs into a scratch directory."""
+def _cleanse_into(raw_dir: Path, out_dir: Path, write: bool = True) -> None:
+    """What ``CleanseSurvey.run`` does with the export, outputs into a scratch directory
+    (without ``write``, the outputs are made and dropped: no Parquet encoding)."""
     with (
         tempfile.TemporaryDirectory(prefix="outputs-", dir=out_dir) as outputs,
         tempfile.TemporaryDirectory(prefix="spill-", dir=out_dir) as spill,
         contextlib.ExitStack() as stack,
     ):
-        sink = ParquetOutputs(Layout(outputs, "2026-01-01"), stack)
+        sink = ParquetOutputs(Layout(outputs, "2026-01-01"), stack) if write else _Dropped()
         cleanse_stream(ExportStream(raw_dir), CleanseRules(), _KEY, sink, Path(spill))
         sink.close()
+
+
+class _Dropped:
+    """A sink that keeps nothing."""
+
+    def open(self, name: str, schema: object) -> None:
+        pass
+
+    def write(self, name: str, table: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _peak_rss_mib() -> float:
