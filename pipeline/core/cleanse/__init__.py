@@ -199,7 +199,7 @@ def parse_columns(
         name: pool.submit(coded, raw[name])
         for name in ("attention_check", "specialty", "region", "facility_type")
     }
-    shares = [pool.submit(Numbers.parse, raw[name]) for name in share_columns]
+    shares = pool.submit(Numbers.parse_many, [raw[name] for name in share_columns])
     runs = pool.submit(Runs, source_file)
     return Parsed(
         raw=raw,
@@ -213,7 +213,7 @@ def parse_columns(
         submitted=Times(*submitted.result()),
         patients=patients.result(),
         share_columns=share_columns,
-        shares=Shares.combine([job.result() for job in shares], n),
+        shares=Shares.combine(shares.result(), n),
         source_file=runs.result(),
         source_row=source_row,
     )
