@@ -166,3 +166,36 @@ def test_outputs_land_only_when_every_one_is_complete(tmp_path: Path) -> None:
         sink.close()
     written = Path(layout.cohort_input("diabetes")).read_bytes()
     assert pq.read_table(io.BytesIO(written)).to_pandas()["cohort"].tolist() == ["a"]
+
+
+def _rows(count: int) -> str:
+    return "".join(_row(i, f"D{i % 5}") for i in range(count))
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"a.csv": HEADER.encode(), "b.csv": (HEADER + _row(1, "D1")).encode()},
+        {"a.csv": HEADER.encode()},
+        {"a.csv": (HEADER + _rows(50)).replace("\n", "\r\n").encode("utf-8-sig")},
+        {"a.csv": (HEADER + _rows(50)).rstrip("\n").encode()},
+        {"a.csv": (HEADER + _rows(50) + "\n\n").encode()},
+        {
+            "a.csv": (HEADER.replace(",share_b\n", ",note\n") + _rows(5)).encode(),
+            "b.csv": (HEADER + _row(9, "D1")).encode("cp932"),
+        },
+    ],
+    ids=[
+        "header only",
+        "no rows at all",
+        "crlf and bom",
+        "no final newline",
+        "blank lines",
+        "files with different columns",
+    ],
+)
+def test_edge_cases_stream_to_the_reference_outputs(
+    files: dict[str, bytes], tmp_path: Path
+) -> None:
+    _export(tmp_path / "raw", files)
+    _assert_same_as_reference(tmp_path / "raw", tmp_path)
