@@ -199,3 +199,22 @@ def test_edge_cases_stream_to_the_reference_outputs(
 ) -> None:
     _export(tmp_path / "raw", files)
     _assert_same_as_reference(tmp_path / "raw", tmp_path)
+
+
+def test_an_error_while_writing_an_output_stops_the_cleansing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streaming, "BATCH_BYTES", 16 << 10)
+    generate(tmp_path / "raw", respondents=500, seed=5)
+
+    class Full(MemorySink):
+        def write(self, name: str, table: pa.Table) -> None:
+            if sum(t.num_rows for t in self.tables[name]) > 100:
+                raise OSError("No space left on device")
+            super().write(name, table)
+
+    (tmp_path / "spill").mkdir()
+    with pytest.raises(OSError, match="No space left"):
+        cleanse_stream(
+            ExportStream(tmp_path / "raw"), CleanseRules(), KEY, Full(), tmp_path / "spill"
+        )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -171,22 +172,23 @@ def cleanse_stream(
             pending.append(writer.submit(sink.write, name, table))
 
         for i in order:
-            eligible = pa.ipc.open_stream(pa.OSFile(str(files[i].eligible)))
-            rejected = pa.ipc.open_stream(pa.OSFile(str(files[i].rejected)))
-            raw = pa.ipc.open_stream(pa.OSFile(str(files[i].raw)))
-            for _ in range(files[i].batches):
-                spilled = pa.Table.from_batches([eligible.read_next_batch()])
-                dropped = superseded[at : at + spilled.num_rows]
-                cohort = keys["cohort"][at : at + spilled.num_rows]
-                at += spilled.num_rows
-                other = pa.Table.from_batches([rejected.read_next_batch()])
-                values = raw.read_next_batch()
-                done, pending[:] = pending, []
-                _emit(stream, i, spilled, dropped, cohort, other, values, codes, schemas, write)
-                for job in done:  # at most one batch's writes wait (bounded memory)
-                    job.result()
-        for job in pending:
-            job.result()
+            with ExitStack() as opened:
+                eligible, rejected, raw = (
+                    pa.ipc.open_stream(opened.enter_context(pa.OSFile(str(path))))
+                    for path in (files[i].eligible, files[i].rejected, files[i].raw)
+                )
+                for _ in range(files[i].batches):
+                    spilled = pa.Table.from_batches([eligible.read_next_batch()])
+                    dropped = superseded[at : at + spilled.num_rows]
+                    cohort = keys["cohort"][at : at + spilled.num_rows]
+                    at += spilled.num_rows
+                    other = pa.Table.from_batches([rejected.read_next_batch()])
+                    values = raw.read_next_batch()
+                    earlier = list(pending)
+                    pending.clear()
+                    _emit(stream, i, spilled, dropped, cohort, other, values, codes, schemas, write)
+                    _wait(earlier)  # at most two batches' writes in flight (bounded memory)
+        _wait(pending)
 
     labels = _labels(stream, codes)
     return {
