@@ -53,6 +53,10 @@ from pipeline.core.rawdata.stream import Batch, ExportStream
 from pipeline.errors import ConfigError
 
 REJECTIONS = "rejections"
+# The spill takes about 5x the export's size on disk (the raw values with arrow's offsets,
+# the cleansed rows with every share column); compression="lz4" cuts that to about 1.7x
+# for about a tenth more time (measured on the 1 M-row sample export, 2 cores).
+SPILL_OPTIONS = pa.ipc.IpcWriteOptions(compression=None)
 _SPILLS = ("rejected", "eligible", "raw")  # per response file, a batch each per batch read
 _POSITION = "_position"  # a row's place in its batch (merging the rejections)
 
@@ -113,10 +117,13 @@ def cleanse_stream(
             judged = _judge(batch, stream, codes, rules, key, pool)
             part = files[batch.file]
             if batch.file not in writers:
-                writers[batch.file] = (
-                    pa.ipc.new_stream(str(part.rejected), judged.rejected.schema),
-                    pa.ipc.new_stream(str(part.eligible), judged.eligible.schema),
-                    pa.ipc.new_stream(str(part.raw), batch.table.schema),
+                writers[batch.file] = tuple(
+                    pa.ipc.new_stream(str(path), schema, options=SPILL_OPTIONS)
+                    for path, schema in (
+                        (part.rejected, judged.rejected.schema),
+                        (part.eligible, judged.eligible.schema),
+                        (part.raw, batch.table.schema),
+                    )
                 )
             pieces = (judged.rejected, judged.eligible, batch.table)  # raw: as parsed
             _wait(spilling)
