@@ -4,14 +4,19 @@ rejections, summary and the run date's input pin."""
 from __future__ import annotations
 
 import difflib
+import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 import luigi
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline import config, faults, metrics, storage
 from pipeline.core import rawdata
-from pipeline.core.cleanse import CleanseRules, cleanse
+from pipeline.core.cleanse import CleanseRules
+from pipeline.core.cleanse.stream import REJECTIONS, cleanse_stream
 from pipeline.errors import InputError, PinnedInputsError
 from pipeline.layout import Layout
 from pipeline.tasks.base import RunDateTask
@@ -45,7 +50,8 @@ class CleanseSurvey(RunDateTask):
     """Reads every raw CSV of ``raw`` as delivered and writes, under ``<run_date>/cleanse/``:
     ``cohorts/<code>.parquet`` per cohort (the program's input), ``frame.csv``,
     ``rejections.parquet``, ``inputs.json`` (the raw files' checksums: the run date's pin)
-    and ``summary.json`` (last)."""
+    and ``summary.json`` (last). The export is cleansed a batch at a time
+    (``cleanse_stream``): memory stays bounded whatever its size."""
 
     raw = RawParameter(default="", description="Raw export directory.")
 
@@ -60,28 +66,66 @@ class CleanseSurvey(RunDateTask):
 
     def run(self) -> None:
         self.report(f"reading {self.raw}", progress=0)
-        export = rawdata.read_raw_export(Path(self.raw))
-        self.report(f"cleansing {len(export.responses):,} rows", progress=30)
-        result = cleanse(export, cleansing_rules(), config.respondent_key())
-        self.report("writing cleansed rows per cohort", progress=70)
+        export = rawdata.ExportStream(Path(self.raw))
+        self.report("cleansing the responses batch by batch", progress=10)
         layout = self.layout
-        storage.write_json(layout.cleanse("inputs.json"), export.files)
-        share_columns = [c for c in result.cleansed.columns if c.startswith("share_")]
-        for code in export.cohorts["code"]:
-            rows = result.cleansed[result.cleansed["cohort"] == code]
-            # A cohort's treatments are the share columns its respondents answered.
-            unused = [c for c in share_columns if rows[c].isna().all()]
-            storage.write_parquet(layout.cohort_input(code), rows.drop(columns=unused))
-            faults.point("cleanse.cohort")
+        # Every output is written as it is made, into an atomic target that lands only when
+        # closed: a failed or killed cleansing leaves none of its files claimed as done.
+        with tempfile.TemporaryDirectory(prefix="cleanse-spill-") as spill, ExitStack() as stack:
+            sink = ParquetOutputs(layout, stack)
+            key = config.respondent_key()
+            summary = cleanse_stream(export, cleansing_rules(), key, sink, Path(spill))
+            # the pin first, as the files were read: then the outputs land
+            storage.write_json(layout.cleanse("inputs.json"), export.checksums)
+            self.report("writing cleansed rows per cohort", progress=90)
+            sink.close()
         storage.write_bytes(layout.cleanse("frame.csv"), export.frame.to_csv(index=False).encode())
-        storage.write_parquet(layout.cleanse("rejections.parquet"), result.rejections)
-        storage.write_json(layout.cleanse("summary.json"), result.summary)
-        metrics.record_cleanse(result.summary)
+        storage.write_json(layout.cleanse("summary.json"), summary)
+        metrics.record_cleanse(summary)
         self.report(
-            f"{result.summary['raw_rows']:,} rows: {result.summary['cleansed_rows']:,} cleansed, "
-            f"{result.summary['rejected_rows']:,} rejected",
+            f"{summary['raw_rows']:,} rows: {summary['cleansed_rows']:,} cleansed, "
+            f"{summary['rejected_rows']:,} rejected",
             progress=100,
         )
+
+
+DICTIONARY_COLUMNS = frozenset(
+    ("cohort", "specialty", "region", "facility_type", "attention_check", "reasons", "source_file")
+)
+
+
+class ParquetOutputs:
+    """``cleanse_stream``'s sink: a Parquet writer per output (``cohorts/<code>.parquet``,
+    ``rejections.parquet``), each into an atomic target. ``close`` lands them, the cohorts
+    first; until then (and on an error) none of them exists."""
+
+    def __init__(self, layout: Layout, stack: ExitStack) -> None:
+        self.layout, self.stack = layout, stack
+        self.writers: dict[str, pq.ParquetWriter] = {}
+
+    def open(self, name: str, schema: pa.Schema) -> None:
+        if name == REJECTIONS:
+            uri = self.layout.cleanse("rejections.parquet")
+        else:
+            uri = self.layout.cohort_input(name.removeprefix("cohorts/"))
+        handle = self.stack.enter_context(storage.target(uri).open("w"))
+        # the schema pandas would write, so that readers get the frame pandas wrote before
+        pandas = pa.Schema.from_pandas(schema.empty_table().to_pandas(), preserve_index=False)
+        # dictionary pages only for the columns of few values (ids and JSON are unique: trying
+        # a dictionary for them costs time and is dropped anyway)
+        few = [c for c in schema.names if c in DICTIONARY_COLUMNS]
+        self.writers[name] = pq.ParquetWriter(
+            handle, schema.with_metadata(pandas.metadata), use_dictionary=few
+        )
+
+    def write(self, name: str, table: pa.Table) -> None:
+        self.writers[name].write_table(table)
+
+    def close(self) -> None:
+        for name, writer in self.writers.items():
+            writer.close()  # closes the target too: it lands
+            if name != REJECTIONS:
+                faults.point("cleanse.cohort")
 
 
 def check_pinned(layout: Layout, raw: str) -> None:

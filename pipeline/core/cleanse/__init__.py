@@ -10,6 +10,10 @@ chunk by chunk over arrow's chunks (a column is never joined into one buffer); A
 read straight from the bytes, and Python only touches distinct values (NFKC of non-ASCII
 text, time zone suffixes).
 
+``cleanse`` works on a whole ``RawExport`` in memory (the reference, and what tests use);
+``CleanseSurvey`` runs the same functions a batch at a time (``stream.cleanse_stream``:
+memory bounded whatever the export's size, the same outputs).
+
 Interpretation, where the contract leaves room:
 
 - Every value is NFKC-normalised and stripped; an empty result is missing. Numbers may
@@ -56,6 +60,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from pipeline.core.cleanse.contract import (
@@ -153,9 +158,35 @@ def _parse(export: RawExport, key: bytes, pool: ThreadPoolExecutor) -> Parsed:
     """
     df = export.responses
     raw = {name: as_chunked(df[name]) for name in df.columns if name not in SOURCE_COLUMNS}
-    share_columns = [c for c in export.share_columns if c.startswith(SHARE_PREFIX)]
-    codes = pa.array(export.cohorts["code"].astype(str).tolist(), pa.large_string())
-    n = len(df)
+    return parse_columns(
+        raw,
+        as_chunked(df["source_file"]),
+        df["source_row"].to_numpy(dtype=np.int64),
+        cohort_codes(export.cohorts),
+        export.share_columns,
+        key,
+        pool,
+    )
+
+
+def cohort_codes(cohorts: pd.DataFrame) -> pa.Array:
+    """The cohorts' codes, in file order (what ``Parsed.cohort_index`` points into)."""
+    return pa.array(cohorts["code"].astype(str).tolist(), pa.large_string())
+
+
+def parse_columns(
+    raw: dict[str, pa.ChunkedArray],
+    source_file: pa.ChunkedArray,
+    source_row: np.ndarray,
+    codes: pa.Array,
+    share_columns: list[str],
+    key: bytes,
+    pool: ThreadPoolExecutor,
+) -> Parsed:
+    """``_parse`` of response columns as delivered (``raw``: every column but the source
+    columns), of a whole export or of one batch of it."""
+    share_columns = [c for c in share_columns if c.startswith(SHARE_PREFIX)]
+    n = len(source_row)
 
     disease = pool.submit(diseases, raw["disease"], codes)
     respondent = pool.submit(respondent_hashes, raw["respondent_id"], key)
@@ -168,8 +199,8 @@ def _parse(export: RawExport, key: bytes, pool: ThreadPoolExecutor) -> Parsed:
         name: pool.submit(coded, raw[name])
         for name in ("attention_check", "specialty", "region", "facility_type")
     }
-    shares = [pool.submit(Numbers.parse, raw[name]) for name in share_columns]
-    source_file = pool.submit(Runs, as_chunked(df["source_file"]))
+    shares = pool.submit(Numbers.parse_many, [raw[name] for name in share_columns])
+    runs = pool.submit(Runs, source_file)
     return Parsed(
         raw=raw,
         response_id=response_id.result(),
@@ -182,7 +213,7 @@ def _parse(export: RawExport, key: bytes, pool: ThreadPoolExecutor) -> Parsed:
         submitted=Times(*submitted.result()),
         patients=patients.result(),
         share_columns=share_columns,
-        shares=Shares.combine([job.result() for job in shares], n),
-        source_file=source_file.result(),
-        source_row=df["source_row"].to_numpy(dtype=np.int64),
+        shares=Shares.combine(shares.result(), n),
+        source_file=runs.result(),
+        source_row=source_row,
     )

@@ -23,7 +23,8 @@ line breaks and decode columns while arrow parses. The parsed chunks are kept as
 
 The modules: ``schema`` (file names, columns), ``discovery`` (finding and hashing the
 files), ``encoding`` (UTF-8/CP932), ``parsing`` (one file with arrow), ``columns`` (arrow
-buffers), ``normalize`` (text and numbers) and ``export`` (the whole export).
+buffers), ``normalize`` (text and numbers), ``export`` (the whole export at once) and
+``stream`` (the response files in record batches, for cleansing in bounded memory).
 """
 
 from pipeline.core.rawdata.columns import (
@@ -54,6 +55,7 @@ from pipeline.core.rawdata.schema import (
     SHARE_PREFIX,
     SOURCE_COLUMNS,
 )
+from pipeline.core.rawdata.stream import ExportStream
 
 __all__ = [
     "COHORTS_FILE",
@@ -65,6 +67,7 @@ __all__ = [
     "SEGMENT_COLUMNS",
     "SHARE_PREFIX",
     "SOURCE_COLUMNS",
+    "ExportStream",
     "RawExport",
     "as_chunked",
     "as_text",

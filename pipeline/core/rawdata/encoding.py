@@ -71,11 +71,21 @@ def decode_column(
 
 
 def _decode_chunk(values: pa.Array, data: bytes | memoryview, file: str, encoding: str) -> pa.Array:
+    """``decode_chunk``; a value that does not decode makes the whole file's error
+    (``decode_bytes`` of ``data``), naming its line and byte offset."""
+    try:
+        return decode_chunk(values, encoding)
+    except UnicodeDecodeError:
+        decode_bytes(data, file)  # raises, naming the line and byte offset
+        raise
+
+
+def decode_chunk(values: pa.Array, encoding: str) -> pa.Array:
     """A ``large_binary`` array of ``encoding`` text as ``large_string``.
 
     ASCII values are the same bytes in UTF-8 and stay where they are; the distinct other
-    values are decoded once each. A value that does not decode makes the whole file's
-    error (``decode_bytes``), naming its line and byte offset.
+    values are decoded once each. Raises ``UnicodeDecodeError`` for a value that does not
+    decode.
     """
     text = pa.Array.from_buffers(
         pa.large_string(), len(values), values.buffers(), values.null_count, values.offset
@@ -91,11 +101,7 @@ def _decode_chunk(values: pa.Array, data: bytes | memoryview, file: str, encodin
         odd = np.flatnonzero(~pc.string_is_ascii(text).to_numpy(zero_copy_only=False))
     whole = len(odd) * 2 > len(values)
     encoded = (values if whole else values.take(pa.array(odd))).dictionary_encode()
-    try:
-        decoded = [value.decode(encoding) for value in encoded.dictionary.to_pylist()]
-    except UnicodeDecodeError:
-        decode_bytes(data, file)  # raises, naming the line and byte offset
-        raise
+    decoded = [value.decode(encoding) for value in encoded.dictionary.to_pylist()]
     fixed = pa.array(decoded, pa.large_string()).take(encoded.indices)
     return fixed if whole else splice(text, odd, fixed)
 

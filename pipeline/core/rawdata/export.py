@@ -84,16 +84,7 @@ def read_raw_export(raw_dir: Path) -> RawExport:
     kept) and in column order.
     """
     files = csv_files(raw_dir)
-    names = {rel for rel, _ in files}
-    for special in (COHORTS_FILE, FRAME_FILE):
-        nested = sorted(rel for rel in names if rel.endswith("/" + special))
-        if nested:
-            raise InputError(
-                f"{special} must sit at the top of the raw directory {raw_dir}, not below it",
-                file=nested[0],
-            )
-        if special not in names:
-            raise InputError(f"no {special} in the raw directory {raw_dir}", file=special)
+    special_files(raw_dir, {rel for rel, _ in files})
 
     # Arrow parses each file on all cores. Around it, two helper threads map the next
     # files, hash them (hashlib releases the GIL), count their line breaks and decode CP932
@@ -131,6 +122,20 @@ def read_raw_export(raw_dir: Path) -> RawExport:
     # reuse it, so it goes back to the system now
     pa.default_memory_pool().release_unused()
     return RawExport(responses, cohorts, frame, share_columns, digests)
+
+
+def special_files(raw_dir: Path, names: set[str]) -> None:
+    """Refuse an export without ``cohorts.csv`` and ``frame.csv`` at its top (or with a
+    copy below it)."""
+    for special in (COHORTS_FILE, FRAME_FILE):
+        nested = sorted(rel for rel in names if rel.endswith("/" + special))
+        if nested:
+            raise InputError(
+                f"{special} must sit at the top of the raw directory {raw_dir}, not below it",
+                file=nested[0],
+            )
+        if special not in names:
+            raise InputError(f"no {special} in the raw directory {raw_dir}", file=special)
 
 
 def _require(parsed: Parsed, columns: Iterable[str]) -> None:

@@ -1,0 +1,220 @@
+"""Streamed cleansing (``cleanse_stream`` over ``ExportStream``) against the reference:
+``cleanse(read_raw_export(...))`` on the same export gives the same summary, the same
+rejections in the same order and, per cohort, the same cleansed frame that
+``CleanseSurvey`` used to write (the unused share columns dropped)."""
+
+from __future__ import annotations
+
+import io
+from contextlib import ExitStack
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.core.cleanse import CleanseRules, cleanse
+from pipeline.core.cleanse.stream import REJECTIONS, cleanse_stream, cohort_output
+from pipeline.core.rawdata import ExportStream, read_raw_export
+from pipeline.core.rawdata import stream as streaming
+from pipeline.errors import InputError
+from pipeline.layout import Layout
+from pipeline.sampledata import generate
+from pipeline.tasks.cleanse import ParquetOutputs
+
+KEY = b"test-key-not-a-secret"
+
+
+class MemorySink:
+    """Collects what ``cleanse_stream`` writes, checking every piece against its schema."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, pa.Schema] = {}
+        self.tables: dict[str, list[pa.Table]] = {}
+
+    def open(self, name: str, schema: pa.Schema) -> None:
+        assert name not in self.schemas
+        self.schemas[name], self.tables[name] = schema, []
+
+    def write(self, name: str, table: pa.Table) -> None:
+        assert table.schema.equals(self.schemas[name]), name
+        self.tables[name].append(table)
+
+    def frame(self, name: str) -> pd.DataFrame:
+        pieces = [b for table in self.tables[name] for b in table.to_batches()]
+        return pa.Table.from_batches(pieces, self.schemas[name]).to_pandas()
+
+
+def _streamed(raw: Path, tmp_path: Path) -> tuple[dict, MemorySink]:
+    sink = MemorySink()
+    spill = tmp_path / "spill"
+    spill.mkdir(exist_ok=True)
+    summary = cleanse_stream(ExportStream(raw), CleanseRules(), KEY, sink, spill)
+    return summary, sink
+
+
+def _assert_same_as_reference(raw: Path, tmp_path: Path) -> dict:
+    summary, sink = _streamed(raw, tmp_path)
+    reference = cleanse(read_raw_export(raw), CleanseRules(), KEY)
+    assert summary == reference.summary
+    pd.testing.assert_frame_equal(
+        sink.frame(REJECTIONS), reference.rejections.reset_index(drop=True)
+    )
+    shares = [c for c in reference.cleansed.columns if c.startswith("share_")]
+    assert set(sink.schemas) == {REJECTIONS, *map(cohort_output, summary["cohorts"])}
+    for code in summary["cohorts"]:
+        rows = reference.cleansed[reference.cleansed["cohort"] == code]
+        expected = rows.drop(columns=[c for c in shares if rows[c].isna().all()])
+        pd.testing.assert_frame_equal(
+            sink.frame(cohort_output(code)), expected.reset_index(drop=True)
+        )
+    return summary
+
+
+@pytest.mark.parametrize("batch_bytes", [streaming.BATCH_BYTES, 16 << 10])
+def test_the_sample_export_streams_to_the_reference_outputs(
+    batch_bytes: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streaming, "BATCH_BYTES", batch_bytes)  # small: many batches a file
+    generate(tmp_path / "raw", respondents=1500, seed=3)
+    summary = _assert_same_as_reference(tmp_path / "raw", tmp_path)
+    assert summary["rejections_by_reason"]["duplicate"] > 0
+    assert summary["cleansed_rows"] > 0
+
+
+def _export(raw: Path, responses: dict[str, bytes]) -> None:
+    (raw / "responses").mkdir(parents=True)
+    (raw / "cohorts.csv").write_text("code,label\ndiabetes,糖尿病\nasthma,喘息\n")
+    (raw / "frame.csv").write_text(
+        "specialty,region,facility_type,n_physicians\n内科,関東,病院,10\n"
+    )
+    for name, data in responses.items():
+        (raw / "responses" / name).write_bytes(data)
+
+
+HEADER = (
+    "response_id,respondent_id,disease,specialty,region,facility_type,started_at,"
+    "submitted_at,n_patients,attention_check,share_a,share_b\n"
+)
+
+
+def _row(i: int, respondent: str, note: str = "") -> str:
+    return (
+        f"R{i},{respondent},diabetes,内科,関東,病院,2024-06-01T10:00:00,"
+        f"2024-06-01T10:{10 + i % 40:02d}:00,{i % 50},3,60,40{note}\n"
+    )
+
+
+def test_a_cp932_file_that_starts_as_ascii_is_read_again_as_cp932(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streaming, "BATCH_BYTES", 16 << 10)
+    ascii_rows = "".join(
+        _row(i, f"D{i % 700}").replace("内科,関東,病院", "im,kanto,h") for i in range(1500)
+    )
+    late = "".join(_row(i, f"D{i}") for i in range(1500, 1600))  # Japanese: CP932 bytes
+    data = (HEADER + ascii_rows + late).encode("cp932")
+    assert len(HEADER + ascii_rows) > 1 << 16  # past what decides the encoding up front
+    _export(tmp_path / "raw", {"wave1.csv": data})
+    summary = _assert_same_as_reference(tmp_path / "raw", tmp_path)
+    assert summary["raw_rows"] == 1600
+
+
+def test_source_rows_count_lines_of_values_that_span_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streaming, "BATCH_BYTES", 16 << 10)
+    rows = [_row(i, f"D{i % 300}") for i in range(800)]
+    rows[400] = rows[400].replace(",3,60,40", ',"3\n",60,40')  # a line break inside a value
+    rows.insert(600, "\n")  # and a blank line
+    _export(tmp_path / "raw", {"wave1.csv": (HEADER + "".join(rows)).encode()})
+    summary, sink = _streamed(tmp_path / "raw", tmp_path)
+    _assert_same_as_reference(tmp_path / "raw", tmp_path)
+    cleansed = sink.frame(cohort_output("diabetes"))
+    assert cleansed["source_row"].iloc[-1] == 2 + 800 + 1  # one more line each
+    assert summary["raw_rows"] == 800
+
+
+def test_a_malformed_record_in_a_later_batch_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streaming, "BATCH_BYTES", 16 << 10)
+    rows = [_row(i, f"D{i}") for i in range(900)]
+    rows[700] = rows[700].replace(",3,60,40", ",3,60")
+    _export(tmp_path / "raw", {"wave1.csv": (HEADER + "".join(rows)).encode()})
+    with pytest.raises(InputError, match=r"wave1\.csv, row 702: malformed CSV line"):
+        _streamed(tmp_path / "raw", tmp_path)
+
+
+def test_outputs_land_only_when_every_one_is_complete(tmp_path: Path) -> None:
+    layout = Layout(str(tmp_path / "work"), "2026-11-22")
+    schema = pa.schema([("cohort", pa.large_string())])
+    with pytest.raises(InputError), ExitStack() as stack:
+        sink = ParquetOutputs(layout, stack)
+        sink.open(cohort_output("diabetes"), schema)
+        sink.open(REJECTIONS, schema)
+        sink.write(cohort_output("diabetes"), pa.table({"cohort": pa.array(["a"], schema[0].type)}))
+        raise InputError("a later file is malformed")
+    # nothing landed under its own name (luigi removes its temporary files once dropped)
+    assert not [p for p in (tmp_path / "work").rglob("*.parquet") if p.is_file()]
+
+    with ExitStack() as stack:
+        sink = ParquetOutputs(layout, stack)
+        sink.open(cohort_output("diabetes"), schema)
+        sink.write(cohort_output("diabetes"), pa.table({"cohort": pa.array(["a"], schema[0].type)}))
+        sink.close()
+    written = Path(layout.cohort_input("diabetes")).read_bytes()
+    assert pq.read_table(io.BytesIO(written)).to_pandas()["cohort"].tolist() == ["a"]
+
+
+def _rows(count: int) -> str:
+    return "".join(_row(i, f"D{i % 5}") for i in range(count))
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"a.csv": HEADER.encode(), "b.csv": (HEADER + _row(1, "D1")).encode()},
+        {"a.csv": HEADER.encode()},
+        {"a.csv": (HEADER + _rows(50)).replace("\n", "\r\n").encode("utf-8-sig")},
+        {"a.csv": (HEADER + _rows(50)).rstrip("\n").encode()},
+        {"a.csv": (HEADER + _rows(50) + "\n\n").encode()},
+        {
+            "a.csv": (HEADER.replace(",share_b\n", ",note\n") + _rows(5)).encode(),
+            "b.csv": (HEADER + _row(9, "D1")).encode("cp932"),
+        },
+    ],
+    ids=[
+        "header only",
+        "no rows at all",
+        "crlf and bom",
+        "no final newline",
+        "blank lines",
+        "files with different columns",
+    ],
+)
+def test_edge_cases_stream_to_the_reference_outputs(
+    files: dict[str, bytes], tmp_path: Path
+) -> None:
+    _export(tmp_path / "raw", files)
+    _assert_same_as_reference(tmp_path / "raw", tmp_path)
+
+
+def test_an_error_while_writing_an_output_stops_the_cleansing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streaming, "BATCH_BYTES", 16 << 10)
+    generate(tmp_path / "raw", respondents=500, seed=5)
+
+    class Full(MemorySink):
+        def write(self, name: str, table: pa.Table) -> None:
+            if sum(t.num_rows for t in self.tables[name]) > 100:
+                raise OSError("No space left on device")
+            super().write(name, table)
+
+    (tmp_path / "spill").mkdir()
+    with pytest.raises(OSError, match="No space left"):
+        cleanse_stream(
+            ExportStream(tmp_path / "raw"), CleanseRules(), KEY, Full(), tmp_path / "spill"
+        )
