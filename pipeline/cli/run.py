@@ -100,9 +100,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=4,
+        default=16,
         help="tasks that work at once, each in a thread of this process: cleansing, data "
-        "checks, validation, ingest (default 4); program runs only wait and take none: "
+        "checks, validation, ingest (default 16: in a cloud run they mostly wait for S3); "
+        "program runs only wait and take none: "
         "[resources] model_slots bounds local programs, [ecs]/[batch] max_running cloud ones",
     )
     parser.add_argument(
