@@ -110,11 +110,15 @@ class DuckDBWarehouse:
     def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """A connection of its own to the file, waiting while another process holds its
         write lock (``_session`` is what this class's reads and loads use)."""
-        if read_only and not self.path.exists():
-            raise WarehouseError(f"{self.path}: warehouse does not exist yet (nothing ingested)")
+        self._require(read_only=read_only)
         con = self._open(read_only=read_only)
         con.execute("SET TimeZone = 'UTC'")
         return con
+
+    def _require(self, *, read_only: bool) -> None:
+        """A reader needs the file: it is made by the first load, never by a read."""
+        if read_only and not self.path.exists():
+            raise WarehouseError(f"{self.path}: warehouse does not exist yet (nothing ingested)")
 
     def _open(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,10 +216,7 @@ class DuckDBWarehouse:
         process, and each reopening costs a catalog read and a checkpoint. Else one of
         its own, closed at the end."""
         if connections.is_shared():
-            if read_only and not self.path.exists():
-                raise WarehouseError(
-                    f"{self.path}: warehouse does not exist yet (nothing ingested)"
-                )
+            self._require(read_only=read_only)
             with connections.borrow(str(self.path), self._open) as (con, entry):
                 con.execute("SET TimeZone = 'UTC'")
                 yield con, entry
