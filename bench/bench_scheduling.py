@@ -93,6 +93,7 @@ def _luigid(root: Path) -> Iterator[tuple[str, psutil.Process]]:
 
 def _run(root: Path, raw: Path, date: str, *, url: str | None, default_waits: bool) -> dict:
     """One `pipeline run`; wall time and the sum of task run times (timing records)."""
+    root.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PIPELINE_HOME": str(root), "PIPELINE_RESPONDENT_KEY": "bench",
            "DD_AGENT_HOST": "", "PIPELINE_STORAGE_ROOT": "", "PIPELINE_WAREHOUSE": ""}  # fmt: skip
     if default_waits:
@@ -180,14 +181,19 @@ def run() -> dict[str, object]:
                 if scheduler == "luigid":
                     url, _server = stack.enter_context(_luigid(root / "l-scale"))
                 n = SCALE_POINT
-                wall = _run(root, _raw(root, n), f"2026-04-{next(day):02d}", url=url,
+                # Each width in a home of its own: the data-quality gate compares a
+                # cohort's rows with its earlier deliveries, and every width has other
+                # cohort sizes (in one home it stops cohorts whose size changed).
+                wall = _run(root / f"scale-{scheduler}-{n}", _raw(root, n),
+                            f"2026-04-{next(day):02d}", url=url,
                             default_waits=False)["wall"]  # fmt: skip
                 points.append((n, wall))
                 print(f"{n} cohorts, {scheduler}: {wall:.1f}s", flush=True)
                 (n1, t1), (n2, t2) = points
                 slope = (t2 - t1) / (n2 - n1)
                 best = min(2000, max(10, int(n2 + (BUDGET - t2) / slope) // 10 * 10))
-                wall = _run(root, _raw(root, best), f"2026-04-{next(day):02d}", url=url,
+                wall = _run(root / f"scale-{scheduler}-{best}", _raw(root, best),
+                            f"2026-04-{next(day):02d}", url=url,
                             default_waits=False)["wall"]  # fmt: skip
                 points.append((best, wall))
                 print(f"{best} cohorts, {scheduler}: {wall:.1f}s", flush=True)
