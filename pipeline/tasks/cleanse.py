@@ -77,6 +77,7 @@ class CleanseSurvey(RunDateTask):
             summary = cleanse_stream(export, cleansing_rules(), key, sink, Path(spill))
             # the pin first, as the files were read: then the outputs land
             storage.write_json(layout.cleanse("inputs.json"), export.checksums)
+            faults.point("cleanse.pinned")
             self.report("writing cleansed rows per cohort", progress=90)
             sink.close()
         storage.write_bytes(layout.cleanse("frame.csv"), export.frame.to_csv(index=False).encode())

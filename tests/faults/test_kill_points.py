@@ -27,7 +27,8 @@ MODEL = "model/*/*"
 # (kind, where): "fault" = PIPELINE_FAULT point, "trigger" = kill when a new file matching
 # the glob (below the run date) appears.
 DUCKDB_CHAIN = [
-    ("trigger", "cleanse/inputs.json"),
+    # the pin lands milliseconds before the cleansed files: a watcher could come too late
+    ("fault", "cleanse.pinned"),
     ("fault", "cleanse.cohort"),
     ("trigger", "cleanse/summary.json"),
     ("trigger", f"{MODEL}/attempts/*/job.json"),
