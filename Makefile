@@ -25,6 +25,9 @@ $(RUN_STAMP): setup.cfg pyproject.toml programs/estimator/setup.cfg programs/est
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e . -e programs/estimator
+	@# An editable install compiles nothing: byte-compile now, as a wheel install does, so
+	@# that no run compiles the package again (with PYTHONDONTWRITEBYTECODE, every run would).
+	$(BIN)/python -m compileall -q pipeline
 	touch $@
 
 $(DEV_STAMP): $(RUN_STAMP)

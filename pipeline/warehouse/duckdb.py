@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pandas as pd
 
 from pipeline import faults
@@ -40,6 +40,11 @@ from pipeline.warehouse.shared import (
     variants_sql,
     view_statements,
 )
+
+if TYPE_CHECKING:
+    # the module itself is imported where a connection is made: `pipeline run` checks its
+    # warehouse URI before any task runs, and DuckDB's import is not needed for that
+    import duckdb
 
 _TYPES = {
     "STRING": "VARCHAR",
@@ -72,24 +77,32 @@ def run_bigquery_sql(
     con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None = None
 ) -> pd.DataFrame:
     """Run BigQuery-dialect SQL (one statement or a script) on ``con``, transpiled by
-    sqlglot; ``@name`` query parameters come from ``params``. Returns the result of the
-    last statement when it is a query (else an empty frame)."""
-    import sqlglot  # only SQL of the package's .sql files needs it, not a load
-
+    sqlglot (once per text and process); ``@name`` query parameters come from ``params``.
+    Returns the result of the last statement when it is a query (else an empty frame)."""
     params = params or {}
-    statements = [s for s in sqlglot.parse(sql, read="bigquery") if s is not None]
-    for index, parsed in enumerate(statements):
-        statement = parsed.sql("duckdb")
+    statements = _transpiled(sql)
+    for index, (statement, query) in enumerate(statements):
         used = {
             name: _param(value)
             for name, value in params.items()
             if re.search(rf"\${re.escape(name)}\b", statement)
         }
-        if index == len(statements) - 1 and isinstance(parsed, sqlglot.exp.Query):
+        if index == len(statements) - 1 and query:
             # Through Arrow: dates stay dates and timestamps UTC, as from BigQuery.
             return con.sql(statement, params=used or None).to_arrow_table().to_pandas()
         con.execute(statement, used) if used else con.execute(statement)
     return pd.DataFrame()
+
+
+@functools.lru_cache(maxsize=256)
+def _transpiled(sql: str) -> tuple[tuple[str, bool], ...]:
+    """``sql``'s statements in DuckDB's dialect, each with whether it is a query. The
+    texts are the package's own (values come as parameters): a few, each run many times
+    in a run (every cohort's load), so each is parsed once."""
+    import sqlglot  # only SQL of the package's .sql files needs it, not a load
+
+    parsed = [s for s in sqlglot.parse(sql, read="bigquery") if s is not None]
+    return tuple((s.sql("duckdb"), isinstance(s, sqlglot.exp.Query)) for s in parsed)
 
 
 class _Uncached:
@@ -122,6 +135,8 @@ class DuckDBWarehouse:
 
     def _open(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        import duckdb
+
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         delay = 0.05
         while True:
@@ -280,6 +295,8 @@ class DuckDBWarehouse:
         """Run BigQuery-dialect SQL, transpiled by sqlglot to DuckDB's dialect; ``@name``
         parameters come from ``params``. Unqualified tables are the staging dataset's;
         ``published.TABLE`` reads the published one."""
+        import duckdb
+
         with self._session(read_only=True) as (con, _cached):
             try:
                 return run_bigquery_sql(con, sql, params)
@@ -314,6 +331,8 @@ class DuckDBWarehouse:
 
     def previous_estimates(self, run_date: dt.date, cohort: str, program_name: str) -> pd.DataFrame:
         """The cohort's last published estimates of ``program_name`` before ``run_date``."""
+        import duckdb
+
         if not self.path.exists():
             return empty_previous()
         with self._session(read_only=True) as (con, _cached):
@@ -341,6 +360,8 @@ class DuckDBWarehouse:
         the ``champion`` when ingested, else the only one) and publish its rows of every
         table from ``main`` to ``published`` in one transaction; refuses a cohort that is
         not ingested or whose error checks failed (WarehouseError, nothing changes)."""
+        import duckdb
+
         with self._session() as (con, _cached):
             try:
                 self._ensure_layout(con)
