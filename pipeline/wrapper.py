@@ -394,6 +394,7 @@ def run_job(job: JobDocument, *, workdir: Path, parent: int | None = None) -> in
     if output_uri.startswith("s3://"):
         upload_dir(out_dir, output_uri)
         log(f"uploaded {len(manifest['outputs']) + 1} files to {output_uri}")
+    faults.point("wrapper.manifest")
     return code
 
 

@@ -359,6 +359,7 @@ def collect(layout: Layout, prepared: Prepared, record: RunRecord) -> pd.DataFra
     storage.write_parquet(layout.model(cohort, spec.slug, "results.parquet"), results)
     faults.point("collect.results")
     storage.write_json(layout.model(cohort, spec.slug, "run.json"), row)
+    faults.point("collect.done")
     return results
 
 

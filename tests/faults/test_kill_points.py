@@ -36,10 +36,12 @@ DUCKDB_CHAIN = [
     # The program's outputs are there, the manifest is not (the wrapper writes it within
     # milliseconds: no file watcher from outside gets in between).
     ("fault", "wrapper.outputs"),
-    ("trigger", f"{MODEL}/attempts/*/out/manifest.json"),
+    # Named points where the next file lands within milliseconds (a watcher from outside
+    # can come too late on a loaded machine, and then the next point is never reached).
+    ("fault", "wrapper.manifest"),
     ("fault", "collect.attempt-run"),
     ("fault", "collect.results"),
-    ("trigger", f"{MODEL}/run.json"),
+    ("fault", "collect.done"),
     ("trigger", "validate/*/*/checks.parquet"),
     # Loads: a killed run never gets past its first load (an embedded DuckDB takes one
     # writer at a time), so each of these is reached whatever order luigi picks.
