@@ -61,36 +61,70 @@ _SPREAD = np.uint64(0x9E3779B97F4A7C15)  # odd: spreads cohort numbers over 64 b
 
 
 class Groups:
-    """The rows with a respondent and a known cohort, and a 64-bit key per row (the first
-    half of the keyed hash plus a multiple of the cohort).
-
-    Rows whose key repeats are found by hashing the keys (no sort of every row); only they
-    are then grouped exactly, on the whole 128-bit hash and the cohort.
-    """
+    """The rows' respondents and cohorts, for ``duplicate``: only rows with a respondent
+    and a known cohort take part."""
 
     def __init__(self, respondents: Respondents, cohort: np.ndarray) -> None:
         self.respondents, self.cohort = respondents, cohort
-        self.rows = np.flatnonzero(respondents.present & (cohort >= 0))
-        self.key = respondents.first + cohort.astype(np.uint64) * _SPREAD
 
     def superseded(self, candidates: np.ndarray, submitted: np.ndarray) -> np.ndarray:
         """Candidate rows that a later submission (same respondent and cohort) supersedes:
         per group the latest ``submitted`` stays, a tie going to the later row."""
+        ids = self.respondents
+        selected = candidates & ids.present & (self.cohort >= 0)
+        if selected.all():  # (the whole export's eligible rows) no copies
+            return latest_only(ids.first, ids.second, self.cohort, submitted)
+        rows = np.flatnonzero(selected)
         out = np.zeros(len(candidates), dtype=bool)
-        rows = self.rows[candidates[self.rows]]
-        repeated = pd.Series(self.key[rows]).duplicated(keep=False).to_numpy()
-        if not repeated.any():
-            return out
-        idx = rows[repeated]
-        first, second = self.respondents.first[idx], self.respondents.second[idx]
-        cohort = self.cohort[idx]
-        order = np.lexsort((idx, submitted[idx], cohort, second, first))
-        first, second, cohort = first[order], second[order], cohort[order]
-        group_continues = (
-            (first[1:] == first[:-1]) & (second[1:] == second[:-1]) & (cohort[1:] == cohort[:-1])
+        out[rows] = latest_only(
+            ids.first[rows], ids.second[rows], self.cohort[rows], submitted[rows]
         )
-        out[idx[order[:-1][group_continues]]] = True
         return out
+
+
+def latest_only(
+    first: np.ndarray, second: np.ndarray, cohort: np.ndarray, submitted: np.ndarray
+) -> np.ndarray:
+    """Per row, whether a later submission of the same respondent (the 128-bit hash
+    ``first``, ``second``) and cohort supersedes it (a tie goes to the later row).
+
+    Rows whose 64-bit key (the first half plus a multiple of the cohort) repeats are found
+    with one sort of the keys; only they are then grouped exactly, on the whole hash and
+    the cohort.
+    """
+    out = np.zeros(len(first), dtype=bool)
+    key = cohort.astype(np.uint64)  # in place from here: one array of n, not three
+    key *= _SPREAD
+    key += first
+    idx = np.flatnonzero(_repeated(key))
+    del key
+    if not len(idx):
+        return out
+    first, second, cohort = first[idx], second[idx], cohort[idx]
+    order = np.lexsort((idx, submitted[idx], cohort, second, first))
+    first, second, cohort = first[order], second[order], cohort[order]
+    group_continues = (
+        (first[1:] == first[:-1]) & (second[1:] == second[:-1]) & (cohort[1:] == cohort[:-1])
+    )
+    out[idx[order[:-1][group_continues]]] = True
+    return out
+
+
+def _repeated(values: np.ndarray) -> np.ndarray:
+    """Whether each value occurs more than once. A sort, not a hash table: as fast here
+    (measured at 0.9 M and 9 M rows) with half the memory (pandas' ``duplicated`` held
+    336 MB for 9 M keys, the sort 164 MB), and the keys of a 10 M-row export are the
+    peak of its cleansing."""
+    order = np.argsort(values)
+    ordered = values[order]
+    same = ordered[1:] == ordered[:-1]
+    del ordered
+    in_order = np.zeros(len(values), dtype=bool)
+    in_order[1:] = same
+    in_order[:-1] |= same
+    repeated = np.empty_like(in_order)
+    repeated[order] = in_order
+    return repeated
 
 
 def hex_keys(respondents: Respondents, rows: np.ndarray, nulls: bool = False) -> pa.Array:

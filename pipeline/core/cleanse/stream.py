@@ -12,7 +12,7 @@ to a ``Sink`` as they are made instead of returned:
    the rows that turn out to be duplicates). What
    stays in memory per eligible row is what ``duplicate`` and the summary need: the keyed
    hash (16 bytes), cohort, ``submitted_at`` and a bit per share column answered.
-2. ``duplicate`` is decided on those keys (``Groups``, as in ``cleanse``); then the spill
+2. ``duplicate`` is decided on those keys (``latest_only``, as in ``cleanse``); then the spill
    is read back a batch at a time: the cleansed rows that stay go to their cohort, the
    superseded ones become ``duplicate`` rejections (raw JSON from the spilled raw
    values), merged in export order with the batch's other rejections.
@@ -46,7 +46,7 @@ from pipeline.core.cleanse.contract import (
     CleanseRules,
 )
 from pipeline.core.cleanse.output import cleansed, raw_json, rejections
-from pipeline.core.cleanse.respondents import Groups, Respondents
+from pipeline.core.cleanse.respondents import latest_only
 from pipeline.core.cleanse.rules import RULES, reason_bits
 from pipeline.core.rawdata import repeated_text
 from pipeline.core.rawdata.stream import Batch, ExportStream
@@ -150,14 +150,12 @@ def cleanse_stream(
     raw_rows = sum(files[i].rows for i in order)
     counts = sum((files[i].counts for i in order), np.zeros(len(codes) + 1, dtype=np.int64))
     flagged = {reason: sum(files[i].flagged[reason] for i in order) for reason in REASONS}
-    keys = {
-        name: np.concatenate([k[name] for i in order for k in files[i].keys] or [np.zeros(0)])
-        for name in _KEYS
-    }
-    if not any(files[i].keys for i in order):  # no response rows at all
+    if any(files[i].keys for i in order):
+        keys = _joined([k for i in order for k in files[i].keys])
+    else:  # no response rows at all
         keys = _no_keys(len(stream.share_columns))
     for i in order:
-        files[i].keys.clear()  # concatenated: the pieces go
+        files[i].keys.clear()
     superseded = _superseded(keys)
     flagged["duplicate"] = int(np.count_nonzero(superseded))
     staying = ~superseded
@@ -287,9 +285,9 @@ def _bytes(bits: int) -> int:
 
 def _superseded(keys: dict[str, np.ndarray]) -> np.ndarray:
     """``duplicate`` over the eligible rows of the whole export (in export order)."""
-    n = len(keys["first"])
-    respondents = Respondents(np.ones(n, dtype=bool), keys["first"], keys["second"])
-    return Groups(respondents, keys["cohort"]).superseded(np.ones(n, bool), keys["submitted"])
+    # every eligible row has a respondent id and a known cohort (rules missing_required
+    # and unknown_cohort): all of them take part, as in ``Groups.superseded``
+    return latest_only(keys["first"], keys["second"], keys["cohort"], keys["submitted"])
 
 
 def _answered(keys: dict[str, np.ndarray], staying: np.ndarray, cohorts: int, shares: int):
@@ -303,6 +301,15 @@ def _answered(keys: dict[str, np.ndarray], staying: np.ndarray, cohorts: int, sh
 
 
 _KEYS = ("first", "second", "cohort", "submitted", "answered")
+
+
+def _joined(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The batches' keys joined, one key at a time, each key's pieces dropped once joined:
+    at most one key is held twice (the keys are most of the memory of a big export)."""
+    joined = {}
+    for name in _KEYS:
+        joined[name] = np.concatenate([piece.pop(name) for piece in pieces])
+    return joined
 
 
 def _no_keys(shares: int) -> dict[str, np.ndarray]:
