@@ -11,11 +11,13 @@ programs run in their own processes (the wrapper, or an ECS task / Batch job), c
 in pyarrow kernels, loads in DuckDB, all of which release the GIL.
 
 So this worker runs each task in a thread of its own process. ``--workers`` bounds the
-tasks that work (cleansing, data checks, local programs, validation, ingest); tasks that
-say ``waits_in_thread`` (cloud RunModel) take no slot: they share one AWS client, one
-batched poller and one lease. Every task stays an ordinary luigi task with its own
-status, progress and tracking URL in luigid, and luigi's scheduler still decides what
-runs next (priorities, ``[resources]`` such as ``model_slots`` and ``duckdb_writer``).
+tasks that work (cleansing, data checks, validation, ingest); tasks that say
+``waits_in_thread`` (RunModel, on every executor) take no slot: they wait for a program
+and hold their executor's slots instead (``[resources] model_slots`` locally,
+``[ecs]/[batch] max_running`` in the cloud, where they share one AWS client, one batched
+poller and one lease). Every task stays an ordinary luigi task with its own status,
+progress and tracking URL in luigid, and luigi's scheduler still decides what runs next
+(priorities, the ``duckdb_writer`` resource).
 No process is forked, so nothing a thread holds (an import lock, a log stream's lock, a
 DuckDB connection) can be inherited half-taken by a child.
 

@@ -170,10 +170,8 @@ def _wait(proc: subprocess.Popen[bytes]) -> tuple[int, resource.struct_rusage]:
             os.close(exited)
 
 
-def _terminate(proc: subprocess.Popen[bytes], why: threading.Event | None = None) -> None:
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the wrapper (it stops its program, then exits) without waiting."""
-    if why is not None:
-        why.set()
     with contextlib.suppress(ProcessLookupError):
         proc.send_signal(signal.SIGTERM)
 

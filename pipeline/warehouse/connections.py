@@ -81,13 +81,9 @@ def borrow(path: str, opener: Callable[[], Any]) -> Iterator[tuple[Any, _Entry]]
         with _lock:
             entry.users -= 1
             if not entry.users and _entries.get(path) is entry:
-                _close_when_idle(path, entry)
-
-
-def _close_when_idle(path: str, entry: _Entry) -> None:
-    entry.timer = threading.Timer(IDLE_SECONDS, _close_idle, args=(path, entry))
-    entry.timer.daemon = True
-    entry.timer.start()
+                entry.timer = threading.Timer(IDLE_SECONDS, _close_idle, args=(path, entry))
+                entry.timer.daemon = True
+                entry.timer.start()
 
 
 def _close_idle(path: str, entry: _Entry) -> None:
