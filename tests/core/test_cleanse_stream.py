@@ -136,6 +136,24 @@ def test_source_rows_count_lines_of_values_that_span_lines(
     assert summary["raw_rows"] == 800
 
 
+def test_more_cohorts_than_a_byte_holds_stream_to_the_reference_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the kept cohort number is as small as the cohorts allow: past 256 it takes two bytes
+    monkeypatch.setattr(streaming, "BATCH_BYTES", 16 << 10)
+    codes = [f"c{i:03d}" for i in range(300)]
+    rows = [
+        _row(i, f"D{i % 400}").replace(",diabetes,", f",{codes[(i * 7) % 300]},")
+        for i in range(2400)
+    ]
+    _export(tmp_path / "raw", {"wave1.csv": (HEADER + "".join(rows)).encode()})
+    cohorts = "".join(f"{code},{code}\n" for code in codes)
+    (tmp_path / "raw" / "cohorts.csv").write_text("code,label\n" + cohorts)
+    summary = _assert_same_as_reference(tmp_path / "raw", tmp_path)
+    assert summary["rejections_by_reason"]["duplicate"] > 0
+    assert summary["cohorts"]["c299"]["cleansed"] > 0
+
+
 def test_a_malformed_record_in_a_later_batch_is_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

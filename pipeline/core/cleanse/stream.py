@@ -11,16 +11,17 @@ to a ``Sink`` as they are made instead of returned:
    files per response file), with the batch's raw values as parsed (for the raw JSON of
    the rows that turn out to be duplicates). What
    stays in memory per eligible row is what ``duplicate`` and the summary need: the keyed
-   hash (16 bytes), cohort, ``submitted_at`` and a bit per share column answered.
+   hash (16 bytes), cohort (a byte for up to 256 cohorts), ``submitted_at`` and a bit
+   per share column answered.
 2. ``duplicate`` is decided on those keys (``latest_only``, as in ``cleanse``); then the spill
    is read back a batch at a time: the cleansed rows that stay go to their cohort, the
    superseded ones become ``duplicate`` rejections (raw JSON from the spilled raw
    values), merged in export order with the batch's other rejections.
 
-Peak memory is a few batches plus the per-row keys (about 40 bytes a row), whatever the
-size of the export. Line numbers (``source_row``) are known once a file has been read
-(``ExportStream.line_numbers``): the spill holds record indexes, turned into line numbers
-when read back.
+Peak memory is a few batches plus the per-row keys (27 bytes a row with 16 share
+columns), whatever the size of the export. Line numbers (``source_row``) are known once a
+file has been read (``ExportStream.line_numbers``): the spill holds record indexes, turned
+into line numbers when read back.
 """
 
 from __future__ import annotations
@@ -257,7 +258,7 @@ def _judge(
         keys={
             "first": parsed.respondents.first[eligible],
             "second": parsed.respondents.second[eligible],
-            "cohort": cohort[eligible],
+            "cohort": cohort[eligible].astype(_cohort_type(len(codes))),
             "submitted": parsed.submitted.micros[eligible],
             "answered": np.packbits(present[eligible], axis=1),
         },
@@ -312,11 +313,17 @@ def _joined(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return joined
 
 
+def _cohort_type(cohorts: int) -> np.dtype:
+    """The kept cohort number's type: the smallest that holds every cohort (a byte for up
+    to 256; the keys of a big export are the peak of its cleansing's memory)."""
+    return np.min_scalar_type(max(cohorts - 1, 0))
+
+
 def _no_keys(shares: int) -> dict[str, np.ndarray]:
     return {
         "first": np.zeros(0, np.uint64),
         "second": np.zeros(0, np.uint64),
-        "cohort": np.zeros(0, np.int64),
+        "cohort": np.zeros(0, np.uint8),
         "submitted": np.zeros(0, np.int64),
         "answered": np.zeros((0, _bytes(shares)), np.uint8),
     }
