@@ -18,9 +18,22 @@ too (``*_runs_s``, in order; the first run of a process also warms it up). ``pea
 the maximum resident set size (``VmHWM``) of a fresh subprocess that reads and cleanses the
 export once;
 ``rss_per_export`` = peak_rss_mib / export_mib (every CSV of the export; target: at most 3);
-``baseline_rss_mib`` is the same process's RSS after its imports, before any reading.
+``baseline_rss_mib`` is the same process's RSS after its imports, before any reading, and
+``baseline_file_rss_mib`` the part of it that is mapped from files (the shared libraries of
+arrow, numpy, pandas: shared with other processes, and resident or not as the page cache
+has it, so the baseline differs from one day to the next on the same code).
 For reading the timings on a shared machine: ``cpu_ratio`` (the same ratio of the CPU
 seconds the process used, all threads) and ``load_avg_1m`` (before and after the runs).
+
+What a native engine spends on part of the same work, for reading the target: DuckDB
+(already a dependency: the laptop warehouse) over the UTF-8 response files (DuckDB cannot
+read CP932 without an extension), in the same process, medians of ``repeats`` interleaved
+runs: ``native_read_s`` reads every value as text, ``native_number_rule_s`` also applies
+the number rule of ``docs/contracts/cleansing.md`` (a regular expression and a cast) to
+``n_patients`` and every share column, the way SQL would; ``native_parse_s`` is the bare
+pyarrow parse of the same files. ``native_*_ratio`` are the first two over the third: one
+rule of the ten, without NFKC, timestamps, hashing, rejections or writing, next to the
+target of 2 for all of it.
 
 Growth: an export of ``extra_rows`` (10 M) response rows is generated too and measured once,
 in a fresh subprocess (``extra_*``): read + cleanse time, its peak RSS, then a bare pyarrow
@@ -114,6 +127,7 @@ def _run(rows: int, out_dir: Path, repeats: int, extra_rows: int) -> dict[str, A
         cleanse_runs += _timed(read_and_cleanse, 1)
         cleanse_cpu.append(_cpu_s() - cpu)
     load_after = os.getloadavg()[0]
+    native = _native_engine(raw_dir, responses, repeats)
     parse_s, cleanse_s = statistics.median(parse_runs), statistics.median(cleanse_runs)
     n = int(sample["rows"])
     input_bytes = sum((raw_dir / path).stat().st_size for path in responses)
@@ -136,9 +150,11 @@ def _run(rows: int, out_dir: Path, repeats: int, extra_rows: int) -> dict[str, A
         "cleanse_rows_per_s": round(n / cleanse_s),
         "peak_rss_mib": once["peak_rss_mib"],
         "baseline_rss_mib": once["baseline_rss_mib"],
+        "baseline_file_rss_mib": once["baseline_file_rss_mib"],
         "rss_per_export": round(once["peak_rss_mib"] / export_mib, 2),
         "target_rss_per_export": TARGET_RSS_PER_EXPORT,
         "meets_rss_target": once["peak_rss_mib"] / export_mib <= TARGET_RSS_PER_EXPORT,
+        **native,
         "cpu_ratio": round(statistics.median(cleanse_cpu) / statistics.median(parse_cpu), 2),
         "cpus": os.cpu_count(),
         "load_avg_1m": [round(load_before, 2), round(load_after, 2)],
@@ -146,6 +162,48 @@ def _run(rows: int, out_dir: Path, repeats: int, extra_rows: int) -> dict[str, A
     if extra_rows:
         result |= {f"extra_{key}": value for key, value in _extra(out_dir, extra_rows).items()}
     return result
+
+
+# the number rule as SQL: decimal, optional sign, thousands separators in groups of three
+_NUMBER_SQL = (
+    "TRY_CAST(replace(CASE WHEN regexp_full_match(trim({column}), "
+    "'[+-]?([0-9]{{1,3}}(,[0-9]{{3}})+|[0-9]+)([.][0-9]+)?') THEN trim({column}) END, "
+    "',', '') AS DOUBLE)"
+)
+
+
+def _native_engine(raw_dir: Path, responses: dict[str, str], repeats: int) -> dict[str, Any]:
+    """DuckDB reading the UTF-8 response files as text, without and with the number rule,
+    against a bare pyarrow parse of the same files (see the module docstring)."""
+    import duckdb
+
+    paths = [str(raw_dir / path) for path, encoding in responses.items() if encoding != "cp932"]
+    columns = pacsv.open_csv(paths[0]).schema.names
+    numeric = [c for c in columns if c == "n_patients" or c.startswith("share_")]
+    source = f"read_csv({paths!r}, all_varchar = true, header = true, union_by_name = true)"
+    every_value = ", ".join(f"sum(strlen({c}))" for c in columns)  # every value made
+    queries = {
+        "read": f"SELECT count(*), {every_value} FROM {source}",
+        "number_rule": f"SELECT {every_value}, "
+        + ", ".join(f"count({_NUMBER_SQL.format(column=c)})" for c in numeric)
+        + f" FROM {source}",
+    }
+    connection = duckdb.connect()
+    runs: dict[str, list[float]] = {"read": [], "number_rule": [], "parse": []}
+    for _ in range(repeats):
+        for name, query in queries.items():
+            runs[name] += _timed(lambda query=query: connection.execute(query).fetchall(), 1)
+        runs["parse"] += _timed(lambda: [pacsv.read_csv(path) for path in paths], 1)
+    connection.close()
+    median = {name: statistics.median(times) for name, times in runs.items()}
+    return {
+        "native_files": len(paths),
+        "native_parse_s": round(median["parse"], 3),
+        "native_read_s": round(median["read"], 3),
+        "native_number_rule_s": round(median["number_rule"], 3),
+        "native_read_ratio": round(median["read"] / median["parse"], 2),
+        "native_number_rule_ratio": round(median["number_rule"] / median["parse"], 2),
+    }
 
 
 def _extra(out_dir: Path, rows: int) -> dict[str, Any]:
@@ -239,22 +297,29 @@ def _peak_rss_mib() -> float:
     """This process's peak RSS: ``VmHWM`` (its own memory since exec). ``ru_maxrss`` of a
     child also counts the parent's RSS at the fork that started it (Linux keeps the high
     water mark across exec), which would charge the benchmark's own memory to cleansing."""
+    peak = _status_mib("VmHWM")
+    return peak if peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _status_mib(field: str) -> float:
+    """A memory field of ``/proc/self/status`` in MiB (0 where there is no such file)."""
     status = Path("/proc/self/status")
     if status.exists():
         for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return 0.0
 
 
 def _rss_child(raw_dir: Path, parse: bool) -> None:
-    baseline = _peak_rss_mib()
+    baseline, baseline_file = _peak_rss_mib(), _status_mib("RssFile")
     start = time.perf_counter()
     _cleanse_into(raw_dir, raw_dir.parent)
     cleanse_s = time.perf_counter() - start
     out = {
         "peak_rss_mib": round(_peak_rss_mib(), 1),
         "baseline_rss_mib": round(baseline, 1),
+        "baseline_file_rss_mib": round(baseline_file, 1),
         "cleanse_s": round(cleanse_s, 3),
     }
     if parse:
