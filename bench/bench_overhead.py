@@ -13,7 +13,10 @@ otherwise compile ~50 modules in every run (~0.13 s here), which no user pays.
 Floors, interleaved with the runs (median of 5 each): a fresh interpreter that only
 imports what cleansing needs before a program can start — luigi, pandas (the respondent
 key is ``pandas.util.hash_array``'s SipHash), pyarrow's compute, CSV and Parquet modules
-— and exits; and the same without pandas.
+— and exits; the same without pandas; and the wrapper's interpreter (a local program runs
+under ``python -m pipeline.wrapper``, a process of its own, as in its container), which
+starts in every run before the program can. The first and the last together are what a
+run costs before any of its own work.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ REPEATS = 5
 FLOORS = {
     "luigi, pandas, pyarrow": "luigi, pandas, pyarrow.compute, pyarrow.csv, pyarrow.parquet",
     "luigi, pyarrow (no pandas)": "luigi, pyarrow.compute, pyarrow.csv, pyarrow.parquet",
+    "the wrapper's own (pipeline.wrapper)": "pipeline.wrapper",
 }
 
 
