@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.core.cleanse import CleanseRules, cleanse
+from pipeline.core.cleanse import stream as spilling
 from pipeline.core.cleanse.stream import REJECTIONS, cleanse_stream, cohort_output
 from pipeline.core.rawdata import ExportStream, read_raw_export
 from pipeline.core.rawdata import stream as streaming
@@ -236,3 +237,24 @@ def test_an_error_while_writing_an_output_stops_the_cleansing(
         cleanse_stream(
             ExportStream(tmp_path / "raw"), CleanseRules(), KEY, Full(), tmp_path / "spill"
         )
+
+
+def test_spilled_keys_cut_short_stop_the_cleansing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the eligible rows' keys wait on disk between the passes: read back short, they would
+    # shift every row after the gap onto another row's key
+    monkeypatch.setattr(streaming, "BATCH_BYTES", 16 << 10)
+    generate(tmp_path / "raw", respondents=500, seed=5)
+    append = spilling._KeyFiles.append
+    batches: list[int] = []
+
+    def one_row_short(self: spilling._KeyFiles, keys: dict) -> None:
+        batches.append(1)
+        if len(batches) == 2:
+            keys = {**keys, "submitted": keys["submitted"][:-1]}
+        append(self, keys)
+
+    monkeypatch.setattr(spilling._KeyFiles, "append", one_row_short)
+    with pytest.raises(OSError, match=r"spilled keys .*submitted are incomplete"):
+        _streamed(tmp_path / "raw", tmp_path)

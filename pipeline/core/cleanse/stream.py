@@ -9,19 +9,21 @@ to a ``Sink`` as they are made instead of returned:
    rows are final (with their raw JSON); its other rows are cleansed, but ``duplicate``
    needs the whole export. Both go to a spill directory (arrow IPC, uncompressed, three
    files per response file), with the batch's raw values as parsed (for the raw JSON of
-   the rows that turn out to be duplicates). What
-   stays in memory per eligible row is what ``duplicate`` and the summary need: the keyed
-   hash (16 bytes), cohort (a byte for up to 256 cohorts), ``submitted_at`` and a bit
-   per share column answered.
-2. ``duplicate`` is decided on those keys (``latest_only``, as in ``cleanse``); then the spill
-   is read back a batch at a time: the cleansed rows that stay go to their cohort, the
-   superseded ones become ``duplicate`` rejections (raw JSON from the spilled raw
-   values), merged in export order with the batch's other rejections.
+   the rows that turn out to be duplicates), and so do the eligible rows' keys: what
+   ``duplicate`` and the summary need (the keyed hash, 16 bytes; the cohort, a byte for
+   up to 256 cohorts; ``submitted_at``; a bit per share column answered), a raw file per
+   key.
+2. ``duplicate`` is decided on those keys, read back whole, one array per key
+   (``latest_only``, as in ``cleanse``); then the spill is read back a batch at a time:
+   the cleansed rows that stay go to their cohort, the superseded ones become
+   ``duplicate`` rejections (raw JSON from the spilled raw values), merged in export
+   order with the batch's other rejections.
 
-Peak memory is a few batches plus the per-row keys (27 bytes a row with 16 share
-columns), whatever the size of the export. Line numbers (``source_row``) are known once a
-file has been read (``ExportStream.line_numbers``): the spill holds record indexes, turned
-into line numbers when read back.
+Memory is a few batches, and between the two passes the keys (27 bytes an eligible row
+with 16 share columns) and their sort: the export's size counts only through the keys.
+Line numbers (``source_row``) are known once a file has been read
+(``ExportStream.line_numbers``): the spill holds record indexes, turned into line numbers
+when read back.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ REJECTIONS = "rejections"
 # the cleansed rows with every share column); compression="lz4" cuts that to about 1.7x
 # for about a tenth more time (measured on the 1 M-row sample export, 2 cores).
 SPILL_OPTIONS = pa.ipc.IpcWriteOptions(compression=None)
-_SPILLS = ("rejected", "eligible", "raw")  # per response file, a batch each per batch read
+_SPILLS = ("rejected", "eligible", "raw", "keys")  # per response file
 _POSITION = "_position"  # a row's place in its batch (merging the rejections)
 
 
@@ -78,14 +80,16 @@ class Sink(Protocol):
 
 @dataclass
 class _File:
-    """What pass 1 keeps of one response file: its spill and the eligible rows' keys."""
+    """What pass 1 keeps of one response file: its spill (the eligible rows' keys too, a
+    file per key) and its counts."""
 
     rejected: Path
     eligible: Path
     raw: Path
+    keys: Path  # the key files' common prefix
     rows: int = 0
+    eligible_rows: int = 0
     batches: int = 0
-    keys: list[dict[str, np.ndarray]] = field(default_factory=list)
     counts: np.ndarray | int = 0  # rows per cohort (last: none)
     flagged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
 
@@ -101,6 +105,8 @@ def cleanse_stream(
     codes = cohort_codes(stream.cohorts)
     files: dict[int, _File] = {}
     writers: dict[int, tuple[pa.ipc.RecordBatchStreamWriter, ...]] = {}
+    key_files: dict[int, _KeyFiles] = {}
+    layout = _key_layout(len(codes), len(stream.share_columns))
     # the spill is written by a thread of its own (writing waits on the disk, not the CPU),
     # at most a batch behind
     with ThreadPoolExecutor(max_workers=_WORKERS) as pool, ThreadPoolExecutor(1) as spiller:
@@ -110,9 +116,10 @@ def cleanse_stream(
                 _wait(spilling)
                 for writer in writers.pop(batch.file, ()):
                     writer.close()
-                files[batch.file] = _File(
-                    *(spill / f"{batch.file}.{kind}.arrow" for kind in _SPILLS)
-                )
+                if batch.file in key_files:
+                    key_files.pop(batch.file).close()
+                files[batch.file] = _File(*(spill / f"{batch.file}.{kind}" for kind in _SPILLS))
+                key_files[batch.file] = _KeyFiles(files[batch.file].keys, layout)
             if batch.restart:
                 continue
             judged = _judge(batch, stream, codes, rules, key, pool)
@@ -132,7 +139,8 @@ def cleanse_stream(
                 spiller.submit(writer.write_batch, _one_batch(piece))
                 for writer, piece in zip(writers[batch.file], pieces, strict=True)
             ]
-            part.keys.append(judged.keys)
+            key_files[batch.file].append(judged.keys)
+            part.eligible_rows += len(judged.keys["first"])
             part.batches += 1
             part.rows += judged.rows
             part.counts = part.counts + judged.counts
@@ -146,17 +154,14 @@ def cleanse_stream(
         for pair in writers.values():
             for writer in pair:
                 writer.close()
+        for keyed in key_files.values():
+            keyed.close()
 
     order = sorted(files)
     raw_rows = sum(files[i].rows for i in order)
     counts = sum((files[i].counts for i in order), np.zeros(len(codes) + 1, dtype=np.int64))
     flagged = {reason: sum(files[i].flagged[reason] for i in order) for reason in REASONS}
-    if any(files[i].keys for i in order):
-        keys = _joined([k for i in order for k in files[i].keys])
-    else:  # no response rows at all
-        keys = _no_keys(len(stream.share_columns))
-    for i in order:
-        files[i].keys.clear()
+    keys = _read_keys([files[i] for i in order], layout)
     superseded = _superseded(keys)
     flagged["duplicate"] = int(np.count_nonzero(superseded))
     staying = ~superseded
@@ -258,7 +263,7 @@ def _judge(
         keys={
             "first": parsed.respondents.first[eligible],
             "second": parsed.respondents.second[eligible],
-            "cohort": cohort[eligible].astype(_cohort_type(len(codes))),
+            "cohort": cohort[eligible],
             "submitted": parsed.submitted.micros[eligible],
             "answered": np.packbits(present[eligible], axis=1),
         },
@@ -301,32 +306,56 @@ def _answered(keys: dict[str, np.ndarray], staying: np.ndarray, cohorts: int, sh
     return out
 
 
-_KEYS = ("first", "second", "cohort", "submitted", "answered")
-
-
-def _joined(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The batches' keys joined, one key at a time, each key's pieces dropped once joined:
-    at most one key is held twice (the keys are most of the memory of a big export)."""
-    joined = {}
-    for name in _KEYS:
-        joined[name] = np.concatenate([piece.pop(name) for piece in pieces])
-    return joined
-
-
-def _cohort_type(cohorts: int) -> np.dtype:
-    """The kept cohort number's type: the smallest that holds every cohort (a byte for up
-    to 256; the keys of a big export are the peak of its cleansing's memory)."""
-    return np.min_scalar_type(max(cohorts - 1, 0))
-
-
-def _no_keys(shares: int) -> dict[str, np.ndarray]:
+def _key_layout(cohorts: int, shares: int) -> dict[str, tuple[np.dtype, int]]:
+    """Each kept key's type and values per row. The cohort number is the smallest integer
+    that holds every cohort (a byte for up to 256): the keys of a big export are the peak
+    of its cleansing's memory."""
     return {
-        "first": np.zeros(0, np.uint64),
-        "second": np.zeros(0, np.uint64),
-        "cohort": np.zeros(0, np.uint8),
-        "submitted": np.zeros(0, np.int64),
-        "answered": np.zeros((0, _bytes(shares)), np.uint8),
+        "first": (np.dtype(np.uint64), 1),
+        "second": (np.dtype(np.uint64), 1),
+        "cohort": (np.min_scalar_type(max(cohorts - 1, 0)), 1),
+        "submitted": (np.dtype(np.int64), 1),
+        "answered": (np.dtype(np.uint8), _bytes(shares)),
     }
+
+
+class _KeyFiles:
+    """A response file's keys, spilled a batch at a time: a file of raw values per key.
+
+    Kept in memory instead, a big export's keys were a few hundred small arrays, and
+    joining them held every key twice (at 10 M rows: 250 MiB more at the peak)."""
+
+    def __init__(self, prefix: Path, layout: dict[str, tuple[np.dtype, int]]) -> None:
+        self.layout = layout
+        self.handles = {name: open(f"{prefix}.{name}", "wb") for name in layout}  # noqa: SIM115
+
+    def append(self, keys: dict[str, np.ndarray]) -> None:
+        for name, (dtype, _) in self.layout.items():
+            np.ascontiguousarray(keys[name], dtype=dtype).tofile(self.handles[name])
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            handle.close()
+
+
+def _read_keys(
+    files: list[_File], layout: dict[str, tuple[np.dtype, int]]
+) -> dict[str, np.ndarray]:
+    """Every file's spilled keys, in export order, each key read into one array."""
+    total = sum(part.eligible_rows for part in files)
+    keys = {}
+    for name, (dtype, width) in layout.items():
+        joined = np.empty((total, width) if width > 1 else total, dtype=dtype)
+        flat = joined.reshape(-1).view(np.uint8)
+        at = 0
+        for part in files:
+            with open(f"{part.keys}.{name}", "rb") as handle:
+                size = part.eligible_rows * width * dtype.itemsize
+                if handle.readinto(memoryview(flat[at : at + size])) != size:
+                    raise OSError(f"the spilled keys {part.keys}.{name} are incomplete")
+                at += size
+        keys[name] = joined
+    return keys
 
 
 _TEXT = pa.large_string()
