@@ -27,6 +27,7 @@ from tests.ops.conftest import (
     make_home,
     noop_spec,
     pipeline,
+    terminate_luigid,
     wait_for,
 )
 
@@ -163,8 +164,7 @@ def test_plain_luigid_starts_in_the_repository(tmp_path: Path) -> None:
         assert wait_for(lambda: answers() or proc.poll() is not None, timeout=30)
         assert proc.poll() is None, proc.stderr.read().decode()
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        terminate_luigid(proc, f"http://127.0.0.1:{port}")
 
 
 def test_pipeline_works_from_any_directory_of_the_checkout(tmp_path: Path) -> None:

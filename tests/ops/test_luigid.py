@@ -33,6 +33,7 @@ from tests.ops.conftest import (
     make_home,
     noop_spec,
     pipeline,
+    terminate_luigid,
     wait_for,
 )
 
@@ -195,8 +196,8 @@ def test_make_luigid_keeps_state_and_history_under_pipeline_home(tmp_path: Path)
     try:
         assert wait_for(lambda: _answers(server), timeout=30), proc.stdout
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # Ctrl-C / a service stop: a clean shutdown
-        proc.wait(timeout=30)
+        # Ctrl-C / a service stop: a clean shutdown
+        terminate_luigid(proc, server.url, timeout=30, group=True)
     assert (tmp_path / "luigid" / "state.pickle").is_file()
     assert (tmp_path / "luigid" / "task-history.sqlite").is_file()
     assert "Scheduler starting up" in server.log.read_text()
