@@ -139,9 +139,10 @@ def terminate_luigid(
 
     luigi's server installs its handlers with ``signal.signal`` and no wakeup fd, so a
     SIGTERM that lands just before its event loop blocks is only acted on at the loop's
-    next event: luigi's own prune timer (60 s) or a request. In production the ALB's and
-    the container's health checks (every 30 s, ``stop_timeout`` 60 s) are that request;
-    here the requests stand in for them (seen in CI: luigid still up 20 s after SIGTERM)."""
+    next event: luigi's own prune timer (60 s) or a request. In production the workers'
+    pings and the health checks are that request, and the prune timer comes within the
+    task's ``stop_timeout`` (90 s); here the requests stand in for them (seen in CI:
+    luigid still up 20 s after SIGTERM)."""
     if group:
         os.killpg(proc.pid, signal.SIGTERM)
     else:

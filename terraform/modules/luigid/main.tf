@@ -106,7 +106,7 @@ module "task" {
   task_role_arn      = var.task_role_arn
   execution_role_arn = var.execution_role_arn
   port               = var.port
-  stop_timeout       = 60 # luigid writes its state file on SIGTERM
+  stop_timeout       = 90 # luigid writes its state file on SIGTERM, at the latest on its next 60 s prune (docs/operations.md)
   scratch_volumes    = { tmp = "/tmp", pipeline-home = "/var/lib/pipeline", luigid-logs = "/var/log/luigid" }
   efs_volume = {
     file_system_id  = aws_efs_file_system.this.id
