@@ -60,7 +60,7 @@ REJECTIONS = "rejections"
 # the cleansed rows with every share column); compression="lz4" cuts that to about 1.7x
 # for about a tenth more time (measured on the 1 M-row sample export, 2 cores).
 SPILL_OPTIONS = pa.ipc.IpcWriteOptions(compression=None)
-_SPILLS = ("rejected", "eligible", "raw", "keys")  # per response file
+_SPILLS = ("rejected", "eligible", "raw")  # arrow IPC, per response file
 _POSITION = "_position"  # a row's place in its batch (merging the rejections)
 
 
@@ -86,7 +86,7 @@ class _File:
     rejected: Path
     eligible: Path
     raw: Path
-    keys: Path  # the key files' common prefix
+    keys: _KeyFiles
     rows: int = 0
     eligible_rows: int = 0
     batches: int = 0
@@ -105,7 +105,6 @@ def cleanse_stream(
     codes = cohort_codes(stream.cohorts)
     files: dict[int, _File] = {}
     writers: dict[int, tuple[pa.ipc.RecordBatchStreamWriter, ...]] = {}
-    key_files: dict[int, _KeyFiles] = {}
     layout = _key_layout(len(codes), len(stream.share_columns))
     # the spill is written by a thread of its own (writing waits on the disk, not the CPU),
     # at most a batch behind
@@ -116,10 +115,12 @@ def cleanse_stream(
                 _wait(spilling)
                 for writer in writers.pop(batch.file, ()):
                     writer.close()
-                if batch.file in key_files:
-                    key_files.pop(batch.file).close()
-                files[batch.file] = _File(*(spill / f"{batch.file}.{kind}" for kind in _SPILLS))
-                key_files[batch.file] = _KeyFiles(files[batch.file].keys, layout)
+                if batch.file in files:
+                    files[batch.file].keys.close()
+                files[batch.file] = _File(
+                    *(spill / f"{batch.file}.{kind}" for kind in _SPILLS),
+                    keys=_KeyFiles(spill / f"{batch.file}.keys", layout),
+                )
             if batch.restart:
                 continue
             judged = _judge(batch, stream, codes, rules, key, pool)
@@ -139,7 +140,7 @@ def cleanse_stream(
                 spiller.submit(writer.write_batch, _one_batch(piece))
                 for writer, piece in zip(writers[batch.file], pieces, strict=True)
             ]
-            key_files[batch.file].append(judged.keys)
+            part.keys.append(judged.keys)
             part.eligible_rows += len(judged.keys["first"])
             part.batches += 1
             part.rows += judged.rows
@@ -154,8 +155,8 @@ def cleanse_stream(
         for pair in writers.values():
             for writer in pair:
                 writer.close()
-        for keyed in key_files.values():
-            keyed.close()
+        for part in files.values():
+            part.keys.close()
 
     order = sorted(files)
     raw_rows = sum(files[i].rows for i in order)
@@ -326,7 +327,7 @@ class _KeyFiles:
     joining them held every key twice (at 10 M rows: 250 MiB more at the peak)."""
 
     def __init__(self, prefix: Path, layout: dict[str, tuple[np.dtype, int]]) -> None:
-        self.layout = layout
+        self.prefix, self.layout = prefix, layout
         self.handles = {name: open(f"{prefix}.{name}", "wb") for name in layout}  # noqa: SIM115
 
     def append(self, keys: dict[str, np.ndarray]) -> None:
@@ -349,10 +350,11 @@ def _read_keys(
         flat = joined.reshape(-1).view(np.uint8)
         at = 0
         for part in files:
-            with open(f"{part.keys}.{name}", "rb") as handle:
+            path = f"{part.keys.prefix}.{name}"
+            with open(path, "rb") as handle:
                 size = part.eligible_rows * width * dtype.itemsize
                 if handle.readinto(memoryview(flat[at : at + size])) != size:
-                    raise OSError(f"the spilled keys {part.keys}.{name} are incomplete")
+                    raise OSError(f"the spilled keys {path} are incomplete")
                 at += size
         keys[name] = joined
     return keys
