@@ -340,13 +340,16 @@ def alive(record: dict[str, Any]) -> bool:
 def _merge_remote(status: StepStatus, info: dict[str, Any], *, worker_dead: bool = False) -> None:
     remote_state = str(info.get("status", "")).upper()
     if status.state != "done":
-        if remote_state in ("RUNNING", "BATCH_RUNNING") and worker_dead:
-            status.message = (
-                "luigid still lists it as running, but its worker process on this host is "
-                "gone (killed?): run the delivery again"
-            )
-            return
+        if remote_state in ("RUNNING", "BATCH_RUNNING"):
+            if worker_dead:
+                status.message = (
+                    "luigid still lists it as running, but its worker process on this host "
+                    "is gone (killed?): run the delivery again"
+                )
+                return
+            # A worker on another host: luigid's word overrules what this host cannot see.
             status.state = "running"
+            status.message = None
         elif remote_state == "FAILED" and status.state == "pending":
             status.state = "failed"
     status.executor = status.executor or (info.get("params") or {}).get("executor") or None
