@@ -18,10 +18,10 @@ from typing import Any
 import pandas as pd
 
 from pipeline import storage
-from pipeline.cli.status import COLUMNS
 from pipeline.report import charts
 from pipeline.report.variants import variants_section
 from pipeline.status import STEPS, RunStatus
+from pipeline.status.table import COLUMNS
 from pipeline.tasks import RunModel, ValidateResults
 from pipeline.tasks.params import load_program
 

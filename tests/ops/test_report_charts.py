@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from pipeline import report
-from pipeline.cli.status import CohortStatus, RunStatus, StepStatus
+from pipeline.status import CohortStatus, RunStatus, StepStatus
 from pipeline.report import charts
 from tests.conftest import ESTIMATOR_SPEC
 

@@ -1,0 +1,266 @@
+"""Collecting where a run date stands, cohort by cohort and step by step.
+
+The targets are the truth (a step is done iff its outputs exist); failure records say why
+a step failed; the tasks' timing records and the program runs' ``run.json`` give
+durations — all under the storage root, so any machine pointed at it sees the same.
+Which program variants a date ran comes from the RunModel timing records. With a luigid
+URL, luigid's view (running, status message, progress, tracking URL) is merged in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+from typing import Any
+
+import pandas as pd
+import psutil
+
+from pipeline import config, storage
+from pipeline.errors import PipelineError
+from pipeline.layout import Layout
+from pipeline.manifest import manifest_columns, read_manifest
+from pipeline.status.luigid import merge_remote, scheduler_tasks
+from pipeline.status.model import CohortStatus, RunStatus, StepStatus
+from pipeline.tasks import (
+    CheckData,
+    CleanseSurvey,
+    IngestResults,
+    IngestSurvey,
+    RunModel,
+    ValidateResults,
+)
+from pipeline.tasks.base import RunDateTask, log_url
+from pipeline.tasks.cleanse import known_cohorts
+from pipeline.tasks.params import canonical_program
+from pipeline.warehouse import open_warehouse
+
+
+def collect(
+    date: dt.date,
+    *,
+    cohorts: list[str] | None = None,
+    programs: list[str] | None = None,
+    warehouse: str = "",
+    scheduler_url: str | None = None,
+    publication: bool = True,
+) -> RunStatus:
+    """The status of every cohort × program of ``date`` from targets, failure and timing
+    records, merged with luigid's view when ``scheduler_url`` is given. Without
+    ``programs``: every program that ran for the date (else ``[pipeline] program``).
+    ``publication=False`` skips the warehouse's sign-off records (a query, and
+    the SQL transpiler's import, that ``pipeline run``'s summary does not show)."""
+    layout = Layout.of(date)
+    survey_task = IngestSurvey(run_date=date, warehouse=warehouse)
+    warehouse = survey_task.warehouse
+    timings = _timings(layout)
+    chosen = [canonical_program(p) for p in programs or []] or _programs_run(timings)
+    codes = list(cohorts or []) or list(known_cohorts(layout, str(config.raw_dir()))["code"])
+    remote = scheduler_tasks(scheduler_url, layout.run_date) if scheduler_url else {}
+    cleanse = _step("cleanse", CleanseSurvey(run_date=date), timings, remote)
+    survey = _step("ingest_survey", survey_task, timings, remote)
+    # The data-quality gate is one task per cohort, whatever the program.
+    quality = {
+        code: _step("quality", CheckData(run_date=date, cohort=code), timings, remote)
+        for code in codes
+    }
+    rows = []
+    for program in chosen:
+        for code in codes:
+            common = {"run_date": date, "cohort": code, "program": program}
+            model_task = RunModel(**common)
+            steps = {
+                "cleanse": cleanse,
+                "quality": quality[code],
+                "model": _model_step(model_task, timings, remote),
+                "validate": _step("validate", ValidateResults(**common), timings, remote),
+                "ingest": _step(
+                    "ingest", IngestResults(**common, warehouse=warehouse), timings, remote
+                ),
+            }
+            row = CohortStatus(code, steps, program=program, variant=model_task.spec.slug)
+            row.extra["manifest"] = run_manifest(model_task)
+            rows.append(row)
+    if publication:
+        _add_publication(rows, date, warehouse)
+    summary_uri = layout.cleanse("summary.json")
+    return RunStatus(
+        run_date=layout.run_date,
+        work=layout.base,
+        logs=layout.logs(),
+        program=chosen[0],
+        programs=chosen,
+        warehouse=warehouse,
+        survey_ingest=survey,
+        cohorts=rows,
+        summary=storage.read_json(summary_uri) if storage.exists(summary_uri) else None,
+        scheduler=scheduler_url,
+        ran=bool(timings) or storage.exists(layout.cleanse("inputs.json")),
+    )
+
+
+def _timings(layout: Layout) -> dict[str, dict[str, Any]]:
+    """Every task's timing record of the date, by task id."""
+    records = {}
+    for uri in storage.listdir(layout.timings()):
+        if uri.endswith(".json"):
+            try:
+                record = storage.read_json(uri)
+            except (OSError, ValueError):
+                continue
+            records[str(record.get("task_id"))] = record
+    return records
+
+
+def _programs_run(timings: dict[str, dict[str, Any]]) -> list[str]:
+    """The programs the date's RunModel tasks ran with (the configured one first)."""
+    default = canonical_program("")
+    seen = {
+        str(r["params"]["program"])
+        for r in timings.values()
+        if r.get("task_family") == "RunModel" and (r.get("params") or {}).get("program")
+    }
+    return sorted(seen, key=lambda p: (p != default, p)) if seen else [default]
+
+
+def _add_publication(rows: list[CohortStatus], date: dt.date, warehouse: str) -> None:
+    """Ingested / approved / published per cohort, from the warehouse's sign-off records."""
+    try:
+        published = open_warehouse(warehouse).publication_status(date)
+    except PipelineError as exc:  # no warehouse yet, or it cannot be reached: say so
+        unknown = "-" if "does not exist yet" in str(exc) else f"unknown ({exc})"
+        for row in rows:
+            row.extra["publication"] = unknown
+        return
+    by_cohort = {r["cohort"]: r for r in published.to_dict("records")}
+    for row in rows:
+        record = by_cohort.get(row.cohort)
+        if record is None:
+            row.extra["publication"] = "-"
+            continue
+        row.extra.update(
+            {
+                ("published_variant" if k == "variant" else k): (None if pd.isna(v) else v)
+                for k, v in record.items()
+                if k != "cohort"
+            }
+        )
+        published = row.extra.get("published_variant")
+        if published and published != row.variant and not pd.isna(record["published_at"]):
+            row.extra["publication"] = f"variant {published} published ({record['approved_by']})"
+        elif pd.isna(record["published_at"]):
+            row.extra["publication"] = "ingested, not approved"
+        elif record["ingested_at"] > record["published_at"]:
+            row.extra["publication"] = f"re-ingested after {record['approved_by']}'s approval"
+        else:
+            row.extra["publication"] = f"published ({record['approved_by']})"
+
+
+def _step(
+    step: str,
+    task: RunDateTask,
+    timings: dict[str, dict[str, Any]],
+    remote: dict[str, dict[str, Any]],
+) -> StepStatus:
+    status = StepStatus(step=step, task_id=task.task_id)
+    record = timings.get(task.task_id, {})
+    layout = task.layout
+    status.started_at = record.get("started_at")
+    status.finished_at = record.get("finished_at")
+    status.seconds = record.get("seconds") or _seconds(status.started_at, status.finished_at)
+    if record:
+        status.log = log_url(layout.task_log(task.task_id))
+    # A worker we can see is dead overrules luigid, which lists a killed worker's task as
+    # RUNNING until it notices the worker is gone (worker_disconnect_delay).
+    dead = (
+        record.get("status") == "running"
+        and record.get("host") == socket.gethostname()
+        and not alive(record)
+    )
+    if task.complete():
+        status.state = "done"
+    elif record.get("status") == "running" and alive(record):
+        status.state = "running"  # again, after an earlier failure perhaps
+    elif storage.exists(layout.failure(task.task_id)):
+        status.state = "failed"
+        text = storage.read_bytes(layout.failure(task.task_id)).decode(errors="replace")
+        lines = text.strip().splitlines()
+        status.error = lines[0] if lines else "failed"
+        status.detail = "\n".join(lines[1:]) or None
+    elif record.get("status") == "running":
+        status.message = (
+            f"last seen running on {record.get('host')} (pid {record.get('pid')}) at "
+            f"{record.get('started_at')}; that process is gone or not on this machine"
+        )
+    info = remote.get(task.task_id)
+    if info:
+        merge_remote(status, info, worker_dead=dead)
+    return status
+
+
+def _model_step(
+    task: RunModel, timings: dict[str, dict[str, Any]], remote: dict[str, dict[str, Any]]
+) -> StepStatus:
+    status = _step("model", task, timings, remote)
+    run = last_run(task)
+    if run:
+        status.executor = run.get("executor")
+        status.started_at = run.get("started_at") or status.started_at
+        status.finished_at = run.get("finished_at") or status.finished_at
+        status.seconds = _seconds(run.get("started_at"), run.get("finished_at")) or status.seconds
+        # The program's own log says more than the task's.
+        if status.state != "done" or not status.log:
+            status.log = run.get("tracking_url") or run.get("log_uri") or status.log
+    return status
+
+
+def last_run(task: RunModel) -> dict[str, Any] | None:
+    """The final run.json when the model is done, else the latest attempt's, if any."""
+    final = task.output()["run"].path
+    if storage.exists(final):
+        return storage.read_json(final)
+    attempts = task.layout.attempts(task.cohort, task.spec.slug)
+    runs = [uri for uri in storage.listdir(attempts) if uri.endswith("/run.json")]
+    return storage.read_json(runs[-1]) if runs else None
+
+
+def run_manifest(task: RunModel) -> dict[str, Any] | None:
+    """The run manifest of the cohort's last program run, as ``pipeline_runs`` holds it:
+    attempt, fingerprint, params, rendered command, checksums, image, versions."""
+    run = last_run(task)
+    if not run:
+        return None
+    spec, attempt = task.spec, str(run.get("attempt") or "")
+    manifest = read_manifest(task.layout, task.cohort, spec, attempt)
+    return {
+        "attempt": attempt,
+        "status": run.get("status"),
+        "program_fingerprint": spec.fingerprint,
+        "variant": spec.slug,
+        **manifest_columns(manifest, spec),
+    }
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    try:
+        delta = dt.datetime.fromisoformat(str(end)) - dt.datetime.fromisoformat(str(start))
+    except ValueError:
+        return None
+    return round(delta.total_seconds(), 3)
+
+
+def alive(record: dict[str, Any]) -> bool:
+    """True when the recorded worker process still runs on this host (a zombie — dead but
+    not yet reaped by its parent — does not count)."""
+    if record.get("host") != socket.gethostname():
+        return False
+    try:
+        process = psutil.Process(int(record["pid"]))
+        if not process.is_running() or process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        # The pid of a dead worker may belong to a newer process by now: the worker was
+        # started before it recorded its start.
+        started = dt.datetime.fromisoformat(str(record.get("started_at"))).timestamp()
+        return process.create_time() <= started + 1.0
+    except (KeyError, ValueError, TypeError, psutil.Error):
+        return False
