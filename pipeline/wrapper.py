@@ -10,7 +10,8 @@ It downloads ``s3://`` inputs to local files, renders the spec's command, runs t
 program in its own process group, enforces the spec's timeout here (SIGTERM, then SIGKILL
 after the grace period; exit 124), forwards SIGTERM/SIGINT from ECS/Batch, uploads the
 output directory and writes ``manifest.json`` next to the results. It exits with the
-program's exit code (128+N when the program died of signal N).
+program's exit code (128+N when the program died of signal N). No program outlives its
+wrapper (``ProgramRunner``: what is and is not covered).
 
 Inside ECS or Batch the manifest also records the image that actually ran and its digest
 (``image``, ``image_digest``), read from the task metadata endpoint
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -70,11 +72,19 @@ def _aws_error(exc: BaseException) -> str:
 
 
 def log(message: str) -> None:
-    print(
-        f"[wrapper] {datetime.now(UTC).isoformat(timespec='seconds')} {message}",
-        file=sys.stderr,
-        flush=True,
-    )
+    """One line on stderr. Never raises: the local executor reads stderr through a pipe,
+    and a worker killed with SIGKILL leaves it without a reader; a ``BrokenPipeError``
+    here would end the wrapper before it stopped its program (the program kept running,
+    orphaned, until its timeout)."""
+    line = f"[wrapper] {datetime.now(UTC).isoformat(timespec='seconds')} {message}\n"
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        # Nobody reads it any more: drop this and every later line, including what the
+        # interpreter would flush at exit.
+        with contextlib.suppress(OSError):
+            sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
 
 
 _S3_CLIENT = None
@@ -229,8 +239,78 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def parent_death_signal(sig: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel send ``sig`` to the child when this process
+    dies (``prctl(PR_SET_PDEATHSIG)``, Linux only); None elsewhere or when libc has no
+    ``prctl``: the child then simply is not tied to this process (macOS: today's
+    behaviour).
+
+    The kernel sends the signal when the *thread* that forked the child ends, not the
+    process: ``ProgramRunner.run`` starts the program from the main thread (it installs
+    signal handlers, which only the main thread can), and the main thread lives as long as
+    the wrapper does. Setting it in the child between fork and exec leaves a window: a
+    wrapper killed before the ``prctl`` has already orphaned the child, so the child then
+    checks that its parent is still this process and, if not, sends itself ``sig``.
+    ``preexec_fn`` runs Python in the forked child, which is unsafe only when other
+    threads may hold locks: the wrapper has no other thread while it starts the program
+    (boto3's transfer threads end with each download), and the function is prepared here
+    so that the child only calls it."""
+    if sys.platform != "linux":
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    wrapper = os.getpid()
+
+    def tie_to_wrapper() -> None:
+        # A failure (never seen: PR_SET_PDEATHSIG only checks the signal number) leaves the
+        # program untied, as on macOS, rather than failing the run.
+        prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != wrapper:
+            os.kill(os.getpid(), sig)
+
+    return tie_to_wrapper
+
+
 class ProgramRunner:
-    """Runs one command with a deadline and forwards termination signals to it."""
+    """Runs one command with a deadline and forwards termination signals to it.
+
+    No program outlives its wrapper, and no wrapper its worker:
+
+    - **The program and the wrapper.** The program runs in a process group of its own
+      (``process_group=0``: in the wrapper's session, so that the local executor can find
+      what is left of it, see ``pipeline.executors.local``). Every signal the wrapper
+      sends goes to that group, and when the program has exited, for whatever reason,
+      the wrapper SIGKILLs whatever is still in the group (children the program left
+      behind) before it writes the manifest. On Linux the program also carries the
+      kernel's parent-death signal (SIGKILL, ``parent_death_signal``): a wrapper killed
+      with SIGKILL (the OOM killer, ``kill -9``) takes its program with it.
+    - **The wrapper and the worker** (``parent``, the local executor's
+      ``--stop-with-parent PID``): the wrapper checks every second, in the loop that
+      also watches the deadline, whether PID is still its parent; once it is not, it
+      stops the program as it does on SIGTERM (SIGTERM to the group, SIGKILL after the
+      grace) and writes the manifest. This one mechanism serves every platform and also
+      covers a worker killed before the wrapper first looked (a parent-death signal set
+      by the wrapper would need this same check for that window, and the worker cannot
+      set one for the wrapper without running Python in a forked child of a threaded
+      process); it costs at most a second.
+
+    Not covered: the program's children when the wrapper is SIGKILLed and nobody cleans
+    up after it (the program dies of its parent-death signal, its children are left to
+    init: under the local executor the worker ends them, inside ECS/Batch the container
+    ends with the wrapper); a process that leaves the wrapper's session or the program's
+    group on purpose (``setsid``, a daemon), which only a cgroup (a container) contains;
+    and on macOS (no parent-death signal) a SIGKILLed wrapper's program, which runs on
+    until it ends, as before.
+    """
 
     def __init__(
         self, command: list[str], *, timeout: float, grace: float, parent: int | None = None
@@ -258,6 +338,25 @@ class ProgramRunner:
             self._signal_group(signal.SIGKILL)
             self.proc.wait()
 
+    def _end_group(self) -> None:
+        """SIGKILL what is left of the program's group: children of a program that has
+        exited (or, after an error in the wrapper, the program itself). The group's id
+        cannot name another group meanwhile: the kernel does not reuse a number while a
+        group of that id has members, and an empty group's signal goes nowhere."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return  # nothing left
+        if self.proc.poll() is None:
+            log("the wrapper is ending: sending SIGKILL to the program")
+        else:
+            log("the program left processes running: sending them SIGKILL")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         # Raising here interrupts wait(); run() then stops the program and exits. A second
         # signal while already stopping must not abandon the program half-killed.
@@ -269,9 +368,11 @@ class ProgramRunner:
         deadline = time.monotonic() + self.timeout
         exited = None
         try:
-            # Own process group: the program's children (e.g. joblib workers) go with it.
             self.proc = subprocess.Popen(
-                self.command, start_new_session=True, env=program_environment()
+                self.command,
+                process_group=0,
+                env=program_environment(),
+                preexec_fn=parent_death_signal(signal.SIGKILL),
             )
             exited = exit_notifier(self.proc)
             while True:
@@ -293,6 +394,7 @@ class ProgramRunner:
         finally:
             if exited is not None:
                 os.close(exited)
+            self._end_group()
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
         return 128 - code if code is not None and code < 0 else int(code or 0)

@@ -55,6 +55,15 @@ class LocalExecutor:
 
     The program's stdout and stderr go to the job's log file; the last stderr lines are
     kept for the error message. On interrupt the whole process tree is stopped.
+
+    Lifetimes (docs/executors.md, "The local executor"): the wrapper leads a session of
+    its own, so a signal to the worker's process group does not reach it; SIGTERM/SIGINT
+    of the worker stops it through ``request_shutdown`` (the wrapper stops its program,
+    then exits), and a worker killed with SIGKILL is noticed by the wrapper itself within
+    a second (``--stop-with-parent``), which then does the same. The program runs in its
+    own process group inside the wrapper's session and dies with its wrapper
+    (``pipeline.wrapper.ProgramRunner``); when a wrapper dies of a signal, this process
+    SIGKILLs whatever is left in the wrapper's session: the program's own children.
     """
 
     name = "local"
@@ -80,6 +89,8 @@ class LocalExecutor:
             job.log_path.open("ab") as log,
         ):
             started = datetime.now(UTC)
+            # A session of its own: SIGKILL of the worker's process group (`timeout -s
+            # KILL`, a CI job's end) must leave the wrapper alive to stop its program.
             proc = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.PIPE, env=env, start_new_session=True
             )
@@ -115,6 +126,8 @@ class LocalExecutor:
             if shutdown_reason():
                 _stop_tree(proc, self.grace_seconds)
                 raise Interrupted(shutdown_reason())
+            if exit_code < 0:  # the wrapper was killed: its program's children may be left
+                _end_session(proc.pid)
         finished = datetime.now(UTC)
         cpu_seconds = usage.ru_utime + usage.ru_stime
         wall = (finished - started).total_seconds()
@@ -188,3 +201,20 @@ def _stop_tree(proc: subprocess.Popen[bytes], grace: float) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             leftover.kill()
     proc.wait()
+    _end_session(proc.pid)
+
+
+def _end_session(sid: int) -> None:
+    """SIGKILL every process still in session ``sid``, the session a killed wrapper led:
+    its program's group is in it, so this ends the children the program started (the
+    program itself dies of its parent-death signal; its children now belong to init). A
+    process that started a session of its own is not found. ``sid`` cannot name another
+    session meanwhile: the kernel does not reuse a number while a session of that id has
+    members. Linux only, like the parent-death signal (the session of another process is
+    not readable everywhere); on macOS a killed wrapper's program runs on, as before."""
+    if sys.platform != "linux":
+        return
+    for pid in psutil.pids():
+        with contextlib.suppress(OSError):
+            if os.getsid(pid) == sid:
+                os.kill(pid, signal.SIGKILL)
