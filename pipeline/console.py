@@ -24,6 +24,7 @@ from typing import Any, TextIO
 import luigi
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 STEP_OF = {
@@ -42,6 +43,7 @@ DEBUG_LOGGERS = ("luigi", "luigi-interface", "pipeline")  # logged at DEBUG to t
 
 @dataclass
 class _Row:
+    cohort: str
     steps: dict[str, str] = field(default_factory=lambda: dict.fromkeys(STEPS, "pending"))
 
 
@@ -62,8 +64,10 @@ class RunConsole:
         self.out = out or sys.stdout
         self.console = Console(file=self.out, highlight=False)
         self.live: Live | None = None
-        self.rows: dict[str, _Row] = {}
+        self.rows: dict[str, _Row] = {}  # by name: cohort, or cohort [variant]
         self.shared: dict[str, str] = {}  # cleanse, survey ingest
+        # Steps of one cohort whatever the variant (quality): shown on each variant's row.
+        self.per_cohort: dict[str, dict[str, str]] = {}
         self.warnings: list[str] = []
         self._lock = threading.Lock()
 
@@ -155,8 +159,11 @@ class RunConsole:
 
     # -- showing -------------------------------------------------------------------------
     def _name(self, task: luigi.Task) -> str:
+        """A cohort's task by its cohort; with several variants, a variant's task (one
+        with a program) by ``cohort [variant slug]``."""
         cohort = str(getattr(task, "cohort", ""))
-        return f"{cohort} [{task.spec.slug}]" if self.variants else cohort
+        spec = getattr(task, "spec", None) if "program" in task.param_kwargs else None
+        return f"{cohort} [{spec.slug}]" if self.variants and spec is not None else cohort
 
     def _set(self, task: luigi.Task, step: str, state: str, *, announce: bool,
              why: str = "") -> None:  # fmt: skip
@@ -164,8 +171,21 @@ class RunConsole:
             self.shared[step] = state
             name = step
         else:
+            cohort = str(getattr(task, "cohort", ""))
             name = self._name(task)
-            self.rows.setdefault(name, _Row()).steps[step] = state
+            if name == cohort and self.variants:  # one task for every variant's row
+                self.per_cohort.setdefault(cohort, {})[step] = state
+                rows = [row for row in self.rows.values() if row.cohort == cohort]
+            else:
+                rows = [self._row(name, cohort)]
+            for row in rows:
+                row.steps[step] = state
+                if state == "done" and not announce:
+                    # luigi does not look behind a task that is already complete: what
+                    # comes before it in the row is done as well.
+                    for earlier in STEPS[: STEPS.index(step)]:
+                        if row.steps[earlier] == "pending":
+                            row.steps[earlier] = "done"
             name = f"{name} {step}"
         if self.live is not None:
             self.live.update(self._table(), refresh=True)
@@ -173,6 +193,13 @@ class RunConsole:
             verb = {"running": "started", "done": "done", "failed": "FAILED"}[state]
             text = f"{datetime.now():%H:%M:%S} {name} {verb}" + (f": {why}" if why else "")
             print(text, file=self.out, flush=True)
+
+    def _row(self, name: str, cohort: str) -> _Row:
+        row = self.rows.get(name)
+        if row is None:
+            row = self.rows[name] = _Row(cohort)
+            row.steps.update(self.per_cohort.get(cohort, {}))
+        return row
 
     def _table(self) -> Table:
         table = Table(box=None, pad_edge=False, title_justify="left")
@@ -185,7 +212,8 @@ class RunConsole:
             key=lambda kv: (min(order[s] for s in kv[1].steps.values()), kv[0]),
         )
         for name, row in rows[:MAX_ROWS]:
-            table.add_row(name, *(f"[{STYLE[s]}]{s}[/]" for s in row.steps.values()))
+            # A variant's name has brackets, which are not markup.
+            table.add_row(escape(name), *(f"[{STYLE[s]}]{s}[/]" for s in row.steps.values()))
         if len(rows) > MAX_ROWS:
             counts = Counter(
                 "done" if all(s == "done" for s in r.steps.values()) else "other"

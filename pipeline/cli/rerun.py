@@ -7,6 +7,11 @@ first), one target at a time, so an interrupted rerun never leaves a "done" step
 of a removed input: at any point, what remains is consistent and `pipeline run` or
 another `pipeline rerun` picks up from there. Raw data, logs and the program runs'
 attempt directories (history, loaded into ``pipeline_runs``) are never touched.
+
+A run date may have run several program variants (docs/variants.md): the rerun takes
+every variant that ran for the cohort(s) (for the whole date with ``--from cleanse``),
+as the timing records of its RunModel tasks say, unless ``--program`` (or ``--param``)
+names the ones to re-run; the other variants' outputs and attempts stay as they are.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from pathlib import Path
 
 from pipeline import storage
 from pipeline.cli import run as run_cli
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, SpecError
 from pipeline.executors import attempts
+from pipeline.layout import Layout
 from pipeline.tasks import Deliver, IngestResults, RunModel, ValidateResults
+from pipeline.tasks.params import canonical_program, load_program
 
 STEPS = ("cleanse", "model", "validate", "ingest")
 
@@ -32,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="List the outputs that re-running from STEP invalidates (that step's "
         "and every later step's, for the given cohort only; --from cleanse: the whole run "
         "date, including its raw-file pin, which is how new raw files are taken on purpose), "
+        "of every program variant the date ran unless --program chooses, "
         "ask for confirmation, remove them and run again. Raw data is never touched; "
         "nothing is removed when the run could not start (bad spec, unknown cohort, no "
         "luigid).",
@@ -48,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     run_cli.add_run_options(parser)
+    # What --program (added by add_run_options) means here.
+    parser._option_string_actions["--program"].help = (
+        "re-run only this program variant (repeatable; SPEC?NAME=VALUE for param overrides). "
+        "Default: every variant the run date ran for the cohort(s)"
+    )
     parser.set_defaults(func=main)
 
 
@@ -62,22 +75,46 @@ def main(args: argparse.Namespace) -> int:
             f"--from {args.step} needs --cohort CODE (the cohort to re-run); "
             "--from cleanse re-runs the whole date"
         )
-    if args.step == "cleanse":
-        # New raw files are the point of re-cleansing: the pin is checked after removal.
-        deliver = Deliver(
-            run_date=args.run_date,
-            programs=run_cli.programs_of(args),
-            executor=args.executor or "",
-            warehouse=args.warehouse or "",
-            raw=args.raw or "",
-        )
-    else:
-        deliver = run_cli.build_delivery(args)
+    ran: list[str] = []
+    if not args.program and not args.param:
+        # Every variant the date ran for these cohorts runs again, not the champion alone
+        # (none ran for them, e.g. the data-quality gate stopped them: the date's variants).
+        layout = Layout.of(args.run_date)
+        ran = programs_ran(layout, args.cohort or None) or programs_ran(layout, None)
+        args.program = ran or None
+    try:
+        if args.step == "cleanse":
+            # New raw files are the point of re-cleansing: the pin is checked after removal.
+            deliver = Deliver(
+                run_date=args.run_date,
+                programs=run_cli.programs_of(args),
+                executor=args.executor or "",
+                warehouse=args.warehouse or "",
+                raw=args.raw or "",
+            )
+            for program in deliver.programs:
+                load_program(program)  # a spec that no longer loads: before anything goes
+        else:
+            deliver = run_cli.build_delivery(args)
+    except SpecError as exc:
+        if not ran:
+            raise
+        raise SpecError(
+            f"{exc}, yet {args.run_date} ran it"
+            + (f" for {', '.join(args.cohort)}" if args.cohort else "")
+            + ": name the variants to re-run with --program"
+        ) from None
     if not args.local_scheduler and not args.dry_run:
         run_cli.check_scheduler(run_cli.scheduler_url(args))
     uris = invalidated(deliver, args.step, args.cohort)
     root = deliver.layout.base
     who = "every cohort" if args.step == "cleanse" else ", ".join(args.cohort)
+    if len(deliver.programs) > 1:
+        who += f" ({len(deliver.programs)} variants)"
+    if len(deliver.programs) > 1 or deliver.programs != (canonical_program(""),):
+        print(f"Program variant(s) of {deliver.run_date} to re-run:")
+        for program in deliver.programs:
+            print(f"  {load_program(program).slug}  {program}")
     if uris:
         print(f"Re-running {root.rsplit('/', 1)[-1]} from {args.step} for {who} invalidates "
               f"{len(uris)} output(s):")  # fmt: skip
@@ -102,14 +139,40 @@ def main(args: argparse.Namespace) -> int:
     if args.step in ("model", "cleanse"):
         # Re-running a step means running its programs again: earlier attempts must not
         # be adopted as finished work (see RunModel), they are history now.
-        attempts.supersede(
-            deliver.layout,
-            None if args.step == "cleanse" else list(args.cohort),
+        why = (
             f"superseded: pipeline rerun --from {args.step} at "
-            f"{datetime.now(UTC).isoformat(timespec='seconds')}",
+            f"{datetime.now(UTC).isoformat(timespec='seconds')}"
         )
+        if args.step == "cleanse":  # every cohort's model outputs are gone
+            attempts.supersede(deliver.layout, None, why)
+        else:  # only the variants re-run: the others keep their results and attempts
+            for program in deliver.programs:
+                for cohort in args.cohort:
+                    spec = load_program(program)
+                    attempts.abandon(deliver.layout, cohort, spec, superseded=True, why=why)
     args.cohort = [] if args.step == "cleanse" else args.cohort
     return run_cli.main(args)
+
+
+def programs_ran(layout: Layout, cohorts: list[str] | None) -> list[str]:
+    """The programs (canonical, variants included) whose RunModel tasks ran for the run
+    date, of ``cohorts`` only unless None, from the tasks' timing records; the
+    configured one first."""
+    seen = set()
+    for uri in storage.listdir(layout.timings()):
+        if not (uri.rsplit("/", 1)[-1].startswith("RunModel_") and uri.endswith(".json")):
+            continue
+        try:
+            record = storage.read_json(uri)
+        except (OSError, ValueError):
+            continue
+        params = record.get("params") or {}
+        if record.get("task_family") != "RunModel" or not params.get("program"):
+            continue
+        if cohorts is None or params.get("cohort") in cohorts:
+            seen.add(str(params["program"]))
+    champion = canonical_program("")
+    return sorted(seen, key=lambda p: (p != champion, p))
 
 
 def invalidated(deliver: Deliver, step: str, cohorts: list[str]) -> list[str]:

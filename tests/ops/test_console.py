@@ -5,6 +5,8 @@ summary names."""
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 import os
 import pty
 import re
@@ -50,13 +52,16 @@ def test_under_a_pipe(tmp_path: Path) -> None:
     assert "DEBUG" in log and "Checking if RunModel" in log  # luigi's full log
 
 
-def test_under_a_terminal(tmp_path: Path) -> None:
-    home = make_home(tmp_path / "home", cohorts=4, respondents=200)
-    spec = noop_spec(tmp_path / "noop.toml")
+def in_a_terminal(
+    args: list[str], env: dict[str, str], rows: int = 200
+) -> tuple[int, str, list[str]]:
+    """Run ``args`` under a pseudo-terminal 120 columns wide: its exit code, what it wrote
+    and the non-empty lines a terminal emulator shows at the end (``rows`` tall, so
+    nothing scrolls away)."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        run_args(home, spec), cwd=REPO,
-        env={**os.environ, **home_env(home), "COLUMNS": "120", "LINES": "60", "TERM": "xterm"},
+        args, cwd=REPO,
+        env={**os.environ, **env, "COLUMNS": "120", "LINES": "60", "TERM": "xterm"},
         stdin=slave, stdout=slave, stderr=slave, close_fds=True,
     )  # fmt: skip
     os.close(slave)
@@ -73,11 +78,18 @@ def test_under_a_terminal(tmp_path: Path) -> None:
             break
         chunks.append(data)
     os.close(master)
-    assert proc.wait(timeout=60) == 0
+    code = proc.wait(timeout=60)
     raw = b"".join(chunks).decode("utf-8", errors="replace")
-    screen = pyte.Screen(120, 200)  # taller than the output: nothing scrolls away
+    screen = pyte.Screen(120, rows)
     pyte.Stream(screen).feed(raw.replace("\n", "\r\n"))
-    shown = [line.rstrip() for line in screen.display if line.strip()]
+    return code, raw, [line.rstrip() for line in screen.display if line.strip()]
+
+
+def test_under_a_terminal(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home", cohorts=4, respondents=200)
+    spec = noop_spec(tmp_path / "noop.toml")
+    code, raw, shown = in_a_terminal(run_args(home, spec), home_env(home))
+    assert code == 0, raw
     assert len(shown) <= MAX_LINES, "\n".join(shown)
     text = "\n".join(shown)
     assert "cohorts: 4 done, 0 failed" in text
@@ -86,3 +98,38 @@ def test_under_a_terminal(tmp_path: Path) -> None:
     assert len(table) == 4, text
     assert "DEBUG" not in text and "Traceback" not in text
     assert "DEBUG" in log_file(raw).read_text()
+
+
+def test_variants_share_the_cohort_steps(pipeline_home: Path, tmp_path: Path) -> None:
+    """With two variants a row is `cohort [variant]`; the data-quality gate, one task of the
+    cohort, shows on both rows and is told once; a task found complete when scheduled
+    shows the steps before it done (luigi does not look behind it)."""
+    from pipeline.console import STEPS, RunConsole
+    from pipeline.tasks import CheckData, IngestResults, RunModel
+
+    a = str(noop_spec(tmp_path / "a.toml"))
+    b = str(noop_spec(tmp_path / "b.toml", seconds=1))  # another command: another variant
+    out = io.StringIO()
+    console = RunConsole(tmp_path / "run.log", variants=True, out=out)
+    date = dt.date.fromisoformat(DATE)
+    done = IngestResults(run_date=date, cohort="diabetes", program=a)
+    models = [RunModel(run_date=date, cohort="asthma", program=p) for p in (a, b)]
+    check = CheckData(run_date=date, cohort="asthma")
+    console.scheduled(done, "DONE")
+    for task in (*models, check):
+        console.scheduled(task, "PENDING")
+    console.finished(check, "FAILED", "DataQualityFailed: cohort asthma: too few rows\nmore")
+
+    assert console.rows[f"diabetes [{done.spec.slug}]"].steps == dict.fromkeys(STEPS, "done")
+    names = [f"asthma [{task.spec.slug}]" for task in models]
+    assert sorted(console.rows) == sorted([*names, f"diabetes [{done.spec.slug}]"])
+    for name in names:
+        assert console.rows[name].steps == {**dict.fromkeys(STEPS, "pending"), "quality": "failed"}
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d asthma quality FAILED: DataQualityFailed: cohort asthma: too few rows",
+        lines[0],
+    )
+    console.started(models[1])
+    assert out.getvalue().splitlines()[-1].endswith(f" {names[1]} model started")
