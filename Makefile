@@ -50,12 +50,28 @@ test: install-dev browser lint checkov ## lint, checkov, then the whole test sui
 	$(BIN)/python -m pytest --junitxml=reports/junit.xml
 
 # Every program spec with golden cases (docs/quality.md); override: make regress PROGRAMS=...
+# The result is recorded where `pipeline approve` looks for it: the storage root (on a
+# laptop $PIPELINE_HOME/work), or REGRESS_ROOT=<root>, or REGRESS_ENVS=<env>[,<env>...]:
+# the storage root of each of those stacks (Terraform output storage_root), as Jenkins
+# does for the stacks it deploys. A branch stack not deployed yet is skipped with a note.
 PROGRAMS ?= $(wildcard programs/*/program.toml)
 REGRESS_EXECUTOR ?= local
-regress: install ## run the golden cases of every program spec (PROGRAMS) through the wrapper
-	@set -e; for spec in $(PROGRAMS); do \
-	  $(BIN)/pipeline regress --program $$spec --executor $(REGRESS_EXECUTOR); \
-	done
+REGRESS_ROOT ?=
+REGRESS_ENVS ?=
+regress: install ## run the golden cases of every program spec (PROGRAMS) and record them where approve looks (REGRESS_ROOT, REGRESS_ENVS=prod,staging)
+	@set -e; roots='$(REGRESS_ROOT)'; \
+	for env in $$(echo '$(REGRESS_ENVS)' | tr ',' ' '); do \
+	  $(MAKE) --no-print-directory tf-init ENV=$$env >&2; \
+	  stack=$$($(MAKE) -s --no-print-directory stack-name ENV=$$env); \
+	  if root=$$(TF_DATA_DIR=.terraform/$$stack terraform -chdir=$(TF_DIR) output -raw storage_root); then \
+	    roots="$$roots $$root"; \
+	  elif [ "$$env" = branch ]; then \
+	    echo "regress: $$stack is not deployed yet: after its deploy, record for it with make regress REGRESS_ENVS=branch" >&2; \
+	  else echo "regress: no storage_root output of the $$env stack $$stack" >&2; exit 2; fi; \
+	done; \
+	run() { for spec in $(PROGRAMS); do \
+	  $(BIN)/pipeline regress --program $$spec --executor $(REGRESS_EXECUTOR) "$$@"; done; }; \
+	if [ -z "$${roots// }" ]; then run; else for root in $$roots; do run --root "$$root"; done; fi
 
 LUIGID_PORT ?= 8082
 luigid: install ## run luigid on localhost:8082 (LUIGID_PORT); state, task history and log under $PIPELINE_HOME

@@ -10,6 +10,7 @@ Batch runs read and write S3 like real ones. The outcome of every case lands in
 from __future__ import annotations
 
 import io
+import shlex
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,9 +95,20 @@ def record(spec: ProgramSpec, executor: str, root: str, cases: list[CaseResult])
 
 
 def find_result(root: str, name: str, version: str, fingerprint: str) -> dict[str, Any] | None:
-    """The recorded ``pipeline regress`` of a program build, or None if it never ran."""
-    uri = regress_path(root, f"{name}-{version}-{fingerprint}", "result.json")
-    return storage.read_json(uri) if storage.exists(uri) else None
+    """The recorded ``pipeline regress`` of a program build, or None if it never ran
+    under ``root`` (a record of another build never counts)."""
+    uri = result_uri(root, name, version, fingerprint)
+    if not storage.exists(uri):
+        return None
+    result = storage.read_json(uri)
+    if str(result.get("program_fingerprint", fingerprint)) != fingerprint:
+        return None
+    return result
+
+
+def result_uri(root: str, name: str, version: str, fingerprint: str) -> str:
+    """Where ``pipeline regress`` records the outcome of one program build."""
+    return regress_path(root, f"{name}-{version}-{fingerprint}", "result.json")
 
 
 PROGRAM_OF_COHORT = """
@@ -117,10 +129,22 @@ class Gate:
     result: dict[str, Any] | None  # the recorded regress result, None if never run
     refused: str = ""  # why approval is refused ("" = allowed)
     note: str = ""  # shown with the approval
+    accepted: str = ""  # the reason that overrode a refusal (recorded with the approval)
 
     @property
     def failed(self) -> bool:
         return self.result is not None and not self.result.get("passed", False)
+
+
+def regress_command(root: str, spec: str = "") -> str:
+    """What to run so that ``pipeline approve`` under ``root`` finds a record."""
+    program = shlex.quote(spec) if spec else "SPEC"
+    where = shlex.quote(root)
+    return (
+        f"`pipeline regress --program {program} --root {where}` (or `make regress "
+        f"REGRESS_ROOT={where}{' PROGRAMS=' + program if spec else ''}`; Jenkins' Regress "
+        "stage records in the storage root of every stack it deploys)"
+    )
 
 
 def approval_gate(
@@ -131,36 +155,60 @@ def approval_gate(
     accept: str,
     *,
     variant: str | None = None,
+    spec: str = "",
 ) -> Gate:
     """Check the golden cases of the program build whose run produced the cohort's
-    ingested results of ``variant`` (``pipeline_runs``; any variant when None): a recorded
-    failure refuses approval unless ``accept`` gives a reason; no record at all is allowed
-    with a note."""
+    ingested results of ``variant`` (``pipeline_runs``; any variant when None or ""):
+    approval needs a passing ``pipeline regress`` record of exactly that build under
+    ``root``. No record, a failed one, or a build that cannot be looked up refuses
+    approval unless ``accept`` gives a reason (then ``Gate.accepted`` is that reason).
+    Results without a program build (ingested before run manifests; or nothing ingested,
+    which the warehouse refuses) pass with a note. ``spec`` names the spec to suggest
+    running ``pipeline regress`` on."""
     from pipeline.errors import WarehouseError
 
+    reason = accept.strip()
     try:
         rows = warehouse.query(
             PROGRAM_OF_COHORT,
             {"run_date": run_date, "cohort": cohort, "variant": variant or ""},
         )
-    except WarehouseError:
-        rows = pd.DataFrame()
+    except WarehouseError as exc:
+        why = f"the program build of cohort {cohort} could not be looked up: {exc}"
+        return _refuse_unless_accepted("", None, why, reason, "")
     if rows.empty or pd.isna(rows.iloc[0]["program_fingerprint"]):
         return Gate("", None, note="program build unknown: golden cases not checked")
     name, version, fingerprint = (str(rows.iloc[0][c]) for c in rows.columns[:3])
     program = f"{name} {version} ({fingerprint})"
+    slug = f"{name}-{version}-{fingerprint}"
+    uri = result_uri(root, name, version, fingerprint)
     result = find_result(root, name, version, fingerprint)
     if result is None:
-        return Gate(program, None, note=f"{program} has no recorded `pipeline regress`")
-    if result.get("passed"):
-        return Gate(program, result, note=f"{program} passed its golden case(s)")
-    failed = ", ".join(c["name"] for c in result.get("cases", []) if not c.get("passed"))
-    why = f"{program} failed golden case(s) {failed} (pipeline regress, {result.get('at', '')})"
-    if not accept.strip():
-        return Gate(
-            program,
-            result,
-            refused=f"{why}. Fix the program, or approve with --accept-regression "
-            "'<why the new numbers are right>' (recorded with the approval)",
+        why = (
+            f"{program} (spec {slug}) has no passing golden-case record: no `pipeline "
+            f"regress` record at {uri}"
         )
-    return Gate(program, result, note=f"{why}; accepted: {accept.strip()}")
+        todo = f"Run {regress_command(root, spec)}, then approve again"
+        return _refuse_unless_accepted(program, None, why, reason, todo)
+    if result.get("passed"):
+        return Gate(program, result, note=f"{program} passed its golden case(s) ({uri})")
+    failed = ", ".join(c["name"] for c in result.get("cases", []) if not c.get("passed"))
+    why = (
+        f"{program} failed golden case(s) {failed} (pipeline regress, {result.get('at', '')}; "
+        f"{uri})"
+    )
+    return _refuse_unless_accepted(program, result, why, reason, "Fix the program")
+
+
+def _refuse_unless_accepted(
+    program: str, result: dict[str, Any] | None, why: str, reason: str, todo: str
+) -> Gate:
+    if reason:
+        return Gate(program, result, note=f"{why}; accepted: {reason}", accepted=reason)
+    todo = f"{todo}; or" if todo else "Or"
+    return Gate(
+        program,
+        result,
+        refused=f"{why}. {todo} approve with --accept-regression '<why the new numbers are "
+        "right>' (recorded with the approval)",
+    )

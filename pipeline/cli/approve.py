@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import datetime as dt
 import sys
+from typing import Any
 
 from pipeline import config
 from pipeline.cli.run import absolute_path, run_date
@@ -15,6 +16,7 @@ from pipeline.regress import approval_gate
 from pipeline.tasks.cleanse import known_cohorts, refuse_unknown_cohorts
 from pipeline.tasks.params import canonical_program, load_program
 from pipeline.warehouse import open_warehouse
+from pipeline.warehouse.shared import choose_variant, variants_sql
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,9 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "published dataset in one transaction per cohort — of one variant only: the "
         "champion ([pipeline] program) unless --program or --variant names another. "
         "Cohorts that are not ingested or whose error checks failed are refused and stay "
-        "unpublished, and so are cohorts whose program build failed its golden cases "
-        "(`pipeline regress`) unless --accept-regression gives a reason, which is recorded "
-        "with the approval. Exits 1 when any cohort was refused.",
+        "unpublished, and so are cohorts whose program build has no passing golden-case "
+        "record (`pipeline regress`) under the storage root (PIPELINE_STORAGE_ROOT, else "
+        "[storage] root, else $PIPELINE_HOME/work) — none, or a failed one — unless "
+        "--accept-regression gives a reason, which is recorded with the approval. Exits 1 "
+        "when any cohort was refused.",
     )
     parser.add_argument("--run-date", required=True, type=run_date, help="YYYY-MM-DD")
     parser.add_argument(
@@ -55,8 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--accept-regression",
         default="",
         metavar="REASON",
-        help="approve although the program build failed its golden cases, for this reason "
-        "(recorded in approvals.accepted_regression)",
+        help="approve although the program build has no passing `pipeline regress` record "
+        "(none, or its golden cases failed), for this reason (recorded in "
+        "approvals.accepted_regression)",
     )
     parser.add_argument(
         "--warehouse",
@@ -77,29 +82,41 @@ def main(args: argparse.Namespace) -> int:
             f"nothing of {date} is ingested into {uri}: nothing to approve "
             f"(run `pipeline run --run-date {date}` first)"
         )
-    variant, champion = None, None
+    variant, champion, spec = None, None, ""
     if args.variant:
         variant = args.variant
     elif args.program:
-        variant = load_program(canonical_program(absolute_path(args.program))).slug
+        spec = canonical_program(absolute_path(args.program))
+        variant = load_program(spec).slug
     else:
         with contextlib.suppress(PipelineError):  # no usable champion: the only variant
-            champion = load_program(canonical_program("")).slug
+            spec = canonical_program("")
+            champion = load_program(spec).slug
     chosen = variant or (f"champion {champion}" if champion else "the only variant")
     print(f"Approving {date} in {uri} as {args.by!r} ({chosen})")
     refused = []
     root = config.storage_root()
+    print(f"  golden cases: looking for `pipeline regress` records under {root}")
     for cohort in cohorts:
-        gate = approval_gate(warehouse, root, date, cohort, args.accept_regression, variant=variant)
+        try:
+            # The gate checks the build of the variant that is published, not another one.
+            publish = publishing_variant(warehouse, date, cohort, variant, champion)
+        except WarehouseError as exc:
+            refused.append(cohort)
+            print(f"  {cohort:<20} REFUSED: {exc}", file=sys.stderr)
+            continue
+        hint = spec if publish and publish in (variant, champion) else ""
+        gate = approval_gate(
+            warehouse, root, date, cohort, args.accept_regression, variant=publish, spec=hint
+        )
         if gate.refused:
             refused.append(cohort)
             print(f"  {cohort:<20} REFUSED: {gate.refused}", file=sys.stderr)
             continue
-        accepted = args.accept_regression.strip() if gate.failed else None
         try:
             approval = warehouse.approve(
-                date, cohort, args.by, variant=variant, champion=champion,
-                accepted_regression=accepted,
+                date, cohort, args.by, variant=publish or variant, champion=champion,
+                accepted_regression=gate.accepted or None,
             )  # fmt: skip
         except WarehouseError as exc:
             refused.append(cohort)
@@ -117,6 +134,16 @@ def main(args: argparse.Namespace) -> int:
         f"{warehouse.published_dataset}; clients read its v_* views"
     )
     return 1 if refused else 0
+
+
+def publishing_variant(
+    warehouse: Any, date: dt.date, cohort: str, variant: str | None, champion: str | None
+) -> str:
+    """The variant ``warehouse.approve`` publishes for the cohort (the same choice, from
+    the same rows): the named one, else the champion when ingested, else the only one;
+    "" for rows loaded before variants (or nothing ingested: approve says so)."""
+    found = warehouse.query(variants_sql(), {"run_date": date, "cohort": cohort})
+    return choose_variant(found, variant, run_date=date, cohort=cohort, champion=champion)
 
 
 def check_cohorts(date: dt.date, asked: list[str]) -> None:

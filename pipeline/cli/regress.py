@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from pipeline import config
+from pipeline.cli.run import absolute_path
 from pipeline.core.regress import format_diff
-from pipeline.core.spec import load_spec
 from pipeline.errors import SpecError
 from pipeline.executors import EXECUTORS
 from pipeline.regress import record, run_case
+from pipeline.tasks.params import canonical_program, load_program
 
 EXIT_PASSED, EXIT_FAILED = 0, 1
 
@@ -27,7 +29,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "case out of tolerance or its program failed; 2 the spec has no golden case or is "
         "invalid, or a case file is missing.",
     )
-    parser.add_argument("--program", required=True, metavar="SPEC", help="program spec TOML")
+    parser.add_argument(
+        "--program",
+        required=True,
+        metavar="SPEC",
+        help="program spec TOML (or SPEC?NAME=VALUE for a variant's param overrides)",
+    )
+    parser.add_argument(
+        "--root",
+        metavar="ROOT",
+        help="the storage root to run the cases under and record the result in: the one "
+        "`pipeline approve` reads, e.g. production's s3://BUCKET/work (default: "
+        "PIPELINE_STORAGE_ROOT, else [storage] root, else $PIPELINE_HOME/work)",
+    )
     parser.add_argument(
         "--executor",
         choices=EXECUTORS,
@@ -45,7 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    spec = load_spec(args.program)
+    if args.root:
+        # For the whole command, as PIPELINE_STORAGE_ROOT: the cloud executors keep their
+        # leases under the storage root too.
+        os.environ["PIPELINE_STORAGE_ROOT"] = args.root
+    spec = load_program(canonical_program(absolute_path(args.program)))
     executor = args.executor or config.executor_name()
     if executor != "local":
         from pipeline.executors.cloud import require_s3_root

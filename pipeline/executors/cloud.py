@@ -17,6 +17,11 @@
    (``max_submissions``), submit the same job document again and keep the abandoned
    attempt's record in ``RunRecord.interrupted``. A program's own exit is never retried.
 
+Before step 3, a submission the service could not place now (``CapacityUnavailable``:
+ECS ``RunTask`` failures such as ``RESOURCE:CPU``, or throttling past every retry) is
+tried again after a jittered exponential backoff until the cohort's deadline, each wait
+shown in luigid; no task exists while it waits, and an interrupt ends the wait at once.
+
 ``CloudExecutor.reattach`` is steps 3-5 for a task a killed orchestrator left running
 (``find_running`` finds it by its tags): the restarted worker renews the task's own
 lease id next to its own (``LeaseKeeper.adopt``), so the reaper keeps the task.
@@ -27,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import signal
 import threading
 import time
@@ -48,6 +54,7 @@ from pipeline.executors.base import (
     interrupts_as_exceptions,
     shutdown_reason,
     slots,
+    stops_with_shutdown,
 )
 from pipeline.wrapper import EXIT_DEADLINE
 
@@ -69,6 +76,19 @@ def running_slots(executor: str) -> threading.BoundedSemaphore:
 
 class CloudError(PipelineError):
     """A cloud API call failed (submit, describe, stop): says which call, task and why."""
+
+
+class CapacityUnavailable(CloudError):
+    """The service started no task because it has no capacity for it now (ECS ``RunTask``
+    failures ``RESOURCE:CPU``, ``AGENT``, "Capacity is unavailable ...") or kept refusing
+    the call (throttling, 5xx, the network): worth trying again later. ``answered`` says
+    the service answered (no task was started), so the next call may use a new
+    idempotency token; False when the call may have started a task."""
+
+    def __init__(self, message: str, *, reason: str, answered: bool = True) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.answered = answered
 
 
 class WorkerGone(Interrupted):
@@ -294,9 +314,20 @@ class CloudExecutor:
 
     name = "cloud"
 
-    def __init__(self, *, poll_interval: float, poll_max_interval: float, log_lines: int) -> None:
+    def __init__(
+        self,
+        *,
+        poll_interval: float,
+        poll_max_interval: float,
+        log_lines: int,
+        capacity_retry_initial: float = 5.0,
+        capacity_retry_max: float = 60.0,
+    ) -> None:
         self.poll_interval, self.poll_max_interval = poll_interval, poll_max_interval
         self.log_lines = log_lines
+        # Seconds between submissions the service could not place (CapacityUnavailable).
+        self.capacity_retry_initial = capacity_retry_initial
+        self.capacity_retry_max = max(capacity_retry_initial, capacity_retry_max)
         # Seconds past the spec's timeout before we stop a task; None = [reaper] setting.
         self.deadline_grace: float | None = None
         self._logs: Any = None
@@ -336,7 +367,9 @@ class CloudExecutor:
     def submit(self, job: Job, command: list[str], env: dict[str, str],
                tags: dict[str, str], deadline: float, *, submission: int = 1) -> str:  # fmt: skip
         """Start the task; ``submission`` counts resubmissions after interruptions (1, 2,
-        ...) so that a provider's idempotency token differs between them."""
+        ...) so that a provider's idempotency token differs between them. A provider that
+        raises ``CapacityUnavailable`` also takes ``placement``: 1 + the answers that placed
+        nothing so far for this submission (a new token after each)."""
         raise NotImplementedError
 
     def max_submissions(self) -> int:
@@ -524,19 +557,31 @@ class CloudExecutor:
     ) -> tuple[RunRecord, TaskState, str]:
         """One submission to its end: the record, the last state and why we stopped it."""
         spec = job.spec
-        submitted = time.time()
+        first = time.time()
         grace = self.deadline_grace if self.deadline_grace is not None else deadline_grace()
-        deadline = submitted + spec.timeout_seconds + grace
+        # The cohort's deadline, fixed at its first call: waiting for capacity counts
+        # against it like a task that stays PENDING.
+        deadline = first + spec.timeout_seconds + grace
         tags = task_tags(job, lease_id=lease_id, lease_root=root, deadline=deadline)
         task_id = ""
+        placement, waits = 1, 0
         try:
-            # A signal arriving mid-submit is held until the id is known, then raised
-            # here: the except clause below then has a task to stop.
-            with signals_held():
-                task_id = self.submit(
-                    job, wrapper_command(job), task_environment(job), tags, deadline,
-                    submission=submission,
-                )  # fmt: skip
+            while True:
+                submitted = time.time()
+                try:
+                    # A signal arriving mid-submit is held until the id is known, then
+                    # raised here: the except clause below then has a task to stop.
+                    with signals_held():
+                        task_id = self.submit(
+                            job, wrapper_command(job), task_environment(job), tags, deadline,
+                            submission=submission,
+                            **({"placement": placement} if placement > 1 else {}),
+                        )  # fmt: skip
+                    break
+                except CapacityUnavailable as exc:  # no task exists: wait, then again
+                    waits += 1
+                    placement += 1 if exc.answered else 0
+                    self._wait_for_capacity(job, events, keeper, exc, waits, first, deadline)
             self._log_header(job, task_id, self.console_url(task_id), tags)
         except BaseException as exc:
             if task_id:
@@ -545,6 +590,70 @@ class CloudExecutor:
                     self._stop_quietly(task_id, why)
             raise
         return self._follow(job, events, keeper, task_id, deadline, submitted, verb="submitted to")
+
+    def capacity_delay(self, retry: int) -> float:
+        """Seconds before ``retry`` (1, 2, ...) of a submission the service could not
+        place: a random 50-100 % of ``capacity_retry_initial`` × 2^(retry-1), at most
+        ``capacity_retry_max`` (the jitter spreads cohorts that failed together)."""
+        ceiling = min(self.capacity_retry_max, self.capacity_retry_initial * 2 ** (retry - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _wait_for_capacity(
+        self,
+        job: Job,
+        events: Events,
+        keeper: lease.LeaseKeeper,
+        exc: CapacityUnavailable,
+        retry: int,
+        first: float,
+        deadline: float,
+    ) -> None:
+        """Wait before ``retry`` after ``exc``, saying so in luigid and the run log; raise
+        ``CloudError`` instead when that retry would come at or after ``deadline``."""
+        delay = self.capacity_delay(retry)
+        now = time.time()
+        waited = _duration(now - first)
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        if now + delay >= deadline:
+            message = (
+                f"{self.name}: no capacity for cohort {job.cohort} ({self.where()}) within its "
+                f"deadline {_iso(deadline)}: waited {waited} over {retry} call"
+                f"{'s' if retry > 1 else ''}; last reason: {exc.reason}"
+            )
+            with contextlib.suppress(OSError), job.log_path.open("a", encoding="utf-8") as fh:
+                fh.write(f"[{self.name}] {stamp} {message}\n")
+            raise CloudError(message) from None
+        shown = f"{delay:.0f} s" if delay >= 10 else f"{delay:.1f} s"
+        events.status(
+            f"{job.spec.name} {job.spec.version} waiting for {self.name.upper()} capacity "
+            f"({exc.reason}) on {self.where()}, retry {retry} in {shown}, {waited} so far"
+        )
+        log.warning("cohort %s: %s; retry %d in %.1fs (%s so far, deadline %s)",
+                    job.cohort, exc, retry, delay, waited, _iso(deadline))  # fmt: skip
+        with contextlib.suppress(OSError), job.log_path.open("a", encoding="utf-8") as fh:
+            fh.write(
+                f"[{self.name}] {stamp} no capacity ({exc.reason}); retry {retry} in {shown}, "
+                f"{waited} so far\n"
+            )
+        self._pause(delay, keeper)
+
+    def _pause(self, seconds: float, keeper: lease.LeaseKeeper) -> None:
+        """Sleep ``seconds``, but raise at once on a shutdown request (``Interrupted``) or
+        when luigi's worker process is gone (``WorkerGone``); a signal in the main thread
+        raises from its handler in the middle of the wait."""
+        owner_alive = lease.owner_check()
+        woken = threading.Event()
+        end = time.monotonic() + seconds
+        with stops_with_shutdown(woken.set):
+            while True:
+                if shutdown_reason():
+                    raise Interrupted(shutdown_reason())
+                if not owner_alive() or keeper.owner_gone.is_set():
+                    raise WorkerGone("luigi's worker process is gone")
+                left = end - time.monotonic()
+                if left <= 0:
+                    return
+                woken.wait(min(left, 0.5))
 
     def _follow(
         self,
@@ -745,6 +854,16 @@ def failure_reason(
     if state.reason:
         parts.append(state.reason)
     return "; ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    """``45s``, ``2m10s``, ``1h05m`` for status messages."""
+    whole = int(max(0.0, seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 def _short(task_id: str) -> str:

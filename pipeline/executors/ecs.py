@@ -7,8 +7,10 @@ empty for the cluster's default capacity provider strategy), ``subnets``,
 ``platform_version``, ``capacity_provider`` (e.g. ``FARGATE_SPOT``: sent as a
 ``capacityProviderStrategy`` instead of the launch type), ``attempts`` (submissions of one
 job when the infrastructure interrupts it: a Fargate Spot interruption or a lost EC2
-host; never a program's own exit), ``poll_interval``/``poll_max_interval`` (seconds) and
-``log_lines`` (CloudWatch lines copied into the local log). The log group and stream
+host; never a program's own exit), ``poll_interval``/``poll_max_interval`` (seconds),
+``capacity_retry_initial``/``capacity_retry_max`` (seconds between ``RunTask`` calls while
+the cluster has no capacity for the task, see ``placement_failure``) and ``log_lines``
+(CloudWatch lines copied into the local log). The log group and stream
 prefix are read from the task definition's ``awslogs`` configuration unless
 ``log_group``/``log_stream_prefix`` are set.
 
@@ -34,7 +36,7 @@ from pipeline import config
 from pipeline.errors import ConfigError
 from pipeline.executors import aws
 from pipeline.executors.base import Job
-from pipeline.executors.cloud import CloudError, CloudExecutor, TaskState
+from pipeline.executors.cloud import CapacityUnavailable, CloudError, CloudExecutor, TaskState
 
 log = logging.getLogger("pipeline.executors.ecs")
 
@@ -48,6 +50,14 @@ LOST_HOST = re.compile(
     r"|\bcontainer instance (was )?(terminated|deregistered|retired)",
     re.IGNORECASE,
 )
+# RunTask ``failures[].reason`` values that say "no capacity now, try again later" (AWS,
+# "API failure reasons"): a container instance without the CPU, memory, ENIs, GPUs or ports
+# the task needs, an instance whose agent is disconnected, Fargate (Spot) without capacity
+# in the zone. ``ATTRIBUTE`` (placement constraints unmet on an instance) rides along when
+# other instances lack capacity; alone it is a configuration problem, as is every other
+# reason (``MISSING`` cluster, an inactive task definition, ...).
+CAPACITY_REASONS = re.compile(r"^(RESOURCE:\S+|AGENT)$|^Capacity is unavailable", re.IGNORECASE)
+BYSTANDER_REASONS = ("ATTRIBUTE",)
 # Fields of a DescribeTaskDefinition answer that RegisterTaskDefinition takes back.
 REGISTRABLE = (
     "taskRoleArn", "executionRoleArn", "networkMode", "containerDefinitions", "volumes",
@@ -74,6 +84,9 @@ class EcsSettings:
     log_lines: int = 200
     capacity_provider: str = ""
     attempts: int = 3
+    # Backoff between RunTask calls that found no capacity (until the cohort's deadline).
+    capacity_retry_initial: float = 5.0
+    capacity_retry_max: float = 60.0
 
     @classmethod
     def from_config(cls) -> EcsSettings:
@@ -89,6 +102,16 @@ class EcsSettings:
             raise ConfigError(
                 f"luigi.cfg [ecs] attempts = {attempts}: use 1 (never resubmit) to 10 "
                 "submissions of one job after Spot interruptions or lost hosts"
+            )
+        retry_initial = config.get_float(
+            "ecs", "capacity_retry_initial", cls.capacity_retry_initial
+        )
+        retry_max = config.get_float("ecs", "capacity_retry_max", cls.capacity_retry_max)
+        if not 0 < retry_initial <= retry_max:
+            raise ConfigError(
+                f"luigi.cfg [ecs] capacity_retry_initial = {retry_initial:g}, capacity_retry_max "
+                f"= {retry_max:g}: use 0 < capacity_retry_initial <= capacity_retry_max "
+                "(seconds between RunTask calls that found no capacity)"
             )
         return cls(
             cluster=config.get("ecs", "cluster", cls.cluster),
@@ -106,7 +129,29 @@ class EcsSettings:
             log_lines=int(config.get_float("ecs", "log_lines", cls.log_lines)),
             capacity_provider=config.get("ecs", "capacity_provider"),
             attempts=attempts,
+            capacity_retry_initial=retry_initial,
+            capacity_retry_max=retry_max,
         )
+
+
+def placement_failure(failures: list[dict[str, Any]]) -> str:
+    """The RunTask ``failures`` as one line when they say only that no capacity is free
+    now (worth trying again later: ``CAPACITY_REASONS``), else "" (fail at once)."""
+    reasons = [str(f.get("reason") or "") for f in failures]
+    if not any(CAPACITY_REASONS.search(r) for r in reasons):
+        return ""
+    if not all(CAPACITY_REASONS.search(r) or r.upper() in BYSTANDER_REASONS for r in reasons):
+        return ""
+    return describe_failures(failures)
+
+
+def describe_failures(failures: list[dict[str, Any]]) -> str:
+    """RunTask ``failures`` as ``reason (detail); ...``, each distinct one once."""
+    parts = [
+        f"{f.get('reason', '?')}" + (f" ({f['detail']})" if f.get("detail") else "")
+        for f in failures
+    ]
+    return "; ".join(dict.fromkeys(parts))
 
 
 def _epoch(value: Any) -> float | None:
@@ -177,6 +222,8 @@ class EcsExecutor(CloudExecutor):
             poll_interval=self.settings.poll_interval,
             poll_max_interval=self.settings.poll_max_interval,
             log_lines=self.settings.log_lines,
+            capacity_retry_initial=self.settings.capacity_retry_initial,
+            capacity_retry_max=self.settings.capacity_retry_max,
         )
         self.client = client if client is not None else aws.ecs_client()
         self._logs = logs_client
@@ -200,14 +247,19 @@ class EcsExecutor(CloudExecutor):
         return aws.ecs_task_url(self.region(), self.settings.cluster, task_id)
 
     def run_task_params(self, job: Job, command: list[str], env: dict[str, str],
-                        tags: dict[str, str], *, submission: int = 1,
+                        tags: dict[str, str], *, submission: int = 1, placement: int = 1,
                         task_definition: str = "") -> dict[str, Any]:  # fmt: skip
         """The ``RunTask`` request for one job (a method of its own so tests can read it);
-        ``task_definition`` = the one running the spec's image (default: the configured)."""
+        ``task_definition`` = the one running the spec's image (default: the configured);
+        ``placement`` counts the RunTask answers that found no capacity for this submission."""
         s = self.settings
         # The same token for a retried call: a timed-out RunTask that did start a task
-        # does not start a second one. A resubmission after an interruption is a new task.
+        # does not start a second one. A resubmission after an interruption is a new task,
+        # and so is a call after an answer that placed nothing: ECS may answer a token it
+        # saw (for up to 24 hours) with its first answer, "no capacity" again.
         token = job.job_uri if submission == 1 else f"{job.job_uri}#{submission}"
+        if placement > 1:
+            token = f"{token}@{placement}"
         params: dict[str, Any] = {
             "cluster": s.cluster,
             "taskDefinition": task_definition or s.task_definition,
@@ -251,29 +303,40 @@ class EcsExecutor(CloudExecutor):
         return params
 
     def submit(self, job: Job, command: list[str], env: dict[str, str],
-               tags: dict[str, str], deadline: float, *, submission: int = 1) -> str:  # fmt: skip
+               tags: dict[str, str], deadline: float, *, submission: int = 1,
+               placement: int = 1) -> str:  # fmt: skip
         params = self.run_task_params(
-            job, command, env, tags, submission=submission,
+            job, command, env, tags, submission=submission, placement=placement,
             task_definition=self.task_definition_for(job),
         )  # fmt: skip
         self._awslogs()  # read the task definition's log settings once, before any task runs
+        where = f"cohort {job.cohort} on cluster {self.settings.cluster}"
         try:
             response = aws.with_backoff(lambda: self.client.run_task(**params))
         except Exception as exc:
+            if aws.is_transient(exc):
+                # Throttling, 5xx or the network past botocore's and with_backoff's retries:
+                # try again later with the same token (the call may have started a task).
+                raise CapacityUnavailable(
+                    f"ecs RunTask for {where} failed: {aws.describe_error(exc)}",
+                    reason=aws.describe_error(exc),
+                    answered=False,
+                ) from None
             raise CloudError(
-                f"ecs RunTask for cohort {job.cohort} on cluster {self.settings.cluster} "
-                f"(task definition {self.settings.task_definition}) failed: "
-                f"{aws.describe_error(exc)}"
+                f"ecs RunTask for {where} (task definition {self.settings.task_definition}) "
+                f"failed: {aws.describe_error(exc)}"
             ) from None
         tasks = response.get("tasks") or []
         if not tasks:
-            failures = "; ".join(
-                f"{f.get('reason', '?')}" + (f" ({f['detail']})" if f.get("detail") else "")
-                for f in response.get("failures") or []
-            )
+            failures = response.get("failures") or []
+            capacity = placement_failure(failures)
+            if capacity:
+                raise CapacityUnavailable(
+                    f"ecs RunTask found no capacity for {where}: {capacity}", reason=capacity
+                )
             raise CloudError(
-                f"ecs RunTask started no task for cohort {job.cohort} on cluster "
-                f"{self.settings.cluster}: {failures or 'no capacity to place it'}"
+                f"ecs RunTask started no task for {where}: "
+                f"{describe_failures(failures) or 'the answer has neither a task nor a failure'}"
             )
         arn = str(tasks[0]["taskArn"])
         log.info("cohort %s: started ecs task %s", job.cohort, arn)
