@@ -75,8 +75,10 @@ def load(status: RunStatus) -> list[CohortData]:
     date = dt.date.fromisoformat(status.run_date)
     cohorts = []
     for row in status.cohorts:
-        common = {"run_date": date, "cohort": row.cohort, "program": status.program}
-        data = CohortData(row.cohort, labels.get(row.cohort, row.cohort))
+        common = {"run_date": date, "cohort": row.cohort, "program": row.program}
+        label = labels.get(row.cohort, row.cohort)
+        several = len(status.programs) > 1
+        data = CohortData(status.name(row), f"{label} [{row.variant}]" if several else label)
         results = RunModel(**common).output()["results"].path
         if storage.exists(results):
             data.results = storage.read_parquet(results)
@@ -265,6 +267,8 @@ def _timeline(status: RunStatus) -> str:
     for cohort in status.cohorts:
         label = labels.get(cohort.cohort, cohort.cohort)
         row = cohort.cohort if label == cohort.cohort else f"{label} ({cohort.cohort})"
+        if len(status.programs) > 1:
+            row += f" [{cohort.variant}]"
         for name in ("model", "validate", "ingest"):
             span = _span(row, cohort.steps[name])
             if span:

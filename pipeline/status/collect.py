@@ -148,6 +148,9 @@ def _add_publication(rows: list[CohortStatus], date: dt.date, warehouse: str) ->
         published = row.extra.get("published_variant")
         if published and published != row.variant and not pd.isna(record["published_at"]):
             row.extra["publication"] = f"variant {published} published ({record['approved_by']})"
+        elif row.steps["ingest"].state != "done":
+            # The cohort's record is another variant's load: this one is not in the warehouse.
+            row.extra["publication"] = "-"
         elif pd.isna(record["published_at"]):
             row.extra["publication"] = "ingested, not approved"
         elif record["ingested_at"] > record["published_at"]:

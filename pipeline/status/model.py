@@ -63,6 +63,10 @@ class RunStatus:
     programs: list[str] = field(default_factory=list)  # every program (variant) shown
     ran: bool = False  # anything of this date exists under the storage root
 
+    def name(self, row: CohortStatus) -> str:
+        """How people read a row: the cohort, and its variant when several ran."""
+        return f"{row.cohort} [{row.variant}]" if len(self.programs) > 1 else row.cohort
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["cohorts"] = [

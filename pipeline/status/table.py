@@ -70,7 +70,7 @@ def render(status: RunStatus) -> str:
     for row in table:
         lines.append("  ".join(text.ljust(w) for text, w in zip(row, widths, strict=True)).rstrip())
     failures = [
-        (c.cohort, step) for c in status.cohorts for step in c.steps.values()
+        (status.name(c), step) for c in status.cohorts for step in c.steps.values()
         if step.state == "failed" and step.step != "cleanse"
     ]  # fmt: skip
     problems = [("(all)", status.cohorts[0].steps["cleanse"])] if (
@@ -83,7 +83,7 @@ def render(status: RunStatus) -> str:
         if step.log:
             lines.append(f"    log: {step.log.removeprefix('file://')}")
     stale = [
-        (c.cohort, step) for c in status.cohorts for step in c.steps.values()
+        (status.name(c), step) for c in status.cohorts for step in c.steps.values()
         if step.state == "pending" and step.message and step.step != "cleanse"
     ]  # fmt: skip
     for cohort, step in stale:

@@ -168,6 +168,34 @@ def test_the_report_shows_both_variants(delivered: Delivery, tmp_path: Path) -> 
         assert f'aria-label="{code}: estimates of each variant"' in html
     for slug in delivered.slugs:
         assert html.count(f">{slug}</td>") == 3  # the status table: one row per cohort
+        for code in delivered.codes:  # each variant's own estimates, each under its name
+            assert html.count(f'aria-label="estimates of {code} [{slug}]"') == 1, (code, slug)
+
+
+def test_a_variant_failing_for_one_cohort_is_named_and_not_shown_as_loaded(
+    tmp_path: Path, specs: list[str]
+) -> None:
+    spec = tmp_path / "failing.toml"
+    spec.write_text(
+        Path(specs[0]).read_text().replace('"{params.seconds}"]', '"{params.seconds}", '
+        '"--fail-cohort", "{params.fail}"]').replace("seconds = 0.0", 'seconds = 0.0\nfail = ""')
+    )  # fmt: skip
+    home = make_home(tmp_path / "home", respondents=200)
+    bad = cohort_codes(home)[0]
+    programs = [str(spec), f"{spec}?fail={bad}"]
+    result = pipeline(home, "run", "--run-date", DATE, "--local-scheduler", "--workers", "3",
+                      *program_args(programs))  # fmt: skip
+    assert result.returncode != 0, result.stdout
+    good, failing = (load_program(canonical_program(p)).slug for p in programs)
+    assert re.search(rf"^  {bad} \[{failing}\] +FAILED at model", result.stdout, re.M)
+
+    text = pipeline(home, "status", "--run-date", DATE)
+    assert f"{bad} [{failing}] model FAILED: " in text.stdout, text.stdout
+    status = json.loads(pipeline(home, "status", "--run-date", DATE, "--json").stdout)
+    rows = {(c["cohort"], c["variant"]): c for c in status["cohorts"]}
+    assert rows[bad, failing]["state"] == "failed"
+    assert rows[bad, failing]["publication"] == "-"  # only the other variant was loaded
+    assert rows[bad, good]["publication"] == "ingested, not approved"
 
 
 def test_a_terminal_shows_every_cohort_of_every_variant(tmp_path: Path, specs: list[str]) -> None:
