@@ -135,8 +135,15 @@ TF_BACKEND_prod := -backend-config=../envs/prod.backend.hcl
 TF_BACKEND_staging := -backend-config=../envs/staging.backend.hcl
 TF_BACKEND_branch = -backend-config=../envs/branch.backend.hcl \
   -backend-config=key=$(BRANCH_STATE_PREFIX)/$(STACK)/terraform.tfstate
-AWS_REGION ?= $(shell aws configure get region)
-AWS_ACCOUNT_ID ?= $(shell aws sts get-caller-identity --query Account --output text)
+# The registry's region and account: AWS_REGION, else AWS_DEFAULT_REGION (an instance
+# profile's agent has no config file, and `aws configure get` reads only that file), else
+# the CLI's configuration; the account is the caller's. Asked once, when first used.
+ifeq ($(origin AWS_REGION),undefined)
+AWS_REGION = $(eval AWS_REGION := $(or $(AWS_DEFAULT_REGION),$(shell aws configure get region)))$(AWS_REGION)
+endif
+ifeq ($(origin AWS_ACCOUNT_ID),undefined)
+AWS_ACCOUNT_ID = $(eval AWS_ACCOUNT_ID := $(shell aws sts get-caller-identity --query Account --output text))$(AWS_ACCOUNT_ID)
+endif
 ECR_REGISTRY ?= $(AWS_ACCOUNT_ID).dkr.ecr.$(AWS_REGION).amazonaws.com
 CHECKOV_VERSION := 3.3.30
 CHECKOV := $(TOOLS_VENV)/bin/checkov -d terraform --quiet --compact --skip-download
@@ -185,6 +192,8 @@ images: ## build both images, tagged survey-pipeline/<image>:<commit> (GIT_COMMI
 # A branch stack's registries are created here, before its first push (prod and staging
 # create theirs once by hand: docs/deploy.md, step 3).
 push-images: check-env $(if $(filter branch,$(ENV)),tf-registries) ## push both images to the stack's ECR as <stack>/<image>:<commit> (tags are immutable)
+	@[ -n "$(AWS_REGION)" ] || { echo "no AWS region: set AWS_REGION or AWS_DEFAULT_REGION (or aws configure set region ...)" >&2; exit 2; }
+	@[[ "$(AWS_ACCOUNT_ID)" =~ ^[0-9]{12}$$ ]] || { echo "no AWS account ID from aws sts get-caller-identity: are credentials set? (or set AWS_ACCOUNT_ID)" >&2; exit 2; }
 	set -o pipefail; aws ecr get-login-password --region $(AWS_REGION) \
 	  | docker login --username AWS --password-stdin $(ECR_REGISTRY)
 	for image in $(IMAGES); do \
@@ -202,7 +211,7 @@ tf-init: check-env ## terraform init of terraform/stack for ENV's stack (its bac
 	$(TF) init -input=false -reconfigure $(TF_BACKEND_$(ENV))
 
 tf-registries: tf-init ## create or update only the stack's image registries (and their key)
-	$(TF) apply -input=false -auto-approve $(TF_VARS) -var image_tag=<commit> \
+	$(TF) apply -input=false -auto-approve $(TF_VARS) -var image_tag=$(GIT_COMMIT) \
 	  -target=module.platform.module.ecr
 
 tf-plan: tf-init ## terraform validate and plan ENV=prod|staging|branch for <commit>, saved to terraform/stack/tfplan-<stack>

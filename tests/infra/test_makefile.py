@@ -1,7 +1,9 @@
-"""The Makefile: what `make run` installs, and what `make help` prints."""
+"""The Makefile: what `make run` installs, what `make help` prints, and no placeholder left in
+a recipe."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -43,3 +45,28 @@ def test_help_prints_no_unexpanded_make_variables() -> None:
     text = make("help")
     assert "install" in text and "images" in text
     assert "$(" not in text, [line for line in text.splitlines() if "$(" in line]
+
+
+def recipe_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, text) of every recipe line, continuation lines included."""
+    found, in_recipe, continued = [], False, False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("\t") or (in_recipe and continued):
+            found.append((number, line))
+            in_recipe = True
+        elif line.strip() and not line.startswith("#"):
+            in_recipe = False
+        continued = line.endswith("\\")
+    return found
+
+
+def test_no_recipe_holds_a_placeholder_the_shell_would_read_as_a_redirect() -> None:
+    # `-var image_tag=<commit>` ran as a redirect from a file named "commit" (and wrote
+    # the next word, -target=..., as a file): placeholders belong in help texts only.
+    text = (REPO / "Makefile").read_text()
+    placeholders = []
+    for number, line in recipe_lines(text):
+        unquoted = re.sub(r"'[^']*'|\"(?:[^\"\\]|\\.)*\"", "''", line.split("##")[0])
+        if re.search(r"<[A-Za-z][\w-]*>?", unquoted):
+            placeholders.append(f"Makefile:{number}: {line.strip()}")
+    assert not placeholders, placeholders
