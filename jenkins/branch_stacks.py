@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             if not is_branch_stack(args.stack):
                 raise BranchStackError(
                     f"{args.stack!r} is not a branch stack name (sp-<branch>-<hash>, at most "
-                    "25 characters): give BRANCH=<branch>, or STACK= one that "
-                    "`make list-branch-stacks` shows"
+                    "25 characters): give BRANCH=<branch>, or STACK= the name "
+                    "`make stack-name ENV=branch BRANCH=<branch>` prints"
                 )
             return 0
         settings = backend_settings(args.backend)
