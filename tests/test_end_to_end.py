@@ -88,6 +88,8 @@ def test_full_run_fills_every_table(home: Path) -> None:
 def test_status_shows_ingested_approved_published(home: Path) -> None:
     assert run_cli("run", "--run-date", DATE, "--local-scheduler").returncode == 0
     first, *others = cohort_codes(home)
+    # The gate first: the program's golden cases, recorded where approve reads them.
+    assert run_cli("regress", "--program", "programs/estimator/program.toml").returncode == 0
     approve = run_cli("approve", "--run-date", DATE, "--cohort", first, "--by", "alice")
     assert approve.returncode == 0, approve.stdout + approve.stderr
     status = run_cli("status", "--run-date", DATE, "--json")

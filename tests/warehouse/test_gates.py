@@ -130,9 +130,7 @@ def test_a_failed_golden_case_needs_an_accepted_reason(
     )
     warehouse.replace(D1, "a", data)
     root = str(pipeline_home / "work")
-    assert approval_gate(warehouse, root, D1, "a", "").note.endswith(
-        "no recorded `pipeline regress`"
-    )
+    assert "no `pipeline regress` record at" in approval_gate(warehouse, root, D1, "a", "").refused
     diff = pd.DataFrame(
         [("t0", "estimate", "1", "2", "+1", "exact", False)], columns=list(DIFF_COLUMNS)
     )

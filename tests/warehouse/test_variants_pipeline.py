@@ -145,7 +145,8 @@ def test_a_then_b_then_a_keeps_both_variants_and_markers_honest(setup: Setup) ->
 
     # Publishing: exactly the named variant per cohort.
     approve = run_cli("approve", "--run-date", DATE, "--by", "Jane", "--warehouse",
-                      setup.uri, "--program", setup.spec_b)  # fmt: skip
+                      setup.uri, "--program", setup.spec_b, "--accept-regression",
+                      "B is a test variant: no golden-case record")  # fmt: skip
     assert approve.returncode == 0, approve.stdout + approve.stderr
     published = open_warehouse(setup.uri).published_dataset
     assert setup.rows(
