@@ -26,19 +26,86 @@ calls ``terminate()`` on every running task: that asks every executor run of thi
 process to stop its program or cloud task (``executors.base.request_shutdown``), and the
 thread is joined before the process exits. A thread in Python code (a load, a check)
 finishes what it does; its targets are written atomically either way.
+
+luigid may go away mid-run (a SIGKILL, a lost host, an ECS restart) and come back without
+the run's tasks: it keeps its graph in memory and saves it only on a clean shutdown. Each
+call to it is retried for ``[core] rpc_retry_attempts`` × ``rpc_retry_wait``; beyond that,
+while tasks run here, the worker logs the error and asks again later instead of dying,
+and a task's status message luigid does not take is dropped, not turned into a failure.
+Running programs and cloud tasks go on meanwhile. When luigid answers again but counts no
+pending task of this worker while the run's root task, not yet done, is unknown to it or
+not this worker's in its graph (a state file older than the run), or when a report of a
+finished task did not reach it, the worker registers the run again through luigi's normal
+``add`` path: done tasks as DONE (their targets), tasks running in its threads as RUNNING
+(so nothing is started twice; their last status message is sent again), tasks that failed
+in this run as FAILED (a run never retries them), the rest as PENDING; and the run goes
+on. It does so once per loss: it waits for luigid to count its tasks again before it would
+register them another time. All of this sits behind ``SchedulerLink``, which relies on
+luigid's RPC interface only (``get_work``, ``task_search``, ``add_worker``).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, Protocol
 
 import luigi.interface
+import luigi.rpc
+import luigi.scheduler
 import luigi.worker
+from luigi.task_status import DONE, FAILED, PENDING, RUNNING
 
 from pipeline.executors.base import request_shutdown
 
 JOIN_SECONDS = 120.0  # how long an interrupted worker waits for its threads to stop tasks
+MAX_REGISTRATIONS = 20  # times one run registers its tasks again with a luigid that lost them
+
+logger = logging.getLogger("luigi-interface")
+
+
+class Reporter:
+    """A task's status reporter (luigi's ``TaskStatusReporter``) that outlives luigid: a
+    report luigid does not take after luigi's own retries is logged and dropped (a status
+    message is not worth failing a program run for), and the last tracking URL, status
+    message and progress are kept, to be sent again to a luigid that lost the task."""
+
+    KEPT = ("update_tracking_url", "update_status_message", "update_progress_percentage")
+
+    def __init__(self, reporter: Any) -> None:
+        self._reporter = reporter
+        self._task_id = getattr(reporter, "_task_id", "")
+        self.scheduler_messages = getattr(reporter, "scheduler_messages", None)
+        self.last: dict[str, Any] = {}
+
+    def _call(self, name: str, value: Any) -> None:
+        if name in self.KEPT:
+            self.last[name] = value
+        try:
+            getattr(self._reporter, name)(value)
+        except luigi.rpc.RPCError as exc:
+            logger.warning("luigid did not take %s of %s: %s", name, self._task_id, exc)
+
+    def update_tracking_url(self, tracking_url: str) -> None:
+        self._call("update_tracking_url", tracking_url)
+
+    def update_status_message(self, message: str) -> None:
+        self._call("update_status_message", message)
+
+    def update_progress_percentage(self, percentage: float) -> None:
+        self._call("update_progress_percentage", percentage)
+
+    def decrease_running_resources(self, decrease_resources: dict[str, int]) -> None:
+        self._call("decrease_running_resources", decrease_resources)
+
+    def report_task_statistics(self, statistics: dict[str, Any]) -> None:
+        self._call("report_task_statistics", statistics)
+
+    def replay(self) -> None:
+        """Send the last tracking URL, status message and progress again."""
+        for name in self.KEPT:
+            if name in self.last:
+                self._call(name, self.last[name])
 
 
 class TaskThread:
@@ -47,6 +114,7 @@ class TaskThread:
     def __init__(self, process: luigi.worker.TaskProcess) -> None:
         self.process = process
         self.task = process.task
+        process.status_reporter = Reporter(process.status_reporter)
         self.status_reporter = process.status_reporter
         self.timeout_time = None
         self.worker_timeout = process.worker_timeout
@@ -93,6 +161,33 @@ class _Serialized:
         return call
 
 
+class SchedulerLink:
+    """The worker's scheduler as luigi's worker, its keep-alive thread and every task's
+    status reporter see it: every call goes to ``scheduler``, but ``get_work`` goes
+    through ``PipelineWorker.get_work`` (which outlives luigid), and the worker's
+    registration (``add_worker``) is kept, to be sent again to a luigid that lost it.
+    Only luigid's RPC interface is relied on, no private part of luigi's worker."""
+
+    def __init__(self, scheduler: Any, worker: PipelineWorker) -> None:
+        self.scheduler = scheduler
+        self.worker = worker
+        self.registration: tuple[Any, ...] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.scheduler, name)
+
+    def add_worker(self, worker: str, info: Any, **kwargs: Any) -> Any:
+        self.registration = (worker, info)
+        return self.scheduler.add_worker(worker, info, **kwargs)
+
+    def add_worker_again(self) -> None:
+        if self.registration is not None:
+            self.scheduler.add_worker(*self.registration)
+
+    def get_work(self, **kwargs: Any) -> Any:
+        return self.worker.get_work(self.scheduler, **kwargs)
+
+
 class Observer(Protocol):
     """Who is told what the worker does (``pipeline.console.RunConsole``)."""
 
@@ -113,22 +208,145 @@ class PipelineWorker(luigi.worker.Worker):
         observer: Observer | None = None,
         **kwargs: Any,
     ) -> None:
-        if isinstance(scheduler, luigi.scheduler.Scheduler):
-            scheduler = _Serialized(scheduler)
+        if scheduler is None or isinstance(scheduler, luigi.scheduler.Scheduler):
+            scheduler = _Serialized(scheduler or luigi.scheduler.Scheduler())
         self.observer = observer
         self._finishing = False
-        super().__init__(scheduler=scheduler, worker_processes=worker_processes, **kwargs)
+        self._roots: list[luigi.Task] = []  # the tasks given to add() before run()
+        self._in_run = False
+        self._registering = False  # registering the run again with luigid
+        self._known = True  # luigid counted a task of ours since the last registration
+        self._stale = False  # a report may not have reached luigid: register again
+        self.registrations = 0
+        self._failed: dict[str, Any] = {}  # task id -> explanation, of tasks failed here
+        self._done: set[str] = set()  # ids of tasks reported DONE
+        self._link = SchedulerLink(scheduler, self)
+        super().__init__(scheduler=self._link, worker_processes=worker_processes, **kwargs)
+
+    def add(self, task: luigi.Task, *args: Any, **kwargs: Any) -> bool:
+        if not self._in_run and not self._registering:
+            self._roots.append(task)
+        return super().add(task, *args, **kwargs)
+
+    def run(self) -> bool:
+        self._in_run = True
+        try:
+            return super().run()
+        finally:
+            self._in_run = False
 
     def _add_task(self, *args: Any, **kwargs: Any) -> Any:
-        result = super()._add_task(*args, **kwargs)
-        task = self._scheduled_tasks.get(kwargs.get("task_id", ""))
+        task_id, status = kwargs.get("task_id", ""), kwargs.get("status")
+        if self._registering:
+            # luigid lost the run: say where each task really stands.
+            if task_id in self._running_tasks:
+                kwargs["status"] = RUNNING
+            elif task_id in self._failed and status == PENDING:
+                kwargs["status"], kwargs["expl"] = FAILED, self._failed[task_id]
+            return super()._add_task(*args, **kwargs)
+        if self._finishing and status == FAILED:
+            self._failed[task_id] = kwargs.get("expl")
+        elif status == DONE:
+            self._failed.pop(task_id, None)
+            self._done.add(task_id)
+        try:
+            result = super()._add_task(*args, **kwargs)
+        except luigi.rpc.RPCError as exc:
+            if not self._in_run:
+                raise
+            # The task's outcome is on storage (targets) or in self._failed: luigid gets it
+            # when the worker registers the run again.
+            logger.warning("luigid did not take %s of %s: %s", status, task_id, exc)
+            self._stale = True
+            result = None
+        task = self._scheduled_tasks.get(task_id)
         if self.observer is not None and task is not None:
-            status = kwargs.get("status")
             if self._finishing:
                 self.observer.finished(task, status, kwargs.get("expl"))
             else:
                 self.observer.scheduled(task, status)
         return result
+
+    def get_work(self, scheduler: Any, **kwargs: Any) -> dict[str, Any]:
+        """luigid's ``get_work`` for luigi's worker loop (through ``SchedulerLink``),
+        registering the run again when luigid lost it; while tasks run here, a luigid that
+        does not answer is an empty reply, not the end of the run."""
+        running = kwargs.get("current_tasks") or []
+        try:
+            if self._stale:
+                self.register_again("luigid missed reports of this worker")
+            reply = scheduler.get_work(**kwargs)
+            if reply.get("n_pending_tasks"):
+                self._known = True
+            elif self._lost_run(scheduler, reply, kwargs.get("worker")):
+                self.register_again("luigid no longer knows this run's tasks")
+                reply = scheduler.get_work(**kwargs)
+            return reply
+        except luigi.rpc.RPCError as exc:
+            if not running:
+                raise  # nothing runs here: luigi's retry window was the wait
+            # Tasks run here: they go on (programs, cloud tasks); ask again later.
+            logger.warning(
+                "luigid unreachable, %d task(s) still running here; asking again: %s",
+                len(running),
+                exc,
+            )
+            self._stale = True
+            return {
+                "task_id": None,
+                "running_tasks": [],
+                "n_pending_tasks": 0,
+                "n_unique_pending": 0,
+                "n_pending_last_scheduled": 0,
+                "worker_state": luigi.scheduler.WORKER_STATE_ACTIVE,
+            }
+
+    def _lost_run(self, scheduler: Any, reply: dict[str, Any], worker_id: str | None) -> bool:
+        """luigid counts no pending task of ours and has none for us: did it lose the run?"""
+        if (
+            reply.get("task_id") is not None
+            or "batch_id" in reply
+            or reply.get("worker_state", luigi.scheduler.WORKER_STATE_ACTIVE)
+            != luigi.scheduler.WORKER_STATE_ACTIVE
+            or not self._known  # registered again since luigid last counted our tasks
+            or self.registrations >= MAX_REGISTRATIONS
+        ):
+            return False
+        for root in self._roots:
+            if root.task_id in self._running_tasks or root.task_id in self._done:
+                continue
+            found = scheduler.task_search(task_str=root.task_id) or {}
+            info = next((t[root.task_id] for t in found.values() if root.task_id in t), None)
+            if info is None:
+                return True  # luigid never heard of the run
+            ours = worker_id in (info.get("workers") or []) or (
+                info.get("worker_running") == worker_id
+            )
+            if info.get("status") in (PENDING, FAILED) and not ours:
+                return True  # a state file of another time: the task is not ours in it
+        return False
+
+    def register_again(self, why: str) -> None:
+        """Register the run with luigid again, through luigi's normal ``add`` path."""
+        logger.warning(
+            "%s: registering the run again (%d task(s) running here)",
+            why,
+            len(self._running_tasks),
+        )
+        self._registering = True
+        try:
+            self._link.add_worker_again()
+            for root in self._roots:
+                self.add(root)
+            for process in list(self._running_tasks.values()):
+                replay = getattr(process.status_reporter, "replay", None)
+                if replay is not None:
+                    replay()
+        finally:
+            self._registering = False
+        self.registrations += 1
+        self._stale = False
+        self._known = False
 
     def _handle_next_task(self) -> None:
         # Every _add_task made from here reports a task that ended.
