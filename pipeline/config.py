@@ -220,6 +220,7 @@ SETTINGS: dict[str, dict[str, str]] = {
         ("home", "program", "executor", "warehouse", "raw", "logs_url"), TEXT
     ),
     "storage": {"root": TEXT},
+    "run": {"log_upload_interval": NUMBER},
     "cleansing": {
         "min_duration_seconds": NUMBER,
         "attention_expected": TEXT,

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,9 +54,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run",
         help="run the whole pipeline for one run date",
         description="Cleanse the raw export, run the estimation program for every cohort in "
-        "parallel, validate the results and load everything into the warehouse. The same "
-        "tasks as `luigi --module pipeline.tasks Deliver --run-date D`. Exits non-zero when "
-        "any task failed (the exit codes of luigi.cfg [retcode]).",
+        "parallel, validate the results and load everything into the warehouse. This is the "
+        "production runner: the daily schedule (terraform/modules/platform/luigid.tf) runs "
+        '`sh -c \'fetch-raw "$PIPELINE_RAW_URI" && exec pipeline run --run-date '
+        '"$(date -u +%F)" --executor ecs --scheduler-url http://luigid.<name>.internal:8082\'`. '
+        "Through luigid, overlapping runs of a date share its tasks (each runs on one worker); "
+        "with --local-scheduler a second run of the date refuses (exit 10). "
+        "`luigi --module pipeline.tasks Deliver --run-date D` runs the same tasks for "
+        "debugging, without that guard, the checks before work starts, the handling of a "
+        "restarted luigid or the run's log on the storage root. Exits non-zero when any task "
+        "failed (the exit codes of luigi.cfg [retcode]).",
     )
     parser.add_argument("--run-date", required=True, type=run_date, help="YYYY-MM-DD")
     parser.add_argument(
@@ -245,6 +253,63 @@ class AlreadyRunning(PipelineError):
     """Another local run of the same run date holds its lock."""
 
 
+class LogUploader:
+    """Copies luigi's log of this run from its local spool file to its object on an S3
+    storage root every ``interval`` seconds (``[run] log_upload_interval``) and once more
+    at the end, from a daemon thread: an orchestrator killed mid-run (OOM, a stopped ECS
+    task) leaves the log up to its last upload, there to say why. Every upload replaces
+    the whole object (an S3 put is atomic: a reader sees one upload or the next, never
+    half of one) and, but for the last, ends at the last whole line; an unchanged file is
+    not uploaded again. A failed upload is retried at the next tick and never stops the
+    run."""
+
+    def __init__(self, local: Path, uri: str, interval: float) -> None:
+        self.local, self.uri, self.interval = local, uri, interval
+        self.error = ""  # the last upload's error, if it failed
+        self._uploaded = -1  # size of the file at the last upload
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="run-log-upload", daemon=True)
+
+    def __enter__(self) -> LogUploader:
+        if self.interval > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=max(self.interval, 30.0))
+        self.upload(final=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.upload()
+
+    def upload(self, final: bool = False) -> None:
+        with self._lock:
+            try:
+                data = self.local.read_bytes()
+            except OSError:
+                return  # nothing logged yet
+            if not final:  # a line being written as we read stays for the next upload
+                data = data[: data.rfind(b"\n") + 1]
+            if not data or len(data) == self._uploaded:
+                return
+            try:
+                storage.write_bytes(self.uri, data)
+            except Exception as exc:  # the next tick tries again; the run goes on
+                self.error = f"{type(exc).__name__}: {exc}"
+            else:
+                self._uploaded, self.error = len(data), ""
+
+
+def log_upload_interval() -> float:
+    """``[run] log_upload_interval``: seconds between uploads of the run's log to an S3
+    storage root (0 = only when the run ends)."""
+    return max(config.get_float("run", "log_upload_interval", 30.0), 0.0)
+
+
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -309,8 +374,13 @@ def main(args: argparse.Namespace) -> int:
     console = RunConsole(
         local_log, verbose=getattr(args, "verbose", False), variants=len(deliver.programs) > 1
     )
+    uploader = None
     try:
         with contextlib.ExitStack() as stack:
+            if storage.is_s3(log_uri):
+                uploader = stack.enter_context(
+                    LogUploader(local_log, log_uri, log_upload_interval())
+                )
             if args.local_scheduler:
                 stack.enter_context(run_lock(deliver))
             print(
@@ -322,10 +392,8 @@ def main(args: argparse.Namespace) -> int:
     except AlreadyRunning as exc:
         print(f"pipeline run: {exc}", file=sys.stderr)
         return luigi.retcodes.retcode().already_running
-    finally:
-        if storage.is_s3(log_uri) and local_log.exists():
-            with contextlib.suppress(Exception):
-                storage.write_bytes(log_uri, local_log.read_bytes())
+    if uploader is not None and uploader.error:
+        print(f"pipeline run: could not upload the run's log: {uploader.error}", file=sys.stderr)
     print_summary(deliver, seconds=time.monotonic() - started, code=code, log=log_uri)
     return code
 
