@@ -251,7 +251,16 @@ SETTINGS: dict[str, dict[str, str]] = {
             TEXT,
         ),
         "attempts": WHOLE,
-        **dict.fromkeys(("poll_interval", "poll_max_interval", "log_lines"), NUMBER),
+        **dict.fromkeys(
+            (
+                "poll_interval",
+                "poll_max_interval",
+                "log_lines",
+                "capacity_retry_initial",
+                "capacity_retry_max",
+            ),
+            NUMBER,
+        ),
         "max_running": WHOLE,
     },
     "batch": {
