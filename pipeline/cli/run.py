@@ -432,7 +432,7 @@ def print_summary(
     counts = {"done": 0, "failed": 0, "not run": 0}
     rows = []
     for row in status.cohorts:
-        name = f"{row.cohort} [{row.variant}]" if variants else row.cohort
+        name = status.name(row)
         failed = next((s for s in row.steps.values() if s.state == "failed"), None)
         if row.state == "done":
             counts["done"] += 1
@@ -449,7 +449,12 @@ def print_summary(
     lines.append(
         f"  cohorts: {counts['done']} done, {counts['failed']} failed"
         + (f", {counts['not run']} not run" if counts["not run"] else "")
-    )
+        + (f" ({len(status.cohorts) // len(status.programs)} cohorts × "
+           f"{len(status.programs)} variants)" if variants else "")
+    )  # fmt: skip
+    if variants:
+        slugs = {row.program: row.variant for row in status.cohorts}
+        lines += [f"  variant {slugs.get(p, '?')}: {p}" for p in status.programs]
     lines += rows
     if code == luigi.retcodes.retcode().already_running:
         lines.append("  some tasks were running in another worker: they were not run here")

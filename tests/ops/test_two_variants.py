@@ -84,7 +84,9 @@ def test_the_run_does_every_cohort_of_every_variant(delivered: Delivery) -> None
     assert len(set(delivered.slugs)) == 2
     assert "Traceback" not in out
     assert "3 cohort(s) × 2 program(s)" in out
-    assert "cohorts: 6 done, 0 failed" in out
+    assert "cohorts: 6 done, 0 failed (3 cohorts × 2 variants)" in out
+    for program, slug in zip(delivered.programs, delivered.slugs, strict=True):
+        assert f"  variant {slug}: {canonical_program(program)}" in out
     for code in delivered.codes:
         for slug in delivered.slugs:
             # The summary, and the progress lines of the variant's own steps.
