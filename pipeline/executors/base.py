@@ -2,7 +2,9 @@
 
 An executor runs ``python -m pipeline.wrapper --job URI`` somewhere (a subprocess, an ECS
 task, a Batch job), watches it, stops it on failure or interrupt, and returns a
-``RunRecord``: one row of the ``pipeline_runs`` table.
+``RunRecord``: one row of the ``pipeline_runs`` table. It also lists what of the
+pipeline's it still runs (``Candidate``), so that a restarted orchestrator re-attaches to
+what a killed one left running (``RunningTask``) and the reaper stops what nobody owns.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from pipeline import config
 from pipeline.core.spec import ProgramSpec
@@ -109,11 +111,49 @@ class Events:
     progress: Callable[[float], None] = lambda _pct: None
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A pipeline-tagged task or job the service still runs or queues: what the reaper
+    judges and what a restart may re-attach to."""
+
+    executor: str  # ecs | batch
+    id: str  # task ARN or job id
+    tags: dict[str, str]
+
+
+class RunningTask(NamedTuple):
+    """What ``find_running`` found: a task's id and tags, ``("", {})`` when none (``found``
+    is then False). A tuple, so ``task_id, tags = executor.find_running(...)`` works."""
+
+    id: str
+    tags: dict[str, str]
+
+    @property
+    def found(self) -> bool:
+        return bool(self.id)
+
+
 class Executor(Protocol):
+    """What every executor offers (``local``, ``ecs``, ``batch``)."""
+
     name: str
 
     def run(self, job: Job, events: Events) -> RunRecord:
         """Run the job to its end; stop it if interrupted (the exception propagates)."""
+        ...
+
+    def running(self) -> list[Candidate]:
+        """Every pipeline task or job this executor's service still runs (or queues)."""
+        ...
+
+    def find_running(self, run_date: str, cohort: str, spec: ProgramSpec) -> RunningTask:
+        """This cohort's task of this spec that a killed orchestrator left running, or
+        ``RunningTask("", {})``."""
+        ...
+
+    def reattach(self, job: Job, task_id: str, tags: dict[str, str], events: Events) -> RunRecord:
+        """Take over ``task_id`` (found by ``find_running``) for ``job``: watch it to its
+        end and return its record, as ``run`` would have."""
         ...
 
 

@@ -22,13 +22,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline import config
 from pipeline.errors import ConfigError
 from pipeline.executors import aws
-from pipeline.executors.base import Job
+from pipeline.executors.base import Candidate, Job
 from pipeline.executors.cloud import CloudError, CloudExecutor, TaskState
 
 log = logging.getLogger("pipeline.executors.batch")
@@ -125,6 +126,25 @@ def job_state(job: dict[str, Any], default_log_group: str) -> TaskState:
     )
 
 
+def list_pipeline_jobs(client: Any, queue: str) -> Iterator[Candidate]:
+    """Every pipeline job of ``queue`` in an active status (``ACTIVE_STATUSES``: queued or
+    running), tagged ``aws.PIPELINE_TAG``; described 100 at a time. What the reaper judges
+    and a restart re-attaches to."""
+    ids: list[str] = []
+    for status in ACTIVE_STATUSES:
+        for page in client.get_paginator("list_jobs").paginate(jobQueue=queue, jobStatus=status):
+            ids.extend(str(j["jobId"]) for j in page.get("jobSummaryList") or [])
+    key, value = aws.PIPELINE_TAG
+    for chunk in aws.chunks(sorted(set(ids))):
+        response = aws.with_backoff(
+            lambda c=chunk: client.describe_jobs(jobs=c), retry_if=aws.is_transient
+        )
+        for job in response.get("jobs") or []:
+            tags = aws.tag_dict(job.get("tags"))
+            if tags.get(key) == value and job.get("status") in ACTIVE_STATUSES:
+                yield Candidate("batch", str(job["jobId"]), tags)
+
+
 class BatchExecutor(CloudExecutor):
     """Runs each cohort as one AWS Batch job of ``[batch] job_definition`` on
     ``[batch] job_queue``; see ``CloudExecutor`` for watching, stopping and records."""
@@ -206,10 +226,8 @@ class BatchExecutor(CloudExecutor):
             for j in response.get("jobs") or []
         }
 
-    def running(self) -> list[tuple[str, dict[str, str]]]:
-        from pipeline.executors.reaper import _batch_candidates  # reaper imports executors
-
-        return [(c.id, c.tags) for c in _batch_candidates(self.client, self.settings.job_queue)]
+    def running(self) -> list[Candidate]:
+        return list(list_pipeline_jobs(self.client, self.settings.job_queue))
 
     def stop(self, task_id: str, reason: str) -> None:
         self.client.terminate_job(jobId=task_id, reason=reason)

@@ -42,12 +42,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline import config, storage
+from pipeline.core.spec import ProgramSpec
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.executors import aws, lease
 from pipeline.executors.base import (
+    Candidate,
     Events,
     Interrupted,
     Job,
+    RunningTask,
     RunRecord,
     estimate_cost,
     holding,
@@ -338,7 +341,7 @@ class CloudExecutor:
         self._definition_locks: dict[str, threading.Lock] = {}
         self._definitions_lock = threading.Lock()
         # This cohort's tasks a killed orchestrator left running (find_running).
-        self._running_cache: tuple[float, list[tuple[str, dict[str, str]]]] | None = None
+        self._running_cache: tuple[float, list[Candidate]] | None = None
         self._running_lock = threading.Lock()
 
     def definition_for(self, image: str, configured: str) -> str:
@@ -395,8 +398,8 @@ class CloudExecutor:
         """(log group, log stream) of the task's container, or ("", "") if unknown."""
         return (state.log_group, state.log_stream) if state else ("", "")
 
-    def running(self) -> list[tuple[str, dict[str, str]]]:
-        """(id, tags) of every pipeline task or job the provider still runs (or queues)."""
+    def running(self) -> list[Candidate]:
+        """Every pipeline task or job the provider still runs (or queues), with its tags."""
         raise NotImplementedError
 
     def region(self) -> str:
@@ -435,17 +438,18 @@ class CloudExecutor:
             job, events, keeper, lease_id, root))  # fmt: skip
 
     # -- re-attaching after a restart ----------------------------------------------------
-    def find_running(self, run_date: str, cohort: str, spec: Any) -> tuple[str, dict[str, str]]:
-        """The (id, tags) of this cohort's task or job of this spec that the provider
-        still runs under this storage root — what a killed orchestrator left behind —
-        or ("", {}) when there is none. One listing serves every cohort of a restart."""
+    def find_running(self, run_date: str, cohort: str, spec: ProgramSpec) -> RunningTask:
+        """This cohort's task or job of this spec that the provider still runs under this
+        storage root — what a killed orchestrator left behind — or ``RunningTask("", {})``
+        when there is none. One listing serves every cohort of a restart."""
         root = require_s3_root(self.name)
         with self._running_lock:
             if self._running_cache is None or time.monotonic() - self._running_cache[0] > 10:
                 self._running_cache = (time.monotonic(), self.running())
             listed = self._running_cache[1]
         program = f"{spec.name}-{spec.version}"
-        for task_id, tags in listed:
+        for task in listed:
+            tags = task.tags
             if (
                 tags.get("run_date") == run_date
                 and tags.get("cohort") == cohort
@@ -454,8 +458,8 @@ class CloudExecutor:
                 and (tags.get("lease_store") or root) == root
                 and tags.get("attempt")
             ):
-                return task_id, tags
-        return "", {}
+                return RunningTask(task.id, tags)
+        return RunningTask("", {})
 
     def reattach(self, job: Job, task_id: str, tags: dict[str, str], events: Events) -> RunRecord:
         """Take over a task a killed orchestrator submitted for ``job``: renew its lease

@@ -28,6 +28,7 @@ import hashlib
 import logging
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,7 +36,7 @@ from typing import Any
 from pipeline import config
 from pipeline.errors import ConfigError
 from pipeline.executors import aws
-from pipeline.executors.base import Job
+from pipeline.executors.base import Candidate, Job
 from pipeline.executors.cloud import CapacityUnavailable, CloudError, CloudExecutor, TaskState
 
 log = logging.getLogger("pipeline.executors.ecs")
@@ -198,6 +199,28 @@ def task_state(task: dict[str, Any], container_name: str) -> TaskState:
     )
 
 
+def list_pipeline_tasks(client: Any, cluster: str) -> Iterator[Candidate]:
+    """Every pipeline task of ``cluster`` ECS still runs or is about to (``startedBy`` the
+    pipeline, ``desiredStatus`` RUNNING, so PENDING too), tagged ``aws.PIPELINE_TAG`` and
+    not yet STOPPED; described with their tags 100 at a time. What the reaper judges and
+    a restart re-attaches to."""
+    arns: list[str] = []
+    for page in client.get_paginator("list_tasks").paginate(
+        cluster=cluster, startedBy=aws.STARTED_BY, desiredStatus="RUNNING"
+    ):
+        arns.extend(page.get("taskArns") or [])
+    key, value = aws.PIPELINE_TAG
+    for batch in aws.chunks(arns):
+        response = aws.with_backoff(
+            lambda b=batch: client.describe_tasks(cluster=cluster, tasks=b, include=["TAGS"]),
+            retry_if=aws.is_transient,
+        )
+        for task in response.get("tasks") or []:
+            tags = aws.tag_dict(task.get("tags"))
+            if tags.get(key) == value and task.get("lastStatus") != "STOPPED":
+                yield Candidate("ecs", str(task["taskArn"]), tags)
+
+
 def derived_family(family: str, image: str) -> str:
     """The family of the task definition that runs ``image`` instead of ``family``'s own
     image (ECS allows 255 letters, digits, hyphens and underscores)."""
@@ -358,10 +381,8 @@ class EcsExecutor(CloudExecutor):
                 )  # fmt: skip
         return states
 
-    def running(self) -> list[tuple[str, dict[str, str]]]:
-        from pipeline.executors.reaper import _ecs_candidates  # reaper imports executors
-
-        return [(c.id, c.tags) for c in _ecs_candidates(self.client, self.settings.cluster)]
+    def running(self) -> list[Candidate]:
+        return list(list_pipeline_tasks(self.client, self.settings.cluster))
 
     def stop(self, task_id: str, reason: str) -> None:
         self.client.stop_task(cluster=self.settings.cluster, task=task_id, reason=reason)

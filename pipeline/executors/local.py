@@ -19,11 +19,14 @@ from pathlib import Path
 import psutil
 
 from pipeline import config
-from pipeline.errors import ConfigError
+from pipeline.core.spec import ProgramSpec
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.executors.base import (
+    Candidate,
     Events,
     Interrupted,
     Job,
+    RunningTask,
     RunRecord,
     estimate_cost,
     holding,
@@ -150,6 +153,25 @@ class LocalExecutor:
             tracking_url=job.log_path.as_uri(),
             host=socket.gethostname(),
             error=error,
+        )
+
+    # -- what a restart could take over: nothing, locally --------------------------------
+    def running(self) -> list[Candidate]:
+        """Always empty: a local program never outlives the worker that started it (its
+        wrapper stops it when the worker dies, ``--stop-with-parent``), so there is nothing
+        of a killed run's to re-attach to, nor for the reaper to stop."""
+        return []
+
+    def find_running(self, run_date: str, cohort: str, spec: ProgramSpec) -> RunningTask:
+        """Always ``RunningTask("", {})`` (see ``running``): a restart adopts a finished
+        attempt (``attempts.find_finished``) or runs the program again."""
+        return RunningTask("", {})
+
+    def reattach(self, job: Job, task_id: str, tags: dict[str, str], events: Events) -> RunRecord:
+        """Never called (``find_running`` finds nothing): raises ``PipelineError``."""
+        raise PipelineError(
+            f"the local executor cannot re-attach to {task_id!r} for cohort {job.cohort}: a "
+            "local program does not outlive the worker that started it"
         )
 
 

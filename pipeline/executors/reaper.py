@@ -1,7 +1,8 @@
 """The reaper: stop the cloud tasks a dead worker left behind.
 
 ``reap()`` lists the pipeline's running ECS tasks (``[ecs] cluster``, ``startedBy`` and
-the ``pipeline`` tag) and active Batch jobs (``[batch] job_queue``), reads the lease
+the ``pipeline`` tag: ``ecs.list_pipeline_tasks``) and active Batch jobs (``[batch]
+job_queue``: ``batch.list_pipeline_jobs``), reads the lease
 each one is tagged with, and stops those whose lease is gone or older than
 ``[reaper] lease_ttl`` seconds, and those whose ``deadline`` tag has passed. A task whose
 lease is fresh and whose deadline is ahead is never touched, so running it at any time,
@@ -11,16 +12,19 @@ metrics work) can call ``reap()`` directly.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import config
 from pipeline.executors import aws
-from pipeline.executors.batch import ACTIVE_STATUSES
+from pipeline.executors.base import Candidate
+from pipeline.executors.batch import list_pipeline_jobs
+from pipeline.executors.ecs import list_pipeline_tasks
 from pipeline.executors.lease import LeaseStatus, LeaseStore, check_lease, lease_settings
 
 log = logging.getLogger("pipeline.executors.reaper")
@@ -55,13 +59,6 @@ class ReapReport:
     errors: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Candidate:
-    executor: str
-    id: str
-    tags: dict[str, str]
-
-
 def verdict(
     tags: dict[str, str],
     *,
@@ -82,40 +79,6 @@ def verdict(
     return "" if status.fresh else status.reason
 
 
-def _ecs_candidates(ecs: Any, cluster: str) -> Iterable[Candidate]:
-    arns: list[str] = []
-    for page in ecs.get_paginator("list_tasks").paginate(
-        cluster=cluster, startedBy=aws.STARTED_BY, desiredStatus="RUNNING"
-    ):
-        arns.extend(page.get("taskArns") or [])
-    key, value = aws.PIPELINE_TAG
-    for batch in aws.chunks(arns):
-        response = aws.with_backoff(
-            lambda b=batch: ecs.describe_tasks(cluster=cluster, tasks=b, include=["TAGS"]),
-            retry_if=aws.is_transient,
-        )
-        for task in response.get("tasks") or []:
-            tags = aws.tag_dict(task.get("tags"))
-            if tags.get(key) == value and task.get("lastStatus") != "STOPPED":
-                yield Candidate("ecs", str(task["taskArn"]), tags)
-
-
-def _batch_candidates(batch: Any, queue: str) -> Iterable[Candidate]:
-    ids: list[str] = []
-    for status in ACTIVE_STATUSES:
-        for page in batch.get_paginator("list_jobs").paginate(jobQueue=queue, jobStatus=status):
-            ids.extend(str(j["jobId"]) for j in page.get("jobSummaryList") or [])
-    key, value = aws.PIPELINE_TAG
-    for chunk in aws.chunks(sorted(set(ids))):
-        response = aws.with_backoff(
-            lambda c=chunk: batch.describe_jobs(jobs=c), retry_if=aws.is_transient
-        )
-        for job in response.get("jobs") or []:
-            tags = aws.tag_dict(job.get("tags"))
-            if tags.get(key) == value and job.get("status") in ACTIVE_STATUSES:
-                yield Candidate("batch", str(job["jobId"]), tags)
-
-
 def reap(
     *,
     ecs: Any = None,
@@ -133,29 +96,61 @@ def reap(
     name for each one to look at). Stops run concurrently (``workers`` threads);
     ``on_reaped`` is called for each stopped item as soon as its stop call returned."""
     report = ReapReport()
+    candidates = _list_candidates(ecs, cluster, batch, job_queue, report)
+    checked_at = now()
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        lease_of = _read_leases(candidates, pool, ttl=ttl, now=checked_at,
+                                default_root=default_root)  # fmt: skip
+        doomed = _judge(candidates, report, now=checked_at, ttl=ttl, default_root=default_root,
+                        lease_of=lease_of)  # fmt: skip
+        stop = None if dry_run else functools.partial(_stop, ecs=ecs, cluster=cluster, batch=batch)
+        # Reported from this thread as each stop returns (no interleaved output).
+        for item in _stopped(doomed, pool, stop):
+            report.reaped.append(item)
+            if on_reaped is not None:
+                on_reaped(item)
+    report.errors += [
+        f"cannot stop {r.executor} {r.id}: {r.error}" for r in report.reaped if r.error
+    ]
+    return report
+
+
+def _list_candidates(
+    ecs: Any, cluster: str, batch: Any, job_queue: str, report: ReapReport
+) -> list[Candidate]:
+    """The pipeline's tasks of the cluster and jobs of the queue that are given; a listing
+    that fails is an error of the report (the other one is still listed)."""
     candidates: list[Candidate] = []
     sources: list[tuple[str, Callable[[], Iterable[Candidate]]]] = []
     if ecs is not None and cluster:
-        sources.append((f"ecs cluster {cluster}", lambda: _ecs_candidates(ecs, cluster)))
+        sources.append((f"ecs cluster {cluster}", lambda: list_pipeline_tasks(ecs, cluster)))
     if batch is not None and job_queue:
-        sources.append((f"batch queue {job_queue}", lambda: _batch_candidates(batch, job_queue)))
+        sources.append((f"batch queue {job_queue}", lambda: list_pipeline_jobs(batch, job_queue)))
     for where, listing in sources:
         try:
             candidates.extend(listing())
         except Exception as exc:
             report.errors.append(f"cannot list {where}: {aws.describe_error(exc)}")
-    checked_at = now()
-    pool = ThreadPoolExecutor(max_workers=max(1, workers))
-    # Read every distinct lease once, concurrently (one worker process = one lease).
+    return candidates
+
+
+def _read_leases(
+    candidates: list[Candidate],
+    pool: ThreadPoolExecutor,
+    *,
+    ttl: float,
+    now: float,
+    default_root: str,
+) -> Callable[[str, str], LeaseStatus]:
+    """Read every distinct lease once, concurrently (one worker process = one lease); the
+    answer looks a lease up, raising what its read raised."""
     keys = sorted({(c.tags.get("lease_store") or default_root, c.tags.get("lease", ""))
                    for c in candidates})  # fmt: skip
-    leases: dict[tuple[str, str], LeaseStatus | BaseException] = {}
-
     store = LeaseStore()
 
     def check(key: tuple[str, str]) -> LeaseStatus | BaseException:
         try:
-            return check_lease(key[0], key[1], ttl=ttl, now=checked_at, store=store)
+            return check_lease(key[0], key[1], ttl=ttl, now=now, store=store)
         except Exception as exc:
             return exc
 
@@ -167,10 +162,24 @@ def reap(
             raise status
         return status
 
+    return lease_of
+
+
+def _judge(
+    candidates: list[Candidate],
+    report: ReapReport,
+    *,
+    now: float,
+    ttl: float,
+    default_root: str,
+    lease_of: Callable[[str, str], LeaseStatus],
+) -> list[Reaped]:
+    """The candidates to stop (``verdict``); the others are counted as kept, and one whose
+    lease cannot be read is kept and reported as an error."""
     doomed: list[Reaped] = []
     for c in candidates:
         try:
-            why = verdict(c.tags, now=checked_at, ttl=ttl, default_root=default_root,
+            why = verdict(c.tags, now=now, ttl=ttl, default_root=default_root,
                           lease_of=lease_of)  # fmt: skip
         except Exception as exc:  # an unreadable lease: keep the task, say so
             report.errors.append(f"cannot check the lease of {c.executor} {c.id}: {exc}")
@@ -183,39 +192,40 @@ def reap(
             Reaped(c.executor, c.id, tags.get("run_date", ""), tags.get("cohort", ""),
                    tags.get("lease", ""), why)
         )  # fmt: skip
+    return doomed
 
-    def stop(item: Reaped) -> Reaped:
-        reason = f"survey-pipeline reaper: {item.reason}"[:255]
-        try:
-            if item.executor == "ecs":
-                aws.with_backoff(
-                    lambda: ecs.stop_task(cluster=cluster, task=item.id, reason=reason),
-                    retry_if=aws.is_transient,
-                )
-            else:
-                aws.with_backoff(
-                    lambda: batch.terminate_job(jobId=item.id, reason=reason),
-                    retry_if=aws.is_transient,
-                )
-            item.stopped = True
-        except Exception as exc:
-            item.error = aws.describe_error(exc)
-        return item
 
-    with pool:
-        if dry_run:
-            finished: Iterable[Reaped] = doomed
+def _stopped(
+    doomed: list[Reaped], pool: ThreadPoolExecutor, stop: Callable[[Reaped], Reaped] | None
+) -> Iterator[Reaped]:
+    """Stop every doomed item on the pool; yields each as its stop returns (every item as
+    it is when ``stop`` is None: a dry run)."""
+    if stop is None:
+        yield from doomed
+        return
+    for future in as_completed([pool.submit(stop, d) for d in doomed]):
+        yield future.result()
+
+
+def _stop(item: Reaped, *, ecs: Any, cluster: str, batch: Any) -> Reaped:
+    """Stop one task (``StopTask``) or job (``TerminateJob``); a failure is kept in
+    ``item.error``, not raised."""
+    reason = f"survey-pipeline reaper: {item.reason}"[:255]
+    try:
+        if item.executor == "ecs":
+            aws.with_backoff(
+                lambda: ecs.stop_task(cluster=cluster, task=item.id, reason=reason),
+                retry_if=aws.is_transient,
+            )
         else:
-            finished = (f.result() for f in as_completed([pool.submit(stop, d) for d in doomed]))
-        # Reported from this thread as each stop returns (no interleaved output).
-        for item in finished:
-            report.reaped.append(item)
-            if on_reaped is not None:
-                on_reaped(item)
-    report.errors += [
-        f"cannot stop {r.executor} {r.id}: {r.error}" for r in report.reaped if r.error
-    ]
-    return report
+            aws.with_backoff(
+                lambda: batch.terminate_job(jobId=item.id, reason=reason),
+                retry_if=aws.is_transient,
+            )
+        item.stopped = True
+    except Exception as exc:
+        item.error = aws.describe_error(exc)
+    return item
 
 
 def reap_from_config(
