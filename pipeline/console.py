@@ -27,15 +27,9 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-STEP_OF = {
-    "CleanseSurvey": "cleanse",
-    "CheckData": "quality",
-    "IngestSurvey": "survey ingest",
-    "RunModel": "model",
-    "ValidateResults": "validate",
-    "IngestResults": "ingest",
-}
-STEPS = ("quality", "model", "validate", "ingest")
+from pipeline.steps import CHAIN, DATE, DELIVERY, VARIANT, Step, step_of
+
+STEPS = CHAIN  # the columns of a cohort's row; date-wide steps show above the table
 STYLE = {"done": "green", "failed": "bold red", "running": "cyan", "pending": "dim"}
 MAX_ROWS = 20  # cohorts shown in the live table; the rest are counted
 DEBUG_LOGGERS = ("luigi", "luigi-interface", "pipeline")  # logged at DEBUG to the run log
@@ -125,7 +119,7 @@ class RunConsole:
 
     # -- events from the worker ----------------------------------------------------------
     def scheduled(self, task: luigi.Task, status: str) -> None:
-        step = STEP_OF.get(task.task_family)
+        step = _shown_step(task)
         if step is None:
             return
         state = "done" if status == "DONE" else "pending"
@@ -133,14 +127,14 @@ class RunConsole:
             self._set(task, step, state, announce=False)
 
     def started(self, task: luigi.Task) -> None:
-        step = STEP_OF.get(task.task_family)
+        step = _shown_step(task)
         if step is None:
             return
         with self._lock:
-            self._set(task, step, "running", announce=step == "model")
+            self._set(task, step, "running", announce=step.name == "model")
 
     def finished(self, task: luigi.Task, status: str, explanation: Any) -> None:
-        step = STEP_OF.get(task.task_family)
+        step = _shown_step(task)
         if step is None:
             if status == "FAILED":  # a task of no cohort step: say so all the same
                 print(f"{datetime.now():%H:%M:%S} {task.task_family} FAILED", file=self.out)
@@ -158,35 +152,34 @@ class RunConsole:
             self._set(task, step, state, announce=True, why=why)
 
     # -- showing -------------------------------------------------------------------------
-    def _name(self, task: luigi.Task) -> str:
-        """A cohort's task by its cohort; with several variants, a variant's task (one
-        with a program) by ``cohort [variant slug]``."""
+    def _name(self, task: luigi.Task, step: Step) -> str:
+        """A cohort's task by its cohort; with several variants, a variant's task by
+        ``cohort [variant slug]``."""
         cohort = str(getattr(task, "cohort", ""))
-        spec = getattr(task, "spec", None) if "program" in task.param_kwargs else None
-        return f"{cohort} [{spec.slug}]" if self.variants and spec is not None else cohort
+        return f"{cohort} [{task.spec.slug}]" if self.variants and step.scope == VARIANT else cohort
 
-    def _set(self, task: luigi.Task, step: str, state: str, *, announce: bool,
+    def _set(self, task: luigi.Task, step: Step, state: str, *, announce: bool,
              why: str = "") -> None:  # fmt: skip
-        if step in ("cleanse", "survey ingest"):
-            self.shared[step] = state
-            name = step
+        if step.scope == DATE:
+            self.shared[step.shown] = state
+            name = step.shown
         else:
             cohort = str(getattr(task, "cohort", ""))
-            name = self._name(task)
+            name = self._name(task, step)
             if name == cohort and self.variants:  # one task for every variant's row
-                self.per_cohort.setdefault(cohort, {})[step] = state
+                self.per_cohort.setdefault(cohort, {})[step.name] = state
                 rows = [row for row in self.rows.values() if row.cohort == cohort]
             else:
                 rows = [self._row(name, cohort)]
             for row in rows:
-                row.steps[step] = state
+                row.steps[step.name] = state
                 if state == "done" and not announce:
                     # luigi does not look behind a task that is already complete: what
                     # comes before it in the row is done as well.
-                    for earlier in STEPS[: STEPS.index(step)]:
+                    for earlier in STEPS[: STEPS.index(step.name)]:
                         if row.steps[earlier] == "pending":
                             row.steps[earlier] = "done"
-            name = f"{name} {step}"
+            name = f"{name} {step.name}"
         if self.live is not None:
             self.live.update(self._table(), refresh=True)
         elif announce:
@@ -225,3 +218,9 @@ class RunConsole:
         shared = "  ".join(f"{k}: [{STYLE[v]}]{v}[/]" for k, v in self.shared.items())
         table.title = shared or None
         return table
+
+
+def _shown_step(task: luigi.Task) -> Step | None:
+    """The step a task runs, when the console shows it (not the delivery's entry point)."""
+    step = step_of(task.task_family)
+    return step if step is not None and step.scope != DELIVERY else None

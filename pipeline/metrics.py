@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline import config
+from pipeline.steps import STEPS, step_of
 
 logger = logging.getLogger("pipeline.metrics")
 
@@ -41,9 +42,7 @@ _WORD = re.compile(r"[a-z][a-z0-9_]{0,63}")
 TAGS: dict[str, frozenset[str] | re.Pattern[str]] = {
     "cohort": re.compile(r"[a-z0-9][a-z0-9_-]{0,63}"),
     "executor": frozenset({"local", "ecs", "batch"}),
-    "step": frozenset(
-        {"cleanse", "ingest_survey", "quality", "model", "validate", "ingest", "deliver", "other"}
-    ),
+    "step": frozenset({*(step.name for step in STEPS), "other"}),
     "status": frozenset({"succeeded", "failed", "deadline", "lost", "passed"}),
     "severity": frozenset({"error", "warning"}),
     "reason": _WORD,
@@ -232,16 +231,12 @@ METRICS: dict[str, Metric] = {
     )
 }
 
-# Luigi task family → step tag (also used by the scheduler metrics collector).
-STEPS = {
-    "CleanseSurvey": "cleanse",
-    "CheckData": "quality",
-    "IngestSurvey": "ingest_survey",
-    "RunModel": "model",
-    "ValidateResults": "validate",
-    "IngestResults": "ingest",
-    "Deliver": "deliver",
-}
+
+def step_tag(family: str) -> str:
+    """The ``step`` tag of a luigi task family (also used by luigid's metrics collector)."""
+    step = step_of(family)
+    return step.name if step else "other"
+
 
 _SANITISE = re.compile(r"[^a-z0-9_.\-/]")
 
@@ -464,7 +459,7 @@ def record_task(
 ) -> None:
     """A pipeline task's run time (success) or failure, tagged by step and cohort."""
     m = metrics or client()
-    tags = {"step": STEPS.get(family, "other"), "cohort": cohort}
+    tags = {"step": step_tag(family), "cohort": cohort}
     if failed:
         m.increment("task.failures", 1, tags)
     elif seconds is not None:

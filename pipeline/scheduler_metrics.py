@@ -40,7 +40,7 @@ class SchedulerMetricsCollector(MetricsCollector):
         params = getattr(task, "params", None) or {}
         return {
             "task_family": family,
-            "step": metrics.STEPS.get(family, "other"),
+            "step": metrics.step_tag(family),
             "cohort": params.get("cohort"),
             "executor": params.get("executor"),
         }

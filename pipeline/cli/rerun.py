@@ -26,10 +26,9 @@ from pipeline.cli import run as run_cli
 from pipeline.errors import ConfigError, SpecError
 from pipeline.executors import attempts
 from pipeline.layout import Layout
+from pipeline.steps import RERUN_FROM
 from pipeline.tasks import Deliver, IngestResults, RunModel, ValidateResults
 from pipeline.tasks.params import canonical_program, load_program
-
-STEPS = ("cleanse", "model", "validate", "ingest")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="CODE",
         help="the cohort to re-run (repeatable); not with --from cleanse",
     )
-    parser.add_argument("--from", dest="step", required=True, choices=STEPS, help="first step")
+    parser.add_argument("--from", dest="step", required=True, choices=RERUN_FROM, help="first step")
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     run_cli.add_run_options(parser)

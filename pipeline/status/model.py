@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-STEPS = ("cleanse", "quality", "model", "validate", "ingest")
+from pipeline.steps import ROW
+
+STEPS = ROW  # a cohort row's columns: pipeline.steps declares them
 STATES = ("done", "failed", "running", "pending")
 
 

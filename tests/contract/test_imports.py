@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "pipeline.config": 1,
     "pipeline.storage": 1,
     "pipeline.faults": 1,
+    "pipeline.steps": 1,
     "pipeline.layout": 2,
     "pipeline.metrics": 2,
     "pipeline.wrapper": 2,
