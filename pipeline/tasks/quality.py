@@ -28,22 +28,16 @@ _DATE = re.compile(r"(\d{4}-\d{2}-\d{2})\.json$")
 
 
 def quality_thresholds() -> QualityThresholds:
-    """The ``[quality]`` settings of luigi.cfg."""
+    """The ``[quality]`` settings of luigi.cfg: the keys (and which are whole numbers) as
+    ``config.SETTINGS`` lists them, the defaults of ``QualityThresholds``."""
     d = QualityThresholds()
     return QualityThresholds(
-        history=int(config.get_float("quality", "history", d.history)),
-        mix_min_rows=int(config.get_float("quality", "mix_min_rows", d.mix_min_rows)),
         **{
-            name: config.get_float("quality", name, getattr(d, name))
-            for name in (
-                "row_count_warn_change",
-                "row_count_fail_change",
-                "rejection_warn_increase",
-                "rejection_fail_increase",
-                "mix_warn_gap",
-                "mix_fail_gap",
+            name: (int if kind == config.WHOLE else float)(
+                config.get_float("quality", name, getattr(d, name))
             )
-        },
+            for name, kind in config.SETTINGS["quality"].items()
+        }
     )
 
 
@@ -77,16 +71,16 @@ class CheckData(RunDateTask):
     def run(self) -> None:
         layout, cohort = self.layout, self.cohort
         self.report("checking the cleansed data against recent deliveries", progress=0)
-        summary = storage.read_json(self.input()["summary.json"].path)
+        summary = storage.read_json(self.input()["summary"].path)
         rejections = storage.read_parquet(
-            self.input()["rejections.parquet"].path, columns=["cohort", "reasons"]
+            self.input()["rejections"].path, columns=["cohort", "reasons"]
         )
         cleansed = (
             storage.read_parquet(layout.cohort_input(cohort), columns=["specialty", "region"])
             if storage.exists(layout.cohort_input(cohort))
             else pd.DataFrame(columns=["specialty", "region"])
         )
-        frame = pd.read_csv(io.BytesIO(storage.read_bytes(self.input()["frame.csv"].path)))
+        frame = pd.read_csv(io.BytesIO(storage.read_bytes(self.input()["frame"].path)))
         thresholds = quality_thresholds()
         figures = cohort_figures(cohort, summary, rejections, cleansed, REASONS)
         history = recent_figures(layout, cohort, thresholds.history)
