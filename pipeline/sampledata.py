@@ -386,102 +386,145 @@ def _apply_anomalies(
     category: np.ndarray,
     rng: np.random.Generator,
 ) -> None:
-    """Turn the rows of each anomaly category into what real exports contain (in place)."""
-    share_names = list(shares)
+    """Turn the rows of each anomaly category into what real exports contain (in place).
+    The categories are applied in this order: each draws from ``rng`` in turn."""
+    export = _Anomalous(columns, shares, share_tenths, category, rng)
+    for apply in (
+        _messy_values,
+        _failed_attention,
+        _out_of_range,
+        _shares_not_100,
+        _unparseable,
+        _missing_required,
+        _unknown_cohort,
+    ):
+        apply(export)
 
-    def rows_of(cat: int) -> np.ndarray:
-        return np.nonzero(category == cat)[0]
 
-    def split(rows: np.ndarray, parts: int) -> list[np.ndarray]:
-        which = rng.integers(0, parts, len(rows))
+@dataclass
+class _Anomalous:
+    """The response columns ``_apply_anomalies`` rewrites, and what it draws on: the
+    shares in tenths, each row's anomaly category and the random generator."""
+
+    columns: dict[str, pa.Array]
+    shares: dict[str, pa.Array]
+    share_tenths: np.ndarray
+    category: np.ndarray
+    rng: np.random.Generator
+
+    def of(self, cat: int) -> np.ndarray:
+        """The rows of anomaly category ``cat``."""
+        return np.nonzero(self.category == cat)[0]
+
+    def split(self, rows: np.ndarray, parts: int) -> list[np.ndarray]:
+        """``rows`` dealt at random into ``parts`` groups."""
+        which = self.rng.integers(0, parts, len(rows))
         return [rows[which == k] for k in range(parts)]
 
-    def share_of(rows: np.ndarray, pick_max: bool) -> np.ndarray:
-        t = share_tenths[rows]
+    def share_of(self, rows: np.ndarray, pick_max: bool) -> np.ndarray:
+        """Per row, the share column to change: its largest, or its first answered."""
+        t = self.share_tenths[rows]
         return np.argmax(t, axis=1) if pick_max else np.argmax(t >= 0, axis=1)
 
-    def set_share(rows: np.ndarray, col: np.ndarray, tenths: np.ndarray) -> None:
+    def set(self, name: str, rows: np.ndarray, values: Sequence[str] | pa.Array) -> None:
+        """Column ``name``'s ``rows`` replaced by ``values``."""
+        self.columns[name] = _set(self.columns[name], rows, values)
+
+    def set_share(self, rows: np.ndarray, col: np.ndarray, tenths: np.ndarray) -> None:
+        """Share column ``col[k]`` of each of ``rows[k]`` set to ``tenths[k]`` (tenths of %)."""
+        names = list(self.shares)
         for j in np.unique(col):
             sel = col == j
-            name = share_names[j]
-            shares[name] = _set(shares[name], rows[sel], _tenths_text(tenths[sel]))
+            self.shares[names[j]] = _set(
+                self.shares[names[j]], rows[sel], _tenths_text(tenths[sel])
+            )
 
-    # Valid but messy: full-width digits, stray spaces, full-width or capital codes.
-    fw, spaces, disease_case, attention_fw = split(rows_of(_FORMAT), 4)
-    npat = columns["n_patients"]
+
+def _messy_values(export: _Anomalous) -> None:
+    """Valid but messy (``_FORMAT`` rows): full-width or spaced ``n_patients``, full-width
+    or capitalised disease codes, a full-width or spaced attention answer."""
+    fw, spaces, disease_case, attention_fw = export.split(export.of(_FORMAT), 4)
+    npat = export.columns["n_patients"]
     fw_text = [s.translate(_FULL_WIDTH) for s in npat.take(pa.array(fw)).to_pylist()]
     npat = _set(npat, fw, fw_text)
     npat = _set(npat, spaces, [f" {s} " for s in npat.take(pa.array(spaces)).to_pylist()])
-    columns["n_patients"] = npat
-    disease = columns["disease"]
+    export.columns["n_patients"] = npat
+    disease = export.columns["disease"]
     upper = [
         s.upper().translate({i: i + 0xFEE0 for i in range(0x21, 0x7F)}) if k % 2 else s.title()
         for k, s in enumerate(disease.take(pa.array(disease_case)).to_pylist())
     ]
-    columns["disease"] = _set(disease, disease_case, upper)
-    columns["attention_check"] = _set(
-        columns["attention_check"], attention_fw, _pick(rng, ["３", " 3 ", "3 "], len(attention_fw))
+    export.set("disease", disease_case, upper)
+    export.set(
+        "attention_check", attention_fw, _pick(export.rng, ["３", " 3 ", "3 "], len(attention_fw))
     )
 
-    attention = rows_of(_ATTENTION)
-    columns["attention_check"] = _set(
-        columns["attention_check"], attention, _pick(rng, ["1", "2", "4", "5", ""], len(attention))
+
+def _failed_attention(export: _Anomalous) -> None:
+    """``_ATTENTION`` rows: a wrong or empty attention answer."""
+    attention = export.of(_ATTENTION)
+    export.set(
+        "attention_check", attention, _pick(export.rng, ["1", "2", "4", "5", ""], len(attention))
     )
 
-    # Out of range: n_patients too large or negative, or one share moved below 0.
-    big, shares_low = split(rows_of(_RANGE), 2)
+
+def _out_of_range(export: _Anomalous) -> None:
+    """``_RANGE`` rows: ``n_patients`` too large or negative, or the first share answered
+    set to -10 (its points and 10 more going to the largest; 110 where it is the largest)."""
+    rng, share_tenths = export.rng, export.share_tenths
+    big, shares_low = export.split(export.of(_RANGE), 2)
     values = np.where(rng.random(len(big)) < 0.7, rng.integers(10_001, 99_999, len(big)), -3)
-    columns["n_patients"] = _set(
-        columns["n_patients"], big, _thousands(values, rng.random(len(big)) < 0.5)
-    )
-    low_col, top_col = share_of(shares_low, False), share_of(shares_low, True)
+    export.set("n_patients", big, _thousands(values, rng.random(len(big)) < 0.5))
+    low_col, top_col = export.share_of(shares_low, False), export.share_of(shares_low, True)
     low_t = share_tenths[shares_low, low_col]
     top_t = share_tenths[shares_low, top_col]
     same = low_col == top_col
-    set_share(shares_low, low_col, np.where(same, 1100, -100))
-    set_share(shares_low[~same], top_col[~same], (top_t + low_t + 100)[~same])
+    export.set_share(shares_low, low_col, np.where(same, 1100, -100))
+    export.set_share(shares_low[~same], top_col[~same], (top_t + low_t + 100)[~same])
 
-    # Shares not adding up to 100: the largest moved by 5-20 points, or all left empty.
-    off, empty = split(rows_of(_SHARES), 2)
+
+def _shares_not_100(export: _Anomalous) -> None:
+    """``_SHARES`` rows: the largest share moved by 5-20 points, or every share empty."""
+    rng = export.rng
+    off, empty = export.split(export.of(_SHARES), 2)
     delta = rng.integers(50, 201, len(off)) * np.where(rng.random(len(off)) < 0.5, -1, 1)
-    top_col = share_of(off, True)
-    set_share(off, top_col, share_tenths[off, top_col] + delta)
-    for name in share_names:
-        shares[name] = _set(shares[name], empty, [""] * len(empty))
+    top_col = export.share_of(off, True)
+    export.set_share(off, top_col, export.share_tenths[off, top_col] + delta)
+    for name in export.shares:
+        export.shares[name] = _set(export.shares[name], empty, [""] * len(empty))
 
-    # Unparseable values in each kind of parsed field.
-    u_npat, u_sub, u_start, u_share = split(rows_of(_UNPARSEABLE), 4)
-    columns["n_patients"] = _set(
-        columns["n_patients"],
-        u_npat,
-        _pick(rng, ["abc", "約50", "50人", "-", "1.2.3"], len(u_npat)),
-    )
+
+def _unparseable(export: _Anomalous) -> None:
+    """``_UNPARSEABLE`` rows: text that is no number or timestamp in ``n_patients``,
+    ``submitted_at``, ``started_at`` or the largest share."""
+    rng = export.rng
+    u_npat, u_sub, u_start, u_share = export.split(export.of(_UNPARSEABLE), 4)
+    export.set("n_patients", u_npat, _pick(rng, ["abc", "約50", "50人", "-", "1.2.3"], len(u_npat)))
     bad_times = ["2024/13/45 25:61:00", "不明", "2024-06-31T10:00:00+09:00", "yesterday"]
-    columns["submitted_at"] = _set(
-        columns["submitted_at"], u_sub, _pick(rng, bad_times, len(u_sub))
-    )
-    columns["started_at"] = _set(
-        columns["started_at"], u_start, _pick(rng, bad_times, len(u_start))
-    )
-    col = share_of(u_share, True)
+    export.set("submitted_at", u_sub, _pick(rng, bad_times, len(u_sub)))
+    export.set("started_at", u_start, _pick(rng, bad_times, len(u_start)))
+    names = list(export.shares)
+    col = export.share_of(u_share, True)
     for j in np.unique(col):
         sel = u_share[col == j]
-        shares[share_names[j]] = _set(
-            shares[share_names[j]], sel, _pick(rng, ["N/A", "半分", "40%"], len(sel))
+        export.shares[names[j]] = _set(
+            export.shares[names[j]], sel, _pick(rng, ["N/A", "半分", "40%"], len(sel))
         )
 
-    missing = rows_of(_MISSING)
-    field = rng.integers(0, 5, len(missing))
-    for k, name in enumerate(["response_id", "respondent_id", "disease", "n_patients"]):
-        columns[name] = _set(columns[name], missing[field == k], [""] * int((field == k).sum()))
-    columns["submitted_at"] = _set(
-        columns["submitted_at"], missing[field == 4], [" "] * int((field == 4).sum())
-    )
 
-    unknown = rows_of(_UNKNOWN)
-    columns["disease"] = _set(
-        columns["disease"], unknown, _pick(rng, ["gout", "痛風", "cancer"], len(unknown))
-    )
+def _missing_required(export: _Anomalous) -> None:
+    """``_MISSING`` rows: one required field empty (``submitted_at`` a blank)."""
+    missing = export.of(_MISSING)
+    field = export.rng.integers(0, 5, len(missing))
+    for k, name in enumerate(["response_id", "respondent_id", "disease", "n_patients"]):
+        export.set(name, missing[field == k], [""] * int((field == k).sum()))
+    export.set("submitted_at", missing[field == 4], [" "] * int((field == 4).sum()))
+
+
+def _unknown_cohort(export: _Anomalous) -> None:
+    """``_UNKNOWN`` rows: a disease code that is no cohort."""
+    unknown = export.of(_UNKNOWN)
+    export.set("disease", unknown, _pick(export.rng, ["gout", "痛風", "cancer"], len(unknown)))
 
 
 def _csv_field(values: pa.Array) -> pa.Array:

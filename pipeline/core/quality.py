@@ -9,6 +9,7 @@ docs/quality.md explains every check and its thresholds.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.core.validate import CHECK_COLUMNS, ERROR, WARNING
+from pipeline.core.validate import CHECK_COLUMNS, ERROR, WARNING, CheckRow
 
 MIX_SEGMENTS = ("specialty", "region")
+_FIRST_DELIVERY = "no earlier delivery to compare with (first delivery)"
 
 
 @dataclass(frozen=True)
@@ -99,127 +101,137 @@ def quality_checks(
 ) -> pd.DataFrame:
     """Compare one cohort's ``figures`` with the ``history`` (figures of recent
     deliveries, newest first) and the physician ``frame``. One row per check."""
-    t = thresholds
-    checks: list[tuple[str, str, bool, str]] = []
     n = len(history)
     recent = f"the last {n} deliveries" if n != 1 else "the last delivery"
-
     rows = int(figures["rows"])
-    if rows == 0:
-        checks.append(
-            (
-                "dq_row_count",
-                ERROR,
-                False,
-                "no cleansed rows: every row was rejected or none was delivered",
-            )
-        )
-    elif not n:
-        checks.append(
-            (
-                "dq_row_count",
-                WARNING,
-                True,
-                f"{rows:,} rows; no earlier delivery to compare with (first delivery)",
-            )
-        )
-    else:
-        baseline = statistics.median(int(h["rows"]) for h in history)
-        change = abs(rows - baseline) / max(baseline, 1)
-        checks.append(
-            (
-                "dq_row_count",
-                ERROR if change > t.row_count_fail_change else WARNING,
-                change <= t.row_count_warn_change,
-                f"{rows:,} rows vs a median of {baseline:,.0f} over {recent} ({100 * change:.1f}% "
-                f"change; warning above {100 * t.row_count_warn_change:.0f}%, error above "
-                f"{100 * t.row_count_fail_change:.0f}%)",
-            )
-        )
-
-    rate = float(figures["rejection_rate"])
-    if not n:
-        checks.append(
-            (
-                "dq_rejection_rate",
-                WARNING,
-                True,
-                f"{100 * rate:.1f}% of rows rejected; no earlier delivery to compare with "
-                "(first delivery)",
-            )
-        )
-        checks.append(
-            (
-                "dq_rejection_reasons",
-                WARNING,
-                True,
-                "no earlier delivery to compare with (first delivery)",
-            )
-        )
-    else:
-        baseline = statistics.fmean(float(h["rejection_rate"]) for h in history)
-        increase = rate - baseline
-        checks.append(
-            (
-                "dq_rejection_rate",
-                ERROR if increase > t.rejection_fail_increase else WARNING,
-                increase <= t.rejection_warn_increase,
-                f"{100 * rate:.1f}% of rows rejected vs {100 * baseline:.1f}% over {recent} "
-                f"({100 * increase:+.1f} points; warning above "
-                f"+{100 * t.rejection_warn_increase:.0f}, "
-                f"error above +{100 * t.rejection_fail_increase:.0f})",
-            )
-        )
-        increases = {
-            reason: share
-            - statistics.fmean(float(h.get("reason_rates", {}).get(reason, 0.0)) for h in history)
-            for reason, share in figures["reason_rates"].items()
-        }
-        worst = max(sorted(increases), key=lambda r: increases[r]) if increases else None
-        top = increases.get(worst, 0.0) if worst else 0.0
-        above = sorted(r for r, v in increases.items() if v > t.rejection_warn_increase)
-        checks.append(
-            (
-                "dq_rejection_reasons",
-                ERROR if top > t.rejection_fail_increase else WARNING,
-                top <= t.rejection_warn_increase,
-                (
-                    f"rejections rose for: {', '.join(above)}; largest: {worst} "
-                    f"{100 * figures['reason_rates'][worst]:.1f}% "
-                    f"({100 * top:+.1f} points vs {recent})"
-                )
-                if above
-                else f"no reason rose by more than {100 * t.rejection_warn_increase:.0f} points "
-                f"vs {recent}",
-            )
-        )
-
-    for segment in MIX_SEGMENTS:
-        sample, population = (
-            figures.get(segment) or {},
-            frame_mix(frame, segment) if segment in frame.columns else {},
-        )
-        name = f"dq_{segment}_mix"
-        if not sample or not population:
-            checks.append((name, WARNING, True, f"no {segment} to compare (no rows or no frame)"))
-            continue
-        gaps = {
-            v: sample.get(v, 0.0) - population.get(v, 0.0)
-            for v in sorted(set(sample) | set(population))
-        }
-        worst = max(gaps, key=lambda v: abs(gaps[v]))
-        gap = abs(gaps[worst])
-        small = rows < t.mix_min_rows
-        checks.append(
-            (
-                name,
-                ERROR if gap > t.mix_fail_gap and not small else WARNING,
-                gap <= t.mix_warn_gap,
-                f"largest gap between respondents and the frame's physicians: {worst} "
-                f"{100 * sample.get(worst, 0.0):.1f}% vs {100 * population.get(worst, 0.0):.1f}% "
-                f"({100 * gap:.1f} points; warning above {100 * t.mix_warn_gap:.0f}, error above "
-                f"{100 * t.mix_fail_gap:.0f}"
-                + (f" with at least {t.mix_min_rows} rows)" if small else ")"),
-            )
-        )
+    checks = [
+        _row_count_check(rows, history, recent, thresholds),
+        _rejection_rate_check(float(figures["rejection_rate"]), history, recent, thresholds),
+        _rejection_reasons_check(figures, history, recent, thresholds),
+        *(_mix_check(segment, figures, rows, frame, thresholds) for segment in MIX_SEGMENTS),
+    ]
     return pd.DataFrame(checks, columns=list(CHECK_COLUMNS))
+
+
+def _graded(check: str, value: float, warn: float, fail: float, detail: str) -> CheckRow:
+    """A figure against its two thresholds: passed up to ``warn``, an error above ``fail``."""
+    return (check, ERROR if value > fail else WARNING, value <= warn, detail)
+
+
+def _row_count_check(
+    rows: int, history: Sequence[Mapping[str, Any]], recent: str, t: QualityThresholds
+) -> CheckRow:
+    """``dq_row_count``: reads the cleansed rows and the history's; decides whether the
+    count moved too far from the recent median (no rows at all: an error)."""
+    if rows == 0:
+        return (
+            "dq_row_count",
+            ERROR,
+            False,
+            "no cleansed rows: every row was rejected or none was delivered",
+        )
+    if not history:
+        return ("dq_row_count", WARNING, True, f"{rows:,} rows; {_FIRST_DELIVERY}")
+    baseline = statistics.median(int(h["rows"]) for h in history)
+    change = abs(rows - baseline) / max(baseline, 1)
+    return _graded(
+        "dq_row_count",
+        change,
+        t.row_count_warn_change,
+        t.row_count_fail_change,
+        f"{rows:,} rows vs a median of {baseline:,.0f} over {recent} ({100 * change:.1f}% "
+        f"change; warning above {100 * t.row_count_warn_change:.0f}%, error above "
+        f"{100 * t.row_count_fail_change:.0f}%)",
+    )
+
+
+def _rejection_rate_check(
+    rate: float, history: Sequence[Mapping[str, Any]], recent: str, t: QualityThresholds
+) -> CheckRow:
+    """``dq_rejection_rate``: reads the rejection rate and the history's; decides whether
+    it rose too far above the recent mean."""
+    if not history:
+        return (
+            "dq_rejection_rate",
+            WARNING,
+            True,
+            f"{100 * rate:.1f}% of rows rejected; {_FIRST_DELIVERY}",
+        )
+    baseline = statistics.fmean(float(h["rejection_rate"]) for h in history)
+    increase = rate - baseline
+    return _graded(
+        "dq_rejection_rate",
+        increase,
+        t.rejection_warn_increase,
+        t.rejection_fail_increase,
+        f"{100 * rate:.1f}% of rows rejected vs {100 * baseline:.1f}% over {recent} "
+        f"({100 * increase:+.1f} points; warning above "
+        f"+{100 * t.rejection_warn_increase:.0f}, "
+        f"error above +{100 * t.rejection_fail_increase:.0f})",
+    )
+
+
+def _rejection_reasons_check(
+    figures: Mapping[str, Any],
+    history: Sequence[Mapping[str, Any]],
+    recent: str,
+    t: QualityThresholds,
+) -> CheckRow:
+    """``dq_rejection_reasons``: reads each reason's rate and the history's; decides
+    whether any one reason rose too far above its recent mean (the largest rise counts)."""
+    if not history:
+        return ("dq_rejection_reasons", WARNING, True, _FIRST_DELIVERY)
+    increases = {
+        reason: share
+        - statistics.fmean(float(h.get("reason_rates", {}).get(reason, 0.0)) for h in history)
+        for reason, share in figures["reason_rates"].items()
+    }
+    worst = max(sorted(increases), key=lambda r: increases[r]) if increases else None
+    top = increases.get(worst, 0.0) if worst else 0.0
+    above = sorted(r for r, v in increases.items() if v > t.rejection_warn_increase)
+    return _graded(
+        "dq_rejection_reasons",
+        top,
+        t.rejection_warn_increase,
+        t.rejection_fail_increase,
+        (
+            f"rejections rose for: {', '.join(above)}; largest: {worst} "
+            f"{100 * figures['reason_rates'][worst]:.1f}% "
+            f"({100 * top:+.1f} points vs {recent})"
+        )
+        if above
+        else f"no reason rose by more than {100 * t.rejection_warn_increase:.0f} points "
+        f"vs {recent}",
+    )
+
+
+def _mix_check(
+    segment: str, figures: Mapping[str, Any], rows: int, frame: pd.DataFrame, t: QualityThresholds
+) -> CheckRow:
+    """``dq_<segment>_mix``: reads the respondents' and the frame's shares of ``segment``;
+    decides whether their largest gap is too wide (a small cohort: a warning at most)."""
+    sample, population = (
+        figures.get(segment) or {},
+        frame_mix(frame, segment) if segment in frame.columns else {},
+    )
+    name = f"dq_{segment}_mix"
+    if not sample or not population:
+        return (name, WARNING, True, f"no {segment} to compare (no rows or no frame)")
+    gaps = {
+        v: sample.get(v, 0.0) - population.get(v, 0.0)
+        for v in sorted(set(sample) | set(population))
+    }
+    worst = max(gaps, key=lambda v: abs(gaps[v]))
+    gap = abs(gaps[worst])
+    small = rows < t.mix_min_rows
+    return _graded(
+        name,
+        gap,
+        t.mix_warn_gap,
+        math.inf if small else t.mix_fail_gap,  # too few rows to stop the cohort
+        f"largest gap between respondents and the frame's physicians: {worst} "
+        f"{100 * sample.get(worst, 0.0):.1f}% vs {100 * population.get(worst, 0.0):.1f}% "
+        f"({100 * gap:.1f} points; warning above {100 * t.mix_warn_gap:.0f}, error above "
+        f"{100 * t.mix_fail_gap:.0f}"
+        + (f" with at least {t.mix_min_rows} rows)" if small else ")"),
+    )

@@ -11,6 +11,7 @@ import pandas as pd
 REQUIRED_COLUMNS = ("treatment", "estimate", "ci_low", "ci_high")
 CHECK_COLUMNS = ("check", "severity", "passed", "detail")
 ERROR, WARNING = "error", "warning"
+CheckRow = tuple[str, str, bool, str]  # a row of CHECK_COLUMNS
 # A CI wider than this many times the estimate is suspicious, not wrong.
 WIDE_INTERVAL_RATIO = 2.0
 
@@ -27,95 +28,114 @@ def validate_results(results: pd.DataFrame, treatments: list[str]) -> pd.DataFra
     Returns a DataFrame with columns ``check, severity, passed, detail``. Checks that
     cannot run because required columns are missing are reported as failed, not skipped.
     """
-    checks: list[tuple[str, str, bool, str]] = []
-
-    def add(check: str, severity: str, passed: bool, detail: str) -> None:
-        checks.append((check, severity, bool(passed), detail))
-
     missing = [c for c in REQUIRED_COLUMNS if c not in results.columns]
-    add(
-        "required_columns",
-        ERROR,
-        not missing,
-        f"missing columns: {', '.join(missing)}" if missing else "all required columns present",
-    )
-    add("not_empty", ERROR, len(results) > 0, f"{len(results)} result rows")
-    if missing:
-        return pd.DataFrame(checks, columns=list(CHECK_COLUMNS))
+    checks = _table_checks(results, missing)
+    if not missing:
+        numbers = results[["estimate", "ci_low", "ci_high"]].apply(pd.to_numeric, errors="coerce")
+        treatment = results["treatment"].astype("string")
+        bad_number = numbers.isna().any(axis=1) | treatment.isna()
+        checks += _number_checks(numbers, treatment, bad_number)
+        checks += _treatment_checks(treatment, treatments)
+        checks.append(_interval_width_check(numbers, treatment, bad_number))
+    return pd.DataFrame(checks, columns=list(CHECK_COLUMNS))
 
-    numbers = results[["estimate", "ci_low", "ci_high"]].apply(pd.to_numeric, errors="coerce")
-    treatment = results["treatment"].astype("string")
 
-    bad_number = numbers.isna().any(axis=1) | treatment.isna()
-    add(
-        "no_missing_values",
-        ERROR,
-        not bad_number.any(),
-        f"missing or non-numeric values for: {_examples(treatment[bad_number].fillna('<none>'))}"
-        if bad_number.any()
-        else "every treatment has estimate, ci_low and ci_high",
-    )
-    negative = (numbers < 0).any(axis=1)
-    add(
-        "non_negative",
-        ERROR,
-        not negative.any(),
-        f"negative values for: {_examples(treatment[negative])}"
-        if negative.any()
-        else "no negative values",
-    )
+def _check(check: str, severity: str, found: pd.Series, fails: str, holds: str) -> CheckRow:
+    """A check that passes when nothing is ``found``, else names examples after ``fails``."""
+    return (check, severity, found.empty, f"{fails}: {_examples(found)}" if len(found) else holds)
+
+
+def _table_checks(results: pd.DataFrame, missing: list[str]) -> list[CheckRow]:
+    """Reads the columns and the row count; decides whether the table has every required
+    column (``missing`` ones named) and any row."""
+    return [
+        (
+            "required_columns",
+            ERROR,
+            not missing,
+            f"missing columns: {', '.join(missing)}" if missing else "all required columns present",
+        ),
+        ("not_empty", ERROR, len(results) > 0, f"{len(results)} result rows"),
+    ]
+
+
+def _number_checks(
+    numbers: pd.DataFrame, treatment: pd.Series, bad_number: pd.Series
+) -> list[CheckRow]:
+    """Reads each row's estimate and interval; decides whether every one is present and
+    numeric, none is negative, and the interval holds the estimate."""
     outside = (
         ~((numbers["ci_low"] <= numbers["estimate"]) & (numbers["estimate"] <= numbers["ci_high"]))
         & ~bad_number
     )
-    add(
-        "ci_contains_estimate",
-        ERROR,
-        not outside.any(),
-        f"ci_low <= estimate <= ci_high fails for: {_examples(treatment[outside])}"
-        if outside.any()
-        else "ci_low <= estimate <= ci_high for every row",
-    )
-    duplicated = treatment[treatment.duplicated()].dropna().unique()
-    add(
-        "unique_treatments",
-        ERROR,
-        len(duplicated) == 0,
-        f"treatments appear more than once: {_examples(pd.Series(duplicated))}"
-        if len(duplicated)
-        else "one row per treatment",
-    )
+    return [
+        _check(
+            "no_missing_values",
+            ERROR,
+            treatment.fillna("<none>")[bad_number],
+            "missing or non-numeric values for",
+            "every treatment has estimate, ci_low and ci_high",
+        ),
+        _check(
+            "non_negative",
+            ERROR,
+            treatment[(numbers < 0).any(axis=1)],
+            "negative values for",
+            "no negative values",
+        ),
+        _check(
+            "ci_contains_estimate",
+            ERROR,
+            treatment[outside],
+            "ci_low <= estimate <= ci_high fails for",
+            "ci_low <= estimate <= ci_high for every row",
+        ),
+    ]
+
+
+def _treatment_checks(treatment: pd.Series, treatments: list[str]) -> list[CheckRow]:
+    """Reads the result rows' treatments and the survey's; decides whether each treatment
+    has one row, every survey treatment has a result, and no result is for another one."""
     present = set(treatment.dropna())
-    absent = [t for t in treatments if t not in present]
-    add(
-        "treatments_complete",
-        ERROR,
-        not absent,
-        f"no result for: {_examples(pd.Series(absent))}"
-        if absent
-        else f"all {len(treatments)} treatments present",
-    )
-    unexpected = sorted(present - set(treatments))
-    add(
-        "no_unknown_treatments",
-        WARNING,
-        not unexpected,
-        f"treatments not in the survey: {_examples(pd.Series(unexpected))}"
-        if unexpected
-        else "every result treatment is in the survey",
-    )
+    return [
+        _check(
+            "unique_treatments",
+            ERROR,
+            pd.Series(treatment[treatment.duplicated()].dropna().unique()),
+            "treatments appear more than once",
+            "one row per treatment",
+        ),
+        _check(
+            "treatments_complete",
+            ERROR,
+            pd.Series([t for t in treatments if t not in present], dtype=object),
+            "no result for",
+            f"all {len(treatments)} treatments present",
+        ),
+        _check(
+            "no_unknown_treatments",
+            WARNING,
+            pd.Series(sorted(present - set(treatments)), dtype=object),
+            "treatments not in the survey",
+            "every result treatment is in the survey",
+        ),
+    ]
+
+
+def _interval_width_check(
+    numbers: pd.DataFrame, treatment: pd.Series, bad_number: pd.Series
+) -> CheckRow:
+    """Reads each row's estimate and interval; decides whether any interval is suspiciously
+    wide (a warning: wide is not wrong)."""
     width = numbers["ci_high"] - numbers["ci_low"]
     wide = (width > WIDE_INTERVAL_RATIO * numbers["estimate"].abs()) & ~bad_number
-    add(
+    return _check(
         "interval_width",
         WARNING,
-        not wide.any(),
-        f"interval wider than {WIDE_INTERVAL_RATIO:g}x the estimate for: "
-        f"{_examples(treatment[wide])}"
-        if wide.any()
-        else f"every interval within {WIDE_INTERVAL_RATIO:g}x the estimate",
+        treatment[wide],
+        f"interval wider than {WIDE_INTERVAL_RATIO:g}x the estimate for",
+        f"every interval within {WIDE_INTERVAL_RATIO:g}x the estimate",
     )
-    return pd.DataFrame(checks, columns=list(CHECK_COLUMNS))
 
 
 def blocking_failures(checks: pd.DataFrame) -> pd.DataFrame:

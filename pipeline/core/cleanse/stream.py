@@ -93,6 +93,16 @@ class _File:
     counts: np.ndarray | int = 0  # rows per cohort (last: none)
     flagged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
 
+    def add(self, judged: _Judged) -> None:
+        """Adds one judged batch of the file: its keys to the key spill, its rows to the counts."""
+        self.keys.append(judged.keys)
+        self.eligible_rows += len(judged.keys["first"])
+        self.batches += 1
+        self.rows += judged.rows
+        self.counts = self.counts + judged.counts
+        for reason, count in judged.flagged.items():
+            self.flagged[reason] += count
+
 
 def cleanse_stream(
     stream: ExportStream, rules: CleanseRules, key: bytes, sink: Sink, spill: Path
@@ -103,9 +113,33 @@ def cleanse_stream(
     if not key:
         raise ConfigError("the respondent hashing key is empty: set it in the environment")
     codes = cohort_codes(stream.cohorts)
+    layout = _key_layout(len(codes), len(stream.share_columns))
+    files = _spill_judged(stream, codes, rules, key, spill, layout)
+    order = sorted(files)
+    # between the passes: ``duplicate`` on the keys of the whole export
+    keys = _read_keys([files[i] for i in order], layout)
+    superseded = _superseded(keys)
+    staying = ~superseded
+    cleansed_rows = np.bincount(keys["cohort"][staying], minlength=len(codes))
+    answered = _answered(keys, staying, len(codes), len(stream.share_columns))
+    schemas = [_cohort_schema(stream.share_columns, answered[i]) for i in range(len(codes))]
+    _write_outputs(stream, files, order, keys["cohort"], superseded, codes, schemas, sink)
+    return _summary(stream, codes, [files[i] for i in order], superseded, cleansed_rows, answered)
+
+
+def _spill_judged(
+    stream: ExportStream,
+    codes: pa.Array,
+    rules: CleanseRules,
+    key: bytes,
+    spill: Path,
+    layout: dict[str, tuple[np.dtype, int]],
+) -> dict[int, _File]:
+    """Pass 1: reads every batch of ``stream``, judges it by every rule but ``duplicate``
+    and spills its rejections, eligible rows, raw values and keys; returns each response
+    file's spill and counts (a file read again from its start begins a new spill)."""
     files: dict[int, _File] = {}
     writers: dict[int, tuple[pa.ipc.RecordBatchStreamWriter, ...]] = {}
-    layout = _key_layout(len(codes), len(stream.share_columns))
     # the spill is written by a thread of its own (writing waits on the disk, not the CPU),
     # at most a batch behind
     with ThreadPoolExecutor(max_workers=_WORKERS) as pool, ThreadPoolExecutor(1) as spiller:
@@ -126,27 +160,14 @@ def cleanse_stream(
             judged = _judge(batch, stream, codes, rules, key, pool)
             part = files[batch.file]
             if batch.file not in writers:
-                writers[batch.file] = tuple(
-                    pa.ipc.new_stream(str(path), schema, options=SPILL_OPTIONS)
-                    for path, schema in (
-                        (part.rejected, judged.rejected.schema),
-                        (part.eligible, judged.eligible.schema),
-                        (part.raw, batch.table.schema),
-                    )
-                )
+                writers[batch.file] = _spill_writers(part, judged, batch.table)
             pieces = (judged.rejected, judged.eligible, batch.table)  # raw: as parsed
             _wait(spilling)
             spilling += [
                 spiller.submit(writer.write_batch, _one_batch(piece))
                 for writer, piece in zip(writers[batch.file], pieces, strict=True)
             ]
-            part.keys.append(judged.keys)
-            part.eligible_rows += len(judged.keys["first"])
-            part.batches += 1
-            part.rows += judged.rows
-            part.counts = part.counts + judged.counts
-            for reason, count in judged.flagged.items():
-                part.flagged[reason] += count
+            part.add(judged)
             del judged
             # arrow's allocator keeps freed blocks for reuse; given back, the batches'
             # memory does not add up over the export
@@ -157,20 +178,37 @@ def cleanse_stream(
                 writer.close()
         for part in files.values():
             part.keys.close()
+    return files
 
-    order = sorted(files)
-    raw_rows = sum(files[i].rows for i in order)
-    counts = sum((files[i].counts for i in order), np.zeros(len(codes) + 1, dtype=np.int64))
-    flagged = {reason: sum(files[i].flagged[reason] for i in order) for reason in REASONS}
-    keys = _read_keys([files[i] for i in order], layout)
-    superseded = _superseded(keys)
-    flagged["duplicate"] = int(np.count_nonzero(superseded))
-    staying = ~superseded
-    cleansed_rows = np.bincount(keys["cohort"][staying], minlength=len(codes))
-    answered = _answered(keys, staying, len(codes), len(stream.share_columns))
 
-    shares = stream.share_columns
-    schemas = [_cohort_schema(shares, answered[i]) for i in range(len(codes))]
+def _spill_writers(
+    part: _File, judged: _Judged, table: pa.Table
+) -> tuple[pa.ipc.RecordBatchStreamWriter, ...]:
+    """Opens a response file's spill streams (rejected, eligible, raw) with the schemas of
+    its first judged batch."""
+    return tuple(
+        pa.ipc.new_stream(str(path), schema, options=SPILL_OPTIONS)
+        for path, schema in (
+            (part.rejected, judged.rejected.schema),
+            (part.eligible, judged.eligible.schema),
+            (part.raw, table.schema),
+        )
+    )
+
+
+def _write_outputs(
+    stream: ExportStream,
+    files: dict[int, _File],
+    order: list[int],
+    cohorts: np.ndarray,
+    superseded: np.ndarray,
+    codes: pa.Array,
+    schemas: list[pa.Schema],
+    sink: Sink,
+) -> None:
+    """Pass 2: reads the spill back a batch at a time with each eligible row's cohort and
+    ``duplicate`` decision; writes the staying rows to their cohorts' outputs and the
+    rejections (the superseded rows merged in, in export order) to ``REJECTIONS``."""
     for code, schema in zip(codes.to_pylist(), schemas, strict=True):
         sink.open(cohort_output(code), schema)
     sink.open(REJECTIONS, REJECTION_SCHEMA)
@@ -192,7 +230,7 @@ def cleanse_stream(
                 for _ in range(files[i].batches):
                     spilled = pa.Table.from_batches([eligible.read_next_batch()])
                     dropped = superseded[at : at + spilled.num_rows]
-                    cohort = keys["cohort"][at : at + spilled.num_rows]
+                    cohort = cohorts[at : at + spilled.num_rows]
                     at += spilled.num_rows
                     other = pa.Table.from_batches([rejected.read_next_batch()])
                     values = raw.read_next_batch()
@@ -202,6 +240,22 @@ def cleanse_stream(
                     _wait(earlier)  # at most two batches' writes in flight (bounded memory)
         _wait(pending)
 
+
+def _summary(
+    stream: ExportStream,
+    codes: pa.Array,
+    files: list[_File],
+    superseded: np.ndarray,
+    cleansed_rows: np.ndarray,
+    answered: np.ndarray,
+) -> dict[str, Any]:
+    """Reads the files' counts (in export order), the ``duplicate`` decision and the rows
+    and share columns kept per cohort; the summary (``CleanseResult.summary``)."""
+    raw_rows = sum(part.rows for part in files)
+    counts = sum((part.counts for part in files), np.zeros(len(codes) + 1, dtype=np.int64))
+    flagged = {reason: sum(part.flagged[reason] for part in files) for reason in REASONS}
+    flagged["duplicate"] = int(np.count_nonzero(superseded))
+    shares = stream.share_columns
     labels = _labels(stream, codes)
     return {
         "raw_rows": raw_rows,
