@@ -113,8 +113,18 @@ def target(uri: str) -> luigi.target.FileSystemTarget:
 
 @_s3_errors
 def read_bytes(uri: str) -> bytes:
-    with target(uri).open("r") as fh:
-        return fh.read()
+    """The object's bytes; FileNotFoundError when there is none, on S3 as on disk
+    (luigi's S3 target raises its own FileNotFoundException, which is no OSError)."""
+    try:
+        with target(uri).open("r") as fh:
+            return fh.read()
+    except luigi.target.FileSystemException as exc:
+        if is_s3(uri):
+            from luigi.contrib.s3 import FileNotFoundException  # loaded for S3 targets
+
+            if isinstance(exc, FileNotFoundException):
+                raise FileNotFoundError(f"no such object: {uri}") from exc
+        raise
 
 
 @_s3_errors

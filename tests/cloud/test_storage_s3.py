@@ -45,3 +45,17 @@ def test_a_failed_write_leaves_nothing(cloud: Cloud) -> None:
         fh.write(b"new half")
         raise RuntimeError("killed mid-write")
     assert storage.read_bytes(uri) == b"whole"  # the old complete file is untouched
+
+
+def test_a_missing_object_is_file_not_found_as_for_a_local_root(cloud: Cloud) -> None:
+    """Callers tell "not there" from a failure by FileNotFoundError whatever the root: a
+    finished cloud attempt whose run.json was never written (its orchestrator was killed)
+    is adopted only if reading that run.json says so (found by tests/rehearsal)."""
+    from pipeline.executors import attempts
+
+    missing = f"{cloud.root}/2026-11-22/model/asthma/toy/attempts/x/run.json"
+    with pytest.raises(FileNotFoundError, match=r"attempts/x/run\.json"):
+        storage.read_bytes(missing)
+    with pytest.raises(FileNotFoundError):
+        storage.read_json(missing)
+    assert attempts._read_json(missing) is None
