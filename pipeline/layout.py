@@ -6,35 +6,72 @@ the worker saw::
 
     cleanse/   inputs.json frame.csv rejections.parquet summary.json cohorts/<code>.parquet
     quality/<cohort>.parquet   data-quality checks (written only when no error check failed)
-    model/<cohort>/<slug>/     results.parquet run.json attempts/<attempt>/{job.json,out/,run.json}
+    model/<cohort>/<slug>/     results.parquet run.json
+        attempts/<attempt>/    job.json [input.csv] out/ (the program's files, manifest.json)
+                               run.json abandoned/<n>.json
     validate/<cohort>/<slug>/  checks.parquet
     ingest/_survey/<warehouse id>.json   ingest/<cohort>/<slug>/<warehouse id>.json
     logs/tasks/<task id>.log|.json       a task's own log and its timing record
     logs/failures/<task id>.txt          why a task last failed
     logs/programs/<cohort>/<slug>-<attempt>.log   a program run's output (or its log tail)
     logs/runs/<time>-<pid>.log           luigi's own log of one `pipeline run`
+    .run.lock                            held by the local `pipeline run` of the date
 
 Across dates: ``<storage root>/quality-history/<cohort>/<run_date>.json`` (the figures of
 each delivery that passed the data-quality gate, which later deliveries compare with) and
-``<storage root>/regress/<slug>/result.json`` (the last ``pipeline regress`` of a program).
+``<storage root>/regress/<slug>/result.json`` (the last ``pipeline regress`` of a program,
+its case runs under ``cases/<name>/``, each laid out as a run date). Cloud executors keep
+their leases under ``<storage root>/_leases/`` (``pipeline.executors.lease``).
+
+On this machine, not under the storage root: ``$PIPELINE_HOME/logs/spool/<bucket>/<key>``
+(the local copy of a log that lives on S3) and ``$PIPELINE_HOME/locks/`` (the run lock of
+a date on an S3 root).
 
 ``<slug>`` is the program spec's ``name-version-fingerprint``: change the spec and every
 downstream path changes with it. Tasks build their ``output()`` from a ``Layout``;
-``pipeline status``, ``rerun`` and ``report`` ask the tasks, never rebuild paths.
+``pipeline status``, ``rerun`` and ``report`` ask the tasks, never rebuild paths. This
+module is the only one that names a file the tasks and executors write (the wrapper,
+which cannot import it, names its manifest through ``pipeline.core.job.MANIFEST_FILE``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline import config, storage
+from pipeline.core.job import MANIFEST_FILE
 
 
+# -- across run dates ------------------------------------------------------------------
 def regress_path(root: str, slug: str, *parts: str) -> str:
     """``pipeline regress`` of one program build (across dates): ``result.json`` and the
     case runs under ``cases/<name>/``."""
     return storage.join(root.rstrip("/"), "regress", slug, *parts)
+
+
+def regress_result(root: str, slug: str) -> str:
+    """The outcome of the last ``pipeline regress`` of one program build."""
+    return regress_path(root, slug, "result.json")
+
+
+def regress_case(root: str, slug: str, case: str) -> str:
+    """The storage root of one golden case's run (a ``Layout`` of the case's run date)."""
+    return regress_path(root, slug, "cases", case)
+
+
+# -- on this machine -------------------------------------------------------------------
+def spool_dir() -> Path:
+    """Where this machine keeps its local copies of logs that live on S3."""
+    return config.local_logs_dir() / "spool"
+
+
+def spool_path(uri: str) -> Path:
+    """The local file a log at ``uri`` is written to: its spool copy when ``uri`` is on
+    S3 (uploaded from there), else the file itself."""
+    return spool_dir() / uri.removeprefix("s3://") if storage.is_s3(uri) else Path(uri)
 
 
 @dataclass(frozen=True)
@@ -56,15 +93,39 @@ class Layout:
     def path(self, *parts: str) -> str:
         return storage.join(self.base, *parts)
 
+    def run_lock(self) -> Path:
+        """The lock one local ``pipeline run`` of the date holds: next to the date's
+        targets on a local root, under ``$PIPELINE_HOME/locks/`` (per root) on S3."""
+        if storage.is_s3(self.root):
+            digest = hashlib.sha256(self.root.encode()).hexdigest()[:12]
+            return config.home() / "locks" / f"run-{digest}-{self.run_date}.lock"
+        return Path(self.base) / ".run.lock"
+
     # -- cleansing -----------------------------------------------------------------------
-    def cleanse(self, name: str) -> str:
-        return self.path("cleanse", name)
+    def cleanse(self, *parts: str) -> str:
+        """``cleanse/`` (or a path below it): use the named files below."""
+        return self.path("cleanse", *parts)
+
+    def pin(self) -> str:
+        """The raw files' checksums as cleansed: the run date's pin."""
+        return self.cleanse("inputs.json")
+
+    def frame(self) -> str:
+        """The physician frame as cleansing read it (the programs' ``{frame}``)."""
+        return self.cleanse("frame.csv")
+
+    def rejections(self) -> str:
+        return self.cleanse("rejections.parquet")
+
+    def cleanse_summary(self) -> str:
+        """What cleansing counted; written last, so it marks a whole cleansing."""
+        return self.cleanse("summary.json")
 
     def cohort_input(self, cohort: str) -> str:
-        return self.path("cleanse", "cohorts", f"{cohort}.parquet")
+        return self.cleanse("cohorts", f"{cohort}.parquet")
 
     def cohort_inputs(self) -> str:
-        return self.path("cleanse", "cohorts")
+        return self.cleanse("cohorts")
 
     # -- data quality (before any program runs) --------------------------------------------
     def quality(self, cohort: str) -> str:
@@ -78,14 +139,61 @@ class Layout:
         return storage.join(self.quality_history(cohort), f"{self.run_date}.json")
 
     # -- program runs --------------------------------------------------------------------
+    def models(self) -> str:
+        """Every cohort's program runs (``model/``)."""
+        return self.path("model")
+
     def model(self, cohort: str, slug: str, *parts: str) -> str:
+        """A program variant's directory of one cohort: use the named files below."""
         return self.path("model", cohort, slug, *parts)
+
+    def model_results(self, cohort: str, slug: str) -> str:
+        """The delivered results (those of the attempt that was collected)."""
+        return self.model(cohort, slug, "results.parquet")
+
+    def model_run(self, cohort: str, slug: str) -> str:
+        """The collected attempt's ``pipeline_runs`` row."""
+        return self.model(cohort, slug, "run.json")
 
     def attempts(self, cohort: str, slug: str) -> str:
         return self.model(cohort, slug, "attempts")
 
     def attempt(self, cohort: str, slug: str, attempt: str, *parts: str) -> str:
+        """One attempt's directory: use the named files below."""
         return self.model(cohort, slug, "attempts", attempt, *parts)
+
+    def attempt_job(self, cohort: str, slug: str, attempt: str) -> str:
+        """The job document the wrapper reads (``pipeline.core.job``)."""
+        return self.attempt(cohort, slug, attempt, "job.json")
+
+    def attempt_csv_input(self, cohort: str, slug: str, attempt: str) -> str:
+        """The cohort's rows as CSV, for a spec whose ``input_format`` is csv."""
+        return self.attempt(cohort, slug, attempt, "input.csv")
+
+    def attempt_output(self, cohort: str, slug: str, attempt: str) -> str:
+        """The program's output directory (``{output}``), as the wrapper uploads it."""
+        return self.attempt(cohort, slug, attempt, "out")
+
+    def attempt_results(self, cohort: str, slug: str, attempt: str, results: str) -> str:
+        """The program's results file: the spec's ``outputs.results`` (a path relative to
+        the output directory, named by the program, not by this layout)."""
+        return storage.join(self.attempt_output(cohort, slug, attempt), results)
+
+    def attempt_manifest(self, cohort: str, slug: str, attempt: str) -> str:
+        """The wrapper's manifest, written last into the output directory."""
+        return storage.join(self.attempt_output(cohort, slug, attempt), MANIFEST_FILE)
+
+    def attempt_run(self, cohort: str, slug: str, attempt: str) -> str:
+        """How the attempt ended: its ``pipeline_runs`` row."""
+        return self.attempt(cohort, slug, attempt, "run.json")
+
+    def attempt_interruptions(self, cohort: str, slug: str, attempt: str) -> str:
+        """The directory of the cloud tasks the service ended under the attempt."""
+        return self.attempt(cohort, slug, attempt, "abandoned")
+
+    def attempt_interrupted(self, cohort: str, slug: str, attempt: str, n: int) -> str:
+        """The ``pipeline_runs`` row (abandoned) of the attempt's ``n``-th ended task."""
+        return storage.join(self.attempt_interruptions(cohort, slug, attempt), f"{n}.json")
 
     def checks(self, cohort: str, slug: str) -> str:
         return self.path("validate", cohort, slug, "checks.parquet")
@@ -94,8 +202,12 @@ class Layout:
     def survey_marker(self, warehouse_id: str) -> str:
         return self.path("ingest", "_survey", f"{warehouse_id}.json")
 
+    def results_markers(self, cohort: str, slug: str) -> str:
+        """The directory of a cohort's variant's markers, one per warehouse."""
+        return self.path("ingest", cohort, slug)
+
     def results_marker(self, cohort: str, slug: str, warehouse_id: str) -> str:
-        return self.path("ingest", cohort, slug, f"{warehouse_id}.json")
+        return storage.join(self.results_markers(cohort, slug), f"{warehouse_id}.json")
 
     # -- logs ----------------------------------------------------------------------------
     def logs(self, *parts: str) -> str:

@@ -13,12 +13,13 @@ from typing import Any
 
 from pipeline import storage
 from pipeline.core.spec import ProgramSpec
+from pipeline.executors.attempts import run_records
 from pipeline.layout import Layout
 from pipeline.warehouse.schema import MANIFEST_COLUMNS
 
 
 def manifest_uri(layout: Layout, cohort: str, spec: ProgramSpec, attempt: str) -> str:
-    return layout.attempt(cohort, spec.slug, attempt, "out", "manifest.json")
+    return layout.attempt_manifest(cohort, spec.slug, attempt)
 
 
 def manifest_columns(manifest: dict[str, Any] | None, spec: ProgramSpec) -> dict[str, Any]:
@@ -54,9 +55,7 @@ def run_rows(layout: Layout, cohort: str, spec: ProgramSpec) -> list[dict[str, A
     """Every attempt's ``pipeline_runs`` rows (its run.json, and its abandoned cloud tasks
     in abandoned/*.json) with their manifest columns."""
     rows = []
-    for uri in storage.listdir(layout.attempts(cohort, spec.slug)):
-        if not (uri.endswith("/run.json") or "/abandoned/" in uri):
-            continue
+    for uri in run_records(layout, cohort, spec):
         run = storage.read_json(uri)
         manifest = read_manifest(layout, cohort, spec, str(run.get("attempt") or ""))
         rows.append({**run, **manifest_columns(manifest, spec)})

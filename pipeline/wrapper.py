@@ -44,7 +44,7 @@ from types import FrameType
 
 from pipeline import __version__ as PIPELINE_VERSION
 from pipeline import faults
-from pipeline.core.job import JobDocument
+from pipeline.core.job import MANIFEST_FILE, JobDocument
 from pipeline.core.spec import render_command
 from pipeline.errors import PipelineError
 
@@ -146,7 +146,7 @@ def upload_dir(local_dir: Path, uri: str) -> None:
     bucket, prefix = _split_s3(uri.rstrip("/"))
     client = _s3()
     files = sorted(p for p in local_dir.rglob("*") if p.is_file())
-    files.sort(key=lambda p: p.name == "manifest.json")
+    files.sort(key=lambda p: p.name == MANIFEST_FILE)
     for path in files:
         key = f"{prefix}/{path.relative_to(local_dir).as_posix()}"
         try:
@@ -462,7 +462,7 @@ def run_job(job: JobDocument, *, workdir: Path, parent: int | None = None) -> in
     outputs = {
         p.relative_to(out_dir).as_posix(): sha256_file(p)
         for p in sorted(out_dir.rglob("*"))
-        if p.is_file() and p.name != "manifest.json"
+        if p.is_file() and p.name != MANIFEST_FILE
     }
     manifest = {
         # program.image is what the spec asked for; image/image_digest what actually ran.
@@ -492,7 +492,7 @@ def run_job(job: JobDocument, *, workdir: Path, parent: int | None = None) -> in
         "host": socket.gethostname(),
     }
     faults.point("wrapper.outputs")
-    write_atomic(out_dir / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    write_atomic(out_dir / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
     if output_uri.startswith("s3://"):
         upload_dir(out_dir, output_uri)
         log(f"uploaded {len(manifest['outputs']) + 1} files to {output_uri}")

@@ -3,6 +3,10 @@
 Written by the executors package (``executors/attempts.py``) as ``job.json`` in the
 attempt's directory and read by ``python -m pipeline.wrapper --job URI`` inside the
 program's container. Pure data: no I/O here.
+
+``MANIFEST_FILE`` is the other half of the contract: the name of the manifest the wrapper
+writes last into the output directory (its presence means the outputs are whole).
+``pipeline.layout`` names it through this constant, as the wrapper cannot import layout.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pipeline.core.spec import ProgramSpec, spec_from_dict
 from pipeline.errors import SpecError
 
 DEFAULT_GRACE_SECONDS = 30.0
+MANIFEST_FILE = "manifest.json"  # in the job's output directory, written by the wrapper
 
 
 @dataclass(frozen=True)

@@ -25,18 +25,17 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipeline import config, faults, storage
+from pipeline import faults, storage
 from pipeline.core.job import JobDocument
 from pipeline.core.spec import ProgramSpec
 from pipeline.errors import InputError, PipelineError, ProgramFailed
 from pipeline.executors.base import Job, RunRecord, estimate_cost, tail_lines
-from pipeline.layout import Layout
+from pipeline.layout import Layout, spool_path
 
 # attempts/<id>/run.json "status": how the attempt ended. A cloud task the service ended
 # under it (a Fargate Spot interruption, a lost host) and that the executor resubmitted is
@@ -67,19 +66,14 @@ def _cohort_rows(layout: Layout, cohort: str) -> int:
 def _job(layout: Layout, cohort: str, spec: ProgramSpec, attempt: str) -> tuple[Job, str]:
     """The executor's ``Job`` of an attempt and its log URI under the storage root."""
     log_uri = layout.program_log(cohort, spec.slug, attempt)
-    log_path = (
-        config.local_logs_dir() / "spool" / log_uri.removeprefix("s3://")
-        if storage.is_s3(log_uri)
-        else Path(log_uri)
-    )
     job = Job(
         run_date=layout.run_date,
         cohort=cohort,
         spec=spec,
         attempt=attempt,
-        job_uri=layout.attempt(cohort, spec.slug, attempt, "job.json"),
-        output_uri=layout.attempt(cohort, spec.slug, attempt, "out"),
-        log_path=log_path,
+        job_uri=layout.attempt_job(cohort, spec.slug, attempt),
+        output_uri=layout.attempt_output(cohort, spec.slug, attempt),
+        log_path=spool_path(log_uri),
     )
     return job, log_uri
 
@@ -97,13 +91,13 @@ def prepare(layout: Layout, cohort: str, spec: ProgramSpec) -> Prepared:
     if rows == 0:
         raise InputError(
             f"no cleansed responses for cohort {cohort!r}: every row was rejected or none "
-            "was delivered (see rejections.parquet)",
+            f"was delivered (see {layout.rejections()})",
             file=input_uri,
         )
     attempt = new_attempt_id()
     program_input = input_uri
     if spec.input_format == "csv":
-        program_input = layout.attempt(cohort, spec.slug, attempt, "input.csv")
+        program_input = layout.attempt_csv_input(cohort, spec.slug, attempt)
         storage.write_bytes(program_input, cleansed.to_pandas().to_csv(index=False).encode())
     document = JobDocument(
         spec=spec,
@@ -111,8 +105,8 @@ def prepare(layout: Layout, cohort: str, spec: ProgramSpec) -> Prepared:
         cohort=cohort,
         attempt=attempt,
         input=program_input,
-        frame=layout.cleanse("frame.csv"),
-        output=layout.attempt(cohort, spec.slug, attempt, "out"),
+        frame=layout.frame(),
+        output=layout.attempt_output(cohort, spec.slug, attempt),
     )
     job, log_uri = _job(layout, cohort, spec, attempt)
     storage.write_json(job.job_uri, document.to_dict())
@@ -143,8 +137,9 @@ class Finished:
     recorded: bool  # its run.json was written (metrics were sent) before the kill
 
 
-def _attempt_ids(layout: Layout, cohort: str, spec: ProgramSpec) -> dict[str, set[str]]:
-    """Attempt id → the files (paths below ``attempts/<id>/``) it holds."""
+def attempt_files(layout: Layout, cohort: str, spec: ProgramSpec) -> dict[str, set[str]]:
+    """Attempt id → the URIs of the files it holds (compare them with the ``Layout``'s
+    ``attempt_*`` paths), oldest attempt first."""
     where = layout.attempts(cohort, spec.slug)
     prefix = where.rstrip("/") + "/"
     found: dict[str, set[str]] = {}
@@ -156,13 +151,28 @@ def _attempt_ids(layout: Layout, cohort: str, spec: ProgramSpec) -> dict[str, se
     for uri in map(str, uris):
         attempt, _, rest = uri.removeprefix(prefix).partition("/")
         if attempt and rest:
-            found.setdefault(attempt, set()).add(rest)
-    return found
+            found.setdefault(attempt, set()).add(prefix + attempt + "/" + rest)
+    return dict(sorted(found.items()))
 
 
 def has_attempts(layout: Layout, cohort: str, spec: ProgramSpec) -> bool:
     """Whether any attempt of this cohort and spec was ever prepared."""
-    return bool(_attempt_ids(layout, cohort, spec))
+    return bool(attempt_files(layout, cohort, spec))
+
+
+def run_records(
+    layout: Layout, cohort: str, spec: ProgramSpec, *, interrupted: bool = True
+) -> list[str]:
+    """The URIs of every attempt's ``pipeline_runs`` rows, oldest attempt first: the cloud
+    tasks the service ended under it (``interrupted``), then its ``run.json`` if any."""
+    slug, records = spec.slug, []
+    for attempt, files in attempt_files(layout, cohort, spec).items():
+        if interrupted:
+            ended = layout.attempt_interruptions(cohort, slug, attempt) + "/"
+            records += sorted(uri for uri in files if uri.startswith(ended))
+        if layout.attempt_run(cohort, slug, attempt) in files:
+            records.append(layout.attempt_run(cohort, slug, attempt))
+    return records
 
 
 def _read_json(uri: str) -> dict[str, Any] | None:
@@ -179,12 +189,11 @@ def complete_manifest(
 ) -> dict[str, Any] | None:
     """The attempt's manifest when it says the program exited 0 for this attempt and the
     results file's sha256 matches the one the manifest recorded; else None."""
-    out = layout.attempt(cohort, spec.slug, attempt, "out")
-    manifest = _read_json(storage.join(out, "manifest.json"))
+    manifest = _read_json(layout.attempt_manifest(cohort, spec.slug, attempt))
     if not manifest or manifest.get("exit_code") != 0 or manifest.get("attempt") != attempt:
         return None
     expected = (manifest.get("outputs") or {}).get(spec.results)
-    results_uri = storage.join(out, spec.results)
+    results_uri = layout.attempt_results(cohort, spec.slug, attempt, spec.results)
     if not expected or not storage.exists(results_uri):
         return None
     if hashlib.sha256(storage.read_bytes(results_uri)).hexdigest() != expected:
@@ -216,10 +225,11 @@ def _manifest_record(job: Job, manifest: dict[str, Any], executor: str, log_uri:
 def find_finished(layout: Layout, cohort: str, spec: ProgramSpec, executor: str) -> Finished | None:
     """The newest attempt that finished successfully and was not recorded as failed or
     abandoned, with complete, checksummed results; None when there is none."""
-    for attempt, files in sorted(_attempt_ids(layout, cohort, spec).items(), reverse=True):
-        if "out/manifest.json" not in files or "job.json" not in files:
+    for attempt, files in reversed(attempt_files(layout, cohort, spec).items()):
+        needed = (layout.attempt_manifest, layout.attempt_job)
+        if any(path(cohort, spec.slug, attempt) not in files for path in needed):
             continue
-        row = _read_json(layout.attempt(cohort, spec.slug, attempt, "run.json")) or {}
+        row = _read_json(layout.attempt_run(cohort, spec.slug, attempt)) or {}
         if row.get("status") in (FAILED, ABANDONED):
             continue
         manifest = complete_manifest(layout, cohort, spec, attempt)
@@ -274,11 +284,11 @@ def abandon(
     its orchestrator died) as abandoned; with ``superseded``, successful ones too. Returns
     the attempt ids recorded."""
     recorded = []
-    for attempt, files in sorted(_attempt_ids(layout, cohort, spec).items()):
+    for attempt, files in attempt_files(layout, cohort, spec).items():
         if attempt == keep:
             continue
-        uri = layout.attempt(cohort, spec.slug, attempt, "run.json")
-        previous = _read_json(uri) if "run.json" in files else None
+        uri = layout.attempt_run(cohort, spec.slug, attempt)
+        previous = _read_json(uri) if uri in files else None
         if previous is None:
             reason = why or "abandoned: the run that started it stopped before it finished"
         elif superseded and previous.get("status") == SUCCEEDED:
@@ -313,10 +323,10 @@ def collect(layout: Layout, prepared: Prepared, record: RunRecord) -> pd.DataFra
     record; raises ``ProgramFailed`` with the log tail when it did not."""
     job = prepared.job
     spec, cohort = job.spec, job.cohort
-    attempt_run = layout.attempt(cohort, spec.slug, job.attempt, "run.json")
+    attempt_run = layout.attempt_run(cohort, spec.slug, job.attempt)
     for n, interrupted in enumerate(record.interrupted, start=1):
         storage.write_json(
-            layout.attempt(cohort, spec.slug, job.attempt, "abandoned", f"{n}.json"),
+            layout.attempt_interrupted(cohort, spec.slug, job.attempt, n),
             run_row(job, interrupted, ABANDONED),
         )
     if record.exit_code != 0:
@@ -334,7 +344,7 @@ def collect(layout: Layout, prepared: Prepared, record: RunRecord) -> pd.DataFra
             f"({record.job_id}); log: {prepared.log_uri}"
             + (f"\n  last lines:\n{tail}" if tail else "")
         )
-    results_uri = storage.join(job.output_uri, spec.results)
+    results_uri = layout.attempt_results(cohort, spec.slug, job.attempt, spec.results)
     problem = ""
     results = pd.DataFrame()
     if not storage.exists(results_uri):
@@ -356,9 +366,9 @@ def collect(layout: Layout, prepared: Prepared, record: RunRecord) -> pd.DataFra
     faults.point("collect.attempt-run")
     # This attempt's results are the delivery's: any other attempt is history.
     abandon(layout, cohort, spec, keep=job.attempt, superseded=True)
-    storage.write_parquet(layout.model(cohort, spec.slug, "results.parquet"), results)
+    storage.write_parquet(layout.model_results(cohort, spec.slug), results)
     faults.point("collect.results")
-    storage.write_json(layout.model(cohort, spec.slug, "run.json"), row)
+    storage.write_json(layout.model_run(cohort, spec.slug), row)
     faults.point("collect.done")
     return results
 
@@ -367,11 +377,11 @@ def supersede(layout: Layout, cohorts: list[str] | None, why: str) -> int:
     """Record every finished or unfinished attempt of ``cohorts`` (None: every cohort)
     as abandoned, so that the next run runs the program again instead of adopting one
     (``pipeline rerun --from model|cleanse``). Returns how many were recorded."""
-    model = layout.path("model")
+    models = layout.models()
     specs: dict[tuple[str, str], ProgramSpec] = {}
-    for uri in storage.listdir(model):
-        parts = uri.removeprefix(model.rstrip("/") + "/").split("/")
-        if len(parts) != 5 or parts[2] != "attempts" or parts[4] != "job.json":
+    for uri in storage.listdir(models):
+        parts = uri.removeprefix(models.rstrip("/") + "/").split("/")
+        if len(parts) != 5 or uri != layout.attempt_job(parts[0], parts[1], parts[3]):
             continue
         cohort, slug = parts[0], parts[1]
         if (cohorts is not None and cohort not in cohorts) or (cohort, slug) in specs:

@@ -18,6 +18,7 @@ import psutil
 
 from pipeline import config, storage
 from pipeline.errors import PipelineError
+from pipeline.executors.attempts import run_records
 from pipeline.layout import Layout
 from pipeline.manifest import manifest_columns, read_manifest
 from pipeline.status.luigid import merge_remote, scheduler_tasks
@@ -83,7 +84,7 @@ def collect(
             rows.append(row)
     if publication:
         _add_publication(rows, date, warehouse)
-    summary_uri = layout.cleanse("summary.json")
+    summary_uri = layout.cleanse_summary()
     return RunStatus(
         run_date=layout.run_date,
         work=layout.base,
@@ -95,7 +96,7 @@ def collect(
         cohorts=rows,
         summary=storage.read_json(summary_uri) if storage.exists(summary_uri) else None,
         scheduler=scheduler_url,
-        ran=bool(timings) or storage.exists(layout.cleanse("inputs.json")),
+        ran=bool(timings) or storage.exists(layout.pin()),
     )
 
 
@@ -222,8 +223,7 @@ def last_run(task: RunModel) -> dict[str, Any] | None:
     final = task.output()["run"].path
     if storage.exists(final):
         return storage.read_json(final)
-    attempts = task.layout.attempts(task.cohort, task.spec.slug)
-    runs = [uri for uri in storage.listdir(attempts) if uri.endswith("/run.json")]
+    runs = run_records(task.layout, task.cohort, task.spec, interrupted=False)
     return storage.read_json(runs[-1]) if runs else None
 
 

@@ -15,7 +15,7 @@ import luigi
 from pipeline import config, metrics, storage
 from pipeline.core.spec import ProgramSpec
 from pipeline.errors import PipelineError
-from pipeline.layout import Layout
+from pipeline.layout import Layout, spool_dir
 from pipeline.tasks.params import ExecutorParameter, ProgramParameter, RawParameter, load_program
 
 
@@ -37,7 +37,7 @@ class RunDateTask(luigi.Task):
         line = f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {message}\n"
         log = self.layout.task_log(self.task_id)
         with contextlib.suppress(OSError, PipelineError):
-            storage.append_text(log, line, config.local_logs_dir() / "spool")
+            storage.append_text(log, line, spool_dir())
         # The worker installs these callbacks only while the task runs in it.
         if self.set_tracking_url and not getattr(self, "_log_linked", False):
             self._log_linked = True

@@ -59,9 +59,12 @@ class CleanseSurvey(RunDateTask):
         return RawExport(raw=self.raw)
 
     def output(self) -> dict[str, luigi.target.FileSystemTarget]:
+        layout = self.layout
         return {
-            name: self.target(self.layout.cleanse(name))
-            for name in ("inputs.json", "frame.csv", "rejections.parquet", "summary.json")
+            "pin": self.target(layout.pin()),
+            "frame": self.target(layout.frame()),
+            "rejections": self.target(layout.rejections()),
+            "summary": self.target(layout.cleanse_summary()),
         }
 
     def run(self) -> None:
@@ -76,12 +79,12 @@ class CleanseSurvey(RunDateTask):
             key = config.respondent_key()
             summary = cleanse_stream(export, cleansing_rules(), key, sink, Path(spill))
             # the pin first, as the files were read: then the outputs land
-            storage.write_json(layout.cleanse("inputs.json"), export.checksums)
+            storage.write_json(layout.pin(), export.checksums)
             faults.point("cleanse.pinned")
             self.report("writing cleansed rows per cohort", progress=90)
             sink.close()
-        storage.write_bytes(layout.cleanse("frame.csv"), export.frame.to_csv(index=False).encode())
-        storage.write_json(layout.cleanse("summary.json"), summary)
+        storage.write_bytes(layout.frame(), export.frame.to_csv(index=False).encode())
+        storage.write_json(layout.cleanse_summary(), summary)
         metrics.record_cleanse(summary)
         self.report(
             f"{summary['raw_rows']:,} rows: {summary['cleansed_rows']:,} cleansed, "
@@ -106,7 +109,7 @@ class ParquetOutputs:
 
     def open(self, name: str, schema: pa.Schema) -> None:
         if name == REJECTIONS:
-            uri = self.layout.cleanse("rejections.parquet")
+            uri = self.layout.rejections()
         else:
             uri = self.layout.cohort_input(name.removeprefix("cohorts/"))
         handle = self.stack.enter_context(storage.target(uri).open("w"))
@@ -131,7 +134,7 @@ class ParquetOutputs:
 
 def check_pinned(layout: Layout, raw: str) -> None:
     """Refuse to go on when the raw files differ from the ones the date was cleansed from."""
-    pin_uri = layout.cleanse("inputs.json")
+    pin_uri = layout.pin()
     if not storage.exists(pin_uri):
         return
     if not Path(raw).is_dir():
@@ -156,7 +159,7 @@ def check_pinned(layout: Layout, raw: str) -> None:
 def known_cohorts(layout: Layout, raw: str) -> pd.DataFrame:
     """The run date's cohorts (code, label): from its cleansing summary once it has been
     cleansed (pinned), else from the raw ``cohorts.csv``."""
-    summary_uri = layout.cleanse("summary.json")
+    summary_uri = layout.cleanse_summary()
     if storage.exists(summary_uri):
         cohorts = storage.read_json(summary_uri)["cohorts"]
         return pd.DataFrame(

@@ -158,7 +158,7 @@ class IngestSurvey(WarehouseTask):
             if uri.endswith(".parquet")
         ]
         responses = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-        rejections = storage.read_parquet(self.input()["rejections.parquet"].path)
+        rejections = storage.read_parquet(self.input()["rejections"].path)
         self.report(f"loading {len(responses):,} responses into {self.warehouse_kind}", 50)
         counts = open_warehouse(self.warehouse).replace(
             self.run_date,
@@ -168,8 +168,8 @@ class IngestSurvey(WarehouseTask):
                 "survey_rejections": rejections,
                 # QA compares the warehouse with what cleansing counted and the frame.
                 **survey_reference_tables(
-                    storage.read_json(self.input()["summary.json"].path),
-                    pd.read_csv(io.BytesIO(storage.read_bytes(self.input()["frame.csv"].path))),
+                    storage.read_json(self.input()["summary"].path),
+                    pd.read_csv(io.BytesIO(storage.read_bytes(self.input()["frame"].path))),
                 ),
             },
         )
@@ -223,7 +223,7 @@ class IngestResults(CohortTask, WarehouseTask):
         # Every attempt's run.json with its run manifest (pipeline/manifest.py).
         runs = pd.DataFrame(run_rows(layout, self.cohort, spec))
         blocking = blocking_failures(checks)
-        estimates = storage.read_parquet(layout.model(self.cohort, spec.slug, "results.parquet"))
+        estimates = storage.read_parquet(layout.model_results(self.cohort, spec.slug))
         if len(blocking):
             estimates = estimates.iloc[0:0]
         self.report(f"loading {len(estimates)} estimates into {self.warehouse_kind}", 50)

@@ -33,10 +33,10 @@ class RunModel(CohortTask):
         return CheckData(run_date=self.run_date, cohort=self.cohort, raw=self.raw)
 
     def output(self) -> dict[str, luigi.target.FileSystemTarget]:
-        model = self.layout.model(self.cohort, self.spec.slug)
+        layout, cohort, slug = self.layout, self.cohort, self.spec.slug
         return {
-            "results": self.target(f"{model}/results.parquet"),
-            "run": self.target(f"{model}/run.json"),
+            "results": self.target(layout.model_results(cohort, slug)),
+            "run": self.target(layout.model_run(cohort, slug)),
         }
 
     def run(self) -> None:
@@ -88,7 +88,7 @@ class RunModel(CohortTask):
         if not task_id:
             return None, "", {}
         attempt = tags["attempt"]
-        if storage.exists(self.layout.attempt(self.cohort, self.spec.slug, attempt, "run.json")):
+        if storage.exists(self.layout.attempt_run(self.cohort, self.spec.slug, attempt)):
             return None, "", {}  # already recorded: not one to take over
         prepared = attempts.resume(self.layout, self.cohort, self.spec, attempt)
         return (prepared, task_id, tags) if prepared is not None else (None, "", {})
