@@ -7,6 +7,7 @@ from pathlib import Path
 
 import luigi
 
+from pipeline.core import rawdata
 from pipeline.layout import Layout
 from pipeline.tasks.cleanse import check_pinned, known_cohorts, refuse_unknown_cohorts
 from pipeline.tasks.ingest import IngestResults, IngestSurvey
@@ -49,7 +50,9 @@ class Deliver(luigi.WrapperTask):
     def selected_cohorts(self) -> list[str]:
         """The cohorts this delivery runs; refuses unknown codes, naming the close ones."""
         known = list(known_cohorts(self.layout, self.raw)["code"])
-        refuse_unknown_cohorts(list(self.cohorts), known, file=str(Path(self.raw) / "cohorts.csv"))
+        refuse_unknown_cohorts(
+            list(self.cohorts), known, file=str(Path(self.raw) / rawdata.COHORTS_FILE)
+        )
         return list(self.cohorts) or known
 
     def preflight(self) -> list[str]:
