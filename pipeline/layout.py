@@ -63,6 +63,15 @@ def regress_case(root: str, slug: str, case: str) -> str:
 
 
 # -- on this machine -------------------------------------------------------------------
+LEASE_DIR = "_leases"
+
+
+def lease_uri(root: str, lease_id: str) -> str:
+    """A cloud worker's lease (across dates: one per worker process), which the reaper
+    reads to tell a live worker's tasks from a dead one's."""
+    return storage.join(root.rstrip("/"), LEASE_DIR, f"{lease_id}.json")
+
+
 def spool_dir() -> Path:
     """Where this machine keeps its local copies of logs that live on S3."""
     return config.local_logs_dir() / "spool"

@@ -23,7 +23,7 @@ from pipeline.core.regress import compare
 from pipeline.core.spec import GoldenCase, ProgramSpec
 from pipeline.errors import InputError, PipelineError
 from pipeline.executors import Events, attempts, get_executor
-from pipeline.layout import Layout, regress_path
+from pipeline.layout import Layout, regress_case, regress_result
 
 
 @dataclass
@@ -52,7 +52,7 @@ def _read_local_table(path: str) -> pd.DataFrame:
 
 def run_case(spec: ProgramSpec, case: GoldenCase, executor: str, root: str) -> CaseResult:
     """Run one golden case and compare its results with the expected ones."""
-    layout = Layout.of(case.run_date, regress_path(root, spec.slug, "cases", case.name))
+    layout = Layout.of(case.run_date, regress_case(root, spec.slug, case.name))
     expected = _read_local_table(case.expected)
     rows = _read_local_table(case.input)
     buffer = io.BytesIO()
@@ -60,7 +60,7 @@ def run_case(spec: ProgramSpec, case: GoldenCase, executor: str, root: str) -> C
     storage.write_bytes(layout.cohort_input(case.cohort), buffer.getvalue())
     if not Path(case.frame).is_file():
         raise InputError("golden case frame not found", file=case.frame)
-    storage.write_bytes(layout.cleanse("frame.csv"), Path(case.frame).read_bytes())
+    storage.write_bytes(layout.frame(), Path(case.frame).read_bytes())
     prepared = attempts.prepare(layout, case.cohort, spec)
     try:
         record = get_executor(executor).run(prepared.job, Events())
@@ -76,7 +76,7 @@ def run_case(spec: ProgramSpec, case: GoldenCase, executor: str, root: str) -> C
 
 def record(spec: ProgramSpec, executor: str, root: str, cases: list[CaseResult]) -> str:
     """Write ``regress/<slug>/result.json``; returns its URI."""
-    uri = regress_path(root, spec.slug, "result.json")
+    uri = regress_result(root, spec.slug)
     storage.write_json(
         uri,
         {
@@ -108,7 +108,7 @@ def find_result(root: str, name: str, version: str, fingerprint: str) -> dict[st
 
 def result_uri(root: str, name: str, version: str, fingerprint: str) -> str:
     """Where ``pipeline regress`` records the outcome of one program build."""
-    return regress_path(root, f"{name}-{version}-{fingerprint}", "result.json")
+    return regress_result(root, f"{name}-{version}-{fingerprint}")
 
 
 PROGRAM_OF_COHORT = """

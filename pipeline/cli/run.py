@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import datetime as dt
 import fcntl
-import hashlib
 import os
 import signal
 import socket
@@ -26,6 +25,7 @@ from pipeline import config, storage
 from pipeline.console import RunConsole
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.executors import EXECUTORS, preload
+from pipeline.layout import spool_path
 from pipeline.tasks import Deliver
 from pipeline.tasks.params import (
     canonical_program,
@@ -221,13 +221,8 @@ def run_lock(deliver: Deliver) -> Iterator[None]:
     """One local run of a run date at a time per storage root, whatever its command line:
     a second one refuses (exit code ``already_running``) instead of running programs twice.
     (With luigid, luigid itself gives each task to one worker.)"""
-    root = config.storage_root()
-    date = deliver.run_date.isoformat()
-    if storage.is_s3(root):
-        digest = hashlib.sha256(root.encode()).hexdigest()[:12]
-        path = config.home() / "locks" / f"run-{digest}-{date}.lock"
-    else:
-        path = Path(root) / date / ".run.lock"
+    root, date = deliver.layout.root, deliver.layout.run_date
+    path = deliver.layout.run_lock()
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a+") as fh:
         try:
@@ -366,11 +361,7 @@ def main(args: argparse.Namespace) -> int:
     started = time.monotonic()
     stamp = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{os.getpid()}"
     log_uri = deliver.layout.run_log(stamp)
-    local_log = (
-        config.local_logs_dir() / "spool" / log_uri.removeprefix("s3://")
-        if storage.is_s3(log_uri)
-        else Path(log_uri)
-    )
+    local_log = spool_path(log_uri)
     console = RunConsole(
         local_log, verbose=getattr(args, "verbose", False), variants=len(deliver.programs) > 1
     )

@@ -37,16 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import config, storage
+from pipeline.layout import lease_uri
 
 log = logging.getLogger("pipeline.executors.lease")
 
-LEASE_DIR = "_leases"
 DEFAULT_TTL = 60.0
 DEFAULT_INTERVAL = 10.0
-
-
-def lease_uri(root: str, lease_id: str) -> str:
-    return storage.join(root, LEASE_DIR, f"{lease_id}.json")
 
 
 def new_lease_id() -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import luigi
 
 from pipeline import metrics, storage
-from pipeline.executors import Events, RunRecord, attempts, get_executor
+from pipeline.executors import Events, Executor, RunRecord, attempts, get_executor
 from pipeline.tasks.base import CohortTask
 from pipeline.tasks.quality import CheckData
 
@@ -70,7 +70,7 @@ class RunModel(CohortTask):
             )
         try:
             if task_id:
-                record = executor.reattach(prepared.job, task_id, tags, events)  # type: ignore[attr-defined]
+                record = executor.reattach(prepared.job, task_id, tags, events)
             else:
                 record = executor.run(prepared.job, events)
         finally:
@@ -78,13 +78,11 @@ class RunModel(CohortTask):
         self._collect(prepared, record)
 
     def _running_attempt(
-        self, executor: object
+        self, executor: Executor
     ) -> tuple[attempts.Prepared | None, str, dict[str, str]]:
-        """The attempt whose cloud task a killed run left running, to re-attach to."""
-        find = getattr(executor, "find_running", None)
-        if find is None:
-            return None, "", {}
-        task_id, tags = find(self.run_date.isoformat(), self.cohort, self.spec)
+        """The attempt whose task a killed run left running, to re-attach to (none locally:
+        ``LocalExecutor.find_running``)."""
+        task_id, tags = executor.find_running(self.run_date.isoformat(), self.cohort, self.spec)
         if not task_id:
             return None, "", {}
         attempt = tags["attempt"]

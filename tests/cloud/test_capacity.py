@@ -33,7 +33,7 @@ from pipeline.executors import Events, aws, base
 from pipeline.executors.base import Interrupted
 from pipeline.executors.cloud import CloudError
 from pipeline.executors.ecs import EcsExecutor, EcsSettings, placement_failure
-from pipeline.executors.lease import LEASE_DIR
+from pipeline.layout import LEASE_DIR
 from tests.cloud.conftest import CLUSTER, REGION, Cloud
 from tests.cloud.helpers import ECS_SETTINGS, in_background, make_job, wait_for
 

@@ -14,7 +14,7 @@ from pipeline.executors import Events
 from pipeline.executors.base import Interrupted
 from pipeline.executors.cloud import CloudError, Watcher, task_tags
 from pipeline.executors.ecs import EcsExecutor, EcsSettings
-from pipeline.executors.lease import LEASE_DIR
+from pipeline.layout import LEASE_DIR
 from tests.cloud.conftest import CLUSTER, CONTAINER, LOG_PREFIX, Cloud, tags_of
 from tests.cloud.helpers import (
     ECS_SETTINGS,

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from pipeline import storage
 from pipeline.executors.cloud import task_tags
-from pipeline.executors.lease import LeaseKeeper, lease_uri
+from pipeline.executors.lease import LeaseKeeper
 from pipeline.executors.reaper import reap
+from pipeline.layout import lease_uri
 from tests.cloud.conftest import CLUSTER, QUEUE, Cloud, run_pipeline
 from tests.cloud.helpers import batch_executor, ecs_executor, make_job
 from tests.ops.conftest import DogStatsdSink, wait_for
