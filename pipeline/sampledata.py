@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.core.rawdata import RESPONSE_COLUMNS
+from pipeline.core.rawdata import COHORTS_FILE, FRAME_FILE, RESPONSE_COLUMNS
 
 # (code, label, treatments): the first twelve cohorts; more are made up from the pool.
 COHORT_POOL: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -155,11 +155,11 @@ def generate(
     files: dict[str, int] = {}
     encodings: dict[str, str] = {}
     cohort_lines = ["code,label"] + [f"{c.code},{c.label}" for c in catalogue]
-    _write(out_dir / "cohorts.csv", "\r\n".join(cohort_lines) + "\r\n", "cp932")
-    files["cohorts.csv"], encodings["cohorts.csv"] = len(catalogue), "cp932"
+    _write(out_dir / COHORTS_FILE, "\r\n".join(cohort_lines) + "\r\n", "cp932")
+    files[COHORTS_FILE], encodings[COHORTS_FILE] = len(catalogue), "cp932"
     frame_text, frame_rows = _frame_csv(rng)
-    _write(out_dir / "frame.csv", frame_text, "utf-8-sig")
-    files["frame.csv"], encodings["frame.csv"] = frame_rows, "utf-8-sig"
+    _write(out_dir / FRAME_FILE, frame_text, "utf-8-sig")
+    files[FRAME_FILE], encodings[FRAME_FILE] = frame_rows, "utf-8-sig"
 
     table, share_columns = _responses(catalogue, respondents, rng)
     bounds = np.linspace(0, len(table), len(RESPONSE_FILES) + 1).round().astype(int)
