@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,22 +51,15 @@ from pipeline.warehouse.schema import (
     conform,
 )
 from pipeline.warehouse.shared import (
-    PUBLISHED_TABLES,
-    Approval,
-    approval_from_check,
-    choose_variant,
-    counts_sql,
+    WarehouseBase,
     empty_previous,
     empty_status,
     loaded_counts_sql,
     merge_status,
     previous_estimates_sql,
-    publish_script,
     quote,
     scope_sql,
     sql_text,
-    variants_sql,
-    view_statements,
 )
 
 log = logging.getLogger(__name__)
@@ -222,7 +215,7 @@ class _JobFailed(Exception):
         self.job_id, self.cause = job_id, cause
 
 
-class BigQueryWarehouse:
+class BigQueryWarehouse(WarehouseBase):
     """``bigquery://PROJECT/DATASET``: staging dataset DATASET, published dataset
     ``[bigquery] published_dataset`` (default DATASET_published). Connects on first use."""
 
@@ -247,6 +240,7 @@ class BigQueryWarehouse:
                 f"[bigquery] published_dataset = {self.published!r}: expected a dataset name "
                 f"(letters, digits, underscores) other than the staging dataset {self.dataset}"
             )
+        self.staging_dataset = f"{self.project}.{self.dataset}"
         self.published_dataset = f"{self.project}.{self.published}"
         self._client_factory = client_factory
         self._client: bigquery.Client | None = None
@@ -747,69 +741,34 @@ class BigQueryWarehouse:
                 return empty_previous()
             raise
 
-    def approve(
-        self,
-        run_date: dt.date,
-        cohort: str,
-        approved_by: str,
-        *,
-        variant: str | None = None,
-        champion: str | None = None,
-        accepted_regression: str | None = None,
-    ) -> Approval:
-        """Record the sign-off of (run_date, cohort) with one program ``variant`` (default:
-        the ``champion`` when ingested, else the only one) and publish its rows of every
-        table from the staging to the published dataset in one transaction."""
+    @contextlib.contextmanager
+    def _publisher(self, run_date: dt.date, cohort: str) -> Iterator[_Publisher]:
+        """``approve``'s operations as jobs labelled with the cohort, once both datasets
+        have their tables; failures are WarehouseErrors already."""
         self._ensure_layout()
-        params: dict[str, Any] = {"run_date": run_date, "cohort": cohort}
-        found = self._select(
-            variants_sql(), params, what=f"listing the variants of cohort {cohort} of {run_date}"
+        yield _Publisher(
+            self, {"run_date": label_value(run_date.isoformat()), "cohort": label_value(cohort)}
         )
-        variant = choose_variant(
-            found, variant, run_date=run_date, cohort=cohort, champion=champion
-        )
-        params["variant"] = variant
-        check = self._select(
-            sql_text("sql/approval_check.sql", published=self.published_dataset),
-            params,
-            what=f"checking cohort {cohort} of {run_date} before approval",
-        )
-        approval = approval_from_check(
-            check,
-            run_date=run_date,
-            cohort=cohort,
-            approved_by=approved_by,
-            staging=f"{self.project}.{self.dataset}",
-            approval_id=uuid.uuid4().hex,
-            variant=variant,
-            accepted_regression=accepted_regression,
-        )
-        columns: dict[str, list[str]] = {}
-        for table in PUBLISHED_TABLES:
-            ref = self._ref(self.dataset, table)
-            staged = self._api(lambda ref=ref: self.client.get_table(ref), f"reading table {ref}")
-            schema = [(f.name, _CANONICAL.get(f.field_type, f.field_type)) for f in staged.schema]
-            self._ensure_table(self.published, TABLES[table], schema)
-            columns[table] = [n for n, _ in schema]
-        labels = {
-            "run_date": label_value(run_date.isoformat()),
-            "cohort": label_value(cohort),
-        }
-        self._query_job(
-            "\n".join(f"{s};" for s in view_statements(self.published_dataset)),
-            {},
-            kind="views",
-            what=f"creating the clients' views in {self.published_dataset}",
-            labels=labels,
-        )
-        counts = self._select(counts_sql(), params, what=f"counting rows of cohort {cohort}")
-        self._query_job(
-            publish_script(f"{self.project}.{self.dataset}", self.published_dataset, columns),
-            approval.params(),
-            kind="publish",
-            what=f"publishing cohort {cohort} of {run_date} to {self.published_dataset}; "
-            "rolled back, nothing was published",
-            labels=labels,
-        )
-        rows = {str(r.table_name): int(r.row_count) for r in counts.itertuples()}
-        return Approval(**{**approval.__dict__, "rows": rows})
+
+
+class _Publisher:
+    """Publishing as jobs (``shared.Publisher``): the publish script is one multi-statement
+    transaction, which BigQuery rolls back when a statement fails."""
+
+    def __init__(self, warehouse: BigQueryWarehouse, labels: dict[str, str]) -> None:
+        self.warehouse, self.labels = warehouse, labels
+
+    def select(self, sql: str, params: Mapping[str, Any], *, what: str) -> pd.DataFrame:
+        return self.warehouse._select(sql, params, what=what)
+
+    def staged_columns(self, table: str) -> list[tuple[str, str]]:
+        wh = self.warehouse
+        ref = wh._ref(wh.dataset, table)
+        staged = wh._api(lambda: wh.client.get_table(ref), f"reading table {ref}")
+        return [(f.name, _CANONICAL.get(f.field_type, f.field_type)) for f in staged.schema]
+
+    def ensure_published(self, table: str, columns: list[tuple[str, str]]) -> None:
+        self.warehouse._ensure_table(self.warehouse.published, TABLES[table], columns)
+
+    def run(self, script: str, params: Mapping[str, Any], *, kind: str, what: str) -> None:
+        self.warehouse._query_job(script, params, kind=kind, what=what, labels=self.labels)

@@ -24,21 +24,14 @@ from pipeline.errors import ConfigError, WarehouseError
 from pipeline.warehouse import connections
 from pipeline.warehouse.schema import APPROVALS, INGEST_LOG, TABLES, conform
 from pipeline.warehouse.shared import (
-    PUBLISHED_TABLES,
-    Approval,
-    approval_from_check,
-    choose_variant,
-    counts_sql,
+    WarehouseBase,
     empty_previous,
     empty_status,
     loaded_counts_sql,
     merge_status,
     previous_estimates_sql,
-    publish_script,
     scope_sql,
     sql_text,
-    variants_sql,
-    view_statements,
 )
 
 if TYPE_CHECKING:
@@ -111,7 +104,36 @@ class _Uncached:
     catalog = None
 
 
-class DuckDBWarehouse:
+class _Publisher:
+    """Publishing on one connection (``shared.Publisher``): the publish script is the
+    transaction; a failed one is rolled back here."""
+
+    def __init__(self, warehouse: DuckDBWarehouse, con: duckdb.DuckDBPyConnection) -> None:
+        self.warehouse, self.con = warehouse, con
+
+    def select(self, sql: str, params: Mapping[str, Any], *, what: str) -> pd.DataFrame:
+        return run_bigquery_sql(self.con, sql, params)
+
+    def staged_columns(self, table: str) -> list[tuple[str, str]]:
+        return list(self.warehouse._columns(self.con, STAGING, table).items())
+
+    def ensure_published(self, table: str, columns: list[tuple[str, str]]) -> None:
+        self.warehouse._ensure(self.con, table, columns, schema=PUBLISHED)
+
+    def run(self, script: str, params: Mapping[str, Any], *, kind: str, what: str) -> None:
+        import duckdb
+
+        try:
+            run_bigquery_sql(self.con, script, params)
+        except BaseException:
+            # Unless the failing statement ended the transaction already (or none began).
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute("ROLLBACK")
+            raise
+
+
+class DuckDBWarehouse(WarehouseBase):
+    staging_dataset = STAGING
     published_dataset = PUBLISHED
 
     def __init__(self, uri: str) -> None:
@@ -346,64 +368,21 @@ class DuckDBWarehouse:
                     f"{self.path}: reading previous estimates failed: {exc}"
                 ) from None
 
-    def approve(
-        self,
-        run_date: dt.date,
-        cohort: str,
-        approved_by: str,
-        *,
-        variant: str | None = None,
-        champion: str | None = None,
-        accepted_regression: str | None = None,
-    ) -> Approval:
-        """Record the sign-off of (run_date, cohort) with one program ``variant`` (default:
-        the ``champion`` when ingested, else the only one) and publish its rows of every
-        table from ``main`` to ``published`` in one transaction; refuses a cohort that is
-        not ingested or whose error checks failed (WarehouseError, nothing changes)."""
+    def _staging_place(self) -> str:
+        return f"{self.path} (schema {STAGING})"
+
+    @contextlib.contextmanager
+    def _publisher(self, run_date: dt.date, cohort: str) -> Iterator[_Publisher]:
+        """``approve``'s operations on one read-write connection with both datasets'
+        tables; a DuckDB error is a WarehouseError saying nothing was published."""
         import duckdb
 
         with self._session() as (con, _cached):
             try:
                 self._ensure_layout(con)
-                params = {"run_date": run_date, "cohort": cohort}
-                found = run_bigquery_sql(con, variants_sql(), params)
-                variant = choose_variant(
-                    found, variant, run_date=run_date, cohort=cohort, champion=champion
-                )
-                params["variant"] = variant
-                check = run_bigquery_sql(
-                    con, sql_text("sql/approval_check.sql", published=PUBLISHED), params
-                )
-                approval = approval_from_check(
-                    check,
-                    run_date=run_date,
-                    cohort=cohort,
-                    approved_by=approved_by,
-                    staging=f"{self.path} (schema {STAGING})",
-                    approval_id=uuid.uuid4().hex,
-                    variant=variant,
-                    accepted_regression=accepted_regression,
-                )
-                columns = {t: self._columns(con, STAGING, t) for t in PUBLISHED_TABLES}
-                for table, cols in columns.items():
-                    self._ensure(con, table, list(cols.items()), schema=PUBLISHED)
-                for statement in view_statements(PUBLISHED):
-                    run_bigquery_sql(con, statement)
-                counted = run_bigquery_sql(con, counts_sql(), params)
-                rows = {str(r.table_name): int(r.row_count) for r in counted.itertuples()}
-                script = publish_script(
-                    STAGING, PUBLISHED, {t: list(c) for t, c in columns.items()}
-                )
-                try:
-                    run_bigquery_sql(con, script, approval.params())
-                except BaseException:
-                    # Unless the failing statement ended the transaction already.
-                    with contextlib.suppress(duckdb.Error):
-                        con.execute("ROLLBACK")
-                    raise
+                yield _Publisher(self, con)
             except duckdb.Error as exc:
                 raise WarehouseError(
                     f"{self.path}: publishing cohort {cohort} of {run_date} failed, nothing was "
                     f"published: {exc}"
                 ) from None
-        return Approval(**{**approval.__dict__, "rows": rows})

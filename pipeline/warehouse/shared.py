@@ -1,5 +1,5 @@
 """What every backend shares: the package SQL (BigQuery dialect), the publish transaction,
-the approval rules and the publication status.
+the approval rules and sequence (``WarehouseBase.approve``) and the publication status.
 
 Backends differ in how they load and run SQL, not in what the SQL says: DuckDB runs the
 same statements through sqlglot's transpiler.
@@ -7,10 +7,15 @@ same statements through sqlglot's transpiler.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -55,6 +60,11 @@ def view_statements(published: str) -> list[str]:
         body = sql_text(name, published=published).strip().rstrip(";")
         statements.append(f"CREATE OR REPLACE VIEW `{published}.{view}` AS\n{body}")
     return statements
+
+
+def views_script(published: str) -> str:
+    """``view_statements`` as one script."""
+    return "\n".join(f"{s};" for s in view_statements(published))
 
 
 def quote(name: str) -> str:
@@ -253,6 +263,139 @@ def publish_script(staging: str, published: str, columns: dict[str, list[str]]) 
         "COMMIT TRANSACTION;",
     ]
     return "\n".join(lines)
+
+
+class Publisher(Protocol):
+    """A backend's primitive operations for publishing one cohort: on one DuckDB
+    connection, or as BigQuery jobs. ``what`` says what a call does, for error messages."""
+
+    def select(self, sql: str, params: Mapping[str, Any], *, what: str) -> pd.DataFrame:
+        """Run a query (BigQuery dialect; unqualified tables are the staging dataset's)."""
+        ...
+
+    def staged_columns(self, table: str) -> list[tuple[str, str]]:
+        """(name, type) of the staging dataset's ``table``, in the backend's types."""
+        ...
+
+    def ensure_published(self, table: str, columns: list[tuple[str, str]]) -> None:
+        """Create the published dataset's ``table`` or add the ``columns`` it lacks."""
+        ...
+
+    def run(self, script: str, params: Mapping[str, Any], *, kind: str, what: str) -> None:
+        """Run a statement or script (BigQuery dialect) that writes; ``kind`` is ``views``
+        or ``publish``."""
+        ...
+
+
+class WarehouseBase(ABC):
+    """The approval sequence both backends follow; each gives its ``Publisher`` (how it
+    queries, evolves tables and runs a script) and where its datasets are."""
+
+    # How package SQL names the staging and the published dataset.
+    staging_dataset: str
+    published_dataset: str
+
+    @abstractmethod
+    def _publisher(self, run_date: dt.date, cohort: str) -> AbstractContextManager[Publisher]:
+        """The backend's operations for approving one cohort, with both datasets' tables
+        in place; a failure of the backend leaves as a WarehouseError."""
+
+    def _staging_place(self) -> str:
+        """Where the staging dataset is, as refusals name it."""
+        return self.staging_dataset
+
+    def approve(
+        self,
+        run_date: dt.date,
+        cohort: str,
+        approved_by: str,
+        *,
+        variant: str | None = None,
+        champion: str | None = None,
+        accepted_regression: str | None = None,
+    ) -> Approval:
+        """Record the sign-off of (run_date, cohort) with one program ``variant`` (default:
+        the ``champion`` when ingested, else the only one) and publish its rows of every
+        table from the staging to the published dataset in one transaction; refuses a
+        cohort that is not ingested or whose error checks failed (WarehouseError, nothing
+        changes)."""
+        with self._publisher(run_date, cohort) as publisher:
+            params: dict[str, Any] = {"run_date": run_date, "cohort": cohort}
+            params["variant"] = self._variant_to_approve(publisher, params, variant, champion)
+            approval = self._checked_approval(publisher, params, approved_by, accepted_regression)
+            rows = self._publish(publisher, approval, params)
+        return dataclasses.replace(approval, rows=rows)
+
+    def _variant_to_approve(
+        self,
+        publisher: Publisher,
+        params: Mapping[str, Any],
+        wanted: str | None,
+        champion: str | None,
+    ) -> str:
+        """The variant to publish among those ingested (``choose_variant``)."""
+        run_date, cohort = params["run_date"], params["cohort"]
+        found = publisher.select(
+            variants_sql(), params, what=f"listing the variants of cohort {cohort} of {run_date}"
+        )
+        return choose_variant(found, wanted, run_date=run_date, cohort=cohort, champion=champion)
+
+    def _checked_approval(
+        self,
+        publisher: Publisher,
+        params: Mapping[str, Any],
+        approved_by: str,
+        accepted_regression: str | None,
+    ) -> Approval:
+        """The sign-off of the chosen variant, or a refusal saying why
+        (``approval_from_check``)."""
+        run_date, cohort = params["run_date"], params["cohort"]
+        check = publisher.select(
+            sql_text("sql/approval_check.sql", published=self.published_dataset),
+            params,
+            what=f"checking cohort {cohort} of {run_date} before approval",
+        )
+        return approval_from_check(
+            check,
+            run_date=run_date,
+            cohort=cohort,
+            approved_by=approved_by,
+            staging=self._staging_place(),
+            approval_id=uuid.uuid4().hex,
+            variant=params["variant"],
+            accepted_regression=accepted_regression,
+        )
+
+    def _publish(
+        self, publisher: Publisher, approval: Approval, params: Mapping[str, Any]
+    ) -> dict[str, int]:
+        """Give the published tables the staging tables' columns, (re)create the views
+        and run the publish transaction; returns the rows it copies per table."""
+        columns = {table: publisher.staged_columns(table) for table in PUBLISHED_TABLES}
+        for table, cols in columns.items():
+            publisher.ensure_published(table, cols)
+        publisher.run(
+            views_script(self.published_dataset),
+            {},
+            kind="views",
+            what=f"creating the clients' views in {self.published_dataset}",
+        )
+        counted = publisher.select(
+            counts_sql(), params, what=f"counting rows of cohort {approval.cohort}"
+        )
+        script = publish_script(
+            self.staging_dataset,
+            self.published_dataset,
+            {table: [name for name, _ in cols] for table, cols in columns.items()},
+        )
+        publisher.run(
+            script,
+            approval.params(),
+            kind="publish",
+            what=f"publishing cohort {approval.cohort} of {approval.run_date} to "
+            f"{self.published_dataset}; rolled back, nothing was published",
+        )
+        return {str(r.table_name): int(r.row_count) for r in counted.itertuples()}
 
 
 def merge_status(ingested: pd.DataFrame, approved: pd.DataFrame) -> pd.DataFrame:
