@@ -13,6 +13,7 @@ import datetime as dt
 import socket
 from typing import Any
 
+import luigi
 import pandas as pd
 import psutil
 
@@ -23,14 +24,8 @@ from pipeline.layout import Layout
 from pipeline.manifest import manifest_columns, read_manifest
 from pipeline.status.luigid import merge_remote, scheduler_tasks
 from pipeline.status.model import CohortStatus, RunStatus, StepStatus
-from pipeline.tasks import (
-    CheckData,
-    CleanseSurvey,
-    IngestResults,
-    IngestSurvey,
-    RunModel,
-    ValidateResults,
-)
+from pipeline.steps import ROW, step_of
+from pipeline.tasks import Deliver, IngestSurvey, RunModel, upstream
 from pipeline.tasks.base import RunDateTask, log_url
 from pipeline.tasks.cleanse import known_cohorts
 from pipeline.tasks.params import canonical_program
@@ -58,30 +53,27 @@ def collect(
     chosen = [canonical_program(p) for p in programs or []] or _programs_run(timings)
     codes = list(cohorts or []) or list(known_cohorts(layout, str(config.raw_dir()))["code"])
     remote = scheduler_tasks(scheduler_url, layout.run_date) if scheduler_url else {}
-    cleanse = _step("cleanse", CleanseSurvey(run_date=date), timings, remote)
-    survey = _step("ingest_survey", survey_task, timings, remote)
-    # The data-quality gate is one task per cohort, whatever the program.
-    quality = {
-        code: _step("quality", CheckData(run_date=date, cohort=code), timings, remote)
-        for code in codes
-    }
+    seen: dict[str, StepStatus] = {}  # a task several rows share is looked at once
+
+    def status_of(task: RunDateTask) -> StepStatus:
+        if task.task_id not in seen:
+            look = _model_step if isinstance(task, RunModel) else _step
+            seen[task.task_id] = look(task, timings, remote)
+        return seen[task.task_id]
+
+    survey, *ends = Deliver(run_date=date, programs=chosen, warehouse=warehouse).ends(codes)
     rows = []
-    for program in chosen:
-        for code in codes:
-            common = {"run_date": date, "cohort": code, "program": program}
-            model_task = RunModel(**common)
-            steps = {
-                "cleanse": cleanse,
-                "quality": quality[code],
-                "model": _model_step(model_task, timings, remote),
-                "validate": _step("validate", ValidateResults(**common), timings, remote),
-                "ingest": _step(
-                    "ingest", IngestResults(**common, warehouse=warehouse), timings, remote
-                ),
-            }
-            row = CohortStatus(code, steps, program=program, variant=model_task.spec.slug)
-            row.extra["manifest"] = run_manifest(model_task)
-            rows.append(row)
+    for end in ends:  # each program's results ingest of each cohort, and what it needs
+        chain = {_step_name(t): t for t in upstream(end) if step_of(t.task_family)}
+        model_task = chain["model"]
+        row = CohortStatus(
+            end.cohort,
+            {name: status_of(chain[name]) for name in ROW},
+            program=end.program,
+            variant=model_task.spec.slug,
+        )
+        row.extra["manifest"] = run_manifest(model_task)
+        rows.append(row)
     if publication:
         _add_publication(rows, date, warehouse)
     summary_uri = layout.cleanse_summary()
@@ -92,7 +84,7 @@ def collect(
         program=chosen[0],
         programs=chosen,
         warehouse=warehouse,
-        survey_ingest=survey,
+        survey_ingest=status_of(survey),
         cohorts=rows,
         summary=storage.read_json(summary_uri) if storage.exists(summary_uri) else None,
         scheduler=scheduler_url,
@@ -161,12 +153,11 @@ def _add_publication(rows: list[CohortStatus], date: dt.date, warehouse: str) ->
 
 
 def _step(
-    step: str,
     task: RunDateTask,
     timings: dict[str, dict[str, Any]],
     remote: dict[str, dict[str, Any]],
 ) -> StepStatus:
-    status = StepStatus(step=step, task_id=task.task_id)
+    status = StepStatus(step=_step_name(task), task_id=task.task_id)
     record = timings.get(task.task_id, {})
     layout = task.layout
     status.started_at = record.get("started_at")
@@ -205,7 +196,7 @@ def _step(
 def _model_step(
     task: RunModel, timings: dict[str, dict[str, Any]], remote: dict[str, dict[str, Any]]
 ) -> StepStatus:
-    status = _step("model", task, timings, remote)
+    status = _step(task, timings, remote)
     run = last_run(task)
     if run:
         status.executor = run.get("executor")
@@ -267,3 +258,10 @@ def alive(record: dict[str, Any]) -> bool:
         return process.create_time() <= started + 1.0
     except (KeyError, ValueError, TypeError, psutil.Error):
         return False
+
+
+def _step_name(task: luigi.Task) -> str:
+    step = step_of(task.task_family)
+    if step is None:
+        raise TypeError(f"{task.task_family} is no step of a delivery (pipeline.steps)")
+    return step.name

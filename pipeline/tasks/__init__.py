@@ -2,7 +2,7 @@
 
 from pipeline import config
 from pipeline.tasks.cleanse import CleanseSurvey, RawExport
-from pipeline.tasks.deliver import Deliver
+from pipeline.tasks.deliver import Deliver, upstream
 from pipeline.tasks.ingest import IngestResults, IngestSurvey
 from pipeline.tasks.model import RunModel
 from pipeline.tasks.quality import CheckData
@@ -21,4 +21,5 @@ __all__ = [
     "RawExport",
     "RunModel",
     "ValidateResults",
+    "upstream",
 ]

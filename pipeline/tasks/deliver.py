@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
 
 import luigi
+import luigi.task
 
 from pipeline.core import rawdata
 from pipeline.layout import Layout
@@ -67,7 +69,13 @@ class Deliver(luigi.WrapperTask):
         return tuple(self.selected_cohorts())
 
     def requires(self) -> list[luigi.Task]:
-        cohorts = self.preflight()
+        return self.ends(self.preflight())
+
+    def ends(self, cohorts: Sequence[str]) -> list[luigi.Task]:
+        """The graph's last tasks for ``cohorts``: the survey ingest, then each program's
+        results ingest of each cohort; everything else is what they require. Without the
+        preflight checks: ``pipeline status`` and ``rerun`` ask for the shape of a delivery
+        whose raw files may not be at hand."""
         common = {"run_date": self.run_date, "warehouse": self.warehouse, "raw": self.raw}
         return [
             IngestSurvey(**common),
@@ -77,3 +85,20 @@ class Deliver(luigi.WrapperTask):
                 for code in cohorts
             ),
         ]
+
+
+def upstream(task: luigi.Task) -> list[luigi.Task]:
+    """``task`` and every task it needs, each once, every task before the tasks it needs
+    (the order to remove outputs in: downstream first)."""
+    seen: dict[str, luigi.Task] = {}
+    order: list[luigi.Task] = []
+
+    def visit(current: luigi.Task) -> None:
+        seen[current.task_id] = current
+        for needed in luigi.task.flatten(current.requires()):
+            if needed.task_id not in seen:
+                visit(needed)
+        order.append(current)
+
+    visit(task)
+    return order[::-1]
