@@ -110,6 +110,16 @@ class Layout:
             return config.home() / "locks" / f"run-{digest}-{self.run_date}.lock"
         return Path(self.base) / ".run.lock"
 
+    def written(self) -> list[str]:
+        """Every file the date's steps wrote (not its logs, not the programs' attempts,
+        which are history), in the order to remove them: the warehouse markers first,
+        cleansing last, with its summary (written last) first of its files."""
+        files = []
+        for folder in ("ingest", "validate", "model", "quality", "cleanse"):
+            found = [u for u in storage.listdir(self.path(folder)) if "/attempts/" not in u]
+            files += sorted(found, key=lambda uri: (uri != self.cleanse_summary(), uri))
+        return files
+
     # -- cleansing -----------------------------------------------------------------------
     def cleanse(self, *parts: str) -> str:
         """``cleanse/`` (or a path below it): use the named files below."""

@@ -21,13 +21,15 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import luigi.task
+
 from pipeline import storage
 from pipeline.cli import run as run_cli
 from pipeline.errors import ConfigError, SpecError
 from pipeline.executors import attempts
 from pipeline.layout import Layout
-from pipeline.steps import RERUN_FROM
-from pipeline.tasks import Deliver, IngestResults, RunModel, ValidateResults
+from pipeline.steps import BY_NAME, RERUN_FROM, step_of
+from pipeline.tasks import Deliver, IngestResults, upstream
 from pipeline.tasks.params import canonical_program, load_program
 
 
@@ -175,33 +177,23 @@ def programs_ran(layout: Layout, cohorts: list[str] | None) -> list[str]:
 
 
 def invalidated(deliver: Deliver, step: str, cohorts: list[str]) -> list[str]:
-    """The outputs re-running from ``step`` removes, in removal order (the tasks say which
-    outputs they have; every warehouse's marker of a cohort goes)."""
-    layout = deliver.layout
+    """The outputs re-running from ``step`` removes, in removal order (downstream first).
+    From cleansing: every file the date's steps wrote. Else, for each cohort's results
+    ingest, the tasks of the graph that need the cohort's ``step`` task, and their outputs
+    (every warehouse's marker of the cohort's variant: a load into any of them is stale)."""
     if step == "cleanse":
-        order = {"ingest": 0, "validate": 1, "model": 2, "quality": 3, "cleanse": 4}
-        base = layout.base
-
-        def top(uri: str) -> str:
-            return uri.removeprefix(base + "/").split("/", 1)[0]
-
-        def rank(uri: str) -> tuple[int, int, str]:
-            # Within cleansing the summary goes first: it is written last.
-            return (order[top(uri)], 0 if uri.endswith("/summary.json") else 1, uri)
-
-        files = [u for u in storage.listdir(base) if top(u) in order and "/attempts/" not in u]
-        return sorted(files, key=rank)
+        return deliver.layout.written()
     uris: list[str] = []
-    for program in deliver.programs:
-        for cohort in cohorts:
-            common = {"run_date": deliver.run_date, "cohort": cohort, "program": program}
-            marker = IngestResults(**common, warehouse=deliver.warehouse).output().path
-            uris += storage.listdir(marker.rsplit("/", 1)[0])
-            if step in ("model", "validate"):
-                uris.append(ValidateResults(**common).output().path)
-            if step == "model":
-                outputs = RunModel(**common).output()
-                uris += [outputs["run"].path, outputs["results"].path]
+    for end in deliver.ends(cohorts)[1:]:  # after the survey ingest: the results ingests
+        chain = upstream(end)
+        (first,) = (t for t in chain if step_of(t.task_family) == BY_NAME[step])
+        for task in chain:
+            if first not in upstream(task):
+                continue
+            if isinstance(task, IngestResults):
+                uris += storage.listdir(task.layout.results_markers(task.cohort, task.spec.slug))
+            else:
+                uris += [target.path for target in luigi.task.flatten(task.output())]
     return [u for u in uris if storage.exists(u)]
 
 
