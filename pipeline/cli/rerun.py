@@ -66,6 +66,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    _check_arguments(args)
+    deliver = _delivery(args)
+    if not args.local_scheduler and not args.dry_run:
+        run_cli.check_scheduler(run_cli.scheduler_url(args))
+    uris = invalidated(deliver, args.step, args.cohort)
+    _show(deliver, args, uris)
+    if args.dry_run:
+        return 0
+    if uris and not args.yes and not _confirmed(len(uris)):
+        print("Nothing removed.")
+        return 1
+    remove(uris, deliver.raw)
+    if args.step in ("model", "cleanse"):
+        _supersede_attempts(deliver, args.step, args.cohort)
+    args.cohort = [] if args.step == "cleanse" else args.cohort
+    return run_cli.main(args)
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """--from cleanse is the whole date; any other step needs the cohorts to re-run."""
     if args.step == "cleanse" and args.cohort:
         raise ConfigError(
             "--from cleanse re-cleanses the whole run date, so every cohort runs again: "
@@ -76,27 +96,31 @@ def main(args: argparse.Namespace) -> int:
             f"--from {args.step} needs --cohort CODE (the cohort to re-run); "
             "--from cleanse re-runs the whole date"
         )
+
+
+def _delivery(args: argparse.Namespace) -> Deliver:
+    """The delivery to run again, with every spec loaded before anything is removed: the
+    variants named, else every variant the date ran for these cohorts (for the whole date
+    when none ran for them, e.g. the data-quality gate stopped them)."""
     ran: list[str] = []
     if not args.program and not args.param:
-        # Every variant the date ran for these cohorts runs again, not the champion alone
-        # (none ran for them, e.g. the data-quality gate stopped them: the date's variants).
         layout = Layout.of(args.run_date)
         ran = programs_ran(layout, args.cohort or None) or programs_ran(layout, None)
         args.program = ran or None
     try:
-        if args.step == "cleanse":
-            # New raw files are the point of re-cleansing: the pin is checked after removal.
-            deliver = Deliver(
-                run_date=args.run_date,
-                programs=run_cli.programs_of(args),
-                executor=args.executor or "",
-                warehouse=args.warehouse or "",
-                raw=args.raw or "",
-            )
-            for program in deliver.programs:
-                load_program(program)  # a spec that no longer loads: before anything goes
-        else:
-            deliver = run_cli.build_delivery(args)
+        if args.step != "cleanse":
+            return run_cli.build_delivery(args)
+        # New raw files are the point of re-cleansing: the pin is checked after removal.
+        deliver = Deliver(
+            run_date=args.run_date,
+            programs=run_cli.programs_of(args),
+            executor=args.executor or "",
+            warehouse=args.warehouse or "",
+            raw=args.raw or "",
+        )
+        for program in deliver.programs:
+            load_program(program)  # a spec that no longer loads: before anything goes
+        return deliver
     except SpecError as exc:
         if not ran:
             raise
@@ -105,9 +129,10 @@ def main(args: argparse.Namespace) -> int:
             + (f" for {', '.join(args.cohort)}" if args.cohort else "")
             + ": name the variants to re-run with --program"
         ) from None
-    if not args.local_scheduler and not args.dry_run:
-        run_cli.check_scheduler(run_cli.scheduler_url(args))
-    uris = invalidated(deliver, args.step, args.cohort)
+
+
+def _show(deliver: Deliver, args: argparse.Namespace, uris: list[str]) -> None:
+    """The variants to re-run and the outputs that go."""
     root = deliver.layout.base
     who = "every cohort" if args.step == "cleanse" else ", ".join(args.cohort)
     if len(deliver.programs) > 1:
@@ -116,43 +141,38 @@ def main(args: argparse.Namespace) -> int:
         print(f"Program variant(s) of {deliver.run_date} to re-run:")
         for program in deliver.programs:
             print(f"  {load_program(program).slug}  {program}")
-    if uris:
-        print(f"Re-running {root.rsplit('/', 1)[-1]} from {args.step} for {who} invalidates "
-              f"{len(uris)} output(s):")  # fmt: skip
-        for uri in uris:
-            print(f"  {uri.removeprefix(root + '/')}")
-        print(f"  (under {root})")
-    else:
+    if not uris:
         print(f"Nothing to invalidate from {args.step} ({who}): not run yet.")
-    if args.dry_run:
-        return 0
-    if uris and not args.yes:
-        if not sys.stdin.isatty():
-            raise ConfigError(
-                f"not removing {len(uris)} output(s) without confirmation: no terminal to ask "
-                "on; pass --yes"
-            )
-        answer = input(f"Remove these {len(uris)} output(s) and run again? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("Nothing removed.")
-            return 1
-    remove(uris, deliver.raw)
-    if args.step in ("model", "cleanse"):
-        # Re-running a step means running its programs again: earlier attempts must not
-        # be adopted as finished work (see RunModel), they are history now.
-        why = (
-            f"superseded: pipeline rerun --from {args.step} at "
-            f"{datetime.now(UTC).isoformat(timespec='seconds')}"
+        return
+    print(f"Re-running {root.rsplit('/', 1)[-1]} from {args.step} for {who} invalidates "
+          f"{len(uris)} output(s):")  # fmt: skip
+    for uri in uris:
+        print(f"  {uri.removeprefix(root + '/')}")
+    print(f"  (under {root})")
+
+
+def _confirmed(count: int) -> bool:
+    if not sys.stdin.isatty():
+        raise ConfigError(
+            f"not removing {count} output(s) without confirmation: no terminal to ask on; "
+            "pass --yes"
         )
-        if args.step == "cleanse":  # every cohort's model outputs are gone
-            attempts.supersede(deliver.layout, None, why)
-        else:  # only the variants re-run: the others keep their results and attempts
-            for program in deliver.programs:
-                for cohort in args.cohort:
-                    spec = load_program(program)
-                    attempts.abandon(deliver.layout, cohort, spec, superseded=True, why=why)
-    args.cohort = [] if args.step == "cleanse" else args.cohort
-    return run_cli.main(args)
+    answer = input(f"Remove these {count} output(s) and run again? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _supersede_attempts(deliver: Deliver, step: str, cohorts: list[str]) -> None:
+    """Re-running a step means running its programs again: earlier attempts must not be
+    adopted as finished work (see RunModel), they are history now."""
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    why = f"superseded: pipeline rerun --from {step} at {when}"
+    if step == "cleanse":  # every cohort's model outputs are gone
+        attempts.supersede(deliver.layout, None, why)
+        return
+    for program in deliver.programs:  # only the variants re-run: the others keep theirs
+        spec = load_program(program)
+        for cohort in cohorts:
+            attempts.abandon(deliver.layout, cohort, spec, superseded=True, why=why)
 
 
 def programs_ran(layout: Layout, cohorts: list[str] | None) -> list[str]:
