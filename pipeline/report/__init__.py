@@ -20,10 +20,13 @@ import pandas as pd
 from pipeline import storage
 from pipeline.report import charts
 from pipeline.report.variants import variants_section
-from pipeline.status import STEPS, RunStatus
+from pipeline.status import RunStatus
 from pipeline.status.table import COLUMNS
+from pipeline.steps import ROW, STEPS, VARIANT
 from pipeline.tasks import RunModel, ValidateResults
 from pipeline.tasks.params import load_program
+
+VARIANT_STEPS = tuple(s.name for s in STEPS if s.scope == VARIANT)
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
@@ -143,7 +146,7 @@ def _status_table(status: RunStatus) -> str:
         cells = []
         for col in COLUMNS:
             text = col.value(cohort)
-            cls = f"state-{text.split()[0]}" if col.header in STEPS and text else ""
+            cls = f"state-{text.split()[0]}" if col.header in ROW and text else ""
             cells.append(f"<td class='{cls}'>{escape(text)}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
     failures = [
@@ -269,7 +272,7 @@ def _timeline(status: RunStatus) -> str:
         row = cohort.cohort if label == cohort.cohort else f"{label} ({cohort.cohort})"
         if len(status.programs) > 1:
             row += f" [{cohort.variant}]"
-        for name in ("model", "validate", "ingest"):
+        for name in VARIANT_STEPS:  # the date's steps are shown once, above
             span = _span(row, cohort.steps[name])
             if span:
                 spans.append(span)

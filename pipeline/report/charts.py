@@ -36,17 +36,17 @@ from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from pipeline.steps import DATE, STEPS, VARIANT
+
 WIDTH_IN = 7.5  # 720 CSS px
 ROW_IN = 0.32
 LABEL_COLUMNS = 30  # wrap y labels at this many columns (a CJK character takes two)
 BLUE, RED, GREY = "#4e79a7", "#c62828", "#777777"
-PALETTE = {
-    "cleanse": "#4e79a7",
-    "ingest_survey": "#76b7b2",
-    "model": "#f28e2b",
-    "validate": "#59a14f",
-    "ingest": "#b07aa1",
-}
+# The timeline shows the date's steps and each variant's (pipeline.steps), a colour each.
+TIMELINE_STEPS = tuple(step.name for step in STEPS if step.scope in (DATE, VARIANT))
+PALETTE = dict(
+    zip(TIMELINE_STEPS, ("#4e79a7", "#76b7b2", "#f28e2b", "#59a14f", "#b07aa1"), strict=True)
+)
 JAPANESE_FONT = "IPAexGothic"
 RC = {
     "svg.hashsalt": "survey-pipeline-report",  # stable ids: same data, same bytes
