@@ -328,6 +328,14 @@ def test_d_killed_orchestrator_and_luigid_the_same_command_finishes_the_day(day:
     assert dict(day.program_starts(day.root)) == {
         (code, specs[spec]): n for (code, spec), n in expected.items()
     }
+    # The attempt records agree: one prepared attempt (job.json) per program start.
+    slugs = {fingerprint(day, s): slug(day, s) for s in (day.champion, day.challenger)}
+    jobs: dict[tuple[str, str], int] = {}
+    for key in list_keys(day, f"{day.root}/{DATE}/model/"):
+        found = re.search(r"/model/([^/]+)/([^/]+)/attempts/[^/]+/job\.json$", key)
+        if found:
+            jobs[(found[1], found[2])] = jobs.get((found[1], found[2]), 0) + 1
+    assert jobs == {(code, slugs[spec]): n for (code, spec), n in expected.items()}
     # Every task the day started was started by RunTask once: the ones before the kill
     # plus the broken cohort's retry; no re-attached cohort got a second task.
     after = day.tasks()
