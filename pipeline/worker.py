@@ -42,13 +42,32 @@ in this run as FAILED (a run never retries them), the rest as PENDING; and the r
 on. It does so once per loss: it waits for luigid to count its tasks again before it would
 register them another time. All of this sits behind ``SchedulerLink``, which relies on
 luigid's RPC interface only (``get_work``, ``task_search``, ``add_worker``).
+
+The same worker is the assistant (``pipeline assist``, ``assistant=True``): luigi's
+always-on worker that asks luigid for any runnable task, e.g. one a person forgave with
+luigid's "Forgive failures" button after the run that scheduled it ended, and then for the
+tasks downstream of it as they become runnable. luigid names such a task by module, family
+and parameters; the assistant runs only tasks of ``pipeline.tasks`` (``runs_here``) and
+fails any other one luigid hands it, with the reason, before importing anything of it. It
+holds the run lock of a task's date while the task runs (``RunLocks``: a local
+``pipeline run --local-scheduler`` of that date refuses meanwhile, and the assistant
+refuses a date such a run holds), outlives luigid's absences, and keeps its bookkeeping
+bounded however long it runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import fcntl
 import logging
+import os
+import socket
 import threading
-from typing import Any, Protocol
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, Protocol
 
 import luigi.interface
 import luigi.rpc
@@ -56,10 +75,86 @@ import luigi.scheduler
 import luigi.worker
 from luigi.task_status import DONE, FAILED, PENDING, RUNNING
 
+from pipeline.errors import PipelineError
 from pipeline.executors.base import request_shutdown
+from pipeline.steps import STEPS
 
 JOIN_SECONDS = 120.0  # how long an interrupted worker waits for its threads to stop tasks
 MAX_REGISTRATIONS = 20  # times one run registers its tasks again with a luigid that lost them
+KEPT_REPLIES = 100  # get_work replies an assistant keeps (luigi keeps every one)
+
+# What the assistant runs: the task classes of pipeline.tasks (the delivery's steps and
+# the raw export), named by luigid as module and family.
+TASK_PACKAGE = "pipeline.tasks"
+FAMILIES = frozenset({*(step.family for step in STEPS), "RawExport"})
+
+
+def runs_here(module: str | None, family: str | None) -> bool:
+    """True when luigid's ``module``/``family`` is a task of this pipeline (decided on the
+    names alone: nothing is imported)."""
+    module = module or ""
+    return (module == TASK_PACKAGE or module.startswith(TASK_PACKAGE + ".")) and (
+        family in FAMILIES
+    )
+
+
+class AlreadyRunning(PipelineError):
+    """Another local run of the same run date holds its lock."""
+
+
+def take_run_lock(path: Path, holder: str, date: str, root: str) -> IO[str]:
+    """Lock ``path`` (a date's run lock, ``Layout.run_lock()``) for this process and write
+    ``holder`` into it; raises ``AlreadyRunning`` naming who holds it. Closing the returned
+    file releases it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = path.open("a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        held_by = fh.read().strip() or "another process"
+        fh.close()
+        raise AlreadyRunning(
+            f"run date {date} is already running against {root} ({held_by}): wait for it "
+            f"to end, or watch it with `pipeline status --run-date {date}`"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(
+        f"{holder} pid {os.getpid()} on {socket.gethostname()}, since {dt.datetime.now():%H:%M:%S}"
+    )
+    fh.flush()
+    return fh
+
+
+class RunLocks:
+    """The run locks an assistant holds: a date's while any of its tasks runs here (one
+    lock per date however many of its tasks run at once)."""
+
+    def __init__(self, holder: str = "pipeline assist") -> None:
+        self.holder = holder
+        self._lock = threading.Lock()
+        self._held: dict[Path, tuple[IO[str], int]] = {}
+
+    @contextlib.contextmanager
+    def holding(self, layout: Any) -> Iterator[None]:
+        path = layout.run_lock()
+        with self._lock:
+            fh, users = self._held.get(path, (None, 0))
+            if fh is None:
+                fh = take_run_lock(path, self.holder, layout.run_date, layout.root)
+            self._held[path] = (fh, users + 1)
+        try:
+            yield
+        finally:
+            with self._lock:
+                fh, users = self._held[path]
+                if users == 1:
+                    del self._held[path]
+                    fh.close()
+                else:
+                    self._held[path] = (fh, users - 1)
+
 
 logger = logging.getLogger("luigi-interface")
 
@@ -116,6 +211,9 @@ class TaskThread:
         self.task = process.task
         process.status_reporter = Reporter(process.status_reporter)
         self.status_reporter = process.status_reporter
+        # luigi hands a task its status callbacks only while run() runs; a failure's line
+        # (on_failure, after run) goes through this (pipeline.tasks.base).
+        process.task.reporter = self.status_reporter
         self.timeout_time = None
         self.worker_timeout = process.worker_timeout
         self.use_multiprocessing = False
@@ -211,6 +309,9 @@ class PipelineWorker(luigi.worker.Worker):
         if scheduler is None or isinstance(scheduler, luigi.scheduler.Scheduler):
             scheduler = _Serialized(scheduler or luigi.scheduler.Scheduler())
         self.observer = observer
+        self.is_assistant = bool(kwargs.get("assistant"))
+        self.run_locks = RunLocks()
+        self.refused: dict[str, str] = {}  # task id -> module.family, of tasks not ours
         self._finishing = False
         self._roots: list[luigi.Task] = []  # the tasks given to add() before run()
         self._in_run = False
@@ -276,6 +377,13 @@ class PipelineWorker(luigi.worker.Worker):
             if self._stale:
                 self.register_again("luigid missed reports of this worker")
             reply = scheduler.get_work(**kwargs)
+            if self.is_assistant:
+                return self._assisted(scheduler, reply, kwargs.get("worker"))
+            while not running and self._held_by_assistant(scheduler, reply):
+                # An assistant holds a task of this run (it took it before giving it back,
+                # or runs it): wait for it rather than end the run as "run by another".
+                time.sleep(1.0)
+                reply = scheduler.get_work(**kwargs)
             if reply.get("n_pending_tasks"):
                 self._known = True
             elif self._lost_run(scheduler, reply, kwargs.get("worker")):
@@ -283,7 +391,7 @@ class PipelineWorker(luigi.worker.Worker):
                 reply = scheduler.get_work(**kwargs)
             return reply
         except luigi.rpc.RPCError as exc:
-            if not running:
+            if not running and not self.is_assistant:
                 raise  # nothing runs here: luigi's retry window was the wait
             # Tasks run here: they go on (programs, cloud tasks); ask again later.
             logger.warning(
@@ -300,6 +408,63 @@ class PipelineWorker(luigi.worker.Worker):
                 "n_pending_last_scheduled": 0,
                 "worker_state": luigi.scheduler.WORKER_STATE_ACTIVE,
             }
+
+    def _assisted(self, scheduler: Any, reply: dict[str, Any], worker_id: str | None) -> dict:
+        """An assistant's reply. luigid hands an assistant any runnable task; this one
+        runs only what no other worker is there for: a task of another module is failed
+        in luigid with the reason (as luigi's assistant fails a task it cannot load; this
+        one never imports it), and a task a live run (cron, `pipeline run`) scheduled is
+        given back to it, PENDING, so that a run is never left to the assistant."""
+        del self._get_work_response_history[:-KEPT_REPLIES]  # an always-on worker
+        family, module = reply.get("task_family"), reply.get("task_module")
+        ids = reply.get("batch_task_ids") or [t for t in [reply.get("task_id")] if t]
+        if not ids:
+            return reply
+        if runs_here(module, family):
+            wanted = [t for t in ids if self._wanted_elsewhere(scheduler, t, worker_id)]
+            if not wanted:
+                return reply
+            for task_id in wanted:
+                logger.info("giving %s back to the run that scheduled it", task_id)
+                deps = (scheduler.dep_graph(task_id=task_id) or {}).get(task_id, {})
+                scheduler.add_task(
+                    worker=worker_id, task_id=task_id, status=PENDING, runnable=False,
+                    new_deps=deps.get("deps") or None, assistant=True,
+                )  # fmt: skip
+        else:
+            why = (
+                f"not run: the survey pipeline's assistant runs tasks of {TASK_PACKAGE} only, "
+                f"not {module}.{family}; run it with a worker of its own "
+                f"(luigi --module {module} {family} ...)"
+            )
+            for task_id in ids:
+                logger.warning("refusing %s: %s", task_id, why)
+                self.refused[task_id] = f"{module}.{family}"
+                scheduler.add_task(
+                    worker=worker_id, task_id=task_id, status=FAILED, expl=why, runnable=False,
+                    family=family, module=module, assistant=True,
+                )  # fmt: skip
+        return {k: v for k, v in reply.items() if k not in ("batch_id", "batch_task_ids")} | {
+            "task_id": None
+        }
+
+    @staticmethod
+    def _held_by_assistant(scheduler: Any, reply: dict[str, Any]) -> bool:
+        """No task for this worker, but one of its tasks is held by an assistant."""
+        if reply.get("task_id") is not None or "batch_id" in reply:
+            return False
+        held = {str(t.get("worker")) for t in reply.get("running_tasks") or []}
+        if not held:
+            return False
+        workers = scheduler.worker_list(include_running=False) or []
+        return any(w.get("assistant") and w.get("name") in held for w in workers)
+
+    @staticmethod
+    def _wanted_elsewhere(scheduler: Any, task_id: str, worker_id: str | None) -> bool:
+        """A worker luigid counts as live (not an assistant) scheduled ``task_id``."""
+        found = scheduler.task_search(task_str=task_id) or {}
+        info = next((t[task_id] for t in found.values() if task_id in t), {})
+        return bool(set(info.get("workers") or []) - {worker_id})
 
     def _lost_run(self, scheduler: Any, reply: dict[str, Any], worker_id: str | None) -> bool:
         """luigid counts no pending task of ours and has none for us: did it lose the run?"""
@@ -369,6 +534,12 @@ class PipelineWorker(luigi.worker.Worker):
         self._slots = int(value)
 
     def __exit__(self, *exc: Any) -> bool:
+        if not self.is_assistant:
+            # Tell luigid this worker is gone, so that an assistant may take what it
+            # leaves (a failed task someone forgives) now rather than once luigid notices
+            # (worker_disconnect_delay); its tasks stay, and so does their history.
+            with contextlib.suppress(Exception):
+                self._scheduler.scheduler.disable_worker(worker=self._id)
         try:
             return super().__exit__(*exc)
         finally:
@@ -381,7 +552,17 @@ class PipelineWorker(luigi.worker.Worker):
     def _create_task_process(self, task: luigi.Task) -> TaskThread:
         process = super()._create_task_process(task)
         process.use_multiprocessing = False
+        if self.is_assistant and callable(task.run) and hasattr(task, "layout"):
+            # As a local run of the date would: refuse while another process holds it.
+            task.run = self._locked(task, task.run)
         return TaskThread(process)
+
+    def _locked(self, task: luigi.Task, run: Any) -> Any:
+        def run_locked(*args: Any, **kwargs: Any) -> Any:
+            with self.run_locks.holding(task.layout):
+                return run(*args, **kwargs)
+
+        return run_locked
 
     def _run_task(self, task_id: str) -> None:
         task = self._scheduled_tasks.get(task_id)
@@ -398,8 +579,9 @@ class PipelineWorker(luigi.worker.Worker):
 class WorkerSchedulerFactory(luigi.interface._WorkerSchedulerFactory):
     """luigi's factory, making ``PipelineWorker``s (telling ``observer``, if any)."""
 
-    def __init__(self, observer: Observer | None = None) -> None:
+    def __init__(self, observer: Observer | None = None, **worker_config: Any) -> None:
         self.observer = observer
+        self.worker_config = worker_config  # luigi's [worker] settings, e.g. keep_alive
 
     def create_worker(self, scheduler: Any, worker_processes: int, assistant: bool = False) -> Any:
         return PipelineWorker(
@@ -407,4 +589,5 @@ class WorkerSchedulerFactory(luigi.interface._WorkerSchedulerFactory):
             worker_processes=worker_processes,
             assistant=assistant,
             observer=self.observer,
+            **self.worker_config,
         )

@@ -27,6 +27,7 @@ COMMANDS = (
     "run",
     "status",
     "rerun",
+    "assist",
     "report",
     "sample_data",
     "reap",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import fcntl
 import os
 import signal
 import socket
@@ -23,7 +22,7 @@ import luigi.retcodes
 
 from pipeline import config, storage
 from pipeline.console import RunConsole
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError
 from pipeline.executors import EXECUTORS, preload
 from pipeline.layout import spool_path
 from pipeline.tasks import Deliver
@@ -34,7 +33,7 @@ from pipeline.tasks.params import (
     with_overrides,
 )
 from pipeline.warehouse import connections, open_warehouse
-from pipeline.worker import WorkerSchedulerFactory
+from pipeline.worker import AlreadyRunning, WorkerSchedulerFactory, take_run_lock
 
 
 def run_date(value: str) -> dt.date:
@@ -220,32 +219,14 @@ def check_cloud(executor: str) -> None:
 def run_lock(deliver: Deliver) -> Iterator[None]:
     """One local run of a run date at a time per storage root, whatever its command line:
     a second one refuses (exit code ``already_running``) instead of running programs twice.
-    (With luigid, luigid itself gives each task to one worker.)"""
-    root, date = deliver.layout.root, deliver.layout.run_date
-    path = deliver.layout.run_lock()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise AlreadyRunning(
-                f"run date {date} is already running against {root} ({holder}): wait for it "
-                f"to end, or watch it with `pipeline status --run-date {date}`"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, since {dt.datetime.now():%H:%M:%S}")
-        fh.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-class AlreadyRunning(PipelineError):
-    """Another local run of the same run date holds its lock."""
+    (With luigid, luigid itself gives each task to one worker; ``pipeline assist`` holds
+    the same lock while it runs a task of the date.)"""
+    layout = deliver.layout
+    fh = take_run_lock(layout.run_lock(), "pipeline run", layout.run_date, layout.root)
+    try:
+        yield
+    finally:
+        fh.close()
 
 
 class LogUploader:

@@ -42,8 +42,11 @@ class RunDateTask(luigi.Task):
         if self.set_tracking_url and not getattr(self, "_log_linked", False):
             self._log_linked = True
             self.set_tracking_url(log_url(log))
-        if self.set_status_message:
-            self.set_status_message(message)
+        tell = self.set_status_message or getattr(
+            getattr(self, "reporter", None), "update_status_message", None
+        )  # the worker's reporter outlives run(): a failure's line still reaches luigid
+        if tell:
+            tell(message)
         if progress is not None:
             self.show_progress(progress)
 

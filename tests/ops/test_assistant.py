@@ -1,0 +1,327 @@
+"""The assistant (`pipeline assist`): luigi's always-on worker beside a real luigid.
+
+"Forgive failures" on a failed step re-runs that step and the steps after it for that
+cohort only, with the same task ids; a forgiven step whose cause is still there fails
+again; the assistant never runs (nor imports) a task of another module; two assistants
+and a cron run run each program once; SIGTERM stops the assistant's programs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psutil
+import pytest
+
+from pipeline.worker import runs_here
+from tests.conftest import REPO
+from tests.ops.conftest import (
+    DATE,
+    Luigid,
+    cohort_codes,
+    home_env,
+    make_home,
+    pipeline,
+    wait_for,
+)
+from tests.ops.test_luigid import api, start_run, tasks
+
+RAN = re.compile(r"running   (\w+)\(")
+FLAKY = Path(__file__).parent / "flaky_program.py"
+NOOP = REPO / "bench" / "programs" / "noop.py"
+# The contract's data tables: what a delivery puts in the warehouse for people to read
+# (pipeline_runs and the load logs are about how it ran: times and ids differ by run).
+DATA_TABLES = (
+    "survey_responses", "survey_rejections", "cleansing_summary", "survey_frame",
+    "model_estimates", "validation_checks",
+)  # fmt: skip
+
+
+def flaky_spec(path: Path, cause: Path, *, seconds: float = 0.0) -> Path:
+    """A spec whose cohort fails while ``cause`` names it (tests/ops/flaky_program.py)."""
+    path.write_text(
+        'name = "flaky"\nversion = "1.0.0"\n'
+        f'command = ["python", "{FLAKY}", "{cause}", "{{input}}", "{{output_dir}}", '
+        f'"--cohort", "{{cohort}}", "--seconds", "{seconds}"]\n'
+        'input_format = "csv"\ntimeout = "5m"\n[outputs]\nresults = "estimates.csv"\n'
+    )
+    return path
+
+
+def start_assistant(home: Path, server: Luigid, *, poll: float = 0.5, **env: str):
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "assist", "--scheduler-url", server.url,
+         "--poll-interval", str(poll), "--workers", "4"],
+        cwd=REPO, env={**os.environ, **home_env(home, **env)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+def stop(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=10)
+    return out or ""
+
+
+def by_name(server: Luigid, name: str, cohort: str | None = None) -> list[tuple[str, dict]]:
+    return sorted(
+        (task_id, info) for task_id, info in tasks(server).items()
+        if info["name"] == name and (cohort is None or info["params"].get("cohort") == cohort)
+    )  # fmt: skip
+
+
+def status_of(server: Luigid, name: str, cohort: str) -> str:
+    found = by_name(server, name, cohort)
+    return found[0][1]["status"] if found else "?"
+
+
+def chain_done(server: Luigid, cohort: str) -> bool:
+    return all(
+        status_of(server, name, cohort) == "DONE"
+        for name in ("RunModel", "ValidateResults", "IngestResults")
+    )
+
+
+def table_rows(warehouse: Path, table: str) -> list[tuple[Any, ...]]:
+    with duckdb.connect(str(warehouse), read_only=True) as db:
+        columns = [
+            c for (c,) in db.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                "ORDER BY column_name", [table],
+            ).fetchall()
+            if c not in ("loaded_at", "ingested_at", "load_id")
+        ]  # fmt: skip
+        assert columns, f"no table {table} in {warehouse}"
+        select = ", ".join(f'CAST("{c}" AS VARCHAR)' for c in columns)
+        return sorted(map(repr, db.execute(f"SELECT {select} FROM {table}").fetchall()))
+
+
+@dataclass
+class Failed:
+    """A delivery of 3 cohorts through luigid whose first cohort's program failed (its
+    cause in a file), the assistant running, and a reference warehouse of the same
+    delivery in which nothing failed."""
+
+    home: Path
+    spec: Path
+    cause: Path
+    codes: list[str]
+    server: Luigid
+    assistant: subprocess.Popen[str]
+    reference: Path  # the warehouse of a run where the cohort never failed
+
+    @property
+    def work(self) -> Path:
+        return self.home / "work" / DATE
+
+    def model_task(self) -> str:
+        ((task_id, _),) = by_name(self.server, "RunModel", self.codes[0])
+        return task_id
+
+
+def failed_delivery(tmp: Path) -> Iterator[Failed]:
+    cause = tmp / "cause.txt"
+    spec = flaky_spec(tmp / "flaky.toml", cause)
+    reference = make_home(tmp / "reference")
+    done = pipeline(reference, "run", "--run-date", DATE, "--local-scheduler",
+                    "--program", str(spec))  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    home = make_home(tmp / "home")
+    codes = cohort_codes(home)
+    cause.write_text(codes[0])
+    server = Luigid(tmp / "luigid-home", env={"DD_AGENT_HOST": ""}).start()
+    assistant = start_assistant(home, server)
+    try:
+        run = start_run(home, server, spec, 3)
+        out, _ = run.communicate(timeout=300)
+        assert run.returncode != 0, out
+        assert wait_for(lambda: status_of(server, "RunModel", codes[0]) == "FAILED", timeout=60)
+        yield Failed(home, spec, cause, codes, server, assistant,
+                     reference / "warehouse.duckdb")  # fmt: skip
+    finally:
+        stop(assistant)
+        server.stop()
+
+
+@pytest.fixture
+def failed(tmp_path: Path) -> Iterator[Failed]:
+    yield from failed_delivery(tmp_path)
+
+
+def test_forgive_reruns_the_failed_cohort_only_with_the_same_task_ids(failed: Failed) -> None:
+    server, first, others = failed.server, failed.codes[0], failed.codes[1:]
+    # (the assistant may have run some of the cron run's tasks: it may still be at them)
+    assert wait_for(lambda: all(chain_done(server, code) for code in others), timeout=60)
+    assert status_of(server, "IngestResults", first) == "PENDING"
+    known = set(tasks(server))
+    model = failed.model_task()
+    kept = {p: p.stat().st_mtime_ns for code in others
+            for p in (failed.work / "model" / code).rglob("*") if p.is_file()}  # fmt: skip
+    failure = failed.work / "logs" / "failures" / f"{model}.txt"
+    assert "exited with 3" in failure.read_text()
+
+    # Forgiven while its cause is still there: it runs again and fails again, saying why.
+    assert api(server, "forgive_failures", task_id=model)["status"] == "PENDING"
+    assert wait_for(lambda: len(list(failed.work.glob(f"model/{first}/*/attempts/*"))) == 2, 60)
+    assert wait_for(lambda: status_of(server, "RunModel", first) == "FAILED", timeout=60)
+    assert "exited with 3" in api(server, "fetch_error", task_id=model)["error"]
+    info = dict(by_name(server, "RunModel", first))[model]
+    assert info["status_message"].startswith("FAILED") and "exited with 3" in info["status_message"]
+    assert status_of(server, "IngestResults", first) == "PENDING"
+
+    # The cause removed and forgiven again: the cohort's steps run to the end.
+    failed.cause.write_text("")
+    api(server, "forgive_failures", task_id=model)
+    assert wait_for(lambda: chain_done(server, first), timeout=120), tasks(server)
+    assert wait_for(lambda: by_name(server, "Deliver")[0][1]["status"] == "DONE", timeout=60)
+    assert set(tasks(server)) == known  # the same tasks: no second delivery in luigid
+    assert not failure.exists()
+    # Their logs under the storage root: the task's status lines, the program's log.
+    log = (failed.work / "logs" / "tasks" / f"{model}.log").read_text()
+    assert "FAILED" in log and "result rows" in log.splitlines()[-1]
+    assert len(list(failed.work.glob(f"logs/programs/{first}/*.log"))) == 3
+    # Other cohorts untouched: not one file of theirs written again.
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    for code in others:
+        assert len(list(failed.work.glob(f"model/{code}/*/attempts/*"))) == 1
+    # The warehouse holds what a run where the cohort never failed holds.
+    for table in DATA_TABLES:
+        assert table_rows(failed.home / "warehouse.duckdb", table) == table_rows(
+            failed.reference, table
+        ), table
+
+
+class Foreign:
+    """A task of another project, as its own worker would register it with luigid."""
+
+    @staticmethod
+    def add(server: Luigid, marker: Path, module: str, family: str = "Foreign") -> str:
+        task_id = f"{family}_{marker.name}_{abs(hash(module)) % 10**6}"
+        api(server, "add_task", worker="other-project-worker", task_id=task_id, family=family,
+            module=module, params={"marker": str(marker)}, status="PENDING", runnable=True,
+            priority=1000)  # fmt: skip
+        return task_id
+
+
+def test_the_assistant_never_runs_a_task_of_another_module(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home", cohorts=1)
+    server = Luigid(tmp_path / "luigid-home", env={}).start()
+    imported = tmp_path / "imported"
+    (tmp_path / "other_project.py").write_text(
+        f"from pathlib import Path\nPath({str(imported)!r}).write_text('imported')\n"
+    )
+    assistant = start_assistant(home, server, PYTHONPATH=str(tmp_path))
+    try:
+        refused = [
+            Foreign.add(server, tmp_path / "a", "other_project"),
+            Foreign.add(server, tmp_path / "b", "pipeline.tasks", family="Foreign"),
+            Foreign.add(server, tmp_path / "c", "pipeline.tasksx.model", family="RunModel"),
+        ]
+        assert wait_for(
+            lambda: all(api(server, "task_search", task_str=t).get("FAILED", {}).get(t)
+                        for t in refused), timeout=30,
+        ), api(server, "task_list")  # fmt: skip
+        for task_id in refused:
+            error = api(server, "fetch_error", task_id=task_id)["error"]
+            assert "runs tasks of pipeline.tasks only" in error, error
+        assert not imported.exists()  # nothing of the other project was even imported
+    finally:
+        out = stop(assistant)
+        server.stop()
+    assert assistant.returncode == 130, out
+    assert "Traceback" not in out, out[-3000:]
+
+
+def test_which_tasks_run_here() -> None:
+    assert runs_here("pipeline.tasks.model", "RunModel")
+    assert runs_here("pipeline.tasks", "Deliver")
+    assert not runs_here("pipeline.tasks.model", "Foreign")
+    assert not runs_here("pipeline.tasksx", "RunModel")
+    assert not runs_here("os", "RunModel")
+    assert not runs_here(None, "RunModel")
+
+
+def test_two_assistants_and_a_cron_run_run_each_program_once(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home", cohorts=3)
+    codes = cohort_codes(home)
+    spec = flaky_spec(tmp_path / "slow.toml", tmp_path / "no-cause", seconds=2)
+    server = Luigid(tmp_path / "luigid-home", env={}).start()
+    assistants = [start_assistant(home, server, poll=0.2) for _ in range(2)]
+    try:
+        run = start_run(home, server, spec, 4)
+        out, _ = run.communicate(timeout=300)
+        assert run.returncode == 0, out[-3000:]
+        assert wait_for(lambda: all(chain_done(server, c) for c in codes), timeout=60)
+    finally:
+        outs = [stop(a) for a in assistants]
+        server.stop()
+    for out in outs:
+        assert "Traceback" not in out, out[-3000:]
+    work = home / "work" / DATE
+    for code in codes:  # one program run per cohort, whoever ran it
+        assert len(list(work.glob(f"model/{code}/*/attempts/*"))) == 1, code
+    # Each task ran in one worker: luigi logs "running   <task>" where a task runs.
+    logs = [*outs, *(p.read_text() for p in work.glob("logs/runs/*.log"))]
+    ran = Counter(m.group(1) for log in logs for m in RAN.finditer(log))
+    assert ran["RunModel"] == len(codes) and ran["CleanseSurvey"] == 1, ran
+    assert ran["IngestResults"] == len(codes) and ran["IngestSurvey"] == 1, ran
+
+
+def programs_of(tmp: Path) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        cmd = p.info["cmdline"] or []
+        if p.info["status"] != psutil.STATUS_ZOMBIE and str(FLAKY) in cmd:
+            if any(str(tmp) in part for part in cmd):
+                found.append(p)
+    return found
+
+
+def test_sigterm_stops_the_assistants_programs(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home", cohorts=1)
+    (code,) = cohort_codes(home)
+    cause = tmp_path / "cause.txt"
+    cause.write_text(code)
+    spec = flaky_spec(tmp_path / "slow.toml", cause, seconds=300)
+    server = Luigid(tmp_path / "luigid-home", env={}).start()
+    assistant = None
+    try:
+        run = start_run(home, server, spec, 2)
+        out, _ = run.communicate(timeout=300)
+        assert run.returncode != 0, out
+        cause.write_text("")
+        assistant = start_assistant(home, server)
+        ((model, _),) = by_name(server, "RunModel", code)
+        api(server, "forgive_failures", task_id=model)
+        assert wait_for(lambda: programs_of(tmp_path), timeout=60)
+        assert status_of(server, "RunModel", code) == "RUNNING"
+        started = time.monotonic()
+        out = stop(assistant)
+        assert time.monotonic() - started < 30
+        assert assistant.returncode == 130, out
+        assert "pipeline assist: interrupted" in out
+        assert wait_for(lambda: not programs_of(tmp_path), timeout=15)
+        work = home / "work" / DATE
+        assert list(work.glob("model/*/*/results.parquet")) == []
+        runs = [json.loads(p.read_text()) for p in work.glob("model/*/*/attempts/*/run.json")]
+        assert sorted(r["exit_code"] for r in runs) == [3], runs  # the stopped one: no claim
+    finally:
+        if assistant is not None and assistant.poll() is None:
+            os.killpg(assistant.pid, signal.SIGKILL)
+        server.stop()
