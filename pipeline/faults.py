@@ -10,6 +10,13 @@ group in ``PIPELINE_FAULT_GROUP``, so a point in the wrapper (its own session) k
 whole run with it. ``tests/faults`` uses it for the points that no file marks from
 outside (between two writes, inside a warehouse transaction); every point is listed in
 docs/operations.md ("Restarting a killed delivery").
+
+One fault is not a kill: ``PIPELINE_FAULT=spot-interruption`` (with
+``PIPELINE_FAULT_AFTER=SECONDS``, default 0) makes the wrapper of a submission on Spot
+capacity play what Fargate Spot does to a task it takes back, that many seconds into
+the program: SIGTERM to the program, the checkpoint uploaded, the manifest written with
+the interruption. Submissions on on-demand capacity ignore it, so the run goes on
+(docs/executors.md, "Spot first").
 """
 
 from __future__ import annotations
@@ -20,6 +27,17 @@ import signal
 _POINT = os.environ.get("PIPELINE_FAULT", "")
 if _POINT:
     os.environ.setdefault("PIPELINE_FAULT_GROUP", str(os.getpgrp()))
+
+
+SPOT_INTERRUPTION = "spot-interruption"
+
+
+def spot_interruption_after() -> float | None:
+    """Seconds into the program after which the wrapper plays a Spot interruption, or None
+    when ``PIPELINE_FAULT`` does not name ``spot-interruption``."""
+    if _POINT != SPOT_INTERRUPTION:
+        return None
+    return max(0.0, float(os.environ.get("PIPELINE_FAULT_AFTER") or 0))
 
 
 def point(name: str) -> None:

@@ -177,6 +177,11 @@ class Layout:
     def attempts(self, cohort: str, slug: str) -> str:
         return self.model(cohort, slug, "attempts")
 
+    def checkpoints(self, cohort: str, slug: str) -> str:
+        """The cohort's checkpoint store (a spec with ``checkpoint_dir``): shared by every
+        attempt; ``generations/<id>/`` and the pointer ``checkpoint.json`` (the wrapper)."""
+        return self.model(cohort, slug, "checkpoint")
+
     def attempt(self, cohort: str, slug: str, attempt: str, *parts: str) -> str:
         """One attempt's directory: use the named files below."""
         return self.model(cohort, slug, "attempts", attempt, *parts)
@@ -205,6 +210,11 @@ class Layout:
     def attempt_run(self, cohort: str, slug: str, attempt: str) -> str:
         """How the attempt ended: its ``pipeline_runs`` row."""
         return self.attempt(cohort, slug, attempt, "run.json")
+
+    def attempt_compute(self, cohort: str, slug: str, attempt: str) -> str:
+        """Every submission of the attempt with its capacity and compute (``compute.json``,
+        docs/executors.md "Records of every submission")."""
+        return self.attempt(cohort, slug, attempt, "compute.json")
 
     def attempt_interruptions(self, cohort: str, slug: str, attempt: str) -> str:
         """The directory of the cloud tasks the service ended under the attempt."""

@@ -13,6 +13,17 @@ output directory and writes ``manifest.json`` next to the results. It exits with
 program's exit code (128+N when the program died of signal N). No program outlives its
 wrapper (``ProgramRunner``: what is and is not covered).
 
+Checkpoints (docs/executors.md, "Checkpoints"): when the spec has a ``checkpoint_dir`` and
+the job document a ``checkpoint`` store, the wrapper restores the newest complete
+checkpoint into ``{output_dir}/<checkpoint_dir>`` before the program starts (only one
+made from the same input and frame), uploads the directory every
+``checkpoint_interval`` while the program runs, and once more when it is stopped
+(SIGTERM: the two-minute notice of Fargate Spot) or when the EC2 instance metadata
+announces a Spot interruption (``spot/instance-action``, watched on Spot capacity; the
+endpoint is ``$PIPELINE_IMDS_ENDPOINT``, empty = not watched). Each upload goes to a new
+generation prefix and the pointer ``checkpoint.json`` is written last, so a partial
+upload never replaces a complete one.
+
 Inside ECS or Batch the manifest also records the image that actually ran and its digest
 (``image``, ``image_digest``), read from the task metadata endpoint
 (``$ECS_CONTAINER_METADATA_URI_V4``: ``Image``, ``ImageID``) with a short timeout; outside
@@ -31,11 +42,13 @@ import hashlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -44,7 +57,7 @@ from types import FrameType
 
 from pipeline import __version__ as PIPELINE_VERSION
 from pipeline import faults
-from pipeline.core.job import MANIFEST_FILE, JobDocument
+from pipeline.core.job import CAPACITY_ENV, CHECKPOINT_POINTER, MANIFEST_FILE, JobDocument
 from pipeline.core.spec import render_command
 from pipeline.errors import PipelineError
 
@@ -56,6 +69,12 @@ EXIT_WRAPPER_ERROR = 3
 WRAPPER_PATH_ENV = "PIPELINE_WRAPPER_PATH"
 METADATA_ENV = "ECS_CONTAINER_METADATA_URI_V4"
 METADATA_TIMEOUT = 2.0  # seconds: the endpoint is local to the task; never hold a run up
+# The EC2 instance metadata service, watched for a Spot interruption notice on Spot
+# capacity (AWS: poll spot/instance-action every 5 s). Empty = do not watch.
+IMDS_ENV, IMDS_DEFAULT = "PIPELINE_IMDS_ENDPOINT", "http://169.254.169.254"
+IMDS_POLL_ENV, IMDS_POLL_DEFAULT = "PIPELINE_IMDS_POLL", 5.0
+IMDS_TIMEOUT = 1.0
+GENERATIONS = "generations"  # checkpoint store: generations/<id>/..., then the pointer
 
 
 class WrapperError(Exception):
@@ -138,14 +157,15 @@ def fetch(uri: str, workdir: Path, role: str) -> Path:
     return local
 
 
-def upload_dir(local_dir: Path, uri: str) -> None:
-    """Upload every file under ``local_dir`` to the ``s3://`` prefix ``uri``.
+def upload_dir(local_dir: Path, uri: str, exclude: Path | None = None) -> None:
+    """Upload every file under ``local_dir`` (but those under ``exclude``) to the
+    ``s3://`` prefix ``uri``.
 
     ``manifest.json`` goes last so that its presence means the upload is whole.
     """
     bucket, prefix = _split_s3(uri.rstrip("/"))
     client = _s3()
-    files = sorted(p for p in local_dir.rglob("*") if p.is_file())
+    files = sorted(p for p in local_dir.rglob("*") if p.is_file() and not _under(p, exclude))
     files.sort(key=lambda p: p.name == MANIFEST_FILE)
     for path in files:
         key = f"{prefix}/{path.relative_to(local_dir).as_posix()}"
@@ -239,6 +259,254 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _under(path: Path, directory: Path | None) -> bool:
+    return directory is not None and (path == directory or directory in path.parents)
+
+
+# -- checkpoints -------------------------------------------------------------------------
+def _store_uri(store: str, *parts: str) -> str:
+    return "/".join([store.rstrip("/"), *parts])
+
+
+def _store_put(uri: str, data: bytes) -> None:
+    if uri.startswith("s3://"):
+        bucket, key = _split_s3(uri)
+        _s3().put_object(Bucket=bucket, Key=key, Body=data)
+        return
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, data)
+
+
+def _store_get(uri: str) -> bytes | None:
+    """The object's bytes, None when it does not exist."""
+    if uri.startswith("s3://"):
+        bucket, key = _split_s3(uri)
+        try:
+            return _s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as exc:
+            code = str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+    try:
+        return Path(uri).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _store_delete(prefix: str) -> None:
+    """Delete everything under ``prefix`` (best effort)."""
+    try:
+        if prefix.startswith("s3://"):
+            bucket, key = _split_s3(prefix.rstrip("/") + "/")
+            client = _s3()
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents") or []]
+                if keys:
+                    client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+        else:
+            shutil.rmtree(prefix, ignore_errors=True)
+    except Exception as exc:
+        log(f"could not delete the old checkpoint {prefix} ({_aws_error(exc)}); left in place")
+
+
+class Checkpoints:
+    """The program's checkpoint directory ``local`` and the cohort's checkpoint store.
+
+    ``save`` uploads the directory as a new generation (``generations/<id>/...``), then
+    writes the pointer ``checkpoint.json`` naming it (files and sha256, the attempt, the
+    input and frame sha256), then deletes the generation the pointer named before: a
+    wrapper killed mid-upload leaves the pointer on the previous complete generation.
+    ``restore`` reads the pointer and downloads its generation, checking every sha256;
+    a checkpoint of other inputs, or an incomplete one, is not used (the program starts
+    from the beginning). Uploads run under a lock: the periodic thread and the final
+    upload on SIGTERM never interleave."""
+
+    def __init__(self, store: str, local: Path, *, attempt: str, inputs: dict[str, str],
+                 interval: float) -> None:  # fmt: skip
+        self.store, self.local, self.attempt = store, local, attempt
+        self.inputs, self.interval = inputs, interval
+        self.saved = 0
+        self.restored: dict[str, object] | None = None
+        self._lock = threading.Lock()
+        self._signature: tuple[tuple[str, str], ...] = ()
+        self._current = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def pointer(self) -> dict[str, object] | None:
+        raw = _store_get(_store_uri(self.store, CHECKPOINT_POINTER))
+        try:
+            value = json.loads(raw) if raw else None
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    def restore(self) -> dict[str, object] | None:
+        """Fill the (emptied) local directory from the newest complete generation."""
+        shutil.rmtree(self.local, ignore_errors=True)
+        self.local.mkdir(parents=True, exist_ok=True)
+        pointer = self.pointer()
+        if not pointer:
+            log(f"no checkpoint in {self.store}: the program starts from the beginning")
+            return None
+        generation = str(pointer.get("generation", ""))
+        files = pointer.get("files")
+        if pointer.get("inputs") != self.inputs or not isinstance(files, dict):
+            log(f"checkpoint {generation} was made from other inputs: not used")
+            return None
+        size = 0
+        for rel, meta in files.items():
+            data = _store_get(_store_uri(self.store, GENERATIONS, generation, rel))
+            if data is None or hashlib.sha256(data).hexdigest() != (meta or {}).get("sha256"):
+                log(f"checkpoint {generation}: {rel} is missing or damaged: not used")
+                shutil.rmtree(self.local, ignore_errors=True)
+                self.local.mkdir(parents=True, exist_ok=True)
+                return None
+            target = self.local / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            size += len(data)
+        self._signature = tuple(sorted((rel, meta["sha256"]) for rel, meta in files.items()))
+        self._current = generation
+        self.restored = {"generation": generation, "files": len(files), "bytes": size,
+                         "attempt": pointer.get("attempt", ""),
+                         "written_at": pointer.get("written_at", "")}  # fmt: skip
+        log(
+            f"restored checkpoint {generation} ({len(files)} files, {size:,} bytes) written "
+            f"by attempt {pointer.get('attempt', '?')} at {pointer.get('written_at', '?')}"
+        )
+        return self.restored
+
+    def save(self, why: str) -> bool:
+        """Upload the directory as a new generation if it changed; True when uploaded."""
+        with self._lock:
+            snapshot: dict[str, bytes] = {}
+            for path in sorted(self.local.rglob("*")):
+                # Dot files are a program's half-written ones (written, then renamed).
+                if not path.is_file() or path.name.startswith("."):
+                    continue
+                try:
+                    snapshot[path.relative_to(self.local).as_posix()] = path.read_bytes()
+                except (FileNotFoundError, IsADirectoryError):
+                    continue  # replaced while we looked: the next upload has it
+            sums = {rel: hashlib.sha256(data).hexdigest() for rel, data in snapshot.items()}
+            signature = tuple(sorted(sums.items()))
+            if not snapshot or signature == self._signature:
+                return False
+            generation = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{os.getpid()}"
+            for n, (rel, data) in enumerate(snapshot.items()):
+                _store_put(_store_uri(self.store, GENERATIONS, generation, rel), data)
+                if n == 0:
+                    faults.point("wrapper.checkpoint-upload")
+            pointer = {
+                "generation": generation,
+                "files": {
+                    rel: {"sha256": sums[rel], "size": len(snapshot[rel])} for rel in snapshot
+                },
+                "attempt": self.attempt,
+                "capacity": os.environ.get(CAPACITY_ENV, ""),
+                "inputs": self.inputs,
+                "written_at": datetime.now(UTC).isoformat(),
+                "why": why,
+            }
+            _store_put(_store_uri(self.store, CHECKPOINT_POINTER),
+                       (json.dumps(pointer, indent=2) + "\n").encode())  # fmt: skip
+            previous, self._current, self._signature = self._current, generation, signature
+            self.saved += 1
+            size = sum(map(len, snapshot.values()))
+            log(f"checkpoint {generation} saved ({why}): {len(snapshot)} files, {size:,} bytes")
+        if previous:
+            _store_delete(_store_uri(self.store, GENERATIONS, previous))
+        return True
+
+    def _save_quietly(self, why: str) -> None:
+        try:
+            self.save(why)
+        except Exception as exc:  # the previous checkpoint stays; the run goes on
+            log(f"checkpoint upload failed ({_aws_error(exc)}); the previous one stays")
+
+    def start(self) -> None:
+        """Upload every ``interval`` seconds in a thread (start it after the program)."""
+
+        def loop() -> None:
+            while not self._stop.wait(self.interval):
+                self._save_quietly(f"every {self.interval:g}s")
+
+        self._thread = threading.Thread(target=loop, name="checkpoints", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the periodic uploads (an upload in flight finishes first)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def summary(self) -> dict[str, object]:
+        return {"store": self.store, "restored": self.restored, "saved": self.saved,
+                "generation": self._current}  # fmt: skip
+
+
+class SpotNotice:
+    """Watches the EC2 instance metadata for a Spot interruption notice (IMDSv2:
+    ``PUT /latest/api/token``, then ``GET /latest/meta-data/spot/instance-action`` every
+    ``poll`` seconds; 404 = no notice). On a notice it calls ``on_notice`` once. An
+    endpoint that does not answer (Fargate, a container without a route to it) ends the
+    watch after one log line: Fargate Spot's notice is the SIGTERM itself."""
+
+    def __init__(self, endpoint: str, poll: float, on_notice: Callable[[str], None]) -> None:
+        self.endpoint, self.poll, self.on_notice = endpoint.rstrip("/"), poll, on_notice
+        self.notice = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="spot-notice", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=IMDS_TIMEOUT * 3)
+
+    def _loop(self) -> None:
+        import urllib.error
+        import urllib.request
+
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        token = ""
+        while True:
+            try:
+                if not token:
+                    request = urllib.request.Request(
+                        f"{self.endpoint}/latest/api/token", method="PUT",
+                        headers={"X-aws-ec2-metadata-token-ttl-seconds": "21600"},
+                    )  # fmt: skip
+                    with opener.open(request, timeout=IMDS_TIMEOUT) as response:
+                        token = response.read().decode()
+                request = urllib.request.Request(
+                    f"{self.endpoint}/latest/meta-data/spot/instance-action",
+                    headers={"X-aws-ec2-metadata-token": token},
+                )
+                with opener.open(request, timeout=IMDS_TIMEOUT) as response:
+                    body = response.read().decode(errors="replace").strip()
+                self.notice = f"spot/instance-action: {body}"
+                log(f"Spot interruption notice from the instance metadata: {body}")
+                self.on_notice(self.notice)
+                return
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401:
+                    token = ""  # expired: a new one next time
+                elif exc.code != 404:
+                    log(f"instance metadata answered {exc.code}; Spot notices not watched")
+                    return
+            except OSError as exc:
+                log(f"no instance metadata at {self.endpoint} ({type(exc).__name__}); Spot "
+                    "notices not watched (SIGTERM still is)")  # fmt: skip
+                return
+            if self._stop.wait(self.poll):
+                return
+
+
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -313,12 +581,25 @@ class ProgramRunner:
     """
 
     def __init__(
-        self, command: list[str], *, timeout: float, grace: float, parent: int | None = None
+        self,
+        command: list[str],
+        *,
+        timeout: float,
+        grace: float,
+        parent: int | None = None,
+        on_start: Callable[[], None] | None = None,
+        interrupt_after: float | None = None,
     ) -> None:
         self.command, self.timeout, self.grace = command, timeout, grace
         self.parent = parent
         self.proc: subprocess.Popen[bytes] | None = None
         self.terminated_by: str | None = None
+        # Called right after the program started (threads may start then, not before:
+        # the program is forked with a preexec_fn). interrupt_after: seconds after which
+        # the run plays a Spot interruption (the spot-interruption fault point).
+        self.on_start = on_start
+        self.interrupt_after = interrupt_after
+        self.interruption = ""
 
     def _signal_group(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -375,11 +656,26 @@ class ProgramRunner:
                 preexec_fn=parent_death_signal(signal.SIGKILL),
             )
             exited = exit_notifier(self.proc)
+            interrupt_at = (
+                time.monotonic() + self.interrupt_after if self.interrupt_after is not None
+                else float("inf")
+            )  # fmt: skip
+            if self.on_start is not None:
+                self.on_start()
             while True:
                 try:
-                    code = _wait(self.proc, exited, max(0.0, min(1.0, deadline - time.monotonic())))
+                    wait = min(1.0, deadline - time.monotonic(), interrupt_at - time.monotonic())
+                    code = _wait(self.proc, exited, max(0.0, wait))
                     break
                 except subprocess.TimeoutExpired:
+                    if time.monotonic() >= interrupt_at:
+                        self.interruption = (
+                            "SpotInterruption: played by the spot-interruption fault point "
+                            f"after {self.interrupt_after:g}s"
+                        )
+                        self._stop("Spot interruption (fault point)")
+                        code = self.proc.returncode
+                        break
                     if time.monotonic() >= deadline:
                         self._stop(f"deadline of {self.timeout:g}s passed")
                         return EXIT_DEADLINE
@@ -432,6 +728,22 @@ def run_job(job: JobDocument, *, workdir: Path, parent: int | None = None) -> in
     output_uri = job.output
     out_dir = workdir / "out" if output_uri.startswith("s3://") else Path(output_uri)
     out_dir.mkdir(parents=True, exist_ok=True)
+    input_sha, frame_sha = sha256_file(input_path), sha256_file(frame_path)
+    capacity = os.environ.get(CAPACITY_ENV, "")
+    checkpoint_dir = out_dir / spec.checkpoint_dir if spec.checkpoint_dir else None
+    checkpoints = None
+    if checkpoint_dir is not None:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        if job.checkpoint:
+            checkpoints = Checkpoints(
+                job.checkpoint, checkpoint_dir, attempt=job.attempt,
+                inputs={"input": input_sha, "frame": frame_sha},
+                interval=spec.checkpoint_interval,
+            )  # fmt: skip
+            try:
+                checkpoints.restore()
+            except Exception as exc:  # a checkpoint only saves time: never fail for it
+                log(f"cannot read the checkpoint ({_aws_error(exc)}); starting from the beginning")
     command = render_command(
         spec,
         {
@@ -440,14 +752,33 @@ def run_job(job: JobDocument, *, workdir: Path, parent: int | None = None) -> in
             "cohort": job.cohort,
             "run_date": job.run_date,
             "output_dir": str(out_dir),
+            "checkpoint_dir": str(checkpoint_dir or ""),
         },
     )
-    log(f"running {spec.name} {spec.version} for cohort {job.cohort}: {command}")
+    log(f"running {spec.name} {spec.version} for cohort {job.cohort}"
+        f"{f' on {capacity} capacity' if capacity else ''}: {command}")  # fmt: skip
+    notice: SpotNotice | None = None
+    endpoint = os.environ.get(IMDS_ENV, IMDS_DEFAULT)
+    if capacity == "spot" and endpoint:
+        poll = float(os.environ.get(IMDS_POLL_ENV) or IMDS_POLL_DEFAULT)
+        notice = SpotNotice(
+            endpoint, poll,
+            lambda _why: checkpoints._save_quietly("Spot notice") if checkpoints else None,
+        )  # fmt: skip
+
+    def program_started() -> None:
+        if checkpoints is not None:
+            checkpoints.start()
+        if notice is not None:
+            notice.start()
+
     runner = ProgramRunner(
         command,
         timeout=spec.timeout_seconds,
         grace=job.grace_seconds,
         parent=parent,
+        on_start=program_started,
+        interrupt_after=faults.spot_interruption_after() if capacity == "spot" else None,
     )
     start = time.monotonic()
     try:
@@ -455,14 +786,22 @@ def run_job(job: JobDocument, *, workdir: Path, parent: int | None = None) -> in
     except FileNotFoundError as exc:
         log(f"cannot start the program: {exc}")
         code = EXIT_NOT_FOUND
+    finally:
+        if notice is not None:
+            notice.stop()
+        if checkpoints is not None:
+            checkpoints.stop()
     program_seconds = time.monotonic() - start
     log(f"program exited with {code} after {program_seconds:.1f}s")
+    if checkpoints is not None and runner.terminated_by:
+        # SIGTERM (Fargate Spot's two-minute notice, a StopTask): what the program has
+        # done so far is saved for the next attempt.
+        checkpoints._save_quietly(f"stopped: {runner.terminated_by}")
     image, digest = running_image()
-    input_sha, frame_sha = sha256_file(input_path), sha256_file(frame_path)
     outputs = {
         p.relative_to(out_dir).as_posix(): sha256_file(p)
         for p in sorted(out_dir.rglob("*"))
-        if p.is_file() and p.name != MANIFEST_FILE
+        if p.is_file() and p.name != MANIFEST_FILE and not _under(p, checkpoint_dir)
     }
     manifest = {
         # program.image is what the spec asked for; image/image_digest what actually ran.
@@ -490,11 +829,16 @@ def run_job(job: JobDocument, *, workdir: Path, parent: int | None = None) -> in
         "exit_code": code,
         "terminated_by": runner.terminated_by,
         "host": socket.gethostname(),
+        # Spot (docs/executors.md): the capacity this submission ran on, and the
+        # interruption the wrapper saw (the fault point, or the instance metadata's notice).
+        "capacity": capacity,
+        "interruption": runner.interruption or (notice.notice if notice else ""),
+        "checkpoint": checkpoints.summary() if checkpoints else None,
     }
     faults.point("wrapper.outputs")
     write_atomic(out_dir / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
     if output_uri.startswith("s3://"):
-        upload_dir(out_dir, output_uri)
+        upload_dir(out_dir, output_uri, exclude=checkpoint_dir)
         log(f"uploaded {len(manifest['outputs']) + 1} files to {output_uri}")
     faults.point("wrapper.manifest")
     return code

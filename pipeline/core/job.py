@@ -19,6 +19,12 @@ from pipeline.errors import SpecError
 
 DEFAULT_GRACE_SECONDS = 30.0
 MANIFEST_FILE = "manifest.json"  # in the job's output directory, written by the wrapper
+# In a checkpoint store (``JobDocument.checkpoint``): the pointer to the newest complete
+# generation, written last (docs/executors.md, "Checkpoints").
+CHECKPOINT_POINTER = "checkpoint.json"
+# Environment of the wrapper: which capacity this submission runs on ("spot" or
+# "on_demand"), set by the executor per submission (the job document is the same for all).
+CAPACITY_ENV = "PIPELINE_CAPACITY"
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,9 @@ class JobDocument:
     frame: str  # the physician frame
     output: str  # the program's output directory
     grace_seconds: float = DEFAULT_GRACE_SECONDS  # SIGTERM → SIGKILL at the deadline
+    # The cohort's checkpoint store (local path or s3:// prefix) when the spec has a
+    # checkpoint_dir: shared by every attempt of the cohort and spec.
+    checkpoint: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +53,7 @@ class JobDocument:
             "frame": self.frame,
             "output": self.output,
             "grace_seconds": self.grace_seconds,
+            **({"checkpoint": self.checkpoint} if self.checkpoint else {}),
         }
 
     @classmethod
@@ -62,4 +72,5 @@ class JobDocument:
             frame=str(data["frame"]),
             output=str(data["output"]),
             grace_seconds=float(data.get("grace_seconds", DEFAULT_GRACE_SECONDS)),
+            checkpoint=str(data.get("checkpoint", "")),
         )

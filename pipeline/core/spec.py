@@ -19,7 +19,11 @@ from typing import Any
 
 from pipeline.errors import SpecError
 
-PLACEHOLDERS = frozenset({"input", "frame", "cohort", "run_date", "output_dir"})
+PLACEHOLDERS = frozenset({"input", "frame", "cohort", "run_date", "output_dir", "checkpoint_dir"})
+# ``spot``: where the first attempt runs (docs/executors.md, "Spot first"). "" = the
+# executor's own setting ([ecs] spot / [batch] spot / [local] spot).
+SPOT_MODES = ("first", "never")
+DEFAULT_CHECKPOINT_INTERVAL = 300.0
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -75,6 +79,11 @@ class ProgramSpec:
     # the results, so neither is part of the fingerprint or the job document.
     golden: tuple[GoldenCase, ...] = ()
     drift: dict[str, float] = field(default_factory=dict)
+    # Spot and checkpoints (docs/executors.md, "Spot first"): neither changes the results,
+    # so neither is part of the fingerprint; both travel in the job document.
+    spot: str = ""  # "first", "never", or "" (the executor's setting)
+    checkpoint_dir: str = ""  # a directory under {output_dir} the program resumes from
+    checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL
 
     @property
     def fingerprint(self) -> str:
@@ -104,6 +113,15 @@ class ProgramSpec:
             "memory": self.memory,
             "outputs": {"results": self.results},
             "params": dict(self.params),
+            **({"spot": self.spot} if self.spot else {}),
+            **(
+                {
+                    "checkpoint_dir": self.checkpoint_dir,
+                    "checkpoint_interval": self.checkpoint_interval,
+                }
+                if self.checkpoint_dir
+                else {}
+            ),
         }
 
     @property
@@ -200,6 +218,9 @@ def spec_from_dict(data: dict[str, Any], *, source: str = "<spec>") -> ProgramSp
         "params",
         "golden",
         "drift",
+        "spot",
+        "checkpoint_dir",
+        "checkpoint_interval",
     }
     unknown = sorted(set(data) - known)
     if unknown:
@@ -237,6 +258,27 @@ def spec_from_dict(data: dict[str, Any], *, source: str = "<spec>") -> ProgramSp
     image = data.get("image", "")
     if not isinstance(image, str):
         raise fail("image", "must be a string")
+    spot = data.get("spot", "")
+    if spot not in ("", *SPOT_MODES):
+        raise fail("spot", f"must be 'first' or 'never', got {spot!r}")
+    checkpoint_dir = data.get("checkpoint_dir", "")
+    if not isinstance(checkpoint_dir, str) or (
+        checkpoint_dir
+        and (
+            checkpoint_dir.startswith("/")
+            or ".." in checkpoint_dir.split("/")
+            or checkpoint_dir.strip("/.") == ""
+            or results == checkpoint_dir.strip("/")
+            or results.startswith(checkpoint_dir.strip("/") + "/")
+        )
+    ):
+        raise fail(
+            "checkpoint_dir",
+            f"must be a relative directory under {{output_dir}} without '..' that does not "
+            f"hold outputs.results, got {checkpoint_dir!r}",
+        )
+    if "checkpoint_interval" in data and not checkpoint_dir:
+        raise fail("checkpoint_interval", "needs checkpoint_dir")
     spec = ProgramSpec(
         name=name,
         version=version,
@@ -251,6 +293,12 @@ def spec_from_dict(data: dict[str, Any], *, source: str = "<spec>") -> ProgramSp
         source=source,
         golden=_golden_cases(data.get("golden", []), source, fail),
         drift=_drift(data.get("drift", {}), fail),
+        spot=spot,
+        checkpoint_dir=checkpoint_dir.strip("/"),
+        checkpoint_interval=parse_duration(
+            data.get("checkpoint_interval", DEFAULT_CHECKPOINT_INTERVAL),
+            where=f"{source}: checkpoint_interval",
+        ),
     )
     # Render once with dummy values so an unknown placeholder fails now, not mid-run.
     render_command(spec, {k: k for k in PLACEHOLDERS})
@@ -324,8 +372,9 @@ def _drift(value: Any, fail: Any) -> dict[str, float]:
 
 
 def render_command(spec: ProgramSpec, values: dict[str, str]) -> list[str]:
-    """Fill ``{input}``, ``{frame}``, ``{cohort}``, ``{run_date}``, ``{output_dir}`` and
-    ``{params.NAME}`` in each argument. Literal braces are written ``{{`` and ``}}``."""
+    """Fill ``{input}``, ``{frame}``, ``{cohort}``, ``{run_date}``, ``{output_dir}``,
+    ``{checkpoint_dir}`` (when the spec has one) and ``{params.NAME}`` in each argument.
+    Literal braces are written ``{{`` and ``}}``."""
     rendered = []
     for index, arg in enumerate(spec.command):
         out = []
@@ -349,6 +398,13 @@ def render_command(spec: ProgramSpec, values: dict[str, str]) -> list[str]:
                         f"but [params] has no {param!r}"
                     )
                 out.append(str(spec.params[param]))
+            elif field_name == "checkpoint_dir" and not spec.checkpoint_dir:
+                raise SpecError(
+                    f"{spec.source}: command[{index}] uses {{checkpoint_dir}} but the spec "
+                    "sets no checkpoint_dir"
+                )
+            elif field_name == "checkpoint_dir" and field_name not in values:
+                out.append(f"{values['output_dir']}/{spec.checkpoint_dir}")
             elif field_name in PLACEHOLDERS:
                 out.append(str(values[field_name]))
             else:

@@ -34,7 +34,7 @@ from pipeline import faults, storage
 from pipeline.core.job import JobDocument
 from pipeline.core.spec import ProgramSpec
 from pipeline.errors import InputError, PipelineError, ProgramFailed
-from pipeline.executors.base import Job, RunRecord, estimate_cost, tail_lines
+from pipeline.executors.base import ON_DEMAND, Job, RunRecord, estimate_cost, tail_lines
 from pipeline.layout import Layout, spool_path
 
 # attempts/<id>/run.json "status": how the attempt ended. A cloud task the service ended
@@ -107,6 +107,7 @@ def prepare(layout: Layout, cohort: str, spec: ProgramSpec) -> Prepared:
         input=program_input,
         frame=layout.frame(),
         output=layout.attempt_output(cohort, spec.slug, attempt),
+        checkpoint=layout.checkpoints(cohort, spec.slug) if spec.checkpoint_dir else "",
     )
     job, log_uri = _job(layout, cohort, spec, attempt)
     storage.write_json(job.job_uri, document.to_dict())
@@ -318,6 +319,63 @@ def run_row(job: Job, record: RunRecord, status: str) -> dict[str, Any]:
     }
 
 
+def compute_record(
+    job: Job, record: RunRecord, status: str, manifest: dict[str, Any] | None
+) -> dict[str, Any]:
+    """``attempts/<id>/compute.json``: every submission of the attempt (the abandoned
+    ones, then the deciding one) with its capacity, compute, cost at its capacity's price
+    and at the on-demand price, and interruption; ``resumed`` says the deciding one
+    restored a checkpoint (so the abandoned submissions' work was kept, not redone).
+    docs/executors.md, "Records of every submission"."""
+    submissions = []
+    for one in [*record.interrupted, record]:
+        submissions.append(
+            {
+                "job_id": one.job_id,
+                "executor": one.executor,
+                "capacity": one.capacity or ON_DEMAND,
+                "started_at": one.started_at,
+                "finished_at": one.finished_at,
+                "exit_code": one.exit_code,
+                "status": status if one is record else ABANDONED,
+                "interruption": one.interruption,
+                "vcpu_seconds": one.vcpu_seconds,
+                "memory_gib_seconds": one.memory_gib_seconds,
+                "cost_usd": one.cost_usd,
+                "on_demand_cost_usd": estimate_cost(
+                    one.executor, one.vcpu_seconds, one.memory_gib_seconds, ON_DEMAND
+                ),
+            }
+        )
+    checkpoint = (manifest or {}).get("checkpoint") or {}
+    return {
+        "attempt": job.attempt,
+        "run_date": job.run_date,
+        "cohort": job.cohort,
+        "program_name": job.spec.name,
+        "program_version": job.spec.version,
+        "program_fingerprint": job.spec.fingerprint,
+        "checkpoints": bool(job.spec.checkpoint_dir),
+        "resumed": bool(checkpoint.get("restored")),
+        "submissions": submissions,
+    }
+
+
+def _record_compute(layout: Layout, job: Job, record: RunRecord, status: str) -> None:
+    uri = layout.attempt_compute(job.cohort, job.spec.slug, job.attempt)
+    existing = _read_json(uri) if not record.interrupted else None
+    if existing and record.job_id in {s.get("job_id") for s in existing.get("submissions", [])}:
+        # An adopted attempt (its record rebuilt from run.json, without the abandoned
+        # submissions): what the run that watched it wrote says more.
+        existing["submissions"][-1]["status"] = status
+        storage.write_json(uri, existing)
+        return
+    manifest = _read_json(layout.attempt_manifest(job.cohort, job.spec.slug, job.attempt))
+    if manifest and manifest.get("attempt") != job.attempt:
+        manifest = None
+    storage.write_json(uri, compute_record(job, record, status, manifest))
+
+
 def collect(layout: Layout, prepared: Prepared, record: RunRecord) -> pd.DataFrame:
     """Record the attempt and, when it succeeded, write the cohort's results and run
     record; raises ``ProgramFailed`` with the log tail when it did not."""
@@ -329,6 +387,7 @@ def collect(layout: Layout, prepared: Prepared, record: RunRecord) -> pd.DataFra
             layout.attempt_interrupted(cohort, spec.slug, job.attempt, n),
             run_row(job, interrupted, ABANDONED),
         )
+    _record_compute(layout, job, record, SUCCEEDED if record.exit_code == 0 else FAILED)
     if record.exit_code != 0:
         storage.write_json(attempt_run, run_row(job, record, FAILED))
         tail = "\n".join(f"    {line}" for line in record.error.splitlines()[-20:])
@@ -355,6 +414,7 @@ def collect(layout: Layout, prepared: Prepared, record: RunRecord) -> pd.DataFra
         except ValueError as exc:
             problem = f"wrote unreadable results {results_uri}: {exc}"
     if problem:
+        _record_compute(layout, job, record, FAILED)
         storage.write_json(attempt_run, run_row(job, record, FAILED))
         tail = "\n".join(f"    {line}" for line in tail_lines(job.log_path, 20))
         raise ProgramFailed(

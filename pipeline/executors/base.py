@@ -20,7 +20,12 @@ from types import FrameType
 from typing import Any, NamedTuple, Protocol
 
 from pipeline import config
-from pipeline.core.spec import ProgramSpec
+from pipeline.core.spec import SPOT_MODES, ProgramSpec
+from pipeline.errors import ConfigError
+
+# Where a submission runs (RunRecord.capacity): Spot capacity (Fargate Spot, the Spot job
+# queue) or on-demand. "" only in records written before issue 24.
+SPOT, ON_DEMAND = "spot", "on_demand"
 
 
 @dataclass(frozen=True)
@@ -59,11 +64,14 @@ class RunRecord:
       (Batch does not report it; the wrapper's ``manifest.json`` has it there).
     - ``interruption``: set only on an abandoned attempt: why the service stopped it
       (e.g. ``SpotInterruption: Your Spot Task was interrupted.``).
+    - ``capacity``: ``spot`` or ``on_demand``: what this submission ran on (priced with
+      ``[cost] <executor>_spot_*`` or ``<executor>_*``).
     - ``interrupted``: the attempts the executor abandoned and resubmitted before this
-      one (ECS: Fargate Spot interruptions, lost EC2 hosts; ``[ecs] attempts``), oldest
-      first. Each is a whole ``RunRecord`` with its own ``job_id``, times, exit code, cost
-      and ``interruption``; this record is the last, deciding attempt. ``rows()`` gives
-      all of them as ``pipeline_runs`` rows.
+      one (ECS: Fargate Spot interruptions, lost EC2 hosts; ``[ecs] attempts``; under
+      ``spot = "first"`` also Batch and the local executor), oldest first. Each is a
+      whole ``RunRecord`` with its own ``job_id``, times, exit code, cost, capacity and
+      ``interruption``; this record is the last, deciding attempt. ``rows()`` gives all
+      of them as ``pipeline_runs`` rows.
     """
 
     executor: str
@@ -83,6 +91,7 @@ class RunRecord:
     image_digest: str = ""
     interruption: str = ""
     interrupted: list[RunRecord] = field(default_factory=list)
+    capacity: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """This attempt as one ``pipeline_runs`` row (the original columns only)."""
@@ -250,11 +259,34 @@ def interrupts_as_exceptions() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def estimate_cost(executor: str, vcpu_seconds: float, memory_gib_seconds: float) -> float:
-    """USD from ``[cost] <executor>_vcpu_hour`` and ``<executor>_gib_hour`` prices."""
+def prices(executor: str, capacity: str = ON_DEMAND) -> tuple[float, float]:
+    """(USD per vCPU-hour, per GiB-hour) of ``executor`` on ``capacity``: ``[cost]
+    <executor>_vcpu_hour`` / ``_gib_hour``, or ``<executor>_spot_vcpu_hour`` /
+    ``_spot_gib_hour`` for Spot (each falling back to the on-demand price when unset)."""
     vcpu_hour = config.get_float("cost", f"{executor}_vcpu_hour", 0.0)
     gib_hour = config.get_float("cost", f"{executor}_gib_hour", 0.0)
+    if capacity == SPOT:
+        vcpu_hour = config.get_float("cost", f"{executor}_spot_vcpu_hour", vcpu_hour)
+        gib_hour = config.get_float("cost", f"{executor}_spot_gib_hour", gib_hour)
+    return vcpu_hour, gib_hour
+
+
+def estimate_cost(
+    executor: str, vcpu_seconds: float, memory_gib_seconds: float, capacity: str = ON_DEMAND
+) -> float:
+    """USD from the ``[cost]`` prices of ``executor`` on ``capacity`` (``prices``)."""
+    vcpu_hour, gib_hour = prices(executor, capacity)
     return round((vcpu_seconds * vcpu_hour + memory_gib_seconds * gib_hour) / 3600.0, 6)
+
+
+def spot_mode(executor: str, spec: ProgramSpec) -> str:
+    """``first`` (the first submission on Spot, any after an interruption on-demand) or
+    ``never`` (today's: the configured capacity for every submission): the spec's
+    ``spot``, else ``[<executor>] spot``, else ``never``."""
+    mode = spec.spot or config.get(executor, "spot", "") or "never"
+    if mode not in SPOT_MODES:
+        raise ConfigError(f"luigi.cfg [{executor}] spot = {mode!r}: use first or never")
+    return mode
 
 
 def tail_lines(path: Path, n: int = 20) -> list[str]:

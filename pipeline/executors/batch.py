@@ -11,6 +11,12 @@ of the program's own: the first matching ``evaluateOnExit`` rule wins, and every
 code or reason that is not a lost host means ``EXIT``. Batch does the retrying, so the
 executor submits each job once (``CloudExecutor.max_submissions`` = 1).
 
+Spot first (``spot = "first"``, the spec's or ``[batch] spot``): the first submission goes
+to ``[batch] spot_job_queue`` with ``spot_retry_strategy()`` (one attempt: Batch retries
+nothing), and a job that lost its Spot host (``Host EC2*``) is submitted again, the same
+job document, to ``[batch] job_queue`` (on-demand), where Batch retries lost hosts as
+above. The reaper and a restart list both queues.
+
 The image: when the program spec names an ``image`` other than the configured job
 definition's, the job runs a job definition derived from the configured one with the
 spec's image, registered on demand as ``<name>-<12 hex of sha256(image)>`` (the configured
@@ -29,7 +35,7 @@ from typing import Any
 from pipeline import config
 from pipeline.errors import ConfigError
 from pipeline.executors import aws
-from pipeline.executors.base import Candidate, Job
+from pipeline.executors.base import SPOT, Candidate, Job
 from pipeline.executors.cloud import CloudError, CloudExecutor, TaskState
 
 log = logging.getLogger("pipeline.executors.batch")
@@ -56,6 +62,24 @@ def retry_strategy(attempts: int) -> dict[str, Any]:
     }
 
 
+def spot_retry_strategy() -> dict[str, Any]:
+    """A Spot submission under ``spot = "first"``: one attempt, every ending final, so a
+    lost Spot host comes back to the executor, which submits the job to the on-demand
+    queue (the rules say so for whoever reads the job; with one attempt Batch retries
+    nothing either way)."""
+    return {
+        "attempts": 1,
+        "evaluateOnExit": [
+            {"onStatusReason": "Host EC2*", "action": "EXIT"},
+            {"onExitCode": "*", "action": "EXIT"},
+            {"onReason": "*", "action": "EXIT"},
+        ],
+    }
+
+
+LOST_HOST = "Host EC2"  # the status reason prefix of a job whose instance went away
+
+
 @dataclass(frozen=True)
 class BatchSettings:
     job_queue: str = "survey-pipeline"
@@ -66,11 +90,19 @@ class BatchSettings:
     poll_interval: float = 5.0
     poll_max_interval: float = 30.0
     log_lines: int = 200
+    spot: str = ""  # "first": the first submission on spot_job_queue (docs/executors.md)
+    spot_job_queue: str = ""  # the Spot queue ("" = none: spot = "first" is refused)
+
+    def queues(self) -> list[str]:
+        """Every queue the executor submits to: what the reaper and a restart list."""
+        return [q for q in (self.job_queue, self.spot_job_queue) if q]
 
     @classmethod
     def from_config(cls) -> BatchSettings:
         """The ``[batch]`` section of luigi.cfg."""
         return cls(
+            spot=config.get("batch", "spot"),
+            spot_job_queue=config.get("batch", "spot_job_queue"),
             job_queue=config.get("batch", "job_queue", cls.job_queue),
             job_definition=config.get("batch", "job_definition", cls.job_definition),
             attempts=int(config.get_float("batch", "attempts", cls.attempts)),
@@ -111,6 +143,10 @@ def job_state(job: dict[str, Any], default_log_group: str) -> TaskState:
     stopped = [_seconds(a.get("stoppedAt")) for a in attempts]
     runs = [(a, b) for a, b in zip(started, stopped, strict=True) if a and b]
     billed = sum(b - a for a, b in runs) if runs else None
+    # A job that failed because its instance went away (a Spot reclamation, a lost host):
+    # the infrastructure ended it, not the program.
+    lost = [str(r) for r in (last_attempt.get("statusReason"), job.get("statusReason")) if r]
+    interruption = next((r for r in lost if r.startswith(LOST_HOST)), "")
     return TaskState(
         id=str(job["jobId"]),
         status=status,
@@ -123,6 +159,7 @@ def job_state(job: dict[str, Any], default_log_group: str) -> TaskState:
         started_at=_seconds(job.get("startedAt")),
         stopped_at=_seconds(job.get("stoppedAt")),
         billed_seconds=billed,
+        interruption=interruption if status == "FAILED" else "",
     )
 
 
@@ -168,6 +205,20 @@ class BatchExecutor(CloudExecutor):
     def region(self) -> str:
         return str(self.client.meta.region_name)
 
+    def max_submissions(self, job: Job | None = None) -> int:
+        """Once (Batch retries lost hosts itself); under ``spot = "first"`` twice: the
+        Spot submission, then the on-demand one after a lost Spot host."""
+        return 2 if job is not None and self.spot_first(job) else 1
+
+    def spot_first(self, job: Job) -> bool:
+        first = super().spot_first(job)
+        if first and not self.settings.spot_job_queue:
+            raise ConfigError(
+                'spot = "first" on batch needs luigi.cfg [batch] spot_job_queue (the Spot '
+                "queue Terraform creates: terraform output names)"
+            )
+        return first
+
     def where(self) -> str:
         return f"queue {self.settings.job_queue}"
 
@@ -175,15 +226,17 @@ class BatchExecutor(CloudExecutor):
         return aws.batch_job_url(self.region(), task_id)
 
     def submit_job_params(self, job: Job, command: list[str], env: dict[str, str],
-                          tags: dict[str, str], *,
-                          job_definition: str = "") -> dict[str, Any]:  # fmt: skip
+                          tags: dict[str, str], *, job_definition: str = "",
+                          capacity: str = "") -> dict[str, Any]:  # fmt: skip
         """The ``SubmitJob`` request for one job; ``job_definition`` = the one running the
-        spec's image (default: the configured one)."""
+        spec's image (default: the configured one); ``capacity`` ``spot`` sends it to the
+        Spot queue with ``spot_retry_strategy()``."""
         s = self.settings
         name = re.sub(r"[^A-Za-z0-9_-]", "-", f"{job.spec.name}-{job.cohort}-{job.attempt}")
+        spot = capacity == SPOT
         return {
             "jobName": name[:128],
-            "jobQueue": s.job_queue,
+            "jobQueue": s.spot_job_queue if spot else s.job_queue,
             "jobDefinition": job_definition or s.job_definition,
             "containerOverrides": {
                 "command": command,
@@ -197,21 +250,23 @@ class BatchExecutor(CloudExecutor):
             "timeout": {
                 "attemptDurationSeconds": max(60, int(job.spec.timeout_seconds + s.timeout_grace))
             },
-            "retryStrategy": retry_strategy(s.attempts),
+            "retryStrategy": spot_retry_strategy() if spot else retry_strategy(s.attempts),
             "tags": tags,
             "propagateTags": True,
         }
 
     def submit(self, job: Job, command: list[str], env: dict[str, str],
-               tags: dict[str, str], deadline: float, *, submission: int = 1) -> str:  # fmt: skip
+               tags: dict[str, str], deadline: float, *, submission: int = 1,
+               capacity: str = "") -> str:  # fmt: skip
         params = self.submit_job_params(
-            job, command, env, tags, job_definition=self.job_definition_for(job)
-        )
+            job, command, env, tags, job_definition=self.job_definition_for(job),
+            capacity=capacity,
+        )  # fmt: skip
         try:
             response = aws.with_backoff(lambda: self.client.submit_job(**params))
         except Exception as exc:
             raise CloudError(
-                f"batch SubmitJob for cohort {job.cohort} on queue {self.settings.job_queue} "
+                f"batch SubmitJob for cohort {job.cohort} on queue {params['jobQueue']} "
                 f"(job definition {self.settings.job_definition}) failed: "
                 f"{aws.describe_error(exc)}"
             ) from None
@@ -227,7 +282,8 @@ class BatchExecutor(CloudExecutor):
         }
 
     def running(self) -> list[Candidate]:
-        return list(list_pipeline_jobs(self.client, self.settings.job_queue))
+        queues = self.settings.queues()
+        return [job for queue in queues for job in list_pipeline_jobs(self.client, queue)]
 
     def stop(self, task_id: str, reason: str) -> None:
         self.client.terminate_job(jobId=task_id, reason=reason)

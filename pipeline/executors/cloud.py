@@ -16,6 +16,9 @@
    interruption, a lost host) and the executor allows more submissions
    (``max_submissions``), submit the same job document again and keep the abandoned
    attempt's record in ``RunRecord.interrupted``. A program's own exit is never retried.
+   Under ``spot = "first"`` (the spec's ``spot``, else ``[ecs]``/``[batch] spot``) the
+   first submission runs on Spot capacity and every later one on on-demand
+   (``capacity``): an interruption never meets a second Spot attempt.
 
 Before step 3, a submission the service could not place now (``CapacityUnavailable``:
 ECS ``RunTask`` failures such as ``RESOURCE:CPU``, or throttling past every retry) is
@@ -42,10 +45,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline import config, storage
+from pipeline.core.job import CAPACITY_ENV
 from pipeline.core.spec import ProgramSpec
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.executors import aws, lease
 from pipeline.executors.base import (
+    ON_DEMAND,
+    SPOT,
     Candidate,
     Events,
     Interrupted,
@@ -57,6 +63,7 @@ from pipeline.executors.base import (
     interrupts_as_exceptions,
     shutdown_reason,
     slots,
+    spot_mode,
     stops_with_shutdown,
 )
 from pipeline.wrapper import EXIT_DEADLINE
@@ -368,17 +375,35 @@ class CloudExecutor:
 
     # -- provider specifics -------------------------------------------------------------
     def submit(self, job: Job, command: list[str], env: dict[str, str],
-               tags: dict[str, str], deadline: float, *, submission: int = 1) -> str:  # fmt: skip
+               tags: dict[str, str], deadline: float, *, submission: int = 1,
+               capacity: str = "") -> str:  # fmt: skip
         """Start the task; ``submission`` counts resubmissions after interruptions (1, 2,
-        ...) so that a provider's idempotency token differs between them. A provider that
-        raises ``CapacityUnavailable`` also takes ``placement``: 1 + the answers that placed
-        nothing so far for this submission (a new token after each)."""
+        ...) so that a provider's idempotency token differs between them; ``capacity``
+        is ``spot`` or ``on_demand`` under ``spot = "first"``, "" for the configured
+        capacity. A provider that raises ``CapacityUnavailable`` also takes
+        ``placement``: 1 + the answers that placed nothing so far for this submission (a
+        new token after each)."""
         raise NotImplementedError
 
-    def max_submissions(self) -> int:
+    def max_submissions(self, job: Job | None = None) -> int:
         """How often one job may be submitted when the infrastructure interrupts it (1:
         never resubmitted, e.g. Batch, which retries lost hosts itself)."""
         return 1
+
+    def configured_capacity(self) -> str:
+        """``spot`` or ``on_demand``: what the configured capacity (not ``spot =
+        "first"``) is."""
+        return ON_DEMAND
+
+    def spot_first(self, job: Job) -> bool:
+        return spot_mode(self.name, job.spec) == "first"
+
+    def capacity(self, job: Job, submission: int) -> str:
+        """The capacity of ``submission``: under ``spot = "first"`` Spot for the first,
+        on-demand for every later one; else the configured capacity."""
+        if self.spot_first(job):
+            return SPOT if submission == 1 else ON_DEMAND
+        return self.configured_capacity()
 
     def job_image(self, job: Job) -> str:
         """The image reference the job's task runs, as far as the executor knows it before
@@ -482,8 +507,9 @@ class CloudExecutor:
                         f"lease {keeper.lease_id} deadline {_iso(deadline)}\n"
                     )
                 record, _state, _stopped = self._follow(
-                    job, events, keeper, task_id, deadline, time.time(), verb="re-attached to"
-                )
+                    job, events, keeper, task_id, deadline, time.time(), verb="re-attached to",
+                    capacity=tags.get("capacity", ""),
+                )  # fmt: skip
                 return record
             finally:
                 if old:
@@ -516,7 +542,7 @@ class CloudExecutor:
         program) ended it and submissions remain. The interrupted container uploaded no
         finished outputs (the wrapper uploads at its end, ``manifest.json`` last), and the
         new attempt overwrites whatever it did upload."""
-        limit = max(1, self.max_submissions())
+        limit = max(1, self.max_submissions(job))
         interrupted: list[RunRecord] = []
         submission = 1
         while True:
@@ -534,16 +560,17 @@ class CloudExecutor:
                 log.warning("cohort %s: %s %s interrupted (%s); submitting again (%d of %d)",
                             job.cohort, self.name, record.job_id, state.interruption,
                             submission + 1, limit)  # fmt: skip
+                again = self.capacity(job, submission + 1).replace("_", "-")
                 events.status(
                     f"{job.spec.name} {job.spec.version} interrupted on {self.name} "
                     f"{_short(record.job_id)} ({state.interruption}); submitting again "
-                    f"({submission + 1} of {limit})"
+                    f"({submission + 1} of {limit}, {again})"
                 )
                 with job.log_path.open("a", encoding="utf-8") as fh:
                     fh.write(
                         f"[{self.name}] {datetime.now(UTC).isoformat(timespec='seconds')} "
                         f"{record.job_id} interrupted: {state.interruption}; submitting the "
-                        f"same job again ({submission + 1} of {limit})\n"
+                        f"same job again ({submission + 1} of {limit}) on {again} capacity\n"
                     )
                 submission += 1
                 continue
@@ -566,7 +593,15 @@ class CloudExecutor:
         # The cohort's deadline, fixed at its first call: waiting for capacity counts
         # against it like a task that stays PENDING.
         deadline = first + spec.timeout_seconds + grace
+        capacity = self.capacity(job, submission)
         tags = task_tags(job, lease_id=lease_id, lease_root=root, deadline=deadline)
+        env = task_environment(job)
+        chosen: dict[str, str] = {}
+        if self.spot_first(job) or capacity == SPOT:
+            # The wrapper watches for Spot notices and records the capacity; the tag is
+            # for people and a restart's record.
+            tags["capacity"] = env[CAPACITY_ENV] = capacity
+            chosen = {"capacity": capacity} if self.spot_first(job) else {}
         task_id = ""
         placement, waits = 1, 0
         try:
@@ -577,8 +612,8 @@ class CloudExecutor:
                     # raised here: the except clause below then has a task to stop.
                     with signals_held():
                         task_id = self.submit(
-                            job, wrapper_command(job), task_environment(job), tags, deadline,
-                            submission=submission,
+                            job, wrapper_command(job), env, tags, deadline,
+                            submission=submission, **chosen,
                             **({"placement": placement} if placement > 1 else {}),
                         )  # fmt: skip
                     break
@@ -593,7 +628,8 @@ class CloudExecutor:
                 with signals_held():
                     self._stop_quietly(task_id, why)
             raise
-        return self._follow(job, events, keeper, task_id, deadline, submitted, verb="submitted to")
+        return self._follow(job, events, keeper, task_id, deadline, submitted,
+                            verb="submitted to", capacity=capacity)  # fmt: skip
 
     def capacity_delay(self, retry: int) -> float:
         """Seconds before ``retry`` (1, 2, ...) of a submission the service could not
@@ -669,6 +705,7 @@ class CloudExecutor:
         submitted: float,
         *,
         verb: str,
+        capacity: str = "",
     ) -> tuple[RunRecord, TaskState, str]:
         """Watch a submitted (or re-attached) task to its end; stop it on any error.
         Returns its record, its last state and why we stopped it ("" if we did not)."""
@@ -695,7 +732,8 @@ class CloudExecutor:
                 self.watcher().unwatch(task_id)
         finished = time.time()
         lines = self._copy_log_tail(job, task_id, state)
-        record = self._record(job, task_id, state, submitted, finished, lines, stopped_by_us)
+        record = self._record(job, task_id, state, submitted, finished, lines, stopped_by_us,
+                              capacity or self.configured_capacity())  # fmt: skip
         return record, state, stopped_by_us
 
     def _wait(
@@ -800,6 +838,7 @@ class CloudExecutor:
         finished: float,
         lines: list[str],
         stopped_by_us: str,
+        capacity: str = ON_DEMAND,
     ) -> RunRecord:
         spec = job.spec
         # What AWS bills: the provider's own run time when it reports one, else the time
@@ -830,13 +869,14 @@ class CloudExecutor:
             exit_code=exit_code,
             vcpu_seconds=round(vcpu_seconds, 3),
             memory_gib_seconds=round(memory_gib_seconds, 3),
-            cost_usd=estimate_cost(self.name, vcpu_seconds, memory_gib_seconds),
+            cost_usd=estimate_cost(self.name, vcpu_seconds, memory_gib_seconds, capacity),
             log_uri=self.log_url(task_id, state) or str(job.log_path),
             tracking_url=self.console_url(task_id),
             host=self.where(),
             error=error,
             image=state.image or self.job_image(job),
             image_digest=state.image_digest,
+            capacity=capacity,
         )
 
 

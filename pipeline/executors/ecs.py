@@ -5,7 +5,10 @@ Settings come from luigi.cfg ``[ecs]``: ``cluster``, ``task_definition`` (its co
 empty for the cluster's default capacity provider strategy), ``subnets``,
 ``security_groups``, ``assign_public_ip`` (awsvpc networking; required for Fargate),
 ``platform_version``, ``capacity_provider`` (e.g. ``FARGATE_SPOT``: sent as a
-``capacityProviderStrategy`` instead of the launch type), ``attempts`` (submissions of one
+``capacityProviderStrategy`` instead of the launch type), ``spot`` (``first``: the first
+submission on ``spot_capacity_provider``, default ``FARGATE_SPOT``, any after an
+interruption on ``on_demand_capacity_provider``, default empty = ``launch_type``),
+``attempts`` (submissions of one
 job when the infrastructure interrupts it: a Fargate Spot interruption or a lost EC2
 host; never a program's own exit), ``poll_interval``/``poll_max_interval`` (seconds),
 ``capacity_retry_initial``/``capacity_retry_max`` (seconds between ``RunTask`` calls while
@@ -36,7 +39,7 @@ from typing import Any
 from pipeline import config
 from pipeline.errors import ConfigError
 from pipeline.executors import aws
-from pipeline.executors.base import Candidate, Job
+from pipeline.executors.base import ON_DEMAND, SPOT, Candidate, Job
 from pipeline.executors.cloud import CapacityUnavailable, CloudError, CloudExecutor, TaskState
 
 log = logging.getLogger("pipeline.executors.ecs")
@@ -48,7 +51,10 @@ INTERRUPTION_STOP_CODES = ("SpotInterruption", "TerminationNotice")
 LOST_HOST = re.compile(
     r"^Host EC2 \(instance [^)]+\) (terminated|stopped)"
     r"|\b(EC2 instance|container instance) \S+ (was )?(terminated|stopped|retired)"
-    r"|\bcontainer instance (was )?(terminated|deregistered|retired)",
+    r"|\bcontainer instance (was )?(terminated|deregistered|retired)"
+    # Fargate Spot's stoppedReason (with stopCode SpotInterruption; moto keeps only the
+    # reason given to StopTask, so the tests' agent plays an interruption with it).
+    r"|^Your Spot Task was interrupted",
     re.IGNORECASE,
 )
 # RunTask ``failures[].reason`` values that say "no capacity now, try again later" (AWS,
@@ -85,6 +91,11 @@ class EcsSettings:
     log_lines: int = 200
     capacity_provider: str = ""
     attempts: int = 3
+    # spot = "first" (docs/executors.md, "Spot first"): the capacity provider of the first
+    # submission, and of every one after an interruption ("" = launch_type).
+    spot: str = ""
+    spot_capacity_provider: str = "FARGATE_SPOT"
+    on_demand_capacity_provider: str = ""
     # Backoff between RunTask calls that found no capacity (until the cohort's deadline).
     capacity_retry_initial: float = 5.0
     capacity_retry_max: float = 60.0
@@ -130,6 +141,12 @@ class EcsSettings:
             log_lines=int(config.get_float("ecs", "log_lines", cls.log_lines)),
             capacity_provider=config.get("ecs", "capacity_provider"),
             attempts=attempts,
+            spot=config.get("ecs", "spot"),
+            spot_capacity_provider=config.get(
+                "ecs", "spot_capacity_provider", cls.spot_capacity_provider
+            )
+            or cls.spot_capacity_provider,
+            on_demand_capacity_provider=config.get("ecs", "on_demand_capacity_provider"),
             capacity_retry_initial=retry_initial,
             capacity_retry_max=retry_max,
         )
@@ -257,8 +274,11 @@ class EcsExecutor(CloudExecutor):
         self._configured: dict[str, Any] | None = None
         self.registrations = 0  # task definitions this executor registered (for tests)
 
-    def max_submissions(self) -> int:
+    def max_submissions(self, job: Job | None = None) -> int:
         return self.settings.attempts
+
+    def configured_capacity(self) -> str:
+        return SPOT if "SPOT" in self.settings.capacity_provider.upper() else ON_DEMAND
 
     def region(self) -> str:
         return str(self.client.meta.region_name)
@@ -271,11 +291,19 @@ class EcsExecutor(CloudExecutor):
 
     def run_task_params(self, job: Job, command: list[str], env: dict[str, str],
                         tags: dict[str, str], *, submission: int = 1, placement: int = 1,
-                        task_definition: str = "") -> dict[str, Any]:  # fmt: skip
+                        task_definition: str = "",
+                        capacity: str = "") -> dict[str, Any]:  # fmt: skip
         """The ``RunTask`` request for one job (a method of its own so tests can read it);
         ``task_definition`` = the one running the spec's image (default: the configured);
-        ``placement`` counts the RunTask answers that found no capacity for this submission."""
+        ``placement`` counts the RunTask answers that found no capacity for this submission;
+        ``capacity`` (``spot``/``on_demand`` under ``spot = "first"``) picks
+        ``spot_capacity_provider`` / ``on_demand_capacity_provider`` over the configured
+        ``capacity_provider``."""
         s = self.settings
+        provider = {
+            SPOT: s.spot_capacity_provider,
+            ON_DEMAND: s.on_demand_capacity_provider,
+        }.get(capacity, s.capacity_provider)
         # The same token for a retried call: a timed-out RunTask that did start a task
         # does not start a second one. A resubmission after an interruption is a new task,
         # and so is a call after an answer that placed nothing: ECS may answer a token it
@@ -303,22 +331,22 @@ class EcsExecutor(CloudExecutor):
             "tags": [{"key": k, "value": v} for k, v in tags.items()],
             "enableECSManagedTags": True,
         }
-        if s.capacity_provider:
+        if provider:
             # A capacity provider strategy and a launch type exclude each other in RunTask.
             params["capacityProviderStrategy"] = [
-                {"capacityProvider": s.capacity_provider, "weight": 1, "base": 0}
+                {"capacityProvider": provider, "weight": 1, "base": 0}
             ]
         elif s.launch_type:
             params["launchType"] = s.launch_type
         if s.platform_version:
             params["platformVersion"] = s.platform_version
-        fargate = s.launch_type == "FARGATE" and not s.capacity_provider
+        fargate = s.launch_type == "FARGATE" and not provider
         if s.subnets:
             vpc: dict[str, Any] = {"subnets": list(s.subnets), "assignPublicIp": s.assign_public_ip}
             if s.security_groups:
                 vpc["securityGroups"] = list(s.security_groups)
             params["networkConfiguration"] = {"awsvpcConfiguration": vpc}
-        elif fargate or s.capacity_provider.upper().startswith("FARGATE"):
+        elif fargate or provider.upper().startswith("FARGATE"):
             raise ConfigError(
                 "luigi.cfg [ecs] subnets is empty: Fargate tasks need awsvpc networking "
                 "(set subnets and security_groups, or launch_type = EC2)"
@@ -327,10 +355,10 @@ class EcsExecutor(CloudExecutor):
 
     def submit(self, job: Job, command: list[str], env: dict[str, str],
                tags: dict[str, str], deadline: float, *, submission: int = 1,
-               placement: int = 1) -> str:  # fmt: skip
+               placement: int = 1, capacity: str = "") -> str:  # fmt: skip
         params = self.run_task_params(
             job, command, env, tags, submission=submission, placement=placement,
-            task_definition=self.task_definition_for(job),
+            task_definition=self.task_definition_for(job), capacity=capacity,
         )  # fmt: skip
         self._awslogs()  # read the task definition's log settings once, before any task runs
         where = f"cohort {job.cohort} on cluster {self.settings.cluster}"

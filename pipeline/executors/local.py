@@ -6,6 +6,7 @@ import contextlib
 import os
 import resource
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,10 +19,13 @@ from pathlib import Path
 
 import psutil
 
-from pipeline import config
+from pipeline import config, storage
+from pipeline.core.job import CAPACITY_ENV, MANIFEST_FILE
 from pipeline.core.spec import ProgramSpec
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.executors.base import (
+    ON_DEMAND,
+    SPOT,
     Candidate,
     Events,
     Interrupted,
@@ -33,9 +37,10 @@ from pipeline.executors.base import (
     interrupts_as_exceptions,
     shutdown_reason,
     slots,
+    spot_mode,
     stops_with_shutdown,
 )
-from pipeline.wrapper import EXIT_DEADLINE, exit_notifier
+from pipeline.wrapper import EXIT_DEADLINE, IMDS_ENV, exit_notifier
 
 DEFAULT_MODEL_SLOTS = 4
 # The wrapper enforces the spec's timeout itself; this backstop only catches a wrapper
@@ -75,8 +80,35 @@ class LocalExecutor:
         self.grace_seconds = grace_seconds
 
     def run(self, job: Job, events: Events) -> RunRecord:
+        """Run the job; under ``spot = "first"`` the first submission plays Spot (this
+        machine has none: the label and the spot-interruption fault point are what
+        differ), and one that was interrupted (its manifest says so) is run again, with
+        the same job document, as on-demand — the protocol of the cloud executors, so it
+        can be tried on a laptop (docs/executors.md, "Spot first")."""
+        first = spot_mode(self.name, job.spec) == "first"
+        record = self._submit(job, events, SPOT if first else ON_DEMAND)
+        interruption = _interruption(job) if first and record.exit_code != 0 else ""
+        if not interruption:
+            return record
+        record.interruption = interruption
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        with job.log_path.open("a", encoding="utf-8") as fh:
+            fh.write(f"[local] {stamp} {record.job_id} interrupted: {interruption}; running "
+                     "the same job again on on-demand capacity\n")  # fmt: skip
+        events.status(
+            f"{job.spec.name} {job.spec.version} interrupted on Spot ({interruption}); "
+            "running again on on-demand capacity"
+        )
+        _clear_output(job)
+        final = self._submit(job, events, ON_DEMAND)
+        final.interrupted = [record]
+        return final
+
+    def _submit(self, job: Job, events: Events, capacity: str) -> RunRecord:
         job.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
+        env[CAPACITY_ENV] = capacity
+        env.setdefault(IMDS_ENV, "")  # no instance metadata on this machine
         # The spec's "python" must be this environment's interpreter, as in the image.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         command = [
@@ -148,11 +180,12 @@ class LocalExecutor:
             exit_code=exit_code,
             vcpu_seconds=round(cpu_seconds, 3),
             memory_gib_seconds=round(memory_gib_seconds, 3),
-            cost_usd=estimate_cost(self.name, cpu_seconds, memory_gib_seconds),
+            cost_usd=estimate_cost(self.name, cpu_seconds, memory_gib_seconds, capacity),
             log_uri=str(job.log_path),
             tracking_url=job.log_path.as_uri(),
             host=socket.gethostname(),
             error=error,
+            capacity=capacity,
         )
 
     # -- what a restart could take over: nothing, locally --------------------------------
@@ -173,6 +206,25 @@ class LocalExecutor:
             f"the local executor cannot re-attach to {task_id!r} for cohort {job.cohort}: a "
             "local program does not outlive the worker that started it"
         )
+
+
+def _interruption(job: Job) -> str:
+    """The interruption the wrapper's manifest records for this attempt ("" if none)."""
+    uri = storage.join(job.output_uri, MANIFEST_FILE)
+    try:
+        manifest = storage.read_json(uri) if storage.exists(uri) else {}
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(manifest, dict) or manifest.get("attempt") != job.attempt:
+        return ""
+    return str(manifest.get("interruption") or "")
+
+
+def _clear_output(job: Job) -> None:
+    """Remove what the interrupted submission left in a local output directory (partial
+    outputs, its manifest); the checkpoint lives in its own store."""
+    if not storage.is_s3(job.output_uri):
+        shutil.rmtree(job.output_uri, ignore_errors=True)
 
 
 def _copy_stderr(proc: subprocess.Popen[bytes], log, tail: deque[str]) -> None:

@@ -124,8 +124,10 @@ def _list_candidates(
     sources: list[tuple[str, Callable[[], Iterable[Candidate]]]] = []
     if ecs is not None and cluster:
         sources.append((f"ecs cluster {cluster}", lambda: list_pipeline_tasks(ecs, cluster)))
-    if batch is not None and job_queue:
-        sources.append((f"batch queue {job_queue}", lambda: list_pipeline_jobs(batch, job_queue)))
+    # job_queue: one queue or several, comma-separated (the on-demand and the Spot queue).
+    for queue in (q.strip() for q in job_queue.split(",") if batch is not None):
+        if queue:
+            sources.append((f"batch queue {queue}", lambda q=queue: list_pipeline_jobs(batch, q)))
     for where, listing in sources:
         try:
             candidates.extend(listing())
@@ -235,14 +237,22 @@ def reap_from_config(
     on_reaped: Callable[[Reaped], None] | None = None,
 ) -> ReapReport:
     """``reap()`` with clients and names from luigi.cfg: ``[ecs] cluster``,
-    ``[batch] job_queue``, ``[reaper] lease_ttl`` and ``[reaper] executors``."""
+    ``[batch] job_queue`` and ``spot_job_queue``, ``[reaper] lease_ttl`` and ``[reaper]
+    executors``."""
     chosen = set(executors or config.get_list("reaper", "executors") or ["ecs", "batch"])
     _interval, ttl = lease_settings()
     return reap(
         ecs=aws.ecs_client() if "ecs" in chosen else None,
         cluster=config.get("ecs", "cluster", "survey-pipeline"),
         batch=aws.batch_client() if "batch" in chosen else None,
-        job_queue=config.get("batch", "job_queue", "survey-pipeline"),
+        job_queue=",".join(
+            q
+            for q in (
+                config.get("batch", "job_queue", "survey-pipeline"),
+                config.get("batch", "spot_job_queue"),
+            )
+            if q
+        ),
         ttl=ttl,
         default_root=config.storage_root(),
         dry_run=dry_run,

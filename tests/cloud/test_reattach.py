@@ -19,7 +19,7 @@ import duckdb
 import pytest
 
 from pipeline import storage
-from pipeline.executors.lease import LEASE_DIR
+from pipeline.layout import LEASE_DIR
 from pipeline.executors.reaper import reap
 from tests.cloud.conftest import CLUSTER, Cloud, FakeAgent, run_pipeline, write_toy_program
 from tests.cloud.helpers import wait_for

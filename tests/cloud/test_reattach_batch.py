@@ -16,6 +16,7 @@ from botocore.stub import Stubber
 from pipeline import storage
 from pipeline.executors import Events, aws, lease
 from pipeline.executors.batch import ACTIVE_STATUSES
+from pipeline.layout import LEASE_DIR
 from tests.cloud.conftest import BUCKET, QUEUE, Cloud
 from tests.cloud.helpers import batch_executor, make_job
 from tests.cloud.test_states import JOB_ID, batch_job
@@ -67,5 +68,5 @@ def test_batch_job_is_found_by_its_tags_and_taken_over(
     assert record.exit_code == 0 and record.job_id == JOB_ID and record.attempt == job.attempt
     adopted = [w for w in written if w["uri"].endswith(f"/{old_lease}.json")]
     assert adopted and all(w["adopted_by"] and w["lease"] == old_lease for w in adopted)
-    assert storage.listdir(f"{root}/{lease.LEASE_DIR}") == []  # both deleted at the end
+    assert storage.listdir(f"{root}/{LEASE_DIR}") == []  # both deleted at the end
     assert f"re-attached to {JOB_ID}" in job.log_path.read_text()

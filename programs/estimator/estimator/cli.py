@@ -16,7 +16,7 @@ from pathlib import Path
 
 from estimator import DEFAULT_BOOTSTRAP, DEFAULT_SEED, __version__
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 143
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
 
 
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Estimate patients per treatment in the physician population, with "
         "bootstrap 95%% confidence intervals. Writes estimates.csv and diagnostics.json.",
         epilog="Exit codes: 0 done, 2 bad input or usage, 1 cannot write results or internal "
-        "error.",
+        "error, 143 stopped by SIGTERM with --checkpoint-dir (the checkpoint is saved).",
     )
     parser.add_argument("--input", type=Path, required=True, help="cohort rows, .parquet or .csv")
     parser.add_argument(
@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=int, default=DEFAULT_SEED, help=f"random seed (default {DEFAULT_SEED})"
     )
+    parser.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        help="resume the bootstrap from (and save it to) this directory; on SIGTERM the "
+        "replicates done are saved and the run exits 143",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     _default_to_one_blas_thread()
     # Imported only now: numpy reads the thread variables when it is first loaded.
     from estimator.model import InputError
-    from estimator.run import OutputError, run
+    from estimator.run import OutputError, Stopped, run
 
     try:
         run(
@@ -90,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             bootstrap=args.bootstrap,
             seed=args.seed,
             log=lambda message: print(message, flush=True),
+            checkpoint_dir=args.checkpoint_dir,
         )
     except InputError as exc:
         print(f"estimator: error: {exc}", file=sys.stderr, flush=True)
@@ -97,4 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     except OutputError as exc:
         print(f"estimator: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_FAILED
+    except Stopped as exc:
+        print(f"estimator: {exc} (SIGTERM); the checkpoint is saved", file=sys.stderr, flush=True)
+        return EXIT_STOPPED
     return EXIT_OK

@@ -86,6 +86,27 @@ class Survey:
 
 
 @dataclass(frozen=True)
+class Replicates:
+    """Bootstrap replicates done so far (``values``: ``done`` rows) and the random
+    generator's state after them: what a checkpoint holds."""
+
+    done: int
+    bootstrap: int
+    seed: int
+    values: np.ndarray
+    rng_state: dict[str, Any]
+
+    def fits(self, bootstrap: int, seed: int, columns: int) -> bool:
+        """Whether a run of ``bootstrap`` replicates with ``seed`` can continue from it."""
+        return (
+            (self.bootstrap, self.seed) == (bootstrap, seed)
+            and 0 < self.done <= bootstrap
+            and self.values.shape[0] >= self.done
+            and self.values.shape[1:] == (columns,)
+        )
+
+
+@dataclass(frozen=True)
 class Estimation:
     """Result of :func:`estimate`: one row per treatment, and facts about the run."""
 
@@ -304,6 +325,8 @@ def estimate(
     survey_source: str = "survey",
     frame_source: str = "frame",
     progress: Callable[[str], None] | None = None,
+    resume: Replicates | None = None,
+    checkpoint: Callable[[Replicates], None] | None = None,
 ) -> Estimation:
     """Estimate the patients on each treatment in the physician population ``frame``
     from a cohort's cleansed ``survey`` rows, with ``bootstrap`` replicates for the 95%
@@ -311,6 +334,12 @@ def estimate(
 
     Returns one row per treatment (:data:`RESULT_COLUMNS`); ``share_pct*`` are the
     treatment's percent of all patients. Raises ``InputError`` for unusable input.
+
+    Resuming: ``checkpoint`` is called after every replicate with the replicates done so
+    far and the generator's state after them; ``resume`` (such a ``Replicates`` of the
+    same inputs, ``bootstrap`` and ``seed``) skips the replicates it holds and continues
+    the generator from its state, so a resumed run draws exactly the numbers an
+    uninterrupted one draws and gives identical results.
     """
     if bootstrap < 1:
         raise ValueError(f"bootstrap must be at least 1, got {bootstrap}")
@@ -340,9 +369,18 @@ def estimate(
     n_respondents = int(data.respondent.max()) + 1
     replicates = np.empty((bootstrap, len(point)))
     every = max(1, bootstrap // 10)
-    for b in range(bootstrap):
+    first = 0
+    if resume is not None and resume.fits(bootstrap, seed, replicates.shape[1]):
+        first = resume.done
+        replicates[:first] = resume.values[:first]
+        rng.bit_generator.state = resume.rng_state
+        say(f"bootstrap: resuming after {first}/{bootstrap} replicates from the checkpoint")
+    for b in range(first, bootstrap):
         draws = np.bincount(rng.integers(0, n_respondents, n_respondents), minlength=n_respondents)
         replicates[b] = totals(draws[data.respondent].astype(np.float64))
+        if checkpoint is not None:
+            checkpoint(Replicates(b + 1, bootstrap, seed, replicates[: b + 1],
+                                  rng.bit_generator.state))  # fmt: skip
         if (b + 1) % every == 0 or b + 1 == bootstrap:
             say(f"bootstrap {b + 1}/{bootstrap}")
 
@@ -364,6 +402,7 @@ def estimate(
         ),
         "patients_estimate": round(float(point[0]), 1),
         "bootstrap": bootstrap,
+        "bootstrap_resumed": first,
         "seed": seed,
         "ci_percentiles": list(CI_PERCENTILES),
         "ci_widened": estimates.loc[estimates["ci_widened"], "treatment"].tolist(),
