@@ -247,6 +247,9 @@ SETTINGS: dict[str, dict[str, str]] = {
                 "log_group",
                 "log_stream_prefix",
                 "capacity_provider",
+                "spot",
+                "spot_capacity_provider",
+                "on_demand_capacity_provider",
             ),
             TEXT,
         ),
@@ -264,7 +267,9 @@ SETTINGS: dict[str, dict[str, str]] = {
         "max_running": WHOLE,
     },
     "batch": {
-        **dict.fromkeys(("job_queue", "job_definition", "log_group"), TEXT),
+        **dict.fromkeys(
+            ("job_queue", "job_definition", "log_group", "spot", "spot_job_queue"), TEXT
+        ),
         **dict.fromkeys(
             ("attempts", "timeout_grace", "poll_interval", "poll_max_interval", "log_lines"),
             NUMBER,
@@ -275,9 +280,12 @@ SETTINGS: dict[str, dict[str, str]] = {
         **dict.fromkeys(("lease_ttl", "lease_interval", "deadline_grace", "workers"), NUMBER),
         "executors": TEXT,
     },
+    # The local executor has no Spot; spot = first plays the protocol (docs/executors.md).
+    "local": {"spot": TEXT},
     "cost": {
-        f"{executor}_{unit}_hour": NUMBER
+        f"{executor}_{capacity}{unit}_hour": NUMBER
         for executor in ("local", "ecs", "batch")
+        for capacity in ("", "spot_")
         for unit in ("vcpu", "gib")
     },
     "warehouse": {"qa_warn_change": NUMBER, "qa_fail_change": NUMBER},
