@@ -51,10 +51,7 @@ INTERRUPTION_STOP_CODES = ("SpotInterruption", "TerminationNotice")
 LOST_HOST = re.compile(
     r"^Host EC2 \(instance [^)]+\) (terminated|stopped)"
     r"|\b(EC2 instance|container instance) \S+ (was )?(terminated|stopped|retired)"
-    r"|\bcontainer instance (was )?(terminated|deregistered|retired)"
-    # Fargate Spot's stoppedReason (with stopCode SpotInterruption; moto keeps only the
-    # reason given to StopTask, so the tests' agent plays an interruption with it).
-    r"|^Your Spot Task was interrupted",
+    r"|\bcontainer instance (was )?(terminated|deregistered|retired)",
     re.IGNORECASE,
 )
 # RunTask ``failures[].reason`` values that say "no capacity now, try again later" (AWS,
