@@ -279,11 +279,18 @@ def estimate_cost(
     return round((vcpu_seconds * vcpu_hour + memory_gib_seconds * gib_hour) / 3600.0, 6)
 
 
-def spot_mode(executor: str, spec: ProgramSpec) -> str:
+def spot_setting(executor: str) -> str:
+    """``[<executor>] spot``, or ``$PIPELINE_<EXECUTOR>_SPOT`` when set (the stack's worker
+    gets it from Terraform, ``spot_first``)."""
+    return os.environ.get(f"PIPELINE_{executor.upper()}_SPOT") or config.get(executor, "spot")
+
+
+def spot_mode(executor: str, spec: ProgramSpec, configured: str | None = None) -> str:
     """``first`` (the first submission on Spot, any after an interruption on-demand) or
     ``never`` (today's: the configured capacity for every submission): the spec's
-    ``spot``, else ``[<executor>] spot``, else ``never``."""
-    mode = spec.spot or config.get(executor, "spot", "") or "never"
+    ``spot``, else ``configured`` (default: ``spot_setting(executor)``), else ``never``."""
+    setting = spot_setting(executor) if configured is None else configured
+    mode = spec.spot or setting or "never"
     if mode not in SPOT_MODES:
         raise ConfigError(f"luigi.cfg [{executor}] spot = {mode!r}: use first or never")
     return mode

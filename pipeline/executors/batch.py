@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from typing import Any
 from pipeline import config
 from pipeline.errors import ConfigError
 from pipeline.executors import aws
-from pipeline.executors.base import SPOT, Candidate, Job
+from pipeline.executors.base import SPOT, Candidate, Job, spot_setting
 from pipeline.executors.cloud import CloudError, CloudExecutor, TaskState
 
 log = logging.getLogger("pipeline.executors.batch")
@@ -77,7 +78,17 @@ def spot_retry_strategy() -> dict[str, Any]:
     }
 
 
-LOST_HOST = "Host EC2"  # the status reason prefix of a job whose instance went away
+# Status reason prefixes of a job the infrastructure ended: its instance went away (a Spot
+# reclamation, a lost host), or the queue cancelled it for want of capacity (the Spot
+# queue's job_state_time_limit_action, terraform/modules/batch).
+LOST_HOST = "Host EC2"
+NO_CAPACITY = "CAPACITY:"
+
+
+def spot_job_queue() -> str:
+    """``[batch] spot_job_queue``, or ``$PIPELINE_BATCH_SPOT_JOB_QUEUE`` when set (the
+    stack's worker gets the Spot queue Terraform made)."""
+    return os.environ.get("PIPELINE_BATCH_SPOT_JOB_QUEUE") or config.get("batch", "spot_job_queue")
 
 
 @dataclass(frozen=True)
@@ -101,8 +112,8 @@ class BatchSettings:
     def from_config(cls) -> BatchSettings:
         """The ``[batch]`` section of luigi.cfg."""
         return cls(
-            spot=config.get("batch", "spot"),
-            spot_job_queue=config.get("batch", "spot_job_queue"),
+            spot=spot_setting("batch"),
+            spot_job_queue=spot_job_queue(),
             job_queue=config.get("batch", "job_queue", cls.job_queue),
             job_definition=config.get("batch", "job_definition", cls.job_definition),
             attempts=int(config.get_float("batch", "attempts", cls.attempts)),
@@ -146,7 +157,7 @@ def job_state(job: dict[str, Any], default_log_group: str) -> TaskState:
     # A job that failed because its instance went away (a Spot reclamation, a lost host):
     # the infrastructure ended it, not the program.
     lost = [str(r) for r in (last_attempt.get("statusReason"), job.get("statusReason")) if r]
-    interruption = next((r for r in lost if r.startswith(LOST_HOST)), "")
+    interruption = next((r for r in lost if r.startswith((LOST_HOST, NO_CAPACITY))), "")
     return TaskState(
         id=str(job["jobId"]),
         status=status,

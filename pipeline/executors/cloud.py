@@ -396,7 +396,8 @@ class CloudExecutor:
         return ON_DEMAND
 
     def spot_first(self, job: Job) -> bool:
-        return spot_mode(self.name, job.spec) == "first"
+        configured = str(getattr(getattr(self, "settings", None), "spot", "") or "")
+        return spot_mode(self.name, job.spec, configured) == "first"
 
     def capacity(self, job: Job, submission: int) -> str:
         """The capacity of ``submission``: under ``spot = "first"`` Spot for the first,

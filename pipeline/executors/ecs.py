@@ -39,7 +39,7 @@ from typing import Any
 from pipeline import config
 from pipeline.errors import ConfigError
 from pipeline.executors import aws
-from pipeline.executors.base import ON_DEMAND, SPOT, Candidate, Job
+from pipeline.executors.base import ON_DEMAND, SPOT, Candidate, Job, spot_setting
 from pipeline.executors.cloud import CapacityUnavailable, CloudError, CloudExecutor, TaskState
 
 log = logging.getLogger("pipeline.executors.ecs")
@@ -138,7 +138,7 @@ class EcsSettings:
             log_lines=int(config.get_float("ecs", "log_lines", cls.log_lines)),
             capacity_provider=config.get("ecs", "capacity_provider"),
             attempts=attempts,
-            spot=config.get("ecs", "spot"),
+            spot=spot_setting("ecs"),
             spot_capacity_provider=config.get(
                 "ecs", "spot_capacity_provider", cls.spot_capacity_provider
             )

@@ -23,7 +23,7 @@ from typing import Any
 from pipeline import config
 from pipeline.executors import aws
 from pipeline.executors.base import Candidate
-from pipeline.executors.batch import list_pipeline_jobs
+from pipeline.executors.batch import list_pipeline_jobs, spot_job_queue
 from pipeline.executors.ecs import list_pipeline_tasks
 from pipeline.executors.lease import LeaseStatus, LeaseStore, check_lease, lease_settings
 
@@ -249,7 +249,7 @@ def reap_from_config(
             q
             for q in (
                 config.get("batch", "job_queue", "survey-pipeline"),
-                config.get("batch", "spot_job_queue"),
+                spot_job_queue(),
             )
             if q
         ),

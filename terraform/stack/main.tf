@@ -61,6 +61,7 @@ module "platform" {
   batch_max_vcpus        = var.batch_max_vcpus
   batch_use_spot         = var.batch_use_spot
   estimator_fargate_spot = var.estimator_fargate_spot
+  spot_first             = var.spot_first
 
   datadog_site   = var.datadog_site
   datadog_notify = var.datadog_notify

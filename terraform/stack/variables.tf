@@ -196,6 +196,12 @@ variable "batch_use_spot" {
   default     = false
 }
 
+variable "spot_first" {
+  type        = bool
+  description = "Start every cohort on Spot (FARGATE_SPOT, the Batch Spot queue) and submit it again on on-demand capacity after an interruption; programs with checkpoints resume where they were. docs/executors.md, \"Spot first\", says when it pays."
+  default     = false
+}
+
 variable "estimator_fargate_spot" {
   type        = bool
   description = "Start the estimator tasks on Fargate Spot ([ecs] capacity_provider = FARGATE_SPOT; interrupted tasks are submitted again). docs/executors.md says when it pays."

@@ -3,6 +3,13 @@
 # (a Spot reclaim or a lost host: status reason "Host EC2*") are retried; a program's own
 # non-zero exit is final. Jobs that can never be placed are cancelled instead of waiting
 # (and holding a place in the queue) forever.
+#
+# Spot first (docs/executors.md): a second compute environment on Spot instances, idle at
+# 0 too, behind its own queue (<job_queue_name>-spot), and a job definition whose retry
+# rules leave resubmission to the executor (one attempt: a lost Spot host ends the job,
+# and the executor submits it again to the on-demand queue). Hosts drain on a Spot notice
+# (ECS_ENABLE_SPOT_INSTANCE_DRAINING), so a job's container gets SIGTERM two minutes before
+# the instance goes and the wrapper saves the program's checkpoint.
 
 data "aws_region" "current" {}
 
@@ -35,6 +42,22 @@ resource "aws_launch_template" "batch" {
     http_tokens                 = "required"
     http_put_response_hop_limit = 1 # jobs use their job role, never the instance's
   }
+
+  # MIME multipart, as Batch requires of launch template user data: on a Spot interruption
+  # notice the ECS agent drains the instance and stops its tasks (SIGTERM to the wrapper).
+  user_data = base64encode(<<-EOT
+    MIME-Version: 1.0
+    Content-Type: multipart/mixed; boundary="==SPOT=="
+
+    --==SPOT==
+    Content-Type: text/x-shellscript; charset="us-ascii"
+
+    #!/bin/bash
+    echo ECS_ENABLE_SPOT_INSTANCE_DRAINING=true >> /etc/ecs/ecs.config
+
+    --==SPOT==--
+  EOT
+  )
 
   block_device_mappings {
     device_name = "/dev/xvda"
@@ -120,6 +143,37 @@ resource "aws_batch_job_queue" "this" {
   tags = var.tags
 }
 
+locals {
+  # One container for both job definitions (on-demand and Spot submissions).
+  container_properties = jsonencode({
+    image            = var.image
+    command          = ["python", "-m", "pipeline.wrapper", "--help"]
+    jobRoleArn       = var.job_role_arn
+    executionRoleArn = var.execution_role_arn
+    resourceRequirements = [
+      { type = "VCPU", value = tostring(var.vcpus) },
+      { type = "MEMORY", value = tostring(var.memory) },
+    ]
+    environment = [
+      { name = "AWS_DEFAULT_REGION", value = data.aws_region.current.region },
+      { name = "AWS_REGION", value = data.aws_region.current.region },
+    ]
+    readonlyRootFilesystem = true
+    privileged             = false
+    linuxParameters        = { initProcessEnabled = true }
+    volumes                = [{ name = "tmp" }]
+    mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
+    logConfiguration = {
+      logDriver = "awslogs"
+      options = {
+        awslogs-group         = var.log_group_name
+        awslogs-region        = data.aws_region.current.region
+        awslogs-stream-prefix = "batch"
+      }
+    }
+  })
+}
+
 resource "aws_batch_job_definition" "this" {
   name                  = var.job_definition_name
   type                  = "container"
@@ -151,33 +205,7 @@ resource "aws_batch_job_definition" "this" {
     }
   }
 
-  container_properties = jsonencode({
-    image            = var.image
-    command          = ["python", "-m", "pipeline.wrapper", "--help"]
-    jobRoleArn       = var.job_role_arn
-    executionRoleArn = var.execution_role_arn
-    resourceRequirements = [
-      { type = "VCPU", value = tostring(var.vcpus) },
-      { type = "MEMORY", value = tostring(var.memory) },
-    ]
-    environment = [
-      { name = "AWS_DEFAULT_REGION", value = data.aws_region.current.region },
-      { name = "AWS_REGION", value = data.aws_region.current.region },
-    ]
-    readonlyRootFilesystem = true
-    privileged             = false
-    linuxParameters        = { initProcessEnabled = true }
-    volumes                = [{ name = "tmp" }]
-    mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
-    logConfiguration = {
-      logDriver = "awslogs"
-      options = {
-        awslogs-group         = var.log_group_name
-        awslogs-region        = data.aws_region.current.region
-        awslogs-stream-prefix = "batch"
-      }
-    }
-  })
+  container_properties = local.container_properties
 
   tags = var.tags
 }

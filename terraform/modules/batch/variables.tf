@@ -157,6 +157,17 @@ variable "capacity_wait_seconds" {
   }
 }
 
+variable "spot_capacity_wait_seconds" {
+  type        = number
+  description = "How long a job may wait RUNNABLE on the Spot queue before Batch cancels it and the executor (spot = \"first\") submits it to the on-demand queue (600-86400)."
+  default     = 600
+
+  validation {
+    condition     = var.spot_capacity_wait_seconds >= 600 && var.spot_capacity_wait_seconds <= 86400
+    error_message = "spot_capacity_wait_seconds must be between 600 and 86400 (what Batch allows)."
+  }
+}
+
 variable "root_volume_gib" {
   type        = number
   description = "Encrypted root volume of each host (images and job scratch space)."

@@ -107,6 +107,7 @@ data "aws_iam_policy_document" "worker_task" {
       local.derived_job_definitions,
       "${local.batch}:job-definition/${var.batch_job_definition}-*:*",
       "${local.batch}:job-queue/${var.batch_job_queue}",
+      "${local.batch}:job-queue/${var.batch_job_queue}-spot", # spot = "first"
     ]
   }
   statement {

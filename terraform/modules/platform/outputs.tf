@@ -6,6 +6,7 @@ output "names" {
     ecs_container_name   = module.estimator_task.container_name
     batch_job_queue      = module.batch.job_queue_name
     batch_job_definition = module.batch.job_definition_name
+    batch_spot_job_queue = module.batch.spot_job_queue_name
   }
 }
 
@@ -25,6 +26,7 @@ output "luigi_cfg" {
     container_name = ${module.estimator_task.container_name}
     launch_type = ${var.estimator_capacity == "FARGATE" ? "FARGATE" : ""}
     capacity_provider = ${var.estimator_fargate_spot ? "FARGATE_SPOT" : ""}
+    spot = ${var.spot_first ? "first" : "never"}
     subnets = ${join(",", var.private_subnet_ids)}
     security_groups = ${module.network.estimator_security_group_id}
     assign_public_ip = DISABLED
@@ -32,6 +34,8 @@ output "luigi_cfg" {
     [batch]
     job_queue = ${module.batch.job_queue_name}
     job_definition = ${module.batch.job_definition_name}
+    spot = ${var.spot_first ? "first" : "never"}
+    spot_job_queue = ${module.batch.spot_job_queue_name}
   EOT
 }
 

@@ -75,6 +75,17 @@ variable "estimator_fargate_spot" {
   }
 }
 
+variable "spot_first" {
+  type        = bool
+  description = "Spot first (docs/executors.md): the ECS and Batch executors start each cohort on Spot (FARGATE_SPOT, the Batch Spot queue) and submit it again on on-demand capacity (FARGATE, the on-demand queue) after an interruption; programs with checkpoints resume. The worker gets PIPELINE_ECS_SPOT / PIPELINE_BATCH_SPOT = first."
+  default     = false
+
+  validation {
+    condition     = !var.spot_first || (var.estimator_capacity == "FARGATE" && !var.batch_use_spot && !var.estimator_fargate_spot)
+    error_message = "spot_first needs estimator_capacity = \"FARGATE\" (Fargate Spot cannot run the EC2 capacity provider's large programs) and batch_use_spot = estimator_fargate_spot = false (the resubmission after an interruption must go to on-demand capacity)."
+  }
+}
+
 variable "batch_use_spot" {
   type        = bool
   description = "Run Batch jobs on Spot (reclaimed hosts are retried)."

@@ -51,6 +51,11 @@ module "worker_task" {
     PIPELINE_BATCH_JOB_QUEUE       = module.batch.job_queue_name
     PIPELINE_BATCH_JOB_DEFINITION  = module.batch.job_definition_name
     PIPELINE_ESTIMATOR_LOG_GROUP   = module.estimator_task.log_group_name
+    # Spot first: environment overrides the executors read over luigi.cfg (not in
+    # docker/luigi.cloud.cfg, so a worker without them keeps luigi.cfg's "never").
+    PIPELINE_ECS_SPOT             = var.spot_first ? "first" : "never"
+    PIPELINE_BATCH_SPOT           = var.spot_first ? "first" : "never"
+    PIPELINE_BATCH_SPOT_JOB_QUEUE = module.batch.spot_job_queue_name
   }
   secrets = {
     GOOGLE_APPLICATION_CREDENTIALS_JSON = module.secrets.arns.bigquery_key
