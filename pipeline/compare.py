@@ -4,7 +4,8 @@ A variant is a program spec's slug (name-version-fingerprint). The first variant
 baseline (the champion, ``[pipeline] program``, when it ran); every other one is
 compared with it per cohort and treatment: both estimates, their difference (absolute
 and relative to the baseline) and whether the confidence intervals overlap. Each
-variant's cost and program run time come from ``pipeline_runs``.
+variant's cost and program run time come from ``pipeline_runs``; what Spot saved or cost
+(``spot_costs``) from every attempt's ``compute.json`` under the storage root.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline import storage
 from pipeline.errors import WarehouseError
+from pipeline.executors.base import ON_DEMAND, estimate_cost
+from pipeline.layout import Layout
 from pipeline.warehouse import Warehouse
 
 ESTIMATES_SQL = """
@@ -46,6 +50,33 @@ class VariantCost:
 
 
 @dataclass
+class SpotCost:
+    """What Spot saved (or cost) one variant of the run date against on-demand prices,
+    from every attempt's ``compute.json`` (docs/executors.md, "What Spot saved").
+
+    Prices are today's ``[cost]`` (``<executor>_vcpu_hour``/``_gib_hour``, and the
+    ``_spot_`` ones for Spot submissions) applied to each submission's recorded compute.
+    ``cost_usd``: every submission at its capacity's price (the interrupted ones too).
+    ``on_demand_usd``: the same delivery on on-demand capacity without interruptions: the
+    deciding submission's compute at the on-demand price, plus the interrupted
+    submissions' compute when the deciding one resumed from their checkpoint (their work
+    was kept; without a checkpoint it was thrown away and an on-demand run would not have
+    done it). ``saved_usd`` = ``on_demand_usd`` - ``cost_usd``: negative when Spot cost
+    more. ``abandoned_usd`` and ``abandoned_vcpu_seconds``: what the interruptions cost."""
+
+    variant: str
+    cohorts: int
+    submissions: int
+    spot_submissions: int
+    interrupted: int
+    cost_usd: float
+    on_demand_usd: float
+    saved_usd: float
+    abandoned_usd: float
+    abandoned_vcpu_seconds: float
+
+
+@dataclass
 class Difference:
     """One cohort × treatment of a variant against the baseline."""
 
@@ -70,6 +101,7 @@ class Comparison:
     costs: list[VariantCost] = field(default_factory=list)
     per_cohort: list[dict[str, Any]] = field(default_factory=list)  # cost/time per cohort
     rows: list[Difference] = field(default_factory=list)
+    spot: list[SpotCost] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -205,3 +237,65 @@ def compare(
         champion=champion,
         cohorts=cohorts,
     )
+
+
+def spot_costs(
+    layout: Layout, *, variants: list[str] | None = None, cohorts: list[str] | None = None
+) -> list[SpotCost]:
+    """Per variant (slug) of ``layout``'s run date: what its submissions cost against an
+    uninterrupted on-demand delivery (``SpotCost``). Variants none of whose submissions
+    ran on Spot are left out."""
+    models = layout.models().rstrip("/") + "/"
+    per_variant: dict[str, list[dict[str, Any]]] = {}
+    for uri in storage.listdir(layout.models()):
+        parts = uri.removeprefix(models).split("/")
+        if len(parts) != 5 or uri != layout.attempt_compute(parts[0], parts[1], parts[3]):
+            continue
+        if (cohorts and parts[0] not in cohorts) or (variants and parts[1] not in variants):
+            continue
+        try:
+            record = storage.read_json(uri)
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("submissions"):
+            per_variant.setdefault(parts[1], []).append(record)
+
+    def priced(submission: dict[str, Any], capacity: str) -> float:
+        return estimate_cost(
+            str(submission.get("executor") or ""),
+            float(submission.get("vcpu_seconds") or 0),
+            float(submission.get("memory_gib_seconds") or 0),
+            capacity,
+        )
+
+    result = []
+    for variant, records in sorted(per_variant.items()):
+        every = [s for r in records for s in r["submissions"]]
+        if not any(s.get("capacity") == "spot" for s in every):
+            continue
+        on_demand = 0.0
+        for record in records:
+            *earlier, deciding = record["submissions"]
+            on_demand += priced(deciding, ON_DEMAND)
+            if record.get("resumed"):
+                on_demand += sum(priced(s, ON_DEMAND) for s in earlier)
+        abandoned = [s for s in every if s.get("status") == "abandoned"]
+        actual = {id(s): priced(s, str(s.get("capacity") or ON_DEMAND)) for s in every}
+        cost = sum(actual.values())
+        result.append(
+            SpotCost(
+                variant=variant,
+                cohorts=len({r.get("cohort") for r in records}),
+                submissions=len(every),
+                spot_submissions=sum(s.get("capacity") == "spot" for s in every),
+                interrupted=sum(bool(s.get("interruption")) for s in every),
+                cost_usd=round(cost, 6),
+                on_demand_usd=round(on_demand, 6),
+                saved_usd=round(on_demand - cost, 6),
+                abandoned_usd=round(sum(actual[id(s)] for s in abandoned), 6),
+                abandoned_vcpu_seconds=round(
+                    sum(float(s.get("vcpu_seconds") or 0) for s in abandoned), 3
+                ),
+            )
+        )
+    return result

@@ -12,8 +12,9 @@ from rich.table import Table
 
 from pipeline import config
 from pipeline.cli.run import absolute_path, run_date
-from pipeline.compare import Comparison, compare
+from pipeline.compare import Comparison, compare, spot_costs
 from pipeline.errors import PipelineError
+from pipeline.layout import Layout
 from pipeline.tasks.params import canonical_program, load_program
 from pipeline.warehouse import open_warehouse
 
@@ -25,8 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Per cohort and treatment, the estimates of each variant against the "
         "first one (the baseline: the champion, [pipeline] program, when it ran), their "
         "difference (absolute and relative to the baseline) and whether the confidence "
-        "intervals overlap; then each variant's cost and program run time (pipeline_runs). "
-        "Reads the warehouse's staging dataset (what `pipeline run` ingested).",
+        "intervals overlap; then each variant's cost and program run time (pipeline_runs), "
+        "and, for variants that ran on Spot, what Spot saved or cost against on-demand "
+        "prices ([cost] in luigi.cfg; every submission's compute.json under the storage "
+        "root). Reads the warehouse's staging dataset (what `pipeline run` ingested).",
     )
     parser.add_argument("--run-date", required=True, type=run_date, help="YYYY-MM-DD")
     parser.add_argument(
@@ -65,6 +68,9 @@ def main(args: argparse.Namespace) -> int:
         variants=list(dict.fromkeys(wanted)) or None,
         champion=champion,
         cohorts=args.cohort or None,
+    )
+    result.spot = spot_costs(
+        Layout.of(args.run_date), variants=result.variants, cohorts=args.cohort or None
     )
     if args.json:
         json.dump(result.to_json(), sys.stdout, indent=2, default=str)
@@ -121,3 +127,23 @@ def render(result: Comparison, console: Console) -> None:
             f"{cost.run_seconds:.1f}",
         )
     console.print(costs)
+    if result.spot:
+        spot = Table(
+            title="Spot against on-demand prices (\\[cost]; saved < 0: Spot cost more)",
+            title_justify="left",
+        )
+        for header in ("variant", "submissions", "on Spot", "interrupted", "cost USD",
+                       "on-demand USD", "saved USD", "interruptions USD"):  # fmt: skip
+            spot.add_column(header, justify="left" if header == "variant" else "right")
+        for row in result.spot:
+            spot.add_row(
+                row.variant,
+                str(row.submissions),
+                str(row.spot_submissions),
+                str(row.interrupted),
+                f"{row.cost_usd:.6f}",
+                f"{row.on_demand_usd:.6f}",
+                f"{row.saved_usd:+.6f}",
+                f"{row.abandoned_usd:.6f}",
+            )
+        console.print(spot)
