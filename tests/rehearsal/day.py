@@ -511,8 +511,6 @@ class Day:
     worker_cfg: Path
     worker_env: dict[str, str]
     laptop_env: dict[str, str]
-    programs: dict[str, str] = field(default_factory=dict)  # spec path -> fingerprint
-    slugs: dict[str, str] = field(default_factory=dict)  # spec path -> slug
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)  # what one step leaves the next
 

@@ -10,7 +10,25 @@ pass; one variant is published. At the end the warehouse equals a clean run of t
 day on both backends, and the metrics Terraform's monitors query are the ones sent.
 
 The steps share one day (module scope) and run in the order of the day: each test
-continues where the previous one left it.
+continues where the previous one left it. The day's timeline: the first half of the
+cohorts ends (one fails) while the second half runs (b); the laptop looks (c); the
+orchestrator is killed with the second half running, three of those cohorts end while
+nobody watches, the same command adopts them and re-attaches to the rest, luigid dies
+and comes back, the day finishes (d); the laptop looks again (c, afterwards); fix, QA,
+gate, publish (e); compare with a clean day (f); metrics (g).
+
+Choices a reader should know about:
+- The schedule's command has no way to name a second variant in config (``pipeline
+  run`` takes ``--program``; ``[pipeline] program`` is the champion only), so the
+  rehearsal appends ``--program CHAMPION --program CHALLENGER`` to it.
+- luigid gets ``--address 127.0.0.1`` (loopback only here) and, through its config
+  override, ``worker_disconnect_delay = 2`` and ``prune_on_get_work``: luigi notices a
+  killed worker only after 60 s by a 60 s timer, and a restart before that exits with
+  the dead worker's cohorts "not run" (see ``test_d_...``).
+- ECS tasks use the EC2 launch type (moto cannot start Fargate tasks).
+- The BigQuery stand-in is the day's warehouse (PIPELINE_WAREHOUSE, as the stack sets
+  it); DuckDB gets the day's data by the same cron command with a DuckDB URI (only the
+  loads run), and the clean day is run once per backend the same way.
 """
 
 from __future__ import annotations
@@ -74,13 +92,13 @@ def model_states(status: dict[str, Any]) -> dict[tuple[str, str], str]:
     return {(c["cohort"], c["variant"]): c["steps"]["model"]["state"] for c in status["cohorts"]}
 
 
-def fingerprint(day: Day, spec: Path) -> str:
+def fingerprint(spec: Path) -> str:
     from pipeline.core.spec import load_spec
 
     return load_spec(spec).fingerprint
 
 
-def slug(day: Day, spec: Path) -> str:
+def slug(spec: Path) -> str:
     from pipeline.core.spec import load_spec
 
     return load_spec(spec).slug
@@ -113,12 +131,11 @@ def test_b_cron_runs_every_program_at_once_and_one_cohort_fails(day: Day) -> Non
     assert len(running) == COHORTS * VARIANTS, running
     # One lease store, one run date, both variants' specs, each cohort twice.
     tasks = day.tasks(running=True)
-    specs = {fingerprint(day, day.champion), fingerprint(day, day.challenger)}
+    specs = {fingerprint(day.champion), fingerprint(day.challenger)}
     tags = [{t["key"]: t["value"] for t in task["tags"]} for task in tasks]
     assert {t["spec"] for t in tags} == specs
     assert {t["lease_store"] for t in tags} == {day.root}
-    stopped = [(t["taskArn"][-6:], t.get("stoppedReason")) for t in day.tasks() if t not in tasks]
-    assert sorted(t["cohort"] for t in tags) == sorted(day.codes * VARIANTS), stopped
+    assert sorted(t["cohort"] for t in tags) == sorted(day.codes * VARIANTS)
     # The first half ends (the failing cohort among them); the second half keeps running.
     day.open_gate(*first_half)
     failures = f"{day.root}/{DATE}/logs/failures/"
@@ -175,7 +192,7 @@ def open_link(day: Day, url: str) -> str:
 def test_c_a_laptop_sees_the_run_while_it_goes(day: Day) -> None:
     run = day.notes["run1"]
     second_half = day.codes[COHORTS // 2 :]
-    champion, challenger = slug(day, day.champion), slug(day, day.challenger)
+    champion, challenger = slug(day.champion), slug(day.challenger)
     url = day.luigid.url
     # The laptop's PIPELINE_HOME knows the storage root, luigid and the warehouse only.
     assert not (Path(day.laptop_env["PIPELINE_HOME"]) / "work").exists()
@@ -320,7 +337,7 @@ def test_d_killed_orchestrator_and_luigid_the_same_command_finishes_the_day(day:
     # No program ran twice: one wrapper start per cohort x variant (from the agent's
     # record), one program start each (the programs' own record); the broken cohort ran
     # once in each run (a new run retries a failed cohort, as it should).
-    specs = {fingerprint(day, day.champion): 0.0, fingerprint(day, day.challenger): 0.5}
+    specs = {fingerprint(day.champion): 0.0, fingerprint(day.challenger): 0.5}
     expected = {
         (code, spec): 2 if code == day.failing else 1 for code in day.codes for spec in specs
     }
@@ -329,7 +346,7 @@ def test_d_killed_orchestrator_and_luigid_the_same_command_finishes_the_day(day:
         (code, specs[spec]): n for (code, spec), n in expected.items()
     }
     # The attempt records agree: one prepared attempt (job.json) per program start.
-    slugs = {fingerprint(day, s): slug(day, s) for s in (day.champion, day.challenger)}
+    slugs = {fingerprint(s): slug(s) for s in (day.champion, day.challenger)}
     jobs: dict[tuple[str, str], int] = {}
     for key in list_keys(day, f"{day.root}/{DATE}/model/"):
         found = re.search(r"/model/([^/]+)/([^/]+)/attempts/[^/]+/job\.json$", key)
@@ -355,7 +372,7 @@ def test_d_killed_orchestrator_and_luigid_the_same_command_finishes_the_day(day:
 
 def test_c_afterwards_the_laptop_sees_done_and_failed_with_logs_that_open(day: Day) -> None:
     status = status_json(day, day.laptop_env, "--scheduler-url", day.luigid.url)
-    champion, challenger = slug(day, day.champion), slug(day, day.challenger)
+    champion, challenger = slug(day.champion), slug(day.challenger)
     states = model_states(status)
     assert states == {
         (code, v): "failed" if code == day.failing else "done"
@@ -400,7 +417,7 @@ def published(day: Day, table: str) -> list[tuple]:
 
 
 def test_e_fix_rerun_qa_and_the_regress_gate_before_publishing_one_variant(day: Day) -> None:
-    champion, challenger = slug(day, day.champion), slug(day, day.challenger)
+    champion, challenger = slug(day.champion), slug(day.challenger)
     # What made it fail is fixed (the program's reference file), then exactly that
     # cohort runs again from its model, every variant the date ran.
     (day.state / "faults" / day.failing).unlink()
@@ -412,7 +429,7 @@ def test_e_fix_rerun_qa_and_the_regress_gate_before_publishing_one_variant(day: 
     assert all(c["state"] == "done" for c in status["cohorts"]), status["cohorts"]
     starts = day.agent.starts(day.root)
     assert {k: n for k, n in starts.items() if k[0] == day.failing} == {
-        (day.failing, fingerprint(day, spec)): 3 for spec in (day.champion, day.challenger)
+        (day.failing, fingerprint(spec)): 3 for spec in (day.champion, day.challenger)
     }
     assert day.tasks(running=True) == []
     # QA on the warehouse: every check of pipeline/warehouse/qa runs, none fails.
