@@ -142,6 +142,7 @@ def test_program_spec_command_runs_and_writes_its_results_file(
         "cohort": "dm2",
         "run_date": "2026-11-22",
         "output_dir": tmp_path / "out",
+        "checkpoint_dir": tmp_path / "out" / spec["checkpoint_dir"],
         "params": SimpleNamespace(**spec["params"]),
     }
     command = [arg.format(**values) for arg in spec["command"]]
@@ -358,3 +359,60 @@ def test_function_api_raises_input_error_naming_the_source() -> None:
 
     with pytest.raises(InputError, match=r"^cohort\.parquet: column 'share_<treatment>'"):
         estimate(survey, make_frame(), survey_source="cohort.parquet")
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_resumed_bootstrap_gives_the_uninterrupted_results_exactly() -> None:
+    """Stopped after 37 of 120 replicates, resumed from what the checkpoint holds (the
+    replicates and the generator's state): the same estimates, to the last bit."""
+    survey, frame = make_survey(), make_frame()
+    whole = estimate(survey, frame, bootstrap=120, seed=9).estimates
+    saved: list[model.Replicates] = []
+
+    def stop_at_37(replicates: model.Replicates) -> None:
+        saved.append(replicates)
+        if replicates.done == 37:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        estimate(survey, frame, bootstrap=120, seed=9, checkpoint=stop_at_37)
+    last = saved[-1]
+    # What a checkpoint file holds: copies, through JSON for the generator's state.
+    kept = model.Replicates(last.done, last.bootstrap, last.seed, last.values.copy(),
+                            json.loads(json.dumps(last.rng_state)))  # fmt: skip
+    resumed = estimate(survey, frame, bootstrap=120, seed=9, resume=kept)
+    pd.testing.assert_frame_equal(resumed.estimates, whole, check_exact=True)
+    assert resumed.diagnostics["bootstrap_resumed"] == 37
+    # A checkpoint of another seed or bootstrap count is not used.
+    other = estimate(survey, frame, bootstrap=120, seed=10, resume=kept)
+    assert other.diagnostics["bootstrap_resumed"] == 0
+
+
+def test_sigterm_saves_the_checkpoint_and_a_rerun_resumes(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    out, checkpoint = tmp_path / "out", tmp_path / "ck"
+    args = cli_args(files["parquet"], files["frame"], out, "--bootstrap", 3000,
+                    "--checkpoint-dir", checkpoint)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "estimator", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    for line in proc.stdout:  # wait until the bootstrap runs
+        if line.startswith("bootstrap "):
+            break
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == cli.EXIT_STOPPED, err
+    assert (checkpoint / run.CHECKPOINT).exists() and not (out / "estimates.csv").exists()
+    done = run.load_checkpoint(checkpoint).done
+    resumed = run_cli(*cli_args(files["parquet"], files["frame"], out, "--bootstrap", 3000,
+                                "--checkpoint-dir", checkpoint))  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming after {done}/3000" in resumed.stdout
+    whole = run_cli(*cli_args(files["parquet"], files["frame"], tmp_path / "whole",
+                              "--bootstrap", 3000))  # fmt: skip
+    assert whole.returncode == 0
+    whole_bytes = (tmp_path / "whole" / "estimates.csv").read_bytes()
+    assert (out / "estimates.csv").read_bytes() == whole_bytes
