@@ -686,6 +686,10 @@ def open_day(tmp: Path, moto: str) -> Day:
         "PIPELINE_BATCH_JOB_QUEUE": QUEUE,
         "PIPELINE_BATCH_JOB_DEFINITION": JOB_DEFINITION,
         "PIPELINE_ESTIMATOR_LOG_GROUP": LOG_GROUP,
+        # spot_first is false unless an environment's tfvars turn it on (none does)
+        "PIPELINE_ECS_SPOT": "never",
+        "PIPELINE_BATCH_SPOT": "never",
+        "PIPELINE_BATCH_SPOT_JOB_QUEUE": f"{QUEUE}-spot",
         # docker/entrypoint.py writes it to a file; the stand-in takes anonymous clients
         "GOOGLE_APPLICATION_CREDENTIALS_JSON": None,
         "PIPELINE_RESPONDENT_KEY": RESPONDENT_KEY,
