@@ -221,6 +221,7 @@ SETTINGS: dict[str, dict[str, str]] = {
     ),
     "storage": {"root": TEXT},
     "run": {"log_upload_interval": NUMBER},
+    "assistant": {"poll_interval": NUMBER, "workers": WHOLE},
     "cleansing": {
         "min_duration_seconds": NUMBER,
         "attention_expected": TEXT,

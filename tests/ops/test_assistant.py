@@ -7,13 +7,16 @@ and a cron run run each program once; SIGTERM stops the assistant's programs."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import os
-import signal
 import re
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from typing import Any
 import duckdb
 import psutil
 import pytest
+from tornado.websocket import websocket_connect
 
 from pipeline.worker import runs_here
 from tests.conftest import REPO
@@ -35,7 +39,7 @@ from tests.ops.conftest import (
     pipeline,
     wait_for,
 )
-from tests.ops.test_luigid import api, start_run, tasks
+from tests.ops.test_luigid import api, chromium, start_run, tasks
 
 RAN = re.compile(r"running   (\w+)\(")
 FLAKY = Path(__file__).parent / "flaky_program.py"
@@ -287,9 +291,9 @@ def programs_of(tmp: Path) -> list[psutil.Process]:
     found = []
     for p in psutil.process_iter(["cmdline", "status"]):
         cmd = p.info["cmdline"] or []
-        if p.info["status"] != psutil.STATUS_ZOMBIE and str(FLAKY) in cmd:
-            if any(str(tmp) in part for part in cmd):
-                found.append(p)
+        live = p.info["status"] != psutil.STATUS_ZOMBIE
+        if live and str(FLAKY) in cmd and any(str(tmp) in part for part in cmd):
+            found.append(p)
     return found
 
 
@@ -325,3 +329,135 @@ def test_sigterm_stops_the_assistants_programs(tmp_path: Path) -> None:
         if assistant is not None and assistant.poll() is None:
             os.killpg(assistant.pid, signal.SIGKILL)
         server.stop()
+
+
+class Browser:
+    """Headless Chromium driven over the Chrome DevTools Protocol (tornado's websocket
+    client: nothing to install but Debian's chromium, `make browser`)."""
+
+    def __init__(self, binary: str, profile: Path) -> None:
+        self.proc = subprocess.Popen(
+            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--window-size=1400,1000", f"--user-data-dir={profile}",
+             "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        active = profile / "DevToolsActivePort"
+        assert wait_for(lambda: active.is_file() and len(active.read_text().split()) == 2, 30)
+        port = active.read_text().split()[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+            pages = [t for t in json.load(r) if t["type"] == "page"]
+        self.ws_url = pages[0]["webSocketDebuggerUrl"]
+        self.loop = asyncio.new_event_loop()
+
+        async def connect() -> Any:
+            return await websocket_connect(self.ws_url, max_message_size=64 * 2**20)
+
+        self.ws = self.loop.run_until_complete(connect())
+        self.ids = itertools.count(1)
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        async def exchange() -> dict[str, Any]:
+            call_id = next(self.ids)
+            await self.ws.write_message(json.dumps({"id": call_id, "method": method,
+                                                    "params": params}))  # fmt: skip
+            while True:
+                message = json.loads(await self.ws.read_message())
+                if message.get("id") == call_id:
+                    assert "error" not in message, message
+                    return message["result"]
+
+        return self.loop.run_until_complete(asyncio.wait_for(exchange(), 60))
+
+    def js(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        assert "exceptionDetails" not in result, result
+        return result["result"].get("value")
+
+    def open(self, url: str) -> None:
+        # A fresh query each time: a new page load, as a person's reload (the visualiser
+        # rewrites its #fragment, and navigating to a fragment alone loads nothing).
+        base, _, fragment = url.partition("#")
+        self.call("Page.navigate", url=f"{base}?load={next(self.ids)}#{fragment}")
+        assert wait_for(lambda: self.js("document.readyState") == "complete", 30)
+
+    def click(self, selector: str) -> None:
+        """A real mouse click (press and release) in the middle of ``selector``."""
+        box = self.js(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+            " if (!e) return null; e.scrollIntoView({block: 'center'});"
+            " const r = e.getBoundingClientRect();"
+            " const x = r.x + r.width / 2, y = r.y + r.height / 2;"
+            " const hit = document.elementFromPoint(x, y);"
+            " return {x: x, y: y, on: !!hit && (hit === e || e.contains(hit)),"
+            " hit: hit ? hit.outerHTML.slice(0, 200) : null}; })()"
+        )
+        assert box, f"nothing to click at {selector}"
+        assert box["on"], f"{selector} is covered by {box['hit']}"
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=box["x"], y=box["y"],
+                      button="left", clickCount=1)  # fmt: skip
+
+    def close(self) -> None:
+        self.ws.close()
+        self.loop.close()
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+
+def shown(browser: Browser) -> dict[str, str]:
+    """Task id -> status of every row of the visualiser's task table."""
+    rows = browser.js(
+        "(() => { if (!window.$ || !$.fn.dataTable.isDataTable('#taskTable')) return null;"
+        " return $('#taskTable').DataTable().rows().data().toArray()"
+        ".map(r => [r.taskId, r.status]); })()"
+    )
+    return dict(rows or [])
+
+
+def test_forgive_failures_button_in_luigids_ui_reruns_the_cohort(
+    failed: Failed, tmp_path: Path
+) -> None:
+    binary = chromium()
+    assert binary, "Chromium is missing: `make browser` installs Debian's chromium"
+    server, first = failed.server, failed.codes[0]
+    chain = {task_id for name in ("RunModel", "ValidateResults", "IngestResults")
+             for task_id, _ in by_name(server, name, first)}  # fmt: skip
+    model = failed.model_task()
+    known = set(tasks(server))
+    failed.cause.write_text("")  # the cause removed (e.g. a corrected input)
+    browser = Browser(binary, tmp_path / "profile")
+    try:
+        page = f"{server.url}/static/visualiser/index.html#tab=tasks"
+        browser.open(page)
+        assert wait_for(lambda: shown(browser).get(model) == "FAILED", timeout=30)
+        before = set(shown(browser))
+        assert {t for t in before if DATE.replace("-", "_") in t} == known
+        # Every row on one page; the failed RunModel's row's own "Forgive failures" button.
+        marked = browser.js(
+            "(() => { const dt = $('#taskTable').DataTable(); dt.page.len(-1).draw(); let n = 0;"
+            " dt.rows().every(function () { if (this.data().taskId === "
+            + json.dumps(model)
+            + ") { const b = $(this.node()).find('.forgiveFailures');"
+            " b.attr('id', 'forgive-this'); n += b.length; } }); return n; })()"
+        )
+        assert marked == 1
+        browser.click("#forgive-this")  # luigid's own button
+        assert wait_for(lambda: status_of(server, "RunModel", first) != "FAILED", timeout=30)
+
+        def reloaded() -> dict[str, str]:
+            browser.open(page)  # the table as a person reloading it sees it
+            assert wait_for(lambda: model in shown(browser), timeout=30)
+            return shown(browser)
+
+        assert wait_for(lambda: all(reloaded().get(t) == "DONE" for t in chain), 180, 2)
+        deliver = next(t for t in shown(browser) if t.startswith("Deliver_"))
+        assert wait_for(lambda: reloaded().get(deliver) == "DONE", timeout=60, interval=2)
+        assert set(shown(browser)) == before  # the same tasks: no second delivery
+    finally:
+        browser.close()
+    for table in DATA_TABLES:
+        assert table_rows(failed.home / "warehouse.duckdb", table) == table_rows(
+            failed.reference, table
+        ), table
