@@ -53,7 +53,15 @@ PINNED: dict[str, str] = {
     "luigi.execution_summary._root_task": "(worker)",
 }
 # Private instance attributes of luigi's Worker that our worker reads or writes.
-WORKER_ATTRIBUTES = {"_scheduled_tasks": dict, "_running_tasks": dict, "_task_result_queue": None}
+WORKER_ATTRIBUTES = {
+    "_scheduled_tasks": dict,
+    "_running_tasks": dict,
+    "_task_result_queue": None,
+    "_id": str,  # the worker's id in luigid (disable_worker when a run ends)
+    "_scheduler": None,  # what the worker talks to (our SchedulerLink)
+    # every get_work reply, kept for ever by luigi: an always-on assistant trims it
+    "_get_work_response_history": list,
+}
 
 
 def _resolve(dotted: str) -> object:
