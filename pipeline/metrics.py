@@ -144,6 +144,37 @@ METRICS: dict[str, Metric] = {
             "Estimated cost of program runs ([cost] prices in luigi.cfg); sum it over time.",
         ),
         Metric(
+            "delivery.cost_usd",
+            GAUGE,
+            "dollar",
+            ("cohort", "executor"),
+            "A cohort's compute cost in its latest delivery: every program run of it, "
+            "abandoned and interrupted attempts included ([cost] prices). Sent when its "
+            "results are ingested (again after a re-run); sum over cohorts for a delivery.",
+        ),
+        Metric(
+            "delivery.vcpu_seconds",
+            GAUGE,
+            "second",
+            ("cohort", "executor"),
+            "vCPU-seconds of a cohort's latest delivery, abandoned attempts included.",
+        ),
+        Metric(
+            "delivery.memory_gib_seconds",
+            GAUGE,
+            "gibibyte_second",
+            ("cohort", "executor"),
+            "GiB-seconds of a cohort's latest delivery, abandoned attempts included.",
+        ),
+        Metric(
+            "delivery.abandoned_cost_usd",
+            GAUGE,
+            "dollar",
+            ("cohort", "executor"),
+            "The part of delivery.cost_usd spent on attempts that did not produce the "
+            "results (failed, interrupted, abandoned, superseded).",
+        ),
+        Metric(
             "validate.checks",
             COUNT,
             "check",
@@ -415,6 +446,18 @@ def record_model_run(cohort: str, record: Any, metrics: Metrics | None = None) -
     m.gauge("model.exit_code", -1 if record.exit_code is None else record.exit_code, common)
     m.distribution("model.vcpu_seconds", record.vcpu_seconds, common)
     m.increment("model.cost_usd", record.cost_usd, common)
+
+
+def record_delivery_cost(
+    cohort: str, executor: str, compute: Any, metrics: Metrics | None = None
+) -> None:
+    """A cohort's compute in its latest delivery (``pipeline.tasks.base.Compute``)."""
+    m = metrics or client()
+    tags = {"cohort": cohort, "executor": executor}
+    m.gauge("delivery.cost_usd", compute.cost_usd, tags)
+    m.gauge("delivery.vcpu_seconds", compute.vcpu_seconds, tags)
+    m.gauge("delivery.memory_gib_seconds", compute.memory_gib_seconds, tags)
+    m.gauge("delivery.abandoned_cost_usd", compute.abandoned_cost_usd, tags)
 
 
 def record_validation(

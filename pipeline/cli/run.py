@@ -375,6 +375,7 @@ def print_summary(
 ) -> None:
     """Cohorts done/failed, rows cleansed/rejected by reason, where results and logs are."""
     from pipeline.status import collect  # imports every task: only once a run is over
+    from pipeline.status.table import cost_lines
 
     status = collect(
         deliver.run_date,
@@ -428,6 +429,7 @@ def print_summary(
         slugs = {row.program: row.variant for row in status.cohorts}
         lines += [f"  variant {slugs.get(p, '?')}: {p}" for p in status.programs]
     lines += rows
+    lines += [f"  {line}" for line in cost_lines(status)]
     if code == luigi.retcodes.retcode().already_running:
         lines.append("  some tasks were running in another worker: they were not run here")
     survey_loaded = status.survey_ingest.state == "done"

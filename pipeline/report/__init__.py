@@ -21,7 +21,7 @@ from pipeline import storage
 from pipeline.report import charts
 from pipeline.report.variants import variants_section
 from pipeline.status import RunStatus
-from pipeline.status.table import COLUMNS
+from pipeline.status.table import COLUMNS, cost_lines
 from pipeline.steps import ROW, STEPS, VARIANT
 from pipeline.tasks import RunModel, ValidateResults
 from pipeline.tasks.params import load_program
@@ -131,6 +131,7 @@ def _overview(status: RunStatus) -> str:
         ("rejected", f"{s['rejected_rows']:,}" if s else "–"),
         ("cohorts done", f"{done} / {len(status.cohorts)}"),
         ("cohorts failed", str(failed)),
+        ("compute cost", f"${status.cost().cost_usd:,.2f}"),
     ]
     return (
         "<div class='cards'>"
@@ -162,7 +163,8 @@ def _status_table(status: RunStatus) -> str:
         if step.state == "failed"
     ]
     failed_list = f"<ul>{''.join(dict.fromkeys(failures))}</ul>" if failures else ""
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>{failed_list}"
+    cost = "".join(f"<p class='cost'>{escape(line.strip())}</p>" for line in cost_lines(status))
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>{failed_list}{cost}"
 
 
 def _estimates(cohorts: list[CohortData]) -> str:

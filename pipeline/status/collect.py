@@ -26,7 +26,7 @@ from pipeline.status.luigid import merge_remote, scheduler_tasks
 from pipeline.status.model import CohortStatus, RunStatus, StepStatus
 from pipeline.steps import ROW, step_of
 from pipeline.tasks import Deliver, IngestSurvey, RunModel, upstream
-from pipeline.tasks.base import RunDateTask, log_url
+from pipeline.tasks.base import RunDateTask, compute_of, log_url
 from pipeline.tasks.cleanse import known_cohorts
 from pipeline.tasks.params import canonical_program
 from pipeline.warehouse import open_warehouse
@@ -73,6 +73,7 @@ def collect(
             variant=model_task.spec.slug,
         )
         row.extra["manifest"] = run_manifest(model_task)
+        row.compute = compute_of(model_task.layout, model_task.cohort, model_task.spec)
         rows.append(row)
     if publication:
         _add_publication(rows, date, warehouse)

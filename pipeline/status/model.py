@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.steps import ROW
+from pipeline.tasks.base import Compute
 
 STEPS = ROW  # a cohort row's columns: pipeline.steps declares them
 STATES = ("done", "failed", "running", "pending")
@@ -37,6 +38,8 @@ class CohortStatus:
     program: str = ""  # the program spec (canonical path) this row ran
     variant: str = ""  # its slug: name-version-fingerprint
     extra: dict[str, Any] = field(default_factory=dict)  # columns added by other modules
+    # every program run of the row, abandoned and interrupted attempts included
+    compute: Compute = field(default_factory=Compute)
 
     @property
     def state(self) -> str:
@@ -65,6 +68,14 @@ class RunStatus:
     programs: list[str] = field(default_factory=list)  # every program (variant) shown
     ran: bool = False  # anything of this date exists under the storage root
 
+    def cost(self, program: str | None = None) -> Compute:
+        """The delivery's compute (of one variant's rows with ``program``)."""
+        total = Compute()
+        for row in self.cohorts:
+            if program is None or row.program == program:
+                total = total + row.compute
+        return total
+
     def name(self, row: CohortStatus) -> str:
         """How people read a row: the cohort, and its variant when several ran."""
         return f"{row.cohort} [{row.variant}]" if len(self.programs) > 1 else row.cohort
@@ -73,8 +84,13 @@ class RunStatus:
         data = asdict(self)
         data["cohorts"] = [
             {"cohort": c.cohort, "program": c.program, "variant": c.variant, "state": c.state,
-             "executor": c.executor, **c.extra,
+             "executor": c.executor, **c.extra, "cost": c.compute.to_json(),
              "steps": {k: asdict(v) for k, v in c.steps.items()}}
             for c in self.cohorts
         ]  # fmt: skip
+        data["cost"] = self.cost().to_json()
+        variants = {c.program: c.variant for c in self.cohorts}
+        data["cost_by_variant"] = {
+            variants.get(p, p): self.cost(p).to_json() for p in self.programs
+        }
         return data

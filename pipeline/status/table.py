@@ -43,6 +43,7 @@ COLUMNS: list[Column] = [
         for step in STEPS
     ),
     Column("executor", lambda c: c.executor or "-"),
+    Column("cost", lambda c: f"${c.compute.cost_usd:,.2f}" if c.compute.submissions else "-"),
     Column("publication", lambda c: c.extra.get("publication", "-")),
 ]
 
@@ -90,4 +91,17 @@ def render(status: RunStatus) -> str:
         lines += ["", f"{cohort} {step.step}: {step.message}"]
     counts = {state: sum(c.state == state for c in status.cohorts) for state in STATES}
     lines += ["", "cohorts: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n)]
+    lines += cost_lines(status)
     return "\n".join(lines)
+
+
+def cost_lines(status: RunStatus) -> list[str]:
+    """The delivery's compute (and each variant's, when several ran), abandoned attempts
+    included: for ``pipeline status`` and the summary of ``pipeline run``."""
+    lines = [f"cost: {status.cost().text()}"]
+    if len(status.programs) > 1:
+        variants = {c.program: c.variant for c in status.cohorts}
+        lines += [
+            f"  variant {variants.get(p, p)}: {status.cost(p).text()}" for p in status.programs
+        ]
+    return lines

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import os
 import socket
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ import luigi
 from pipeline import config, metrics, storage
 from pipeline.core.spec import ProgramSpec
 from pipeline.errors import PipelineError
+from pipeline.executors.attempts import run_records
 from pipeline.layout import Layout, spool_dir
 from pipeline.tasks.params import ExecutorParameter, ProgramParameter, RawParameter, load_program
 
@@ -93,6 +95,11 @@ def _record_start(task: RunDateTask) -> None:
 def _record_processing_time(task: RunDateTask, seconds: float) -> None:
     _write_timing(task, status="succeeded", finished_at=_now(), seconds=round(seconds, 3))
     metrics.record_task(task.task_family, getattr(task, "cohort", None), seconds=seconds)
+    if task.task_family == "IngestResults" and isinstance(task, CohortTask):
+        # The cohort's results are in: what its delivery cost, every attempt counted.
+        with contextlib.suppress(OSError, ValueError, PipelineError):
+            compute = compute_of(task.layout, task.cohort, task.spec)
+            metrics.record_delivery_cost(task.cohort, task.executor, compute)
 
 
 @RunDateTask.event_handler(luigi.Event.FAILURE)
@@ -158,3 +165,70 @@ class CohortTask(RunDateTask):
             "executor": self.executor,
             "raw": self.raw,
         }
+
+
+@dataclass
+class Compute:
+    """What program runs used: vCPU-seconds, GiB-seconds and USD, every submission counted
+    (the ``pipeline_runs`` rows of every attempt: the one that produced the results, and
+    the failed, abandoned and interrupted ones, whose compute was paid for too)."""
+
+    vcpu_seconds: float = 0.0
+    memory_gib_seconds: float = 0.0
+    cost_usd: float = 0.0
+    submissions: int = 0
+    abandoned: int = 0  # submissions that did not produce the delivery's results
+    abandoned_cost_usd: float = 0.0
+    # USD by capacity (spot / on_demand), for rows that record it (docs/executors.md)
+    by_capacity: dict[str, float] = field(default_factory=dict)
+
+    def add_row(self, row: dict[str, Any]) -> None:
+        cost = float(row.get("cost_usd") or 0.0)
+        self.vcpu_seconds += float(row.get("vcpu_seconds") or 0.0)
+        self.memory_gib_seconds += float(row.get("memory_gib_seconds") or 0.0)
+        self.cost_usd += cost
+        self.submissions += 1
+        if row.get("status") != "succeeded":
+            self.abandoned += 1
+            self.abandoned_cost_usd += cost
+        if row.get("capacity"):
+            key = str(row["capacity"])
+            self.by_capacity[key] = self.by_capacity.get(key, 0.0) + cost
+
+    def __add__(self, other: Compute) -> Compute:
+        total = Compute(**asdict(self))
+        for name in ("vcpu_seconds", "memory_gib_seconds", "cost_usd", "abandoned_cost_usd"):
+            setattr(total, name, getattr(total, name) + getattr(other, name))
+        total.submissions += other.submissions
+        total.abandoned += other.abandoned
+        for key, usd in other.by_capacity.items():
+            total.by_capacity[key] = total.by_capacity.get(key, 0.0) + usd
+        return total
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("vcpu_seconds", "memory_gib_seconds"):
+            data[name] = round(data[name], 1)
+        for name in ("cost_usd", "abandoned_cost_usd"):
+            data[name] = round(data[name], 6)
+        data["by_capacity"] = {k: round(v, 6) for k, v in self.by_capacity.items()}
+        return data
+
+    def text(self) -> str:
+        """One line: ``$1.23 (4,000 vCPU·s, 8,000 GiB·s; 2 abandoned: $0.40)``."""
+        line = (
+            f"${self.cost_usd:,.2f} ({self.vcpu_seconds:,.0f} vCPU·s, "
+            f"{self.memory_gib_seconds:,.0f} GiB·s"
+        )
+        if self.abandoned:
+            line += f"; {self.abandoned} abandoned: ${self.abandoned_cost_usd:,.2f}"
+        return line + ")"
+
+
+def compute_of(layout: Layout, cohort: str, spec: ProgramSpec) -> Compute:
+    """The compute of every program run of ``cohort`` × ``spec`` for ``layout``'s date."""
+    compute = Compute()
+    for uri in run_records(layout, cohort, spec):
+        with contextlib.suppress(OSError, ValueError, PipelineError):
+            compute.add_row(storage.read_json(uri))
+    return compute
