@@ -34,18 +34,29 @@ else:
 """
 
 
-def make_job(tmp_path: Path, mode: str) -> Job:
-    program = tmp_path / "prog.py"
-    program.write_text(PROGRAM)
-    for name in ("in.parquet", "frame.csv"):
-        (tmp_path / name).write_text("x")
+def make_job(
+    tmp_path: Path,
+    mode: str,
+    *,
+    program: str = PROGRAM,
+    args: tuple[str, ...] = ("{output_dir}", "pid"),
+    timeout: int = 60,
+    grace_seconds: int = 1,
+    input_name: str = "in.parquet",
+) -> Job:
+    """A job document for a small Python ``program`` run as ``program MODE ARGS`` (an arg
+    that is not a placeholder names a file under ``tmp_path``)."""
+    (tmp_path / "prog.py").write_text(program)
+    for name in (input_name, "frame.csv"):
+        (tmp_path / name).write_text("x\n")
+    paths = [a if a.startswith("{") else str(tmp_path / a) for a in args]
     spec = spec_from_dict(
         {
             "name": "prog",
             "version": "1",
-            "command": ["python", str(program), mode, "{output_dir}", str(tmp_path / "pid")],
+            "command": ["python", str(tmp_path / "prog.py"), mode, *paths],
             "outputs": {"results": "estimates.csv"},
-            "timeout": 60,
+            "timeout": timeout,
         }
     )
     job_uri = tmp_path / "job.json"
@@ -55,10 +66,10 @@ def make_job(tmp_path: Path, mode: str) -> Job:
                 "spec": spec.to_dict(),
                 "run_date": "2026-11-22",
                 "cohort": "c",
-                "input": str(tmp_path / "in.parquet"),
+                "input": str(tmp_path / input_name),
                 "frame": str(tmp_path / "frame.csv"),
                 "output": str(tmp_path / "out"),
-                "grace_seconds": 1,
+                "grace_seconds": grace_seconds,
             }
         )
     )

@@ -23,10 +23,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipeline.core.spec import spec_from_dict
 from pipeline.executors import Events, Job
 from pipeline.executors.local import LocalExecutor
 from tests.conftest import REPO
+from tests.executors.test_local import make_job
 from tests.ops.conftest import DATE, NOOP, home_env, make_home, noop_spec
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the kernel's parent-death signal")
@@ -124,42 +124,8 @@ def test_sigkill_of_the_run_group_leaves_no_program(tmp_path: Path) -> None:
 
 
 def _job(tmp_path: Path, mode: str) -> Job:
-    program = tmp_path / "prog.py"
-    program.write_text(PROGRAM)
-    for name in ("in.csv", "frame.csv"):
-        (tmp_path / name).write_text("x\n")
-    spec = spec_from_dict(
-        {
-            "name": "prog",
-            "version": "1",
-            "command": ["python", str(program), mode, str(tmp_path / "pids")],
-            "outputs": {"results": "estimates.csv"},
-            "timeout": 120,
-        }
-    )
-    job_uri = tmp_path / "job.json"
-    job_uri.write_text(
-        json.dumps(
-            {
-                "spec": spec.to_dict(),
-                "run_date": DATE,
-                "cohort": "c",
-                "input": str(tmp_path / "in.csv"),
-                "frame": str(tmp_path / "frame.csv"),
-                "output": str(tmp_path / "out"),
-                "grace_seconds": 5,
-            }
-        )
-    )
-    return Job(
-        run_date=DATE,
-        cohort="c",
-        spec=spec,
-        attempt="a1",
-        job_uri=str(job_uri),
-        output_uri=str(tmp_path / "out"),
-        log_path=tmp_path / "logs" / "run.log",
-    )
+    return make_job(tmp_path, mode, program=PROGRAM, args=("pids",), timeout=120,
+                    grace_seconds=5, input_name="in.csv")  # fmt: skip
 
 
 def _pids(tmp_path: Path, timeout: float = 30) -> list[int]:

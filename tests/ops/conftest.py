@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,16 +108,8 @@ class Luigid:
                  "LUIGI_CONFIG_PATH": str(REPO / "docker" / "luigid.local.cfg"), **self.env},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"luigid exited: {self.proc.stderr.read().decode()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/task_list?data={{}}", timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"luigid did not answer on {self.url}")
+        wait_until_answering(self.proc, self.url, lambda: self.proc.stderr.read().decode())
+        return self
 
     def stop(self) -> None:
         """A clean shutdown (SIGTERM): luigid saves its state file."""
@@ -129,6 +121,22 @@ class Luigid:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=20)
+
+
+def wait_until_answering(
+    proc: subprocess.Popen, url: str, stderr: Callable[[], str], timeout: float = 30
+) -> None:
+    """Wait until the luigid ``proc`` answers on ``url``; raise with its stderr if it exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"luigid exited: {stderr()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/task_list?data={{}}", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"luigid did not answer on {url}")
 
 
 def terminate_luigid(

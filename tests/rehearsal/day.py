@@ -56,6 +56,7 @@ from tests.cloud.conftest import (
 )
 from tests.conftest import REPO
 from tests.infra.tf import MODULES, Module
+from tests.ops.conftest import terminate_luigid, wait_until_answering
 
 BIN = Path(sys.executable).parent
 DATE = "2026-12-07"
@@ -289,24 +290,14 @@ class LuigidService:
             start_new_session=True,
         )  # fmt: skip
         err.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"luigid exited: {self.stderr()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/task_list?data={{}}", timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"luigid did not answer on {self.url}")
+        wait_until_answering(self.proc, self.url, self.stderr)
+        return self
 
     def stderr(self) -> str:
         path = self.dir / f"stderr-{self.starts}.txt"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        from tests.ops.conftest import terminate_luigid
-
         if self.proc and self.proc.poll() is None:
             terminate_luigid(self.proc, self.url)
 

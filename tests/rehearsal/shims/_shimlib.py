@@ -296,17 +296,10 @@ TF_SUBCOMMANDS: dict[str, dict[str, str]] = {
         "-no-color": "bool",
         "-lock-timeout": "value",
     },
-    "destroy": {
-        "-input": "bool",
-        "-auto-approve": "bool",
-        "-var": "value",
-        "-var-file": "value",
-        "-target": "value",
-        "-no-color": "bool",
-        "-lock-timeout": "value",
-    },
+    "destroy": {},  # the same flags as apply: set below
     "output": {"-raw": "bool", "-json": "bool", "-no-color": "bool"},
 }
+TF_SUBCOMMANDS["destroy"] = TF_SUBCOMMANDS["apply"]
 TF_POSITIONAL = {"apply": 1, "output": 1}  # at most; others none
 TF_INTERACTIVE = ("init", "plan", "apply", "destroy")  # must say -input=false in CI
 TF_TARGET = re.compile(
