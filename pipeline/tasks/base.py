@@ -44,13 +44,17 @@ class RunDateTask(luigi.Task):
         if self.set_tracking_url and not getattr(self, "_log_linked", False):
             self._log_linked = True
             self.set_tracking_url(log_url(log))
+        self.show(message)
+        if progress is not None:
+            self.show_progress(progress)
+
+    def show(self, message: str) -> None:
+        """Show ``message`` in luigid only (not logged: e.g. a running program's clock)."""
         tell = self.set_status_message or getattr(
             getattr(self, "reporter", None), "update_status_message", None
         )  # the worker's reporter outlives run(): a failure's line still reaches luigid
         if tell:
             tell(message)
-        if progress is not None:
-            self.show_progress(progress)
 
     def link(self, url: str) -> None:
         """Make ``url`` (e.g. a program run's console) the tracking URL instead of the log."""

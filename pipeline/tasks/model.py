@@ -2,12 +2,66 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from typing import Any
+
 import luigi
 
 from pipeline import metrics, storage
 from pipeline.executors import Events, Executor, RunRecord, attempts, get_executor
-from pipeline.tasks.base import CohortTask
+from pipeline.executors.base import estimate_cost
+from pipeline.tasks.base import CohortTask, compute_of
 from pipeline.tasks.quality import CheckData
+
+TICK_SECONDS = 60.0  # how often a running program's line in luigid is brought up to date
+
+
+def clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+class Heartbeat:
+    """A program run's status line in luigid, kept current while it runs: the executor's
+    last word (where it runs: local pid, ECS task, Batch job), for how long the run has
+    been going, and what the cohort has cost so far: its earlier attempts' records plus
+    this run's reservation (the spec's cpu and memory × wall time at [cost] prices)."""
+
+    def __init__(self, task: RunModel, *, earlier: bool, interval: float = TICK_SECONDS) -> None:
+        self.task, self.interval = task, interval
+        spec = task.spec
+        # (a first run has no earlier attempts: no listing)
+        self.earlier = compute_of(task.layout, task.cohort, spec).cost_usd if earlier else 0.0
+        self.vcpus, self.gib = spec.cpu / 1024, spec.memory / 1024
+        self.started = time.monotonic()
+        self.last = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="heartbeat")
+
+    def line(self) -> str:
+        seconds = time.monotonic() - self.started
+        cost = self.earlier + estimate_cost(
+            self.task.executor, self.vcpus * seconds, self.gib * seconds
+        )
+        return f"{self.last} · for {clock(seconds)} · ~${cost:,.2f} so far"
+
+    def status(self, message: str) -> None:
+        self.last = message
+        self.task.report(self.line())
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self.last:
+                self.task.show(self.line())
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self._stop.set()
 
 
 class RunModel(CohortTask):
@@ -54,7 +108,10 @@ class RunModel(CohortTask):
             self._collect(finished.prepared, finished.record, metered=finished.recorded)
             return
         executor = get_executor(self.executor)
-        events = Events(status=self.report, tracking_url=self.link, progress=self.show_progress)
+        heartbeat = Heartbeat(self, earlier=earlier)
+        events = Events(
+            status=heartbeat.status, tracking_url=self.link, progress=self.show_progress
+        )
         prepared, task_id, tags = self._running_attempt(executor) if earlier else (None, "", {})
         if prepared is None:
             if earlier:
@@ -69,10 +126,11 @@ class RunModel(CohortTask):
                 5,
             )
         try:
-            if task_id:
-                record = executor.reattach(prepared.job, task_id, tags, events)
-            else:
-                record = executor.run(prepared.job, events)
+            with heartbeat:
+                if task_id:
+                    record = executor.reattach(prepared.job, task_id, tags, events)
+                else:
+                    record = executor.run(prepared.job, events)
         finally:
             attempts.publish_log(prepared)
         self._collect(prepared, record)
@@ -98,8 +156,10 @@ class RunModel(CohortTask):
         if not metered:
             metrics.record_model_run(self.cohort, record)
         results = attempts.collect(self.layout, prepared, record)
+        total = compute_of(self.layout, self.cohort, spec)
         self.report(
             f"{spec.name} {spec.version}: {len(results)} result rows in "
-            f"{record.vcpu_seconds:.0f} vCPU·s on {record.executor}",
+            f"{record.vcpu_seconds:.0f} vCPU·s on {record.executor} ({record.job_id}); "
+            f"the cohort's program runs: {total.text()}",
             progress=100,
         )

@@ -315,6 +315,16 @@ def test_sigterm_stops_the_assistants_programs(tmp_path: Path) -> None:
         api(server, "forgive_failures", task_id=model)
         assert wait_for(lambda: programs_of(tmp_path), timeout=60)
         assert status_of(server, "RunModel", code) == "RUNNING"
+        # What luigid shows on the running task: where it runs, for how long, the cost so
+        # far (its failed attempt's record included), and a link to a log that exists.
+        line = re.compile(r"running locally \(pid \d+\) · for \dm\d\ds · ~\$\d+\.\d\d so far")
+
+        def message() -> str:
+            return by_name(server, "RunModel", code)[0][1]["status_message"] or ""
+
+        assert wait_for(lambda: line.search(message()), timeout=30), message()
+        url = by_name(server, "RunModel", code)[0][1]["tracking_url"]
+        assert url.startswith("file://") and Path(url.removeprefix("file://")).is_file()
         started = time.monotonic()
         out = stop(assistant)
         assert time.monotonic() - started < 30

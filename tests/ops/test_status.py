@@ -14,7 +14,8 @@ def test_table_shows_each_cohort_and_step(failed_run: Run) -> None:
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("cohort"))
     assert header.split() == [
-        "cohort", "cleanse", "quality", "model", "validate", "ingest", "executor", "publication",
+        "cohort", "cleanse", "quality", "model", "validate", "ingest", "executor", "cost",
+        "publication",
     ]  # fmt: skip
     bad, *good = failed_run.codes
     table = lines[lines.index(header) + 1 :]
@@ -22,10 +23,11 @@ def test_table_shows_each_cohort_and_step(failed_run: Run) -> None:
     row = {line.split()[0]: line.split() for line in table}
     assert sorted(row) == sorted(failed_run.codes)
     assert row[bad][1] == "done" and row[bad][3] == "done" and row[bad][5] == "failed"
-    assert row[bad][7:] == ["pending", "pending", "local", "-"]
+    # the failed program's compute counts (local prices are 0 in luigi.cfg)
+    assert row[bad][7:] == ["pending", "pending", "local", "$0.00", "-"]
     for code in good:
         assert [row[code][i] for i in (1, 3, 5, 7, 9)] == ["done"] * 5, row[code]
-        assert row[code][11:] == ["local", "ingested,", "not", "approved"]
+        assert row[code][11:] == ["local", "$0.00", "ingested,", "not", "approved"]
     # The failure: its error line and where its log is.
     block = result.stdout.split(f"{bad} model FAILED: ", 1)[1].splitlines()
     assert "exited with 3" in block[0]
