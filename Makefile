@@ -10,7 +10,7 @@ export PIPELINE_HOME ?= $(CURDIR)/var
 RUN_DATE ?= $(shell date +%F)
 WORKERS ?= 4
 
-.PHONY: help install install-dev run sample-data test lint format bench clean luigid browser regress
+.PHONY: help install install-dev run sample-data test lint format bench clean luigid assistant browser regress
 
 # Help texts are printed as written (no make expansion): name variables as <words>.
 help: ## list the targets
@@ -78,6 +78,10 @@ luigid: install ## run luigid on localhost:8082 (LUIGID_PORT); state, task histo
 	@mkdir -p '$(PIPELINE_HOME)/luigid' '$(PIPELINE_HOME)/logs/luigid'
 	@echo "luigid: http://localhost:$(LUIGID_PORT)/static/visualiser/index.html (log: $(PIPELINE_HOME)/logs/luigid/luigi-server.log; Ctrl-C stops it and saves its state)"
 	LUIGI_CONFIG_PATH=docker/luigid.local.cfg $(BIN)/luigid --port $(LUIGID_PORT) --address 127.0.0.1 --state-path '$(PIPELINE_HOME)/luigid/state.pickle' --logdir '$(PIPELINE_HOME)/logs/luigid'
+
+# The assistant beside `make luigid` (another terminal): runs what is forgiven in its UI.
+assistant: install ## run `pipeline assist` against the luigid of make luigid (LUIGID_PORT); Ctrl-C stops it and its programs
+	$(BIN)/pipeline assist --scheduler-url http://localhost:$(LUIGID_PORT)
 
 browser: ## install Debian's chromium for the browser test if missing (as root; never fails)
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -223,10 +227,14 @@ tf-apply: check-env ## apply the plan saved by tf-plan (same ENV, BRANCH)
 	$(TF) apply -input=false $(TF_PLAN)
 	rm -f $(TF_DIR)/$(TF_PLAN)
 
-roll-luigid: tf-init ## restart luigid on a fresh task (ENV=prod|staging|branch) and wait until it is stable
-	cluster=$$($(TF) output -raw cluster_name) && service=$$($(TF) output -raw luigid_service_name) \
-	  && aws ecs update-service --cluster $$cluster --service $$service --force-new-deployment >/dev/null \
-	  && aws ecs wait services-stable --cluster $$cluster --services $$service
+# luigid first (the assistant waits for it), then its assistant: both on fresh tasks.
+roll-luigid: tf-init ## restart luigid and its assistant on fresh tasks (ENV=prod|staging|branch) and wait until both are stable
+	cluster=$$($(TF) output -raw cluster_name) \
+	  && for output in luigid_service_name assistant_service_name; do \
+	    service=$$($(TF) output -raw $$output) \
+	    && aws ecs update-service --cluster $$cluster --service $$service --force-new-deployment >/dev/null \
+	    && aws ecs wait services-stable --cluster $$cluster --services $$service || exit 1; \
+	  done
 
 cloud-run: tf-init ## run one date in the cloud now: make cloud-run ENV=prod RUN_DATE=YYYY-MM-DD
 	@[[ "$(RUN_DATE)" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}$$ ]] || { echo "RUN_DATE must be YYYY-MM-DD" >&2; exit 2; }

@@ -58,6 +58,11 @@ output "luigid_service_name" {
   value       = module.platform.luigid_service_name
 }
 
+output "assistant_service_name" {
+  description = "The assistant's ECS service (`pipeline assist`, beside luigid)."
+  value       = module.platform.assistant_service_name
+}
+
 output "stack_name" {
   description = "Name of this stack (the prefix of everything in it)."
   value       = var.name

@@ -70,3 +70,16 @@ def test_no_recipe_holds_a_placeholder_the_shell_would_read_as_a_redirect() -> N
         if re.search(r"<[A-Za-z][\w-]*>?", unquoted):
             placeholders.append(f"Makefile:{number}: {line.strip()}")
     assert not placeholders, placeholders
+
+
+def test_roll_luigid_rolls_the_assistant_and_make_assistant_runs_it() -> None:
+    """The assistant is started and rolled with luigid (Jenkins' deploy stages call
+    roll-luigid), after it; `make assistant` runs one beside `make luigid`."""
+    roll = make("-n", "roll-luigid", "ENV=staging", "GIT_COMMIT=x", "BRANCH=main",
+                "AWS_REGION=eu-west-1", "AWS_ACCOUNT_ID=123456789012")  # fmt: skip
+    assert "for output in luigid_service_name assistant_service_name" in roll
+    outputs = (REPO / "terraform" / "stack" / "outputs.tf").read_text()
+    assert 'output "assistant_service_name"' in outputs
+    assert "module.platform.assistant_service_name" in outputs
+    local = make("-n", "-o", "install", "assistant", "LUIGID_PORT=8099")
+    assert "pipeline assist --scheduler-url http://localhost:8099" in local

@@ -180,15 +180,19 @@ def test_compute_idles_at_zero():
     assert scaling["status"] == "ENABLED" and scaling["target_capacity"] == 100
     providers = module("ecs_cluster").resource("aws_ecs_cluster_capacity_providers")
     assert "FARGATE" in providers["capacity_providers"]
-    # luigid is the only service, and there is exactly one of it.
-    services = [
+    # luigid and its assistant are the only services, one task each, never scaled.
+    services = sorted(
         (m.name, n)
         for m in all_modules()
         for t, n, _ in m.typed("resource")
         if t == "aws_ecs_service"
-    ]
-    assert services == [("luigid", "this")]
-    assert module("luigid").resource("aws_ecs_service")["desired_count"] == 1
+    )
+    assert services == [("luigid", "assistant"), ("luigid", "this")]
+    for name in ("this", "assistant"):
+        assert module("luigid").resource("aws_ecs_service", name)["desired_count"] == 1
+    scaling = [t for m in all_modules() for t, _, _ in m.typed("resource")
+               if t.startswith("aws_appautoscaling")]  # fmt: skip
+    assert scaling == []
 
 
 def test_batch_retries_only_lost_hosts_and_has_a_timeout():
@@ -208,9 +212,49 @@ def test_luigid_is_internal_and_authenticated():
     assert second["type"] == "forward" and second["order"] == 2
     http = module("luigid").resource("aws_lb_listener", "http")
     assert http["default_action"][0]["type"] == "redirect"
-    service = module("luigid").resource("aws_ecs_service")
+    service = module("luigid").resource("aws_ecs_service", "this")
     assert service["network_configuration"][0]["assign_public_ip"] is False
     assert service["deployment_maximum_percent"] == 100  # never two luigids on one state file
+
+
+def test_the_assistant_runs_beside_luigid_as_the_worker_would():
+    """`pipeline assist`: one always-on task of its own task definition (the pipeline
+    image), with the worker's roles, network, secrets and environment, private, logging to
+    CloudWatch under its own group with the same retention and key as every task's."""
+    luigid = module("luigid")
+    service = luigid.resource("aws_ecs_service", "assistant")
+    assert service["task_definition"] == "${module.assistant_task.arn}"
+    assert service["launch_type"] == "FARGATE" and service["desired_count"] == 1
+    assert service["network_configuration"][0]["assign_public_ip"] is False
+    assert service["network_configuration"][0]["security_groups"] == [
+        "${var.assistant.security_group_id}"
+    ]
+    assert "load_balancer" not in service  # nobody reaches it: it asks luigid for work
+    task = luigid.labelled("module")["assistant_task"]
+    assert task["source"] == "../task" and task["command"] == ["pipeline", "assist"]
+    assert task["image"] == "${var.image}"  # the same image as luigid
+    assert task["log_retention_days"] == "${var.log_retention_days}"
+    assert task["logs_kms_key_arn"] == "${var.logs_kms_key_arn}"
+    assert task["stop_timeout"] >= 120  # time to stop the cloud tasks it started
+    call = module("platform").labelled("module")["luigid"]["assistant"]
+    worker = module("platform").labelled("module")["worker_task"]
+    assert call["task_role_arn"] == worker["task_role_arn"]
+    assert call["execution_role_arn"] == worker["execution_role_arn"]
+    assert call["secrets"] == worker["secrets"]
+    where = {"PIPELINE_SCHEDULER_HOST", "PIPELINE_SCHEDULER_PORT"}
+    assert call["environment"] == {
+        k: v for k, v in worker["environment"].items() if k not in where
+    }  # the module sets where luigid is from its own name and port:
+    assert "local.hostname" in task["environment"] and "var.port" in task["environment"]
+    assert call["security_group_id"] == "${module.network.worker_security_group_id}"
+    clients = module("platform").labelled("module")["luigid"]["client_security_groups"]
+    assert call["security_group_id"] in clients.values()  # it may reach luigid
+    policy = luigid.resource("aws_iam_role_policy", "assistant_logs")
+    assert policy["role"] == "${var.assistant.execution_role_name}"
+    assert (
+        "logs:PutLogEvents" in policy["policy"]
+        and "assistant_task.log_group_arn" in policy["policy"]
+    )
 
 
 def test_secrets_are_never_plain_environment():

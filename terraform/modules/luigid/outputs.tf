@@ -42,3 +42,8 @@ output "log_group_name" {
   description = "CloudWatch log group of luigid."
   value       = module.task.log_group_name
 }
+
+output "assistant_service_name" {
+  description = "Name of the assistant's ECS service (make roll-luigid redeploys it with luigid)."
+  value       = aws_ecs_service.assistant.name
+}

@@ -249,3 +249,18 @@ variable "tags" {
   description = "Tags added to every resource of the service."
   default     = {}
 }
+
+variable "assistant" {
+  type = object({
+    task_role_arn       = string
+    execution_role_arn  = string
+    execution_role_name = string
+    security_group_id   = string
+    environment         = map(string)
+    secrets             = map(string)
+    log_group_name      = string
+    cpu                 = optional(number, 512)
+    memory              = optional(number, 2048)
+  })
+  description = "The assistant service (`pipeline assist`, assistant.tf): the worker's roles, security group (one of client_security_groups), environment and secrets, its log group, and its size (idle it holds ~100 MiB; a forgiven step runs in it)."
+}

@@ -26,6 +26,44 @@ module "luigid" {
   task_history_db        = var.task_history_db
   datadog                = local.datadog
   tags                   = local.tags
+
+  # `pipeline assist` beside luigid: the worker's roles, network and settings (a test
+  # keeps this environment equal to the worker task's, tasks.tf; the module adds where
+  # luigid is, PIPELINE_SCHEDULER_HOST/PORT).
+  assistant = {
+    task_role_arn       = module.iam.role_arns.worker_task
+    execution_role_arn  = module.iam.role_arns.worker_execution
+    execution_role_name = module.iam.role_names.worker_execution
+    security_group_id   = module.network.worker_security_group_id
+    log_group_name      = "/${var.name}/assistant"
+    environment = {
+      LUIGI_CONFIG_PATH              = "/app/deploy/luigi.cfg"
+      PIPELINE_STORAGE_ROOT          = module.storage.storage_root
+      PIPELINE_RAW_URI               = module.storage.raw_uri
+      PIPELINE_WAREHOUSE             = var.warehouse
+      PIPELINE_ECS_CLUSTER           = module.ecs_cluster.name
+      PIPELINE_ECS_TASK_DEFINITION   = module.estimator_task.family
+      PIPELINE_ECS_LAUNCH_TYPE       = var.estimator_capacity == "FARGATE" ? "FARGATE" : ""
+      PIPELINE_ECS_CAPACITY_PROVIDER = var.estimator_fargate_spot ? "FARGATE_SPOT" : ""
+      PIPELINE_ECS_SUBNETS           = join(",", var.private_subnet_ids)
+      PIPELINE_ECS_SECURITY_GROUPS   = module.network.estimator_security_group_id
+      PIPELINE_BATCH_JOB_QUEUE       = module.batch.job_queue_name
+      PIPELINE_BATCH_JOB_DEFINITION  = module.batch.job_definition_name
+      PIPELINE_ESTIMATOR_LOG_GROUP   = module.estimator_task.log_group_name
+      PIPELINE_ECS_SPOT              = var.spot_first ? "first" : "never"
+      PIPELINE_BATCH_SPOT            = var.spot_first ? "first" : "never"
+      PIPELINE_BATCH_SPOT_JOB_QUEUE  = module.batch.spot_job_queue_name
+    }
+    secrets = {
+      GOOGLE_APPLICATION_CREDENTIALS_JSON = module.secrets.arns.bigquery_key
+      PIPELINE_RESPONDENT_KEY             = module.secrets.arns.respondent_key
+    }
+  }
+}
+
+output "assistant_service_name" {
+  description = "The assistant's ECS service name (make roll-luigid redeploys it too)."
+  value       = module.luigid.assistant_service_name
 }
 
 locals {
