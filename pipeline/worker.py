@@ -311,7 +311,6 @@ class PipelineWorker(luigi.worker.Worker):
         self.observer = observer
         self.is_assistant = bool(kwargs.get("assistant"))
         self.run_locks = RunLocks()
-        self.refused: dict[str, str] = {}  # task id -> module.family, of tasks not ours
         self._finishing = False
         self._roots: list[luigi.Task] = []  # the tasks given to add() before run()
         self._in_run = False
@@ -439,7 +438,6 @@ class PipelineWorker(luigi.worker.Worker):
             )
             for task_id in ids:
                 logger.warning("refusing %s: %s", task_id, why)
-                self.refused[task_id] = f"{module}.{family}"
                 scheduler.add_task(
                     worker=worker_id, task_id=task_id, status=FAILED, expl=why, runnable=False,
                     family=family, module=module, assistant=True,

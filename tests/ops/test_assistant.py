@@ -28,7 +28,8 @@ import psutil
 import pytest
 from tornado.websocket import websocket_connect
 
-from pipeline.worker import runs_here
+from pipeline.layout import Layout
+from pipeline.worker import AlreadyRunning, RunLocks, runs_here, take_run_lock
 from tests.conftest import REPO
 from tests.ops.conftest import (
     DATE,
@@ -259,6 +260,25 @@ def test_which_tasks_run_here() -> None:
     assert not runs_here("pipeline.tasksx", "RunModel")
     assert not runs_here("os", "RunModel")
     assert not runs_here(None, "RunModel")
+
+
+def test_the_assistant_holds_a_dates_run_lock_as_a_local_run_does(tmp_path: Path) -> None:
+    layout = Layout(str(tmp_path / "work"), DATE)
+    locks = RunLocks()
+    # two tasks of the date at once: one lock, which a local run of the date meets
+    with (
+        locks.holding(layout),
+        locks.holding(layout),
+        pytest.raises(AlreadyRunning, match="pipeline assist"),
+    ):
+        take_run_lock(layout.run_lock(), "pipeline run", DATE, layout.root)
+    take_run_lock(layout.run_lock(), "pipeline run", DATE, layout.root).close()  # released
+    held = take_run_lock(layout.run_lock(), "pipeline run", DATE, layout.root)
+    try:
+        with pytest.raises(AlreadyRunning, match="pipeline run"), locks.holding(layout):
+            pass
+    finally:
+        held.close()
 
 
 def test_two_assistants_and_a_cron_run_run_each_program_once(tmp_path: Path) -> None:
