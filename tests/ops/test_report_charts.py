@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from pipeline import report
-from pipeline.status import CohortStatus, RunStatus, StepStatus
 from pipeline.report import charts
+from pipeline.status import CohortStatus, RunStatus, StepStatus
 from tests.conftest import ESTIMATOR_SPEC
 
 SVG = "{http://www.w3.org/2000/svg}"
