@@ -6,6 +6,7 @@ rejections in the same order and, per cohort, the same cleansed frame that
 from __future__ import annotations
 
 import io
+import threading
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from pipeline.core.cleanse import stream as spilling
 from pipeline.core.cleanse.stream import REJECTIONS, cleanse_stream, cohort_output
 from pipeline.core.rawdata import ExportStream, read_raw_export
 from pipeline.core.rawdata import stream as streaming
-from pipeline.errors import InputError
+from pipeline.errors import ConfigError, InputError
 from pipeline.layout import Layout
 from pipeline.sampledata import generate
 from pipeline.tasks.cleanse import ParquetOutputs
@@ -258,3 +259,119 @@ def test_spilled_keys_cut_short_stop_the_cleansing(
     monkeypatch.setattr(spilling._KeyFiles, "append", one_row_short)
     with pytest.raises(OSError, match=r"spilled keys .*submitted are incomplete"):
         _streamed(tmp_path / "raw", tmp_path)
+
+
+def _parquet_outputs(raw: Path, out: Path, workers: int) -> tuple[dict, dict[str, bytes]]:
+    spill = out / "spill"
+    spill.mkdir(parents=True)
+    layout = Layout(str(out / "work"), "2026-11-22")
+    with ExitStack() as stack:
+        sink = ParquetOutputs(layout, stack)
+        summary = cleanse_stream(ExportStream(raw), CleanseRules(), KEY, sink, spill, workers)
+        sink.close()
+    files = {
+        str(p.relative_to(out / "work")): p.read_bytes()
+        for p in sorted((out / "work").rglob("*.parquet"))
+    }
+    return summary, files
+
+
+def test_the_number_of_workers_changes_no_byte_of_the_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # batches are judged and split on a pool, but spilled and written in the order read
+    monkeypatch.setattr(streaming, "BATCH_BYTES", 16 << 10)
+    generate(tmp_path / "raw", respondents=1500, seed=3)
+    summary, files = _parquet_outputs(tmp_path / "raw", tmp_path / "one", workers=1)
+    assert len(files) == len(summary["cohorts"]) + 1
+    for workers in (2, 3, 8):
+        assert _parquet_outputs(tmp_path / "raw", tmp_path / f"w{workers}", workers) == (
+            summary,
+            files,
+        )
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_batches_in_flight_are_bounded_by_the_workers(
+    workers: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a batch is read, judged, then spilled; no more than ``workers`` are between the
+    # first and the last (memory: that many batches, whatever the export's size); pass 2
+    # splits no more than ``workers`` spilled batches at once
+    monkeypatch.setattr(streaming, "BATCH_BYTES", 16 << 10)
+    generate(tmp_path / "raw", respondents=1500, seed=3)
+    lock = threading.Lock()
+    seen = {"judging": 0, "unspilled": 0, "emitting": 0}
+    peak = dict.fromkeys(seen, 0)
+
+    full = {"judging": threading.Event(), "emitting": threading.Event()}
+
+    def count(name: str, step: int) -> None:
+        with lock:
+            seen[name] += step
+            peak[name] = max(peak[name], seen[name])
+            if name in full and seen[name] == workers:
+                full[name].set()
+
+    judge, add, emit = spilling._judge, spilling._File.add, spilling._emit
+
+    def slow_judge(*args: object) -> object:
+        count("unspilled", 1)
+        count("judging", 1)
+        full["judging"].wait(timeout=10)  # until the pool is full once: it fills
+        try:
+            return judge(*args)  # type: ignore[arg-type]
+        finally:
+            count("judging", -1)
+
+    def spilled(self: spilling._File, judged: object) -> None:
+        count("unspilled", -1)
+        add(self, judged)  # type: ignore[arg-type]
+
+    def slow_emit(*args: object) -> object:
+        count("emitting", 1)
+        full["emitting"].wait(timeout=10)
+        try:
+            return emit(*args)  # type: ignore[arg-type]
+        finally:
+            count("emitting", -1)
+
+    monkeypatch.setattr(spilling, "_judge", slow_judge)
+    monkeypatch.setattr(spilling._File, "add", spilled)
+    monkeypatch.setattr(spilling, "_emit", slow_emit)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    sink = MemorySink()
+    cleanse_stream(ExportStream(tmp_path / "raw"), CleanseRules(), KEY, sink, spill, workers)
+    assert peak == {"judging": workers, "unspilled": workers, "emitting": workers}
+    assert seen == dict.fromkeys(seen, 0)
+
+
+def test_an_error_judging_a_batch_stops_the_cleansing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streaming, "BATCH_BYTES", 16 << 10)
+    generate(tmp_path / "raw", respondents=500, seed=5)
+    judge = spilling._judge
+    calls: list[int] = []
+
+    def failing(*args: object) -> object:
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError("a batch too many")
+        return judge(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(spilling, "_judge", failing)
+    (tmp_path / "spill").mkdir()
+    with pytest.raises(MemoryError, match="a batch too many"):
+        cleanse_stream(
+            ExportStream(tmp_path / "raw"), CleanseRules(), KEY, MemorySink(), tmp_path / "spill", 2
+        )
+
+
+def test_no_workers_is_a_configuration_error(tmp_path: Path) -> None:
+    generate(tmp_path / "raw", respondents=50, seed=5)
+    with pytest.raises(ConfigError, match="at least one worker"):
+        cleanse_stream(
+            ExportStream(tmp_path / "raw"), CleanseRules(), KEY, MemorySink(), tmp_path, 0
+        )

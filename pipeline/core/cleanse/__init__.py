@@ -57,7 +57,7 @@ Interpretation, where the contract leaves room:
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -149,7 +149,7 @@ def cleanse(export: RawExport, rules: CleanseRules, key: bytes) -> CleanseResult
     )
 
 
-def _parse(export: RawExport, key: bytes, pool: ThreadPoolExecutor) -> Parsed:
+def _parse(export: RawExport, key: bytes, pool: Executor) -> Parsed:
     """Parse every response column once, the independent ones in parallel on ``pool``.
 
     The columns stay arrow's chunks (never joined); each parser works chunk by chunk. The
@@ -181,7 +181,7 @@ def parse_columns(
     codes: pa.Array,
     share_columns: list[str],
     key: bytes,
-    pool: ThreadPoolExecutor,
+    pool: Executor,
 ) -> Parsed:
     """``_parse`` of response columns as delivered (``raw``: every column but the source
     columns), of a whole export or of one batch of it."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from typing import Any
 
 import numpy as np
@@ -48,7 +48,7 @@ def rejections(parsed: Parsed, mask: np.ndarray, rows: np.ndarray) -> pa.Table:
     )
 
 
-def cleansed(parsed: Parsed, kept: np.ndarray, pool: ThreadPoolExecutor) -> pa.Table:
+def cleansed(parsed: Parsed, kept: np.ndarray, pool: Executor) -> pa.Table:
     """The ``kept`` rows in ``CLEANSED_COLUMNS`` (then the shares and the source columns),
     each column made on ``pool``."""
     position = np.full(parsed.n, -1, dtype=np.int64)

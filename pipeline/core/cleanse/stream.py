@@ -28,9 +28,11 @@ when read back.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,7 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.core.cleanse import _WORKERS, cohort_codes, parse_columns
+from pipeline.core.cleanse import cohort_codes, parse_columns
 from pipeline.core.cleanse.contract import (
     CLEANSED_COLUMNS,
     REASONS,
@@ -104,17 +106,40 @@ class _File:
             self.flagged[reason] += count
 
 
+def default_workers() -> int:
+    """Batches judged at once when ``cleanse_stream`` is not told: one per core."""
+    return os.cpu_count() or 1
+
+
 def cleanse_stream(
-    stream: ExportStream, rules: CleanseRules, key: bytes, sink: Sink, spill: Path
+    stream: ExportStream,
+    rules: CleanseRules,
+    key: bytes,
+    sink: Sink,
+    spill: Path,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Cleanse ``stream`` into ``sink`` (``cohort_output(code)`` per cohort, in
     ``stream.cohorts`` order, and ``REJECTIONS``), using the empty directory ``spill`` for
-    scratch; returns the summary (``CleanseResult.summary``). See the module docstring."""
+    scratch; returns the summary (``CleanseResult.summary``). ``workers`` batches are
+    judged (and, in pass 2, split) at once, on as many threads (default: one per core,
+    ``default_workers``); the spill, the outputs and the summary are the same, byte for
+    byte, whatever their number. See the module docstring."""
     if not key:
         raise ConfigError("the respondent hashing key is empty: set it in the environment")
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise ConfigError(f"cleansing needs at least one worker thread, not {workers}")
+    with _memory_pool():
+        return _cleanse(stream, rules, key, sink, spill, workers)
+
+
+def _cleanse(
+    stream: ExportStream, rules: CleanseRules, key: bytes, sink: Sink, spill: Path, workers: int
+) -> dict[str, Any]:
     codes = cohort_codes(stream.cohorts)
     layout = _key_layout(len(codes), len(stream.share_columns))
-    files = _spill_judged(stream, codes, rules, key, spill, layout)
+    files = _spill_judged(stream, codes, rules, key, spill, layout, workers)
     order = sorted(files)
     # between the passes: ``duplicate`` on the keys of the whole export
     keys = _read_keys([files[i] for i in order], layout)
@@ -123,8 +148,28 @@ def cleanse_stream(
     cleansed_rows = np.bincount(keys["cohort"][staying], minlength=len(codes))
     answered = _answered(keys, staying, len(codes), len(stream.share_columns))
     schemas = [_cohort_schema(stream.share_columns, answered[i]) for i in range(len(codes))]
-    _write_outputs(stream, files, order, keys["cohort"], superseded, codes, schemas, sink)
+    _write_outputs(stream, files, order, keys["cohort"], superseded, codes, schemas, sink, workers)
     return _summary(stream, codes, [files[i] for i in order], superseded, cleansed_rows, answered)
+
+
+@contextmanager
+def _memory_pool() -> Iterator[None]:
+    """Arrow allocates from jemalloc while cleansing, where this arrow has it. Its default,
+    mimalloc, keeps the pages of freed blocks for reuse by the thread that freed them:
+    with batches judged on several threads the resident memory grew by a batch's working
+    set per thread (1 M rows, 2 threads: peak RSS 494-527 MiB with mimalloc, 408-456 MiB
+    with jemalloc, about 5 % more CPU with the system allocator's 364; docs/benchmarks.md)."""
+    try:
+        pool = pa.jemalloc_memory_pool()
+    except NotImplementedError:  # an arrow built without it: its default
+        yield
+        return
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pool)
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
 
 
 def _spill_judged(
@@ -134,51 +179,91 @@ def _spill_judged(
     key: bytes,
     spill: Path,
     layout: dict[str, tuple[np.dtype, int]],
+    workers: int,
 ) -> dict[int, _File]:
     """Pass 1: reads every batch of ``stream``, judges it by every rule but ``duplicate``
     and spills its rejections, eligible rows, raw values and keys; returns each response
-    file's spill and counts (a file read again from its start begins a new spill)."""
+    file's spill and counts (a file read again from its start begins a new spill).
+
+    Up to ``workers`` batches are judged at once, each by one thread of a pool (arrow and
+    numpy release the GIL); the judged batches are spilled in the order they were read, so
+    the spill is the same whatever ``workers`` is. A batch waits to be judged only while
+    ``workers`` batches are: the memory is that many batches, not the export."""
     files: dict[int, _File] = {}
     writers: dict[int, tuple[pa.ipc.RecordBatchStreamWriter, ...]] = {}
+    judging: deque[tuple[Batch, Future[_Judged]]] = deque()  # in the order read
+    inline = _Inline()  # a batch's column work runs in its own worker, one after another
     # the spill is written by a thread of its own (writing waits on the disk, not the CPU),
     # at most a batch behind
-    with ThreadPoolExecutor(max_workers=_WORKERS) as pool, ThreadPoolExecutor(1) as spiller:
+    with (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cleanse-judge") as judges,
+        ThreadPoolExecutor(1, thread_name_prefix="cleanse-spill") as spiller,
+    ):
         spilling: list[Future[None]] = []
-        for batch in stream.batches():
-            if batch.restart or batch.file not in files:  # (again) from the file's start
-                _wait(spilling)
-                for writer in writers.pop(batch.file, ()):
-                    writer.close()
-                if batch.file in files:
-                    files[batch.file].keys.close()
-                files[batch.file] = _File(
-                    *(spill / f"{batch.file}.{kind}" for kind in _SPILLS),
-                    keys=_KeyFiles(spill / f"{batch.file}.keys", layout),
-                )
-            if batch.restart:
-                continue
-            judged = _judge(batch, stream, codes, rules, key, pool)
+
+        def spill_oldest() -> None:
+            batch, job = judging.popleft()
+            judged = job.result()
             part = files[batch.file]
             if batch.file not in writers:
                 writers[batch.file] = _spill_writers(part, judged, batch.table)
             pieces = (judged.rejected, judged.eligible, batch.table)  # raw: as parsed
             _wait(spilling)
-            spilling += [
+            spilling.extend(
                 spiller.submit(writer.write_batch, _one_batch(piece))
                 for writer, piece in zip(writers[batch.file], pieces, strict=True)
-            ]
+            )
             part.add(judged)
-            del judged
-            # arrow's allocator keeps freed blocks for reuse; given back, the batches'
-            # memory does not add up over the export
-            pa.default_memory_pool().release_unused()
-        _wait(spilling)
+
+        try:
+            for batch in stream.batches():
+                if batch.restart:  # the file again from its start: what was judged goes
+                    while judging:
+                        spill_oldest()
+                    _wait(spilling)
+                    for writer in writers.pop(batch.file, ()):
+                        writer.close()
+                    files[batch.file].keys.close()
+                    del files[batch.file]
+                    continue
+                if batch.file not in files:
+                    files[batch.file] = _File(
+                        *(spill / f"{batch.file}.{kind}" for kind in _SPILLS),
+                        keys=_KeyFiles(spill / f"{batch.file}.keys", layout),
+                    )
+                while len(judging) >= workers:
+                    spill_oldest()
+                    # arrow's allocator keeps freed blocks for reuse; given back, the
+                    # batches' memory does not add up over the export
+                    pa.default_memory_pool().release_unused()
+                job = judges.submit(_judge, batch, stream, codes, rules, key, inline)
+                judging.append((batch, job))
+            while judging:
+                spill_oldest()
+            _wait(spilling)
+        finally:
+            for job in judging:  # an error: what is still queued need not run
+                job[1].cancel()
         for pair in writers.values():
             for writer in pair:
                 writer.close()
         for part in files.values():
             part.keys.close()
     return files
+
+
+class _Inline(Executor):
+    """An executor that runs every job at once in the caller's thread: ``parse_columns``
+    and ``cleansed`` take an executor for their independent columns; in pass 1 a whole
+    batch is one job of the batch pool, and its columns run one after another in it."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:
+            future.set_exception(error)
+        return future
 
 
 def _spill_writers(
@@ -205,40 +290,80 @@ def _write_outputs(
     codes: pa.Array,
     schemas: list[pa.Schema],
     sink: Sink,
+    workers: int,
 ) -> None:
     """Pass 2: reads the spill back a batch at a time with each eligible row's cohort and
     ``duplicate`` decision; writes the staying rows to their cohorts' outputs and the
-    rejections (the superseded rows merged in, in export order) to ``REJECTIONS``."""
+    rejections (the superseded rows merged in, in export order) to ``REJECTIONS``.
+
+    The spill is read in order by this thread; up to ``workers`` read batches are split
+    (``_emit``) at once on a pool, and their pieces go to the sink in the order read. The
+    sink's writes (Parquet encoding, without the GIL) run on ``workers`` threads too, but
+    one output's writes one after another, in order: every output gets the same pieces in
+    the same order whatever ``workers`` is."""
     for code, schema in zip(codes.to_pylist(), schemas, strict=True):
         sink.open(cohort_output(code), schema)
     sink.open(REJECTIONS, REJECTION_SCHEMA)
     at = 0
-    # the sink writes (Parquet encoding, without the GIL) in a thread of their own, in
-    # order, while the next spilled batch is read and split
-    with ThreadPoolExecutor(max_workers=1) as writer:
-        pending: list[Future[None]] = []
+    emitting: deque[Future[list[tuple[str, pa.Table]]]] = deque()  # in the order read
+    writing: deque[list[Future[None]]] = deque()  # each emitted batch's writes
+    last: dict[str, Future[None]] = {}  # each output's latest write
+    with (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cleanse-emit") as emitters,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cleanse-write") as writer,
+    ):
 
-        def write(name: str, table: pa.Table) -> None:
-            pending.append(writer.submit(sink.write, name, table))
+        def write_oldest() -> None:
+            writes = []
+            for name, table in emitting.popleft().result():
+                # after the output's write before it: a job waits only on an earlier one
+                last[name] = writer.submit(_after, last.get(name), sink.write, name, table)
+                writes.append(last[name])
+            writing.append(writes)
+            while len(writing) > workers:  # bounded memory: that many batches' writes
+                _wait(writing.popleft())
 
-        for i in order:
-            with ExitStack() as opened:
-                eligible, rejected, raw = (
-                    pa.ipc.open_stream(opened.enter_context(pa.OSFile(str(path))))
-                    for path in (files[i].eligible, files[i].rejected, files[i].raw)
-                )
-                for _ in range(files[i].batches):
-                    spilled = pa.Table.from_batches([eligible.read_next_batch()])
-                    dropped = superseded[at : at + spilled.num_rows]
-                    cohort = cohorts[at : at + spilled.num_rows]
-                    at += spilled.num_rows
-                    other = pa.Table.from_batches([rejected.read_next_batch()])
-                    values = raw.read_next_batch()
-                    earlier = list(pending)
-                    pending.clear()
-                    _emit(stream, i, spilled, dropped, cohort, other, values, codes, schemas, write)
-                    _wait(earlier)  # at most two batches' writes in flight (bounded memory)
-        _wait(pending)
+        try:
+            for i in order:
+                with ExitStack() as opened:
+                    eligible, rejected, raw = (
+                        pa.ipc.open_stream(opened.enter_context(pa.OSFile(str(path))))
+                        for path in (files[i].eligible, files[i].rejected, files[i].raw)
+                    )
+                    for _ in range(files[i].batches):
+                        spilled = pa.Table.from_batches([eligible.read_next_batch()])
+                        dropped = superseded[at : at + spilled.num_rows]
+                        cohort = cohorts[at : at + spilled.num_rows]
+                        at += spilled.num_rows
+                        other = pa.Table.from_batches([rejected.read_next_batch()])
+                        values = raw.read_next_batch()
+                        while len(emitting) >= workers:
+                            write_oldest()
+                        emitting.append(
+                            emitters.submit(
+                                _emit, stream, i, spilled, dropped, cohort, other, values, codes,
+                                schemas,
+                            )
+                        )  # fmt: skip
+            while emitting:
+                write_oldest()
+            while writing:
+                _wait(writing.popleft())
+        finally:
+            for job in emitting:  # an error: what is still queued need not run
+                job.cancel()
+
+
+def _after(
+    previous: Future[None] | None,
+    write: Callable[[str, pa.Table], None],
+    name: str,
+    table: pa.Table,
+) -> None:
+    """``write(name, table)`` once ``previous`` (the output's write before) is done."""
+    if previous is not None:
+        previous.result()
+    write(name, table)
 
 
 def _summary(
@@ -440,16 +565,17 @@ def _emit(
     raw: pa.RecordBatch,
     codes: pa.Array,
     schemas: list[pa.Schema],
-    write: Callable[[str, pa.Table], None],
-) -> None:
-    """Pass 2 for one spilled batch: the cleansed rows that stay, to their cohorts; the
-    superseded ones and the batch's other rejections, in export order, to ``REJECTIONS``."""
+) -> list[tuple[str, pa.Table]]:
+    """Pass 2 for one spilled batch: the cleansed rows that stay, for their cohorts; the
+    superseded ones and the batch's other rejections, in export order, for ``REJECTIONS``
+    (the pieces to write, in the order to write them)."""
+    pieces: list[tuple[str, pa.Table]] = []
     lines = stream.line_numbers(file, kept.column("source_row").to_numpy())
     kept = kept.set_column(kept.schema.get_field_index("source_row"), "source_row", pa.array(lines))
     staying = ~dropped
     for i in np.unique(cohort[staying]).tolist():
         rows = kept.select(schemas[i].names).filter(pa.array(staying & (cohort == i)))
-        write(cohort_output(codes[i].as_py()), rows.cast(schemas[i]))
+        pieces.append((cohort_output(codes[i].as_py()), rows.cast(schemas[i])))
     lines = stream.line_numbers(file, rejected.column("source_row").to_numpy())
     rejected = rejected.set_column(
         rejected.schema.get_field_index("source_row"), "source_row", pa.array(lines)
@@ -472,7 +598,8 @@ def _emit(
         rejected = pa.concat_tables([rejected, duplicates.cast(rejected.schema)])
         rejected = rejected.take(pc.sort_indices(rejected.column(_POSITION)))
     if rejected.num_rows:
-        write(REJECTIONS, rejected.drop_columns([_POSITION]).cast(REJECTION_SCHEMA))
+        pieces.append((REJECTIONS, rejected.drop_columns([_POSITION]).cast(REJECTION_SCHEMA)))
+    return pieces
 
 
 def _labels(stream: ExportStream, codes: pa.Array) -> list[str]:
