@@ -24,6 +24,7 @@ from typing import Any
 
 import boto3
 import pandas as pd
+import pytest
 from botocore.stub import ANY, Stubber
 
 from pipeline import storage
@@ -31,7 +32,12 @@ from pipeline.core.job import CAPACITY_ENV, JobDocument
 from pipeline.core.spec import spec_from_dict
 from pipeline.executors import Events, Job, aws
 from pipeline.executors.base import ON_DEMAND, SPOT
-from pipeline.executors.batch import BatchExecutor, retry_strategy, spot_retry_strategy
+from pipeline.executors.batch import (
+    BatchExecutor,
+    BatchSettings,
+    retry_strategy,
+    spot_retry_strategy,
+)
 from pipeline.executors.ecs import EcsExecutor
 from pipeline.wrapper import IMDS_ENV, Checkpoints
 from tests.cloud.conftest import (
@@ -378,3 +384,32 @@ def test_batch_program_failure_on_spot_is_not_resubmitted(cloud: Cloud, tmp_path
         record = executor.run(job, Events())
         stub.assert_no_pending_responses()
     assert record.exit_code == 3 and record.interrupted == [] and record.capacity == SPOT
+
+
+def test_the_reaper_and_a_restart_list_both_batch_queues(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Spot first's jobs live in the Spot queue: the reaper (``[batch] spot_job_queue`` or
+    ``$PIPELINE_BATCH_SPOT_JOB_QUEUE``) and ``BatchExecutor.running`` list it too."""
+    from pipeline.executors import reaper
+
+    listed: list[str] = []
+
+    class Pages:
+        def paginate(self, jobQueue: str, jobStatus: str) -> list[dict[str, Any]]:
+            listed.append(jobQueue)
+            return [{"jobSummaryList": []}]
+
+    class Client:
+        def get_paginator(self, _name: str) -> Pages:
+            return Pages()
+
+    report = reaper.ReapReport()
+    reaper._list_candidates(None, "", Client(), "od-queue, spot-queue", report)
+    assert sorted(set(listed)) == ["od-queue", "spot-queue"] and report.errors == []
+    monkeypatch.setenv("PIPELINE_BATCH_SPOT_JOB_QUEUE", "env-spot-queue")
+    settings = BatchSettings.from_config()
+    assert settings.queues() == [settings.job_queue, "env-spot-queue"]
+    listed.clear()
+    BatchExecutor(settings, client=Client(), logs_client=object()).running()
+    assert sorted(set(listed)) == sorted({settings.job_queue, "env-spot-queue"})
