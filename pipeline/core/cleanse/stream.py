@@ -19,8 +19,17 @@ to a ``Sink`` as they are made instead of returned:
    ``duplicate`` rejections (raw JSON from the spilled raw values), merged in export
    order with the batch's other rejections.
 
-Memory is a few batches, and between the two passes the keys (27 bytes an eligible row
-with 16 share columns) and their sort: the export's size counts only through the keys.
+Both passes use every core: up to ``workers`` batches (one per core unless told) are
+judged, and in pass 2 split, at once on a thread pool (arrow and numpy release the GIL),
+each batch's columns one after another in its thread; what they make is spilled and
+written in the order read, so the spill and the outputs are the same, byte for byte,
+whatever ``workers`` is. The CSV parse stays one thread (one batch ahead), and so do the
+spill's writes, the read-back of the spill and the ``duplicate`` decision between the
+passes.
+
+Memory is ``workers`` batches and a few more, and between the two passes the keys (27
+bytes an eligible row with 16 share columns) and their sort: the export's size counts
+only through the keys.
 Line numbers (``source_row``) are known once a file has been read
 (``ExportStream.line_numbers``): the spill holds record indexes, turned into line numbers
 when read back.
@@ -157,8 +166,10 @@ def _memory_pool() -> Iterator[None]:
     """Arrow allocates from jemalloc while cleansing, where this arrow has it. Its default,
     mimalloc, keeps the pages of freed blocks for reuse by the thread that freed them:
     with batches judged on several threads the resident memory grew by a batch's working
-    set per thread (1 M rows, 2 threads: peak RSS 494-527 MiB with mimalloc, 408-456 MiB
-    with jemalloc, about 5 % more CPU with the system allocator's 364; docs/benchmarks.md)."""
+    set per thread. Measured on the 1 M-row sample export (128 MiB), 2 threads, a fresh
+    process each, 3 runs: peak RSS 494-552 MiB with mimalloc, 408-488 with jemalloc,
+    352-449 with the system allocator, which took 10-15 % more CPU than jemalloc
+    (docs/benchmarks.md)."""
     try:
         pool = pa.jemalloc_memory_pool()
     except NotImplementedError:  # an arrow built without it: its default
