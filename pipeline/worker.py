@@ -82,6 +82,12 @@ from pipeline.steps import STEPS
 JOIN_SECONDS = 120.0  # how long an interrupted worker waits for its threads to stop tasks
 MAX_REGISTRATIONS = 20  # times one run registers its tasks again with a luigid that lost them
 KEPT_REPLIES = 100  # get_work replies an assistant keeps (luigi keeps every one)
+# A run started moments after another was killed finds luigid listing the dead run's
+# tasks RUNNING until it prunes that worker ([scheduler] worker_disconnect_delay, 60 s,
+# then its prune timer): a worker whose last contact has not moved for this long has
+# stopped, and the run waits (at most ORPHAN_WAIT) for luigid to release its tasks.
+GONE_AFTER = 5.0
+ORPHAN_WAIT = 600.0
 
 # What the assistant runs: the task classes of pipeline.tasks (the delivery's steps and
 # the raw export), named by luigid as module and family.
@@ -320,6 +326,8 @@ class PipelineWorker(luigi.worker.Worker):
         self.registrations = 0
         self._failed: dict[str, Any] = {}  # task id -> explanation, of tasks failed here
         self._done: set[str] = set()  # ids of tasks reported DONE
+        self._orphans: dict[str, str] = {}  # task id -> the other worker running it at start
+        self._registered_pending: set[str] = set()  # ids this run gave luigid as PENDING
         self._link = SchedulerLink(scheduler, self)
         super().__init__(scheduler=self._link, worker_processes=worker_processes, **kwargs)
 
@@ -330,6 +338,12 @@ class PipelineWorker(luigi.worker.Worker):
 
     def run(self) -> bool:
         self._in_run = True
+        if not self.is_assistant:
+            # Asking luigid prunes it: a stopped run's tasks turn FAILED now if it has been
+            # silent long enough, or stay RUNNING in it until then (waited for below).
+            self._orphans = self._held_elsewhere()
+            if self._failed_since_registered():
+                self.register_again("luigid failed the tasks of a run that stopped")
         try:
             return super().run()
         finally:
@@ -344,6 +358,8 @@ class PipelineWorker(luigi.worker.Worker):
             elif task_id in self._failed and status == PENDING:
                 kwargs["status"], kwargs["expl"] = FAILED, self._failed[task_id]
             return super()._add_task(*args, **kwargs)
+        if status == PENDING and not self._in_run:
+            self._registered_pending.add(task_id)
         if self._finishing and status == FAILED:
             self._failed[task_id] = kwargs.get("expl")
         elif status == DONE:
@@ -383,6 +399,8 @@ class PipelineWorker(luigi.worker.Worker):
                 # or runs it): wait for it rather than end the run as "run by another".
                 time.sleep(1.0)
                 reply = scheduler.get_work(**kwargs)
+            if not running and self._orphans and reply.get("task_id") is None:
+                reply = self._adopt_from_a_stopped_run(scheduler, reply, kwargs)
             if reply.get("n_pending_tasks"):
                 self._known = True
             elif self._lost_run(scheduler, reply, kwargs.get("worker")):
@@ -445,6 +463,83 @@ class PipelineWorker(luigi.worker.Worker):
         return {k: v for k, v in reply.items() if k not in ("batch_id", "batch_task_ids")} | {
             "task_id": None
         }
+
+    def _held_elsewhere(self) -> dict[str, str]:
+        """This run's tasks that luigid lists as RUNNING in another worker, by that worker."""
+        try:
+            listed = self._link.task_list(status=RUNNING, upstream_status="") or {}
+        except luigi.rpc.RPCError:
+            return {}
+        return {
+            task_id: str(info.get("worker_running"))
+            for task_id, info in listed.items()
+            if task_id in self._scheduled_tasks and isinstance(info, dict)
+            and info.get("worker_running") not in (None, self._id)
+        }  # fmt: skip
+
+    def _failed_since_registered(self) -> bool:
+        """luigid lists as FAILED a task this run gave it as PENDING moments ago (which
+        made an earlier failure PENDING again): luigid failed it since, when it pruned the
+        stopped run that was running it."""
+        try:
+            failed = self._link.task_list(status=FAILED, upstream_status="") or {}
+        except luigi.rpc.RPCError:
+            return False
+        return any(t in self._registered_pending and t not in self._failed for t in failed)
+
+    def _adopt_from_a_stopped_run(
+        self, scheduler: Any, reply: dict[str, Any], kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Nothing to run yet, but other workers held tasks of this run when it started.
+        When they have stopped (a run killed moments ago), wait for luigid to release
+        their tasks, then register them again: this run adopts the programs that finished
+        and re-attaches to those still running. A live run holding them is left alone."""
+        first_seen: dict[str, tuple[Any, float]] = {}
+        deadline = time.monotonic() + ORPHAN_WAIT
+        told = False
+        while time.monotonic() < deadline:
+            held = {t: w for t, w in self._held_elsewhere().items() if t in self._orphans}
+            if set(self._orphans) - set(held):
+                self._orphans = {}
+                self.register_again("luigid released the tasks of a run that stopped")
+                return scheduler.get_work(**kwargs)
+            stopped = self._stopped(scheduler, set(held.values()), first_seen)
+            if not held or stopped is False:
+                break  # nothing held any more, or a live run holds them: luigi's way
+            if not told:
+                logger.warning(
+                    "%d task(s) of this run are RUNNING in luigid under worker(s) %s, which "
+                    "stopped answering: waiting for luigid to release them ([scheduler] "
+                    "worker_disconnect_delay), then adopting or re-attaching their programs",
+                    len(held), ", ".join(sorted(set(held.values()))),
+                )  # fmt: skip
+                told = True
+            time.sleep(1.0)
+            reply = scheduler.get_work(**kwargs)  # keeps this worker active in luigid
+            if reply.get("task_id") is not None:
+                return reply
+        self._orphans = {}
+        return reply
+
+    @staticmethod
+    def _stopped(
+        scheduler: Any, workers: set[str], first_seen: dict[str, tuple[Any, float]]
+    ) -> bool | None:
+        """True when every worker in ``workers`` has stopped (luigid no longer lists it,
+        or its last contact has not moved for GONE_AFTER seconds of watching), False when
+        one is alive, None while undecided. Compares luigid's own timestamps with each
+        other, never with this host's clock."""
+        listed = {w.get("name"): w.get("last_active") for w in scheduler.worker_list() or []}
+        now, verdicts = time.monotonic(), []
+        for worker in workers:
+            if worker not in listed:
+                verdicts.append(True)
+                continue
+            seen, since = first_seen.setdefault(worker, (listed[worker], now))
+            if listed[worker] != seen:
+                return False
+            verdicts.append(True if now - since >= GONE_AFTER else None)
+        return True if all(verdicts) else None
 
     @staticmethod
     def _held_by_assistant(scheduler: Any, reply: dict[str, Any]) -> bool:

@@ -242,3 +242,50 @@ def test_overlapping_pipeline_runs_through_luigid_run_each_program_once(
     again = pipeline(home, "run", "--run-date", DATE, "--program", str(spec),
                      "--scheduler-url", luigid.url)  # fmt: skip
     assert again.returncode == 0 and f"cohorts: {len(codes)} done, 0 failed" in again.stdout
+
+
+@pytest.mark.parametrize(
+    ("disconnect_delay", "pause"),
+    [(10, 0), (2, 4)],
+    ids=["still-running-in-luigid", "failed-by-luigid-meanwhile"],
+)
+def test_a_run_started_right_after_a_killed_one_runs_what_the_killed_one_left(
+    tmp_path: Path, disconnect_delay: int, pause: float
+) -> None:
+    """luigid lists a SIGKILLed run's tasks as RUNNING until it prunes that worker, then
+    FAILED. The same command run again before that waits for it; run just as luigid
+    prunes, it registers what luigid failed again; either way it runs what is left
+    (before: it exited at once with those cohorts "not run"). luigid's delay
+    ([scheduler] worker_disconnect_delay) is 60 s by default, seconds here."""
+    config = tmp_path / "luigid.cfg"
+    settings = f"worker_disconnect_delay = {disconnect_delay}\nprune_on_get_work = true\n"
+    config.write_text(
+        (REPO / "docker" / "luigid.local.cfg")
+        .read_text()
+        .replace("[scheduler]\n", "[scheduler]\n" + settings)
+    )
+    home = make_home(tmp_path / "home")
+    codes = cohort_codes(home)
+    spec = noop_spec(tmp_path / "noop.toml", seconds=30)
+    server = Luigid(tmp_path / "luigid-home", env={"LUIGI_CONFIG_PATH": str(config)}).start()
+    args = [sys.executable, "-m", "pipeline.cli", "run", "--run-date", DATE,
+            "--scheduler-url", server.url, "--workers", "3", "--program", str(spec)]  # fmt: skip
+    work = home / "work" / DATE
+    first = subprocess.Popen(args, cwd=REPO, env={**os.environ, **home_env(home)},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)  # fmt: skip
+    try:
+        assert wait_for(
+            lambda: len(list(work.glob("model/*/*/attempts/*/job.json"))) == len(codes),
+            timeout=90,
+        )
+        os.killpg(first.pid, signal.SIGKILL)  # the run and its programs
+        first.wait(timeout=30)
+        time.sleep(pause)
+        again = pipeline(home, "run", "--run-date", DATE, "--scheduler-url", server.url,
+                         "--workers", "3", "--program", str(spec), timeout=240)  # fmt: skip
+    finally:
+        server.stop()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"cohorts: {len(codes)} done, 0 failed" in again.stdout
+    assert "not run" not in again.stdout

@@ -306,14 +306,6 @@ class LuigidService:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=20)
 
-    def notice_dead_workers(self) -> None:
-        """What luigid's 60 s prune timer does, now: a get_work call from a worker that
-        has no tasks makes luigid prune (``prune_on_get_work``), which marks the tasks of
-        workers silent for ``worker_disconnect_delay`` FAILED, to be handed out again."""
-        data = urllib.parse.quote(json.dumps({"worker": "rehearsal-probe", "host": "probe"}))
-        with urllib.request.urlopen(f"{self.url}/api/get_work?data={data}", timeout=5) as r:
-            r.read()
-
     def running(self) -> dict[str, dict[str, Any]]:
         query = urllib.parse.quote(json.dumps({"status": "RUNNING", "upstream_status": ""}))
         with urllib.request.urlopen(f"{self.url}/api/task_list?data={query}", timeout=5) as r:
