@@ -19,8 +19,8 @@ import duckdb
 import pytest
 
 from pipeline import storage
-from pipeline.layout import LEASE_DIR
 from pipeline.executors.reaper import reap
+from pipeline.layout import LEASE_DIR
 from tests.cloud.conftest import CLUSTER, Cloud, FakeAgent, run_pipeline, write_toy_program
 from tests.cloud.helpers import wait_for
 from tests.cloud.test_runs import DATE, all_tasks, start_run
