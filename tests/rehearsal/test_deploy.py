@@ -444,27 +444,34 @@ def test_main_runs_staging_then_the_approval_then_production(main_build):
     calls = main_build.shims.calls()
     staging, prod = "survey-pipeline-staging", "survey-pipeline"
 
-    def only(tool: str, command: str, stack: str) -> Call:
+    def only(tool: str, command: str, stack: str, service: str = "") -> Call:
         found = [
             c
             for c in calls
             if c.tool == tool and c.command == command
             and (c.env.get("TF_DATA_DIR") == f".terraform/{stack}" or c.value("--cluster") == stack)
+            and (not service or service in (c.value("--service"), c.value("--services")))
         ]  # fmt: skip
         assert len(found) == 1, (tool, command, stack, [c.argv for c in found])
         return found[0]
+
+    def rolled(stack: str) -> list[Call]:
+        """luigid restarted and waited for, then the assistant beside it."""
+        return [
+            only("aws", command, stack, service)
+            for service in ("luigid", "assistant")
+            for command in ("ecs update-service", "ecs wait services-stable")
+        ]
 
     (approval,) = [c for c in calls if c.tool == "jenkins"]
     order = [
         only("terraform", "plan", staging),
         only("terraform", "apply", staging),
-        only("aws", "ecs update-service", staging),
-        only("aws", "ecs wait services-stable", staging),
+        *rolled(staging),
         only("terraform", "plan", prod),
         approval,
         only("terraform", "apply", prod),
-        only("aws", "ecs update-service", prod),
-        only("aws", "ecs wait services-stable", prod),
+        *rolled(prod),
     ]
     positions = [index(calls, c) for c in order]
     assert positions == sorted(positions), [c.argv for c in order]
@@ -473,10 +480,11 @@ def test_main_runs_staging_then_the_approval_then_production(main_build):
     assert not [c for c in before if c.tool == "terraform" and c.command == "apply"
                 and c.env.get("TF_DATA_DIR") == f".terraform/{prod}"]  # fmt: skip
     for stack in (staging, prod):
-        update = only("aws", "ecs update-service", stack)
-        assert update.value("--service") == "luigid" and update.has("--force-new-deployment")
-        wait = only("aws", "ecs wait services-stable", stack)
-        assert wait.values("--services") == ["luigid"]
+        for service in ("luigid", "assistant"):
+            update = only("aws", "ecs update-service", stack, service)
+            assert update.has("--force-new-deployment")
+            wait = only("aws", "ecs wait services-stable", stack, service)
+            assert wait.values("--services") == [service]
 
 
 def test_main_deploys_the_commit_to_staging_and_production_each_from_its_own_state(main_build):
@@ -566,11 +574,13 @@ def test_cloud_run_starts_the_worker_for_the_date(tmp_path, shims):
 
 
 def test_roll_luigid_restarts_the_service_terraform_names(tmp_path, shims):
+    """luigid first, then the assistant beside it, each waited for before the next."""
     ws = workspace(tmp_path)
     outputs = tmp_path / "outputs.json"
     outputs.write_text(
-        json.dumps({"cluster_name": "cluster-from-output", "luigid_service_name": "luigid-svc"})
-    )
+        json.dumps({"cluster_name": "cluster-from-output", "luigid_service_name": "luigid-svc",
+                    "assistant_service_name": "assistant-svc"})
+    )  # fmt: skip
     result = run_make(ws, shims, "make roll-luigid ENV=staging", SHIM_TF_OUTPUTS=str(outputs))
     assert result.returncode == 0, result.stdout + result.stderr
     assert not shims.refusals()
@@ -578,22 +588,26 @@ def test_roll_luigid_restarts_the_service_terraform_names(tmp_path, shims):
     assert [(c.tool, c.command) for c in calls] == [
         ("terraform", "init"),
         ("terraform", "output"),
-        ("terraform", "output"),
-        ("aws", "ecs update-service"),
-        ("aws", "ecs wait services-stable"),
-    ]
+        *[("terraform", "output"), ("aws", "ecs update-service"),
+          ("aws", "ecs wait services-stable")] * 2,
+    ]  # fmt: skip
     assert calls[0].values("-backend-config") == ["../envs/staging.backend.hcl"]
-    assert [c.args for c in calls[1:3]] == [["cluster_name"], ["luigid_service_name"]]
-    assert {c.env["TF_DATA_DIR"] for c in calls[:3]} == {".terraform/survey-pipeline-staging"}
-    update, wait = calls[3:]
-    assert update.argv == [
-        "ecs", "update-service", "--cluster", "cluster-from-output", "--service", "luigid-svc",
-        "--force-new-deployment",
-    ]  # fmt: skip
-    assert wait.argv == [
-        "ecs", "wait", "services-stable", "--cluster", "cluster-from-output",
-        "--services", "luigid-svc",
-    ]  # fmt: skip
+    outputs_read = [c.args for c in calls if c.command == "output"]
+    assert outputs_read == [["cluster_name"], ["luigid_service_name"], ["assistant_service_name"]]
+    assert {c.env["TF_DATA_DIR"] for c in calls if c.tool == "terraform"} == {
+        ".terraform/survey-pipeline-staging"
+    }
+    for (update, wait), service in zip(
+        ((calls[3], calls[4]), (calls[6], calls[7])), ("luigid-svc", "assistant-svc"), strict=True
+    ):
+        assert update.argv == [
+            "ecs", "update-service", "--cluster", "cluster-from-output", "--service", service,
+            "--force-new-deployment",
+        ]  # fmt: skip
+        assert wait.argv == [
+            "ecs", "wait", "services-stable", "--cluster", "cluster-from-output",
+            "--services", service,
+        ]  # fmt: skip
 
 
 # ------------------------------------------------------------------------- the registry

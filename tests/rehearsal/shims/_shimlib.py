@@ -330,6 +330,7 @@ def default_outputs(stack: str) -> dict[str, str]:
         "stack_name": stack,
         "cluster_name": stack,
         "luigid_service_name": "luigid",
+        "assistant_service_name": "assistant",
         "raw_uri": f"s3://{stack}-work-{ACCOUNT}/raw/",
         "storage_root": f"s3://{stack}-work-{ACCOUNT}/work",
         "scheduler_url": f"http://luigid.{stack}.internal:8082",
