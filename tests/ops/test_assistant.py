@@ -483,7 +483,7 @@ def test_forgive_failures_button_in_luigids_ui_reruns_the_cohort(
 
         assert wait_for(lambda: all(reloaded().get(t) == "DONE" for t in chain), 180, 2)
         deliver = next(t for t in shown(browser) if t.startswith("Deliver_"))
-        assert wait_for(lambda: reloaded().get(deliver) == "DONE", timeout=60, interval=2)
+        assert wait_for(lambda: reloaded().get(deliver) == "DONE", timeout=180, interval=2)
         assert set(shown(browser)) == before  # the same tasks: no second delivery
     finally:
         browser.close()
