@@ -465,16 +465,20 @@ class PipelineWorker(luigi.worker.Worker):
         }
 
     def _held_elsewhere(self) -> dict[str, str]:
-        """This run's tasks that luigid lists as RUNNING in another worker, by that worker."""
+        """This run's tasks that luigid lists as RUNNING in another run's worker, by that
+        worker (an assistant holding one is waited for by ``_held_by_assistant``)."""
         try:
             listed = self._link.task_list(status=RUNNING, upstream_status="") or {}
+            assistants = {
+                w.get("name") for w in self._link.worker_list() or [] if w.get("assistant")
+            }
         except luigi.rpc.RPCError:
             return {}
         return {
             task_id: str(info.get("worker_running"))
             for task_id, info in listed.items()
             if task_id in self._scheduled_tasks and isinstance(info, dict)
-            and info.get("worker_running") not in (None, self._id)
+            and info.get("worker_running") not in (None, self._id, *assistants)
         }  # fmt: skip
 
     def _failed_since_registered(self) -> bool:
