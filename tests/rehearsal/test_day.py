@@ -112,16 +112,17 @@ def test_b_cron_runs_every_program_at_once_and_one_cohort_fails(day: Day) -> Non
     assert day.failing in first_half
     run = day.cron()
     day.notes["run1"] = run
+    def all_running() -> list[dict[str, Any]] | None:
+        tasks = day.tasks(running=True)
+        at_once = len(tasks) == COHORTS * VARIANTS and day.agent.alive() == COHORTS * VARIANTS
+        return tasks if at_once else None
+
     try:
-        # All programs at once: moto's RUNNING tasks and the agent's live wrappers.
-        wait_for(
-            lambda: (
-                len(day.tasks(running=True)) == COHORTS * VARIANTS
-                and day.agent.alive() == COHORTS * VARIANTS
-            ),
-            timeout=120,
-            what=f"{COHORTS * VARIANTS} programs RUNNING at once",
-        )
+        # All programs at once: moto's RUNNING tasks and the agent's live wrappers. The
+        # assertions below read this one snapshot of moto's tasks (CI once saw a second
+        # listing a moment later miss one task whose wrapper ran on for minutes).
+        tasks = wait_for(all_running, timeout=120,
+                         what=f"{COHORTS * VARIANTS} programs RUNNING at once")  # fmt: skip
     except AssertionError:
         raise AssertionError(output(run)) from None
     assert day.agent.max_live == COHORTS * VARIANTS
@@ -130,7 +131,6 @@ def test_b_cron_runs_every_program_at_once_and_one_cohort_fails(day: Day) -> Non
     running = [t for t in day.luigid.running() if t.startswith("RunModel")]
     assert len(running) == COHORTS * VARIANTS, running
     # One lease store, one run date, both variants' specs, each cohort twice.
-    tasks = day.tasks(running=True)
     specs = {fingerprint(day.champion), fingerprint(day.challenger)}
     tags = [{t["key"]: t["value"] for t in task["tags"]} for task in tasks]
     assert {t["spec"] for t in tags} == specs
