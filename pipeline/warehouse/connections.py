@@ -35,6 +35,19 @@ class _Entry:
 _lock = threading.RLock()
 _enabled = 0
 _entries: dict[str, _Entry] = {}
+_writers: dict[str, threading.Lock] = {}
+
+
+def writer(path: str) -> threading.Lock:
+    """The lock a write transaction on ``path`` holds in this process, shared or not.
+
+    DuckDB's transactions are optimistic: two threads' first loads into a new file both
+    ``CREATE SCHEMA``/``CREATE TABLE`` and one fails at once ("Catalog write-write
+    conflict"), and a load trusting the catalog another thread has not committed yet
+    writes to a table it cannot see. One writer at a time per file; reads never wait.
+    (Another process is kept out by the file's own lock.)"""
+    with _lock:
+        return _writers.setdefault(path, threading.Lock())
 
 
 @contextlib.contextmanager

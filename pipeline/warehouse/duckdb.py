@@ -252,17 +252,19 @@ class DuckDBWarehouse(WarehouseBase):
         readers too: DuckDB refuses a read-only connection beside a read-write one in one
         process, and each reopening costs a catalog read and a checkpoint. Else one of
         its own, closed at the end."""
+        writing = contextlib.nullcontext() if read_only else connections.writer(str(self.path))
         if connections.is_shared():
             self._require(read_only=read_only)
-            with connections.borrow(str(self.path), self._open) as (con, entry):
+            with writing, connections.borrow(str(self.path), self._open) as (con, entry):
                 con.execute("SET TimeZone = 'UTC'")
                 yield con, entry
             return
-        con = self.connect(read_only=read_only)
-        try:
-            yield con, _Uncached()
-        finally:
-            con.close()
+        with writing:
+            con = self.connect(read_only=read_only)
+            try:
+                yield con, _Uncached()
+            finally:
+                con.close()
 
     def replace(
         self,

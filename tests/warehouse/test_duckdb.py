@@ -205,3 +205,36 @@ def test_loads_of_a_run_share_one_connection_and_its_catalog(tmp_path: Path) -> 
     got = rows(path, "SELECT cohort, sum(estimate), sum(result_extra) FROM model_estimates "
                      "GROUP BY cohort ORDER BY cohort")  # fmt: skip
     assert got == [("a", 5.0, 7.0), ("b", 3.0, 9.0), ("c", 6.0, None)]
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["pipeline-run", "own-connections"])
+def test_first_loads_from_many_threads_at_once_all_land(tmp_path: Path, shared: bool) -> None:
+    """Cohorts that finish together ingest at once, from threads of one process (the run's
+    workers, or the assistant's): into a new file, every one lands (DuckDB's optimistic
+    transactions made all but one fail with "Catalog write-write conflict")."""
+    import contextlib
+    import threading
+
+    from pipeline.warehouse import connections
+
+    path = tmp_path / "w.duckdb"
+    wh = open_warehouse(f"duckdb://{path}")
+    cohorts = [f"c{i}" for i in range(8)]
+    start, errors = threading.Barrier(len(cohorts)), []
+
+    def load(cohort: str) -> None:
+        start.wait()
+        try:
+            wh.replace(D1, cohort, {"model_estimates": estimates([1, 2])})
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion
+            errors.append(f"{cohort}: {exc}")
+
+    with connections.shared() if shared else contextlib.nullcontext():
+        threads = [threading.Thread(target=load, args=(c,)) for c in cohorts]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    got = rows(path, "SELECT cohort, count(*) FROM model_estimates GROUP BY 1 ORDER BY 1")
+    assert got == [(c, 2) for c in cohorts]
