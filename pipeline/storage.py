@@ -1,17 +1,22 @@
 """Targets under the storage root: local paths or ``s3://`` URIs, behind luigi's targets.
 
-Every write goes through ``target.open("w")``, which is atomic for both ``LocalTarget``
-(temp file + rename) and ``S3Target`` (upload on close), so a killed step never leaves a
-half-written output that would count as complete.
+Every write is atomic, so a killed step never leaves a half-written output that would
+count as complete: ``LocalTarget.open("w")`` (temp file + rename) locally, one
+``PutObject`` (luigi's ``S3Client.put_string``) on S3. On S3 each call is as few requests as
+it can be (a read is one GET, a write one PUT, a removal one DELETE and one LIST): at a
+delivery's width these calls are most of what the orchestrator does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
+import shutil
 import threading
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,16 +52,48 @@ def _file_target_class() -> type[luigi.target.FileSystemTarget]:
     from luigi.contrib.s3 import S3Target
 
     class FileS3Target(S3Target):
-        """A file under an ``s3://`` storage root: ``exists`` is one HEAD request.
-        (luigi's also looks for a "directory" of that name when there is no such object:
-        three requests for every target not written yet, the common case when luigi
-        checks which tasks are complete.)"""
+        """A file under an ``s3://`` storage root: ``exists`` is one HEAD request, or
+        none inside ``listed()``. (luigi's also looks for a "directory" of that name when
+        there is no such object: three requests for every target not written yet, the
+        common case when luigi checks which tasks are complete.)"""
 
         def exists(self) -> bool:
+            known = _listed_answer(self.path)
+            if known is not None:
+                return known
             bucket, key = self.fs._path_to_bucket_and_key(self.path)
             return self.fs._exists(bucket, key)
 
     return FileS3Target
+
+
+_listings: dict[str, frozenset[str]] = {}  # prefix -> the URIs below it, while listed()
+
+
+def _listed_answer(uri: str) -> bool | None:
+    for prefix, uris in _listings.items():
+        if uri.startswith(prefix):
+            return uri in uris
+    return None
+
+
+@contextlib.contextmanager
+def listed(uri: str) -> Iterator[None]:
+    """Answer whether targets below the ``s3://`` directory ``uri`` exist from one
+    listing of it (a LIST request per 1,000 objects) instead of a HEAD request each, until
+    the block ends. For luigi's scheduling, which asks every task of a delivery whether it
+    is complete, one after another: a thousand HEAD requests at 200 cohorts. What is
+    written below ``uri`` inside the block is not seen: use it only while nothing runs.
+    Local directories are not listed (a file's existence costs nothing there)."""
+    if not is_s3(uri):
+        yield
+        return
+    prefix = uri.rstrip("/") + "/"
+    _listings[prefix] = frozenset(listdir(prefix))
+    try:
+        yield
+    finally:
+        _listings.pop(prefix, None)
 
 
 def is_s3(uri: str) -> bool:
@@ -113,24 +150,35 @@ def target(uri: str) -> luigi.target.FileSystemTarget:
 
 @_s3_errors
 def read_bytes(uri: str) -> bytes:
-    """The object's bytes; FileNotFoundError when there is none, on S3 as on disk
-    (luigi's S3 target raises its own FileNotFoundException, which is no OSError)."""
+    """The object's bytes; FileNotFoundError when there is none, on S3 as on disk."""
+    if not is_s3(uri):
+        return Path(uri).read_bytes()
     try:
-        with target(uri).open("r") as fh:
-            return fh.read()
-    except luigi.target.FileSystemException as exc:
-        if is_s3(uri):
-            from luigi.contrib.s3 import FileNotFoundException  # loaded for S3 targets
-
-            if isinstance(exc, FileNotFoundException):
-                raise FileNotFoundError(f"no such object: {uri}") from exc
+        return s3_client().get_as_bytes(uri)
+    except Exception as exc:
+        if _not_found(exc):
+            raise FileNotFoundError(f"no such object: {uri}") from exc
         raise
 
 
 @_s3_errors
 def write_bytes(uri: str, data: bytes) -> None:
+    if is_s3(uri):
+        s3_client().put_string(data, uri)
+        return
     with target(uri).open("w") as fh:
         fh.write(data)
+
+
+def _not_found(exc: BaseException) -> bool:
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return code in ("NoSuchKey", "404", "NotFound")
+
+
+def _bucket_key(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
 
 
 def read_json(uri: str) -> Any:
@@ -162,22 +210,42 @@ def read_table(uri: str) -> pd.DataFrame:
 @_s3_errors
 def exists(uri: str) -> bool:
     """A file, or a "directory" (a prefix of ``s3://`` keys)."""
-    return target(uri).exists() or (is_s3(uri) and s3_client().isdir(uri))
+    if not is_s3(uri):
+        return Path(uri).exists()
+    bucket, key = _bucket_key(uri)
+    client = s3_client()
+    if client._exists(bucket, key):
+        return True
+    below = client.s3.meta.client.list_objects_v2(
+        Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1
+    )
+    return bool(below.get("KeyCount"))
 
 
 @_s3_errors
 def remove(uri: str) -> None:
-    """Remove a file or a directory tree (``s3://`` prefixes recursively)."""
-    if exists(uri):
-        target(uri).fs.remove(uri)
+    """Remove a file or a directory tree (``s3://`` prefixes recursively); nothing there
+    is no error."""
+    if not is_s3(uri):
+        path = Path(uri)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+        return
+    bucket, key = _bucket_key(uri)
+    client = s3_client()
+    client.s3.meta.client.delete_object(Bucket=bucket, Key=key)
+    client.s3.Bucket(bucket).objects.filter(Prefix=key.rstrip("/") + "/").delete()
 
 
 @_s3_errors
 def listdir(uri: str) -> list[str]:
     """Full URIs of the files below ``uri`` (recursive; empty if it does not exist)."""
-    if not exists(uri):
-        return []
-    return sorted(str(p) for p in target(uri).fs.listdir(uri))
+    if not is_s3(uri):
+        root = Path(uri)
+        return sorted(str(p) for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    return sorted(str(p) for p in s3_client().listdir(uri))
 
 
 def append_text(uri: str, text: str, spool_dir: Path) -> None:

@@ -75,6 +75,7 @@ import luigi.scheduler
 import luigi.worker
 from luigi.task_status import DONE, FAILED, PENDING, RUNNING
 
+from pipeline import storage
 from pipeline.errors import PipelineError
 from pipeline.executors.base import request_shutdown
 from pipeline.steps import STEPS
@@ -332,9 +333,14 @@ class PipelineWorker(luigi.worker.Worker):
         super().__init__(scheduler=self._link, worker_processes=worker_processes, **kwargs)
 
     def add(self, task: luigi.Task, *args: Any, **kwargs: Any) -> bool:
-        if not self._in_run and not self._registering:
-            self._roots.append(task)
-        return super().add(task, *args, **kwargs)
+        if self._in_run or self._registering:
+            return super().add(task, *args, **kwargs)
+        self._roots.append(task)
+        # Scheduling asks every task whether it is complete before anything runs: answer
+        # for the run date's targets from one listing of its directory.
+        layout = getattr(task, "layout", None)
+        with storage.listed(layout.base) if layout is not None else contextlib.nullcontext():
+            return super().add(task, *args, **kwargs)
 
     def run(self) -> bool:
         self._in_run = True

@@ -144,12 +144,8 @@ def attempt_files(layout: Layout, cohort: str, spec: ProgramSpec) -> dict[str, s
     where = layout.attempts(cohort, spec.slug)
     prefix = where.rstrip("/") + "/"
     found: dict[str, set[str]] = {}
-    # On S3 one LIST call, without the existence checks (and their debug log lines) of
-    # storage.listdir: every RunModel of a delivery asks this at its start.
-    uris = (
-        storage.target(where).fs.listdir(where) if storage.is_s3(where) else storage.listdir(where)
-    )
-    for uri in map(str, uris):
+    # (on S3 one LIST call: every RunModel of a delivery asks this at its start)
+    for uri in storage.listdir(where):
         attempt, _, rest = uri.removeprefix(prefix).partition("/")
         if attempt and rest:
             found.setdefault(attempt, set()).add(prefix + attempt + "/" + rest)

@@ -59,3 +59,49 @@ def test_a_missing_object_is_file_not_found_as_for_a_local_root(cloud: Cloud) ->
     with pytest.raises(FileNotFoundError):
         storage.read_json(missing)
     assert attempts._read_json(missing) is None
+
+
+def requests_made(client: object) -> list[str]:
+    """Every S3 request ``client`` (luigi's S3Client) sends from now on, by operation."""
+    made: list[str] = []
+    client.s3.meta.client.meta.events.register(  # type: ignore[attr-defined]
+        "before-call.s3", lambda model, **_: made.append(model.name)
+    )
+    return made
+
+
+def test_each_call_is_as_few_requests_as_it_can_be(cloud: Cloud) -> None:
+    uri = f"{cloud.root}/2026-11-23/quality/asthma.json"
+    made = requests_made(storage.s3_client())
+    storage.write_json(uri, {"ok": True})
+    assert made == ["PutObject"]  # not a temp file and a managed transfer
+    made.clear()
+    assert storage.read_json(uri) == {"ok": True}
+    assert made == ["GetObject"]  # no HEAD first
+    made.clear()
+    storage.remove(uri)
+    assert made == ["DeleteObject", "ListObjects"]  # the file, then anything below it
+    made.clear()
+    assert not storage.exists(uri)
+    assert made == ["HeadObject", "ListObjectsV2"]  # no directory-marker GETs
+
+
+def test_scheduling_answers_from_one_listing(cloud: Cloud) -> None:
+    """Inside ``listed(dir)``, whether a target below it exists costs no request; what is
+    written inside the block is not seen there (it is for scheduling, before runs)."""
+    base = f"{cloud.root}/2026-11-24"
+    done = [f"{base}/quality/c{i}.parquet" for i in range(3)]
+    for uri in done:
+        storage.write_bytes(uri, b"x")
+    made = requests_made(storage.s3_client())
+    with storage.listed(base):
+        listing = list(made)
+        assert [storage.target(u).exists() for u in done] == [True, True, True]
+        assert not storage.target(f"{base}/quality/c9.parquet").exists()
+        assert made == listing  # answered from the listing
+        storage.write_bytes(f"{base}/quality/c9.parquet", b"x")
+        assert not storage.target(f"{base}/quality/c9.parquet").exists()
+        assert storage.target(f"{cloud.root}/elsewhere.json").exists() is False  # HEAD
+    assert listing == ["ListObjects"]
+    assert made[-2:] == ["PutObject", "HeadObject"]
+    assert storage.target(f"{base}/quality/c9.parquet").exists()  # after it: HEAD again
