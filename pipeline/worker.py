@@ -62,11 +62,13 @@ import datetime as dt
 import fcntl
 import logging
 import os
+import signal
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any, Protocol
 
 import luigi.interface
@@ -103,6 +105,36 @@ def runs_here(module: str | None, family: str | None) -> bool:
     return (module == TASK_PACKAGE or module.startswith(TASK_PACKAGE + ".")) and (
         family in FAMILIES
     )
+
+
+@contextlib.contextmanager
+def interrupted_by_sigterm() -> Iterator[None]:
+    """SIGTERM (ECS stopping the container) interrupts the worker as Ctrl-C does: a
+    ``KeyboardInterrupt`` in the main thread, which stops the running tasks' programs and
+    cloud tasks (``TaskThread.terminate``)."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    if _in_logging(frame):
+        # Raised here, the interrupt could land between a log handler's acquire() and its
+        # try: the lock would stay taken, and every later log line and the run's exit
+        # would wait for it for ever. Deliver the signal again in a moment.
+        threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+        return
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _in_logging(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename == logging.__file__:
+            return True
+        frame = frame.f_back
+    return False
 
 
 class AlreadyRunning(PipelineError):

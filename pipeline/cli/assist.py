@@ -13,7 +13,6 @@ programs and cloud tasks as they stop those of ``pipeline run``.
 from __future__ import annotations
 
 import argparse
-import signal
 import socket
 import sys
 import time
@@ -81,18 +80,13 @@ def wait_for_luigid(url: str, poll: float) -> None:
             time.sleep(min(poll, 5.0))
 
 
-def _interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def main(args: argparse.Namespace) -> int:
     import luigi
 
-    from pipeline.worker import WorkerSchedulerFactory
+    from pipeline.worker import WorkerSchedulerFactory, interrupted_by_sigterm
 
     url, workers, poll = settings(args)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
+    with interrupted_by_sigterm():
         wait_for_luigid(url, poll)
         print(
             f"pipeline assist: assisting {url} ({workers} worker thread(s), asking for work "
@@ -109,6 +103,4 @@ def main(args: argparse.Namespace) -> int:
         ok = luigi.build(
             [], worker_scheduler_factory=factory, assistant=True, scheduler_url=url, workers=workers
         )
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     return 0 if ok else 1

@@ -6,14 +6,12 @@ import argparse
 import contextlib
 import datetime as dt
 import os
-import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from urllib.parse import urlparse
 
 import luigi
@@ -33,7 +31,12 @@ from pipeline.tasks.params import (
     with_overrides,
 )
 from pipeline.warehouse import connections, open_warehouse
-from pipeline.worker import AlreadyRunning, WorkerSchedulerFactory, take_run_lock
+from pipeline.worker import (
+    AlreadyRunning,
+    WorkerSchedulerFactory,
+    interrupted_by_sigterm,
+    take_run_lock,
+)
 
 
 def run_date(value: str) -> dt.date:
@@ -286,10 +289,6 @@ def log_upload_interval() -> float:
     return max(config.get_float("run", "log_upload_interval", 30.0), 0.0)
 
 
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def execute(deliver: Deliver, args: argparse.Namespace, console: RunConsole) -> int:
     """Run ``deliver`` with luigi's scheduler (local or luigid) and ``PipelineWorker``,
     showing progress on ``console``; returns the ``[retcode]`` exit code."""
@@ -301,17 +300,13 @@ def execute(deliver: Deliver, args: argparse.Namespace, console: RunConsole) -> 
         url = scheduler_url(args)
         check_scheduler(url)
         env["scheduler_url"] = url
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        with console.capturing(), connections.shared():
-            result = luigi.build(
-                [deliver],
-                worker_scheduler_factory=WorkerSchedulerFactory(observer=console),
-                detailed_summary=True,
-                **env,
-            )
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with interrupted_by_sigterm(), console.capturing(), connections.shared():
+        result = luigi.build(
+            [deliver],
+            worker_scheduler_factory=WorkerSchedulerFactory(observer=console),
+            detailed_summary=True,
+            **env,
+        )
     return exit_code(result)
 
 
