@@ -9,14 +9,16 @@ delivery's width these calls are most of what the orchestrator does.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import io
 import json
 import shutil
 import threading
+import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,22 +31,31 @@ if TYPE_CHECKING:
 
 from pipeline.errors import StorageError
 
-_local = threading.local()
+_client: S3Client | None = None
 _client_lock = threading.Lock()
+POOL_CONNECTIONS = 64  # the run's threads share the client: keep their connections
 
 
 def s3_client() -> S3Client:
-    """This thread's luigi S3 client (boto3 resources are not thread-safe and creating
-    them from the default session is not either: one per thread, made under a lock)."""
-    client = getattr(_local, "s3", None)
-    if client is None:
-        from luigi.contrib.s3 import S3Client  # boto3: only when the storage is on S3
+    """The process's luigi S3 client, made once (under a lock) and shared by every thread.
+    Only its low-level boto3 client is used (``_api``; thread-safe): boto3 resources are
+    not thread-safe, and a resource made per thread or per call (luigi's ``get_as_bytes``,
+    ``listdir``) costs more CPU than the request it sends."""
+    global _client
+    if _client is None:
+        from botocore.config import Config  # boto3: only when the storage is on S3
+        from luigi.contrib.s3 import S3Client
 
         with _client_lock:
-            client = S3Client()
-            client.s3  # noqa: B018 - build the boto3 resource now, under the lock
-        _local.s3 = client
-    return client
+            if _client is None:
+                client = S3Client(config=Config(max_pool_connections=POOL_CONNECTIONS))
+                client.s3  # noqa: B018 - build the boto3 resource now, under the lock
+                _client = client
+    return _client
+
+
+def _api() -> Any:
+    return s3_client().s3.meta.client
 
 
 @functools.cache
@@ -153,8 +164,9 @@ def read_bytes(uri: str) -> bytes:
     """The object's bytes; FileNotFoundError when there is none, on S3 as on disk."""
     if not is_s3(uri):
         return Path(uri).read_bytes()
+    bucket, key = _bucket_key(uri)
     try:
-        return s3_client().get_as_bytes(uri)
+        return _api().get_object(Bucket=bucket, Key=key)["Body"].read()
     except Exception as exc:
         if _not_found(exc):
             raise FileNotFoundError(f"no such object: {uri}") from exc
@@ -164,7 +176,8 @@ def read_bytes(uri: str) -> bytes:
 @_s3_errors
 def write_bytes(uri: str, data: bytes) -> None:
     if is_s3(uri):
-        s3_client().put_string(data, uri)
+        bucket, key = _bucket_key(uri)
+        _api().put_object(Bucket=bucket, Key=key, Body=data)
         return
     with target(uri).open("w") as fh:
         fh.write(data)
@@ -213,13 +226,26 @@ def exists(uri: str) -> bool:
     if not is_s3(uri):
         return Path(uri).exists()
     bucket, key = _bucket_key(uri)
-    client = s3_client()
-    if client._exists(bucket, key):
+    if s3_client()._exists(bucket, key):
         return True
-    below = client.s3.meta.client.list_objects_v2(
-        Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1
-    )
+    below = _api().list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1)
     return bool(below.get("KeyCount"))
+
+
+@_s3_errors
+def version(uri: str) -> str:
+    """What changes when the file is written again: its ETag on S3 (one HEAD request),
+    its modification time and size on disk; FileNotFoundError when there is none."""
+    if not is_s3(uri):
+        stat = Path(uri).stat()
+        return f"{stat.st_mtime_ns}-{stat.st_size}"
+    bucket, key = _bucket_key(uri)
+    try:
+        return str(_api().head_object(Bucket=bucket, Key=key)["ETag"])
+    except Exception as exc:
+        if _not_found(exc):
+            raise FileNotFoundError(f"no such object: {uri}") from exc
+        raise
 
 
 @_s3_errors
@@ -234,9 +260,27 @@ def remove(uri: str) -> None:
             path.unlink(missing_ok=True)
         return
     bucket, key = _bucket_key(uri)
-    client = s3_client()
-    client.s3.meta.client.delete_object(Bucket=bucket, Key=key)
-    client.s3.Bucket(bucket).objects.filter(Prefix=key.rstrip("/") + "/").delete()
+    _api().delete_object(Bucket=bucket, Key=key)
+    below = _keys(bucket, key.rstrip("/") + "/")
+    for start in range(0, len(below), 1000):  # DeleteObjects takes 1,000 keys a call
+        chunk = [{"Key": k} for k in below[start : start + 1000]]
+        _api().delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
+
+
+def _keys(bucket: str, prefix: str) -> list[str]:
+    """Every key below ``prefix`` (a LIST request per 1,000)."""
+    pages = _api().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+@_s3_errors
+def remove_file(uri: str) -> None:
+    """Remove one file; nothing there is no error (on S3 one DELETE request)."""
+    if is_s3(uri):
+        bucket, key = _bucket_key(uri)
+        _api().delete_object(Bucket=bucket, Key=key)
+    else:
+        Path(uri).unlink(missing_ok=True)
 
 
 @_s3_errors
@@ -245,13 +289,16 @@ def listdir(uri: str) -> list[str]:
     if not is_s3(uri):
         root = Path(uri)
         return sorted(str(p) for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
-    return sorted(str(p) for p in s3_client().listdir(uri))
+    bucket, key = _bucket_key(uri)
+    return sorted(f"s3://{bucket}/{k}" for k in _keys(bucket, key.rstrip("/") + "/"))
 
 
-def append_text(uri: str, text: str, spool_dir: Path) -> None:
+def append_text(uri: str, text: str, spool_dir: Path, *, upload_within: float = 0.0) -> None:
     """Append ``text`` to the log at ``uri``. Local files are appended to; an ``s3://`` log
     is kept in a local spool file under ``spool_dir`` (seeded from the object once) and
-    uploaded whole after each append, so the storage root always holds the latest log."""
+    uploaded whole after the append, so the storage root holds the latest log: at once,
+    or with ``upload_within`` seconds, within that time (lines appended meanwhile go up in
+    the same upload; ``flush_appended`` uploads what is pending now)."""
     if not is_s3(uri):
         path = Path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -260,11 +307,75 @@ def append_text(uri: str, text: str, spool_dir: Path) -> None:
         return
     spool = spool_dir / uri.removeprefix("s3://")
     spool.parent.mkdir(parents=True, exist_ok=True)
-    if not spool.exists() and exists(uri):
-        spool.write_bytes(read_bytes(uri))
+    if not spool.exists():
+        with contextlib.suppress(FileNotFoundError):  # one GET: a log an earlier run left
+            spool.write_bytes(read_bytes(uri))
     with spool.open("a", encoding="utf-8") as fh:
         fh.write(text)
-    write_bytes(uri, spool.read_bytes())
+    if upload_within > 0:
+        _pending.later(uri, spool, upload_within)
+    else:
+        _pending.upload(uri, spool)
+
+
+def flush_appended(uri: str | None = None) -> None:
+    """Upload now what ``append_text`` left pending for ``uri`` (for every log if None)."""
+    _pending.flush(uri)
+
+
+class _PendingUploads:
+    """Appended logs waiting for their upload, by URI; a daemon thread uploads each when
+    it is due, ``flush`` at once, and the process's exit flushes the rest. Uploads of one
+    log go one at a time, each reading its spool file inside its turn: the last upload
+    holds every line appended before it started."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._due: dict[str, tuple[float, Path]] = {}
+        self._turns: dict[str, threading.Lock] = {}
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def later(self, uri: str, spool: Path, within: float) -> None:
+        with self._lock:
+            if uri not in self._due:
+                self._due[uri] = (time.monotonic() + within, spool)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="log-upload", daemon=True)
+                self._thread.start()
+                atexit.register(self.flush)
+        self._wake.set()
+
+    def upload(self, uri: str, spool: Path) -> None:
+        with self._lock:
+            turn = self._turns.setdefault(uri, threading.Lock())
+        with turn:
+            write_bytes(uri, spool.read_bytes())
+
+    def flush(self, uri: str | None = None) -> None:
+        for each, spool in self._take(lambda u, _when: uri is None or u == uri):
+            self.upload(each, spool)
+
+    def _take(self, which: Callable[[str, float], bool]) -> list[tuple[str, Path]]:
+        with self._lock:
+            taken = [(u, spool) for u, (when, spool) in self._due.items() if which(u, when)]
+            for u, _spool in taken:
+                del self._due[u]
+            return taken
+
+    def _loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            for uri, spool in self._take(lambda _u, when, now=now: when <= now):
+                with contextlib.suppress(Exception):  # the next line or the flush retries
+                    self.upload(uri, spool)
+            with self._lock:
+                wait = min((when for when, _ in self._due.values()), default=now + 60) - now
+            self._wake.wait(timeout=max(wait, 0.05))
+            self._wake.clear()
+
+
+_pending = _PendingUploads()
 
 
 def web_url(uri: str, *, root: str, base_url: str = "") -> str:

@@ -20,6 +20,10 @@ from pipeline.executors.attempts import run_records
 from pipeline.layout import Layout, spool_dir
 from pipeline.tasks.params import ExecutorParameter, ProgramParameter, RawParameter, load_program
 
+# A task's log on an S3 root goes up at most this long after a line is added (the lines
+# of that time in one upload), and whole when the task ends: one PUT per task for most.
+LOG_UPLOAD_SECONDS = 2.0
+
 
 class RunDateTask(luigi.Task):
     """A task of one delivery; every output lives under ``<storage root>/<run_date>/``."""
@@ -39,7 +43,7 @@ class RunDateTask(luigi.Task):
         line = f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {message}\n"
         log = self.layout.task_log(self.task_id)
         with contextlib.suppress(OSError, PipelineError):
-            storage.append_text(log, line, spool_dir())
+            storage.append_text(log, line, spool_dir(), upload_within=LOG_UPLOAD_SECONDS)
         # The worker installs these callbacks only while the task runs in it.
         if self.set_tracking_url and not getattr(self, "_log_linked", False):
             self._log_linked = True
@@ -77,12 +81,14 @@ class RunDateTask(luigi.Task):
             storage.write_bytes(self.layout.failure(self.task_id), message.encode())
         with contextlib.suppress(OSError, PipelineError):
             self.report(f"FAILED {message.splitlines()[0] if message else ''}")
+            storage.flush_appended(self.layout.task_log(self.task_id))
         metrics.record_task(self.task_family, getattr(self, "cohort", None), failed=True)
         return message
 
     def on_success(self) -> None:
         with contextlib.suppress(OSError, PipelineError):
-            storage.remove(self.layout.failure(self.task_id))
+            storage.flush_appended(self.layout.task_log(self.task_id))
+            storage.remove_file(self.layout.failure(self.task_id))
 
 
 # Each task's last execution (host, pid, start, end, outcome, parameters) next to its

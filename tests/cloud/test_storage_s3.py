@@ -80,7 +80,7 @@ def test_each_call_is_as_few_requests_as_it_can_be(cloud: Cloud) -> None:
     assert made == ["GetObject"]  # no HEAD first
     made.clear()
     storage.remove(uri)
-    assert made == ["DeleteObject", "ListObjects"]  # the file, then anything below it
+    assert made == ["DeleteObject", "ListObjectsV2"]  # the file, then anything below it
     made.clear()
     assert not storage.exists(uri)
     assert made == ["HeadObject", "ListObjectsV2"]  # no directory-marker GETs
@@ -102,6 +102,47 @@ def test_scheduling_answers_from_one_listing(cloud: Cloud) -> None:
         storage.write_bytes(f"{base}/quality/c9.parquet", b"x")
         assert not storage.target(f"{base}/quality/c9.parquet").exists()
         assert storage.target(f"{cloud.root}/elsewhere.json").exists() is False  # HEAD
-    assert listing == ["ListObjects"]
+    assert listing == ["ListObjectsV2"]
     assert made[-2:] == ["PutObject", "HeadObject"]
     assert storage.target(f"{base}/quality/c9.parquet").exists()  # after it: HEAD again
+
+
+def test_appended_lines_within_the_upload_time_go_up_together(cloud: Cloud, tmp_path) -> None:
+    import time
+
+    log = f"{cloud.root}/2026-11-25/logs/tasks/RunModel_x.log"
+    made = requests_made(storage.s3_client())
+    for line in ("prepared\n", "submitted\n", "RUNNING\n"):
+        storage.append_text(log, line, tmp_path, upload_within=60)
+    assert "PutObject" not in made  # pending
+    storage.flush_appended(log)
+    assert made.count("PutObject") == 1
+    assert storage.read_bytes(log) == b"prepared\nsubmitted\nRUNNING\n"
+    # Without a flush, the pending lines go up once their time is over.
+    storage.append_text(log, "done\n", tmp_path, upload_within=0.2)
+    deadline = time.monotonic() + 10
+    while storage.read_bytes(log).count(b"\n") < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert storage.read_bytes(log).endswith(b"RUNNING\ndone\n")
+
+
+def test_every_cohorts_check_reads_the_cleansing_once(cloud: Cloud) -> None:
+    """The summary, rejections and frame every CheckData reads are read once per cleansing
+    (a HEAD request each time after), and again once cleansing wrote them anew."""
+    from pipeline.layout import Layout
+    from pipeline.tasks.quality import cleansed_outputs
+
+    layout = Layout(cloud.root, "2026-11-26")
+    rejections = pd.DataFrame({"cohort": ["a", "a", "b"], "reasons": ["speeder"] * 3})
+    storage.write_parquet(layout.rejections(), rejections)
+    storage.write_bytes(layout.frame(), b"specialty,region,n_physicians\nx,y,1\n")
+    storage.write_json(layout.cleanse_summary(), {"run": 1})
+    made = requests_made(storage.s3_client())
+    summary, by_cohort, _frame = cleansed_outputs(layout)
+    assert summary == {"run": 1} and sorted(by_cohort) == ["a", "b"]
+    assert len(by_cohort["a"]) == 2
+    made.clear()
+    assert cleansed_outputs(layout)[0] == {"run": 1}
+    assert made == ["HeadObject"]
+    storage.write_json(layout.cleanse_summary(), {"run": 2})  # cleansing ran again
+    assert cleansed_outputs(layout)[0] == {"run": 2}
