@@ -1,0 +1,34 @@
+"""A cohort whose input is ready starts its program while other cohorts are still being
+prepared: the run does not check every cohort's data before it starts the first program.
+
+One worker slot (``--workers 1``), so the data checks run one after another; program runs
+take no slot (``RunModel.waits_in_thread``), and luigi hands out a cohort's program as
+soon as its check is done (it ranks tasks by priority, then by the order they were
+scheduled: depth first, cohort by cohort). The first program must start before the last
+cohort's data check ends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.ops.conftest import DATE, make_home, noop_spec, pipeline
+
+
+def test_a_ready_cohort_starts_while_others_are_still_checked(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home", cohorts=8, respondents=400)
+    spec = noop_spec(tmp_path / "noop.toml", seconds=1.0)
+    done = pipeline(home, "run", "--run-date", DATE, "--local-scheduler", "--workers", "1",
+                    "--program", str(spec))  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    records = [json.loads(p.read_text())
+               for p in (home / "work" / DATE / "logs" / "tasks").glob("*.json")]  # fmt: skip
+    checks = [r for r in records if r["task_family"] == "CheckData"]
+    runs = [r for r in records if r["task_family"] == "RunModel"]
+    assert len(checks) == len(runs) == 8
+    first_program = min(r["started_at"] for r in runs)
+    last_check = max(r["finished_at"] for r in checks)
+    assert first_program < last_check, (first_program, last_check)
+    # ... and programs overlap the checks, not only the first one.
+    overlapping = [r for r in runs if r["started_at"] < last_check]
+    assert len(overlapping) >= 2, sorted((r["cohort"], r["started_at"]) for r in runs)
