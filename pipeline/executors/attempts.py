@@ -81,13 +81,17 @@ def _job(layout: Layout, cohort: str, spec: ProgramSpec, attempt: str) -> tuple[
 def prepare(layout: Layout, cohort: str, spec: ProgramSpec) -> Prepared:
     """Write the attempt's job document (and CSV input if the spec wants one)."""
     input_uri = layout.cohort_input(cohort)
-    if not storage.exists(input_uri):
-        raise InputError(f"cohort {cohort!r} is not in this run date's cohorts.csv", file=input_uri)
+    try:
+        data = storage.read_bytes(input_uri)
+    except FileNotFoundError:
+        raise InputError(
+            f"cohort {cohort!r} is not in this run date's cohorts.csv", file=input_uri
+        ) from None
     if spec.input_format == "csv":
-        cleansed = pq.read_table(io.BytesIO(storage.read_bytes(input_uri)))
+        cleansed = pq.read_table(io.BytesIO(data))
         rows = cleansed.num_rows
     else:
-        rows = pq.read_metadata(io.BytesIO(storage.read_bytes(input_uri))).num_rows
+        rows = pq.read_metadata(io.BytesIO(data)).num_rows
     if rows == 0:
         raise InputError(
             f"no cleansed responses for cohort {cohort!r}: every row was rejected or none "
