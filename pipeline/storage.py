@@ -308,14 +308,29 @@ def append_text(uri: str, text: str, spool_dir: Path, *, upload_within: float = 
     spool = spool_dir / uri.removeprefix("s3://")
     spool.parent.mkdir(parents=True, exist_ok=True)
     if not spool.exists():
-        with contextlib.suppress(FileNotFoundError):  # one GET: a log an earlier run left
+        try:  # one GET: a log an earlier run left
             spool.write_bytes(read_bytes(uri))
+        except FileNotFoundError:
+            _new_logs.add(uri)
     with spool.open("a", encoding="utf-8") as fh:
         fh.write(text)
     if upload_within > 0:
         _pending.later(uri, spool, upload_within)
     else:
         _pending.upload(uri, spool)
+
+
+def started_here(uri: str) -> bool:
+    """Whether this process started the ``s3://`` log at ``uri`` (no earlier run had
+    left one when it first appended to it); asking forgets it."""
+    try:
+        _new_logs.remove(uri)
+    except KeyError:
+        return False
+    return True
+
+
+_new_logs: set[str] = set()
 
 
 def flush_appended(uri: str | None = None) -> None:

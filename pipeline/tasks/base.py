@@ -86,9 +86,13 @@ class RunDateTask(luigi.Task):
         return message
 
     def on_success(self) -> None:
+        log = self.layout.task_log(self.task_id)
         with contextlib.suppress(OSError, PipelineError):
-            storage.flush_appended(self.layout.task_log(self.task_id))
-            storage.remove_file(self.layout.failure(self.task_id))
+            storage.flush_appended(log)
+            # A failure is written with a line in the task's log: a log this run started
+            # has none before it (on S3, one DELETE request a task fewer).
+            if not storage.started_here(log):
+                storage.remove_file(self.layout.failure(self.task_id))
 
 
 # Each task's last execution (host, pid, start, end, outcome, parameters) next to its

@@ -146,3 +146,15 @@ def test_every_cohorts_check_reads_the_cleansing_once(cloud: Cloud) -> None:
     assert made == ["HeadObject"]
     storage.write_json(layout.cleanse_summary(), {"run": 2})  # cleansing ran again
     assert cleansed_outputs(layout)[0] == {"run": 2}
+
+
+def test_a_log_this_process_started_is_known_as_such(cloud: Cloud, tmp_path) -> None:
+    """A task whose log this run started had no failure before (a failure is written with
+    a line in that log): its success needs no DELETE of a failure file."""
+    new, old = (f"{cloud.root}/2026-11-27/logs/tasks/{n}.log" for n in ("New", "Old"))
+    storage.write_bytes(old, b"an earlier run\n")
+    storage.append_text(new, "first\n", tmp_path / "a")
+    storage.append_text(old, "again\n", tmp_path / "a")
+    assert storage.started_here(new) and not storage.started_here(new)  # asked once
+    assert not storage.started_here(old)
+    assert storage.read_bytes(old) == b"an earlier run\nagain\n"
