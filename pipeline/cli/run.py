@@ -110,9 +110,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=16,
+        default=32,
         help="tasks that work at once, each in a thread of this process: cleansing, data "
-        "checks, validation, ingest (default 16: in a cloud run they mostly wait for S3); "
+        "checks, validation, ingest (default 32: in a cloud run they mostly wait for S3; "
+        "200 cohorts reach their programs in 17 s with 32, 21 s with 16, docs/executors.md); "
         "program runs only wait and take none: "
         "[resources] model_slots bounds local programs, [ecs]/[batch] max_running cloud ones",
     )

@@ -63,7 +63,7 @@ def test_every_cohort_runs_at_once_and_a_kill_leaves_nothing_after_reap(
         wait_for(lambda: len(cloud.running_tasks(run_date=DATE)) == COHORTS, timeout=90,
                  what=f"all {COHORTS} cohorts' tasks RUNNING at once")  # fmt: skip
         # One orchestrator process waits for all of them, in threads: its process tree
-        # is bounded by --workers (default 4, for the short steps), not by the cohorts.
+        # is the one process (tasks are its threads), whatever the number of cohorts.
         live = [p for p in tree(run.pid) if p.status() != psutil.STATUS_ZOMBIE]
         assert len(live) <= 1 + 4 < COHORTS, [p.pid for p in live]
     except AssertionError:
