@@ -3,8 +3,10 @@ exactly as terraform's schedule runs it (no `--workers`), against a real `moto_s
 process on loopback, with 40 and 200 cohorts of sample data.
 
 ECS: moto's state manager keeps every task RUNNING until it is stopped (the containers
-never run, so the program does not matter). Batch: moto's Batch with `use_docker=false`,
-whose jobs may finish at once, so what is timed is submission. Measured from the
+never run, so the program does not matter). Batch: moto's Batch with `use_docker=false`
+marks every job SUCCEEDED as it is submitted (its state manager cannot hold them), so
+each cohort's run ends at once, without outputs, and fails while the others are being
+submitted: what is timed is submission, beside 200 failures being recorded. Measured from the
 command's start: when the last cohort's ECS task is RUNNING (`lastStatus`) / the last
 Batch job is submitted (jobs seen in any status), and the proportional set size of the
 orchestrator's whole process tree (its process group: the CLI, luigi's worker processes,
@@ -14,8 +16,11 @@ own service, as in production: its PSS is reported apart and not in the tree's).
 Once everything is running the command is interrupted (SIGTERM, as ECS stops a
 service) and stops its tasks.
 
-Targets: 40 cohorts all running/submitted within 60 s, peak PSS ≤ 1 GiB; 200 cohorts
-within 120 s, ≤ 2 GiB.
+Targets (issue 25): 200 cohorts all RUNNING (ECS) / submitted (Batch) within 20 s with
+the local scheduler and 30 s through luigid, 40 cohorts within 8 s / 12 s; peak PSS of the
+process tree ≤ 1 GiB. (Issue 9's were 60 s / 120 s and 1 / 2 GiB.) The moto server
+answers every request with "Connection: close", so each request here also opens a TCP
+connection, which real S3 and ECS endpoints keep alive.
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SIZES = {40: 60.0, 200: 120.0}  # cohorts: seconds allowed
-PSS_LIMIT_MIB = {40: 1024, 200: 2048}
+SIZES = {40: {"local": 8.0, "luigid": 12.0}, 200: {"local": 20.0, "luigid": 30.0}}
+PSS_LIMIT_MIB = {40: 1024, 200: 1024}
 BUCKET, CLUSTER, TASK_DEFINITION, CONTAINER = "bench", "bench-cluster", "bench-task", "estimator"
 QUEUE, JOB_DEFINITION = "bench-queue", "bench-job"
 REGION = "us-east-1"
@@ -267,7 +272,7 @@ def _one(root: Path, url: str, raw: Path, spec: Path, cohorts: int, executor: st
     sampler.start()
     count = _running_ecs if executor == "ecs" else _submitted_batch
     reached, seen = None, 0
-    limit = SIZES[cohorts] * 2
+    limit = 120.0  # then the run counts as not reaching it
     while time.monotonic() - started < limit and proc.poll() is None:
         seen = count(c)
         if seen >= cohorts:
@@ -328,8 +333,8 @@ def run() -> dict[str, Any]:
                         print(f"{name}: {r}", flush=True)
                         met = (
                             r["seconds_to_all"] is not None
-                            and r["seconds_to_all"] <= SIZES[cohorts]
-                            and r["peak_pss_mib"] <= PSS_LIMIT_MIB[cohorts]
+                            and r["seconds_to_all"] <= SIZES.get(cohorts, {}).get(scheduler, 120.0)
+                            and r["peak_pss_mib"] <= PSS_LIMIT_MIB.get(cohorts, 1024)
                         )
                         ok = ok and met
                         what = "all RUNNING" if executor == "ecs" else "all submitted"

@@ -341,6 +341,7 @@ class CloudExecutor:
         # Seconds past the spec's timeout before we stop a task; None = [reaper] setting.
         self.deadline_grace: float | None = None
         self._logs: Any = None
+        self._logs_lock = threading.Lock()
         self._watcher: Watcher | None = None
         self._watcher_pid = 0
         # Definitions derived for a spec's image, by image (definition_for).
@@ -438,8 +439,12 @@ class CloudExecutor:
     # -- shared ----------------------------------------------------------------------------
     @property
     def logs(self) -> Any:
+        # Made once: the cohorts whose programs end together would each make one (a
+        # client costs more CPU than a dozen requests; 200 at once stalled a run).
         if self._logs is None:
-            self._logs = aws.logs_client()
+            with self._logs_lock:
+                if self._logs is None:
+                    self._logs = aws.logs_client()
         return self._logs
 
     def watcher(self) -> Watcher:
