@@ -358,7 +358,7 @@ class _PendingUploads:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="log-upload", daemon=True)
                 self._thread.start()
-                atexit.register(self.flush)
+                atexit.register(self._flush_at_exit)
         self._wake.set()
 
     def upload(self, uri: str, spool: Path) -> None:
@@ -370,6 +370,10 @@ class _PendingUploads:
     def flush(self, uri: str | None = None) -> None:
         for each, spool in self._take(lambda u, _when: uri is None or u == uri):
             self.upload(each, spool)
+
+    def _flush_at_exit(self) -> None:
+        with contextlib.suppress(Exception):  # the storage may be gone: nothing to tell
+            self.flush()
 
     def _take(self, which: Callable[[str, float], bool]) -> list[tuple[str, Path]]:
         with self._lock:
