@@ -112,6 +112,7 @@ def test_b_cron_runs_every_program_at_once_and_one_cohort_fails(day: Day) -> Non
     assert day.failing in first_half
     run = day.cron()
     day.notes["run1"] = run
+
     def all_running() -> list[dict[str, Any]] | None:
         tasks = day.tasks(running=True)
         at_once = len(tasks) == COHORTS * VARIANTS and day.agent.alive() == COHORTS * VARIANTS
