@@ -49,7 +49,10 @@ class Delivery:
     workers: int = 2
 
     def __post_init__(self) -> None:
-        self.spec = noop_spec(self.home / "noop.toml")
+        # The program outlasts the wrapper's check of its parent (every second): a run
+        # killed as a wrapper starts must not leave a program that finishes anyway (its
+        # attempt would be adopted, correctly, and the chain's next point never reached).
+        self.spec = noop_spec(self.home / "noop.toml", seconds=1.5)
         self.codes = cohort_codes(self.home)
 
     @property
