@@ -362,7 +362,13 @@ class PipelineWorker(luigi.worker.Worker):
         self._orphans: dict[str, str] = {}  # task id -> the other worker running it at start
         self._registered_pending: set[str] = set()  # ids this run gave luigid as PENDING
         self._link = SchedulerLink(scheduler, self)
+        cache_completions = kwargs.pop("cache_completions", False)
         super().__init__(scheduler=self._link, worker_processes=worker_processes, **kwargs)
+        if cache_completions:
+            # luigi's cache of tasks found or made complete (its [worker]
+            # cache_task_completion), as a plain dict: every task runs in a thread of this
+            # process, and luigi's own is a multiprocessing Manager, a forked process.
+            self._task_completion_cache = {}
 
     def add(self, task: luigi.Task, *args: Any, **kwargs: Any) -> bool:
         if self._in_run or self._registering:

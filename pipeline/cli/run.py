@@ -308,7 +308,7 @@ def execute(deliver: Deliver, args: argparse.Namespace, console: RunConsole) -> 
             # before it builds): luigi's check of a task's dependencies just before it
             # runs then costs no request for those (4 HEADs per cohort's data check on S3).
             worker_scheduler_factory=WorkerSchedulerFactory(
-                observer=console, cache_task_completion=True
+                observer=console, cache_completions=True
             ),
             detailed_summary=True,
             **env,

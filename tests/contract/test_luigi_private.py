@@ -61,6 +61,8 @@ WORKER_ATTRIBUTES = {
     "_scheduler": None,  # what the worker talks to (our SchedulerLink)
     # every get_work reply, kept for ever by luigi: an always-on assistant trims it
     "_get_work_response_history": list,
+    # luigi's completion cache, handed to each task process: a run sets a plain dict
+    "_task_completion_cache": None,
 }
 
 
