@@ -2,9 +2,9 @@
 
 Every write is atomic, so a killed step never leaves a half-written output that would
 count as complete: ``LocalTarget.open("w")`` (temp file + rename) locally, one
-``PutObject`` (luigi's ``S3Client.put_string``) on S3. On S3 each call is as few requests as
-it can be (a read is one GET, a write one PUT, a removal one DELETE and one LIST): at a
-delivery's width these calls are most of what the orchestrator does.
+``PutObject`` (on the low-level client of luigi's ``S3Client``) on S3. On S3 each call is
+as few requests as it can be (a read is one GET, a write one PUT, a removal one DELETE
+and one LIST): at a delivery's width these calls are most of what the orchestrator does.
 """
 
 from __future__ import annotations
