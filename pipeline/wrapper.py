@@ -227,7 +227,6 @@ def local_version(command: list[str], program_name: str) -> str:
     the distribution of ``python -m MODULE``, or of the spec's name), else empty."""
     if os.environ.get("PIPELINE_IMAGE_DIGEST"):
         return os.environ["PIPELINE_IMAGE_DIGEST"]
-    import importlib.metadata
     import importlib.util
 
     module = program_name
@@ -237,6 +236,8 @@ def local_version(command: list[str], program_name: str) -> str:
     with contextlib.suppress(Exception):
         if importlib.util.find_spec(top) is None:
             return ""  # a script, not an installed module
+        import importlib.metadata  # only now: its import is a third of a wrapper's start
+
         # The distribution that ships it: the top-level names packages declare first (one
         # small file each), then inference from every package's file list (a
         # third of a second: only for packages that declare none).

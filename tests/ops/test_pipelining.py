@@ -32,3 +32,29 @@ def test_a_ready_cohort_starts_while_others_are_still_checked(tmp_path: Path) ->
     # ... and programs overlap the checks, not only the first one.
     overlapping = [r for r in runs if r["started_at"] < last_check]
     assert len(overlapping) >= 2, sorted((r["cohort"], r["started_at"]) for r in runs)
+
+
+def test_the_local_scheduler_prunes_once_a_second_not_on_every_get_work(monkeypatch) -> None:
+    import luigi.scheduler
+
+    from pipeline import worker
+
+    scheduler = worker.WorkerSchedulerFactory().create_local_scheduler()
+    assert isinstance(scheduler, worker.LocalScheduler)
+    pruned: list[float] = []
+    real_prune = luigi.scheduler.Scheduler.prune
+    monkeypatch.setattr(
+        worker.LocalScheduler, "prune", lambda self: (pruned.append(1), real_prune(self))
+    )
+    clock = [1000.0]
+    monkeypatch.setattr(worker.time, "monotonic", lambda: clock[0])
+    for n in range(5):
+        scheduler.add_task(worker="w", task_id=f"t{n}", status="PENDING", runnable=True)
+    replies = [scheduler.get_work(worker="w") for _ in range(50)]
+    assert len(pruned) == 1
+    # get_work itself still answers: each task handed out once, then nothing
+    assert sorted(r["task_id"] for r in replies[:5]) == [f"t{n}" for n in range(5)]
+    assert {r["task_id"] for r in replies[5:]} == {None}
+    clock[0] += worker.LOCAL_PRUNE_SECONDS
+    scheduler.get_work(worker="w")
+    assert len(pruned) == 2
