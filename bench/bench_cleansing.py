@@ -448,6 +448,9 @@ def _stages(raw_dir: Path, workers: int | None) -> None:
         def close(self) -> None:
             self.writer.close()
 
+        def __getattr__(self, name: str) -> Any:  # the spill's other methods (pass 2's reads)
+            return getattr(self.writer, name)
+
     writers = spill._spill_writers
     reading._read = timed_batches("pass 1: CSV parse, CP932 decode (reader thread)", reading._read)
     reading._scan = timed("pass 1: sha256, line count (helper thread)", reading._scan)

@@ -37,11 +37,12 @@ when read back.
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -98,6 +99,7 @@ class _File:
     eligible: Path
     raw: Path
     keys: _KeyFiles
+    spills: tuple[_SpillStream, ...] = ()  # rejected, eligible, raw: once opened
     rows: int = 0
     eligible_rows: int = 0
     batches: int = 0
@@ -217,7 +219,7 @@ def _spill_judged(
             judged = job.result()
             part = files[batch.file]
             if batch.file not in writers:
-                writers[batch.file] = _spill_writers(part, judged, batch.table)
+                writers[batch.file] = part.spills = _spill_writers(part, judged, batch.table)
             pieces = (judged.rejected, judged.eligible, batch.table)  # raw: as parsed
             _wait(spilling)
             spilling.extend(
@@ -277,13 +279,47 @@ class _Inline(Executor):
         return future
 
 
-def _spill_writers(
-    part: _File, judged: _Judged, table: pa.Table
-) -> tuple[pa.ipc.RecordBatchStreamWriter, ...]:
+class _SpillStream:
+    """One spill file (arrow IPC, a stream of record batches), written a batch at a time;
+    each batch's place in the file is kept, so that pass 2 maps just that batch's bytes
+    (``batch``)."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path, self.schema = path, schema
+        self.sink = pa.OSFile(str(path), "wb")
+        self.writer = pa.ipc.new_stream(self.sink, schema, options=SPILL_OPTIONS)
+        self.ranges: list[tuple[int, int]] = []  # each batch's bytes (the first: the schema's too)
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        start = self.sink.tell()
+        self.writer.write_batch(batch)
+        self.ranges.append((start, self.sink.tell()))
+
+    def close(self) -> None:
+        self.writer.close()
+        self.sink.close()
+
+    def batch(self, index: int) -> pa.RecordBatch:
+        """Batch ``index`` as written, its buffers in a memory map of its bytes alone (no
+        copy): the map is unmapped once the last array using it is dropped, so pass 2's
+        resident memory is the batches it works on, not the spill files it has read (a
+        map of a whole file kept every page read resident: 700 MiB at 1 M rows)."""
+        start, end = self.ranges[index]
+        first = start - start % mmap.ALLOCATIONGRANULARITY
+        with open(self.path, "rb") as handle:
+            mapped = mmap.mmap(handle.fileno(), end - first, offset=first, access=mmap.ACCESS_READ)
+        source = pa.BufferReader(pa.py_buffer(mapped))  # the buffer keeps the map alive
+        source.seek(start - first)
+        while (message := pa.ipc.read_message(source)).type != "record batch":
+            pass  # the stream's schema, before its first batch
+        return pa.ipc.read_record_batch(message, self.schema)
+
+
+def _spill_writers(part: _File, judged: _Judged, table: pa.Table) -> tuple[_SpillStream, ...]:
     """Opens a response file's spill streams (rejected, eligible, raw) with the schemas of
     its first judged batch."""
     return tuple(
-        pa.ipc.new_stream(str(path), schema, options=SPILL_OPTIONS)
+        _SpillStream(path, schema)
         for path, schema in (
             (part.rejected, judged.rejected.schema),
             (part.eligible, judged.eligible.schema),
@@ -336,26 +372,22 @@ def _write_outputs(
 
         try:
             for i in order:
-                with ExitStack() as opened:
-                    eligible, rejected, raw = (
-                        pa.ipc.open_stream(opened.enter_context(pa.OSFile(str(path))))
-                        for path in (files[i].eligible, files[i].rejected, files[i].raw)
-                    )
-                    for _ in range(files[i].batches):
-                        spilled = pa.Table.from_batches([eligible.read_next_batch()])
-                        dropped = superseded[at : at + spilled.num_rows]
-                        cohort = cohorts[at : at + spilled.num_rows]
-                        at += spilled.num_rows
-                        other = pa.Table.from_batches([rejected.read_next_batch()])
-                        values = raw.read_next_batch()
-                        while len(emitting) >= workers:
-                            write_oldest()
-                        emitting.append(
-                            emitters.submit(
-                                _emit, stream, i, spilled, dropped, cohort, other, values, codes,
-                                schemas,
-                            )
-                        )  # fmt: skip
+                rejected, eligible, raw = files[i].spills
+                for b in range(files[i].batches):
+                    spilled = pa.Table.from_batches([eligible.batch(b)])
+                    dropped = superseded[at : at + spilled.num_rows]
+                    cohort = cohorts[at : at + spilled.num_rows]
+                    at += spilled.num_rows
+                    other = pa.Table.from_batches([rejected.batch(b)])
+                    values = raw.batch(b)
+                    while len(emitting) >= workers:
+                        write_oldest()
+                    emitting.append(
+                        emitters.submit(
+                            _emit, stream, i, spilled, dropped, cohort, other, values, codes,
+                            schemas,
+                        )
+                    )  # fmt: skip
             while emitting:
                 write_oldest()
             while writing:
