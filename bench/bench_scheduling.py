@@ -8,8 +8,10 @@ export, each on a new run date: the local scheduler or a real luigid, each with 
 configuration: wall time, wall time per task
 (4 tasks per cohort + cleanse, survey ingest, Deliver), the worker-slot time per task
 spent outside task bodies (wall × workers − Σ task run time, over tasks), and luigid's
-CPU seconds; for the first one, the summed run time of each task family (IngestResults
-share the one `duckdb_writer` slot, so their sum bounds the wall time from below).
+CPU seconds and the run's calls to it (from luigid's access log: per task, and the five
+most frequent API methods); for the first one, the summed run time of each task family
+(IngestResults share the one `duckdb_writer` slot, so their sum bounds the wall time
+from below).
 Scale (issue 9), side by side for the local scheduler and luigid (tuned waits): the largest
 number of cohorts whose run takes at most 60 s (a line through the 200- and 400-cohort
 runs, then confirmed by a run at the predicted number). Targets: 200 cohorts through
@@ -27,9 +29,11 @@ that counts no task time: ignore those two there.)
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -142,6 +146,14 @@ def _plain(root: Path, cohorts: int, *, luigid: bool, program: bool) -> float:
     return float(proc.stdout.split()[-1])
 
 
+def _luigid_calls(logdir: Path) -> collections.Counter[str]:
+    """The run's calls to luigid by API method, from luigid's access log."""
+    calls: collections.Counter[str] = collections.Counter()
+    for log in logdir.glob("luigi-server.log*"):
+        calls.update(re.findall(r"tornado\.access.* (?:GET|POST) /api/(\w+)", log.read_text()))
+    return calls
+
+
 def _describe(result: dict) -> dict[str, float]:
     tasks = result["tasks"]
     return {
@@ -183,6 +195,12 @@ def run() -> dict[str, object]:
                         metrics[f"{name}: luigid_cpu_s"] = round(
                             sum(server.cpu_times()[:2]) - cpu_before, 2
                         )
+                        calls = _luigid_calls(root / f"l-{wait}" / "luigid")
+                        metrics[f"{name}: luigid calls per task"] = round(
+                            sum(calls.values()) / result["tasks"], 2
+                        )
+                        for method, count in calls.most_common(5):
+                            metrics[f"{name}: luigid {method} calls"] = count
                 print(f"{name}: {result['wall']:.1f}s", flush=True)
         metrics["luigid/local wall ratio (tuned)"] = round(
             walls[("luigid", "tuned")] / walls[("local", "tuned")], 2
