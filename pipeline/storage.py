@@ -72,8 +72,7 @@ def _file_target_class() -> type[luigi.target.FileSystemTarget]:
             known = _listed_answer(self.path)
             if known is not None:
                 return known
-            bucket, key = self.fs._path_to_bucket_and_key(self.path)
-            return self.fs._exists(bucket, key)
+            return _object_exists(*_bucket_key(self.path))
 
     return FileS3Target
 
@@ -189,6 +188,18 @@ def _not_found(exc: BaseException) -> bool:
     return code in ("NoSuchKey", "404", "NotFound")
 
 
+def _object_exists(bucket: str, key: str) -> bool:
+    """One HEAD request through the shared client (luigi's ``S3Client._exists`` makes a
+    boto3 resource object per call: more CPU than the request)."""
+    try:
+        _api().head_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        if _not_found(exc):
+            return False
+        raise
+    return True
+
+
 def _bucket_key(uri: str) -> tuple[str, str]:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return bucket, key
@@ -226,7 +237,7 @@ def exists(uri: str) -> bool:
     if not is_s3(uri):
         return Path(uri).exists()
     bucket, key = _bucket_key(uri)
-    if s3_client()._exists(bucket, key):
+    if _object_exists(bucket, key):
         return True
     below = _api().list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1)
     return bool(below.get("KeyCount"))

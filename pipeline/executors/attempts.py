@@ -387,7 +387,21 @@ def collect(layout: Layout, prepared: Prepared, record: RunRecord) -> pd.DataFra
             layout.attempt_interrupted(cohort, spec.slug, job.attempt, n),
             run_row(job, interrupted, ABANDONED),
         )
-    _record_compute(layout, job, record, SUCCEEDED if record.exit_code == 0 else FAILED)
+    problem = ""
+    results = pd.DataFrame()
+    if record.exit_code == 0:
+        results_uri = layout.attempt_results(cohort, spec.slug, job.attempt, spec.results)
+        try:
+            results = storage.read_table(results_uri)  # one GET: missing is the exception
+        except FileNotFoundError:
+            problem = (
+                f"exited 0 but wrote no {spec.results} (outputs.results) under {job.output_uri}"
+            )
+        except ValueError as exc:
+            problem = f"wrote unreadable results {results_uri}: {exc}"
+    # The attempt's compute record, once, with its outcome known.
+    succeeded = record.exit_code == 0 and not problem
+    _record_compute(layout, job, record, SUCCEEDED if succeeded else FAILED)
     if record.exit_code != 0:
         storage.write_json(attempt_run, run_row(job, record, FAILED))
         tail = "\n".join(f"    {line}" for line in record.error.splitlines()[-20:])
@@ -403,18 +417,7 @@ def collect(layout: Layout, prepared: Prepared, record: RunRecord) -> pd.DataFra
             f"({record.job_id}); log: {prepared.log_uri}"
             + (f"\n  last lines:\n{tail}" if tail else "")
         )
-    results_uri = layout.attempt_results(cohort, spec.slug, job.attempt, spec.results)
-    problem = ""
-    results = pd.DataFrame()
-    if not storage.exists(results_uri):
-        problem = f"exited 0 but wrote no {spec.results} (outputs.results) under {job.output_uri}"
-    else:
-        try:
-            results = storage.read_table(results_uri)
-        except ValueError as exc:
-            problem = f"wrote unreadable results {results_uri}: {exc}"
     if problem:
-        _record_compute(layout, job, record, FAILED)
         storage.write_json(attempt_run, run_row(job, record, FAILED))
         tail = "\n".join(f"    {line}" for line in tail_lines(job.log_path, 20))
         raise ProgramFailed(

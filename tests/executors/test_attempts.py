@@ -43,3 +43,44 @@ def test_interrupted_tasks_are_abandoned_rows_next_to_the_succeeded_one(tmp_path
         ("arn:task/2", "succeeded"),
     ]
     assert all(r["program_fingerprint"] == spec.fingerprint for r in rows)
+
+
+def test_a_program_that_exits_0_without_results_is_recorded_failed_once(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import json
+
+    import pytest
+
+    from pipeline import storage
+    from pipeline.errors import ProgramFailed
+
+    spec = spec_from_dict(
+        {"name": "toy", "version": "1", "command": ["toy", "{output_dir}"],
+         "outputs": {"results": "estimates.csv"}}
+    )  # fmt: skip
+    layout = Layout(str(tmp_path / "work"), "2026-11-22")
+    out = Path(layout.attempt("asthma", spec.slug, "a1", "out"))
+    out.mkdir(parents=True)  # the program wrote nothing
+    job = Job(run_date="2026-11-22", cohort="asthma", spec=spec, attempt="a1",
+              job_uri=layout.attempt("asthma", spec.slug, "a1", "job.json"),
+              output_uri=str(out), log_path=tmp_path / "a1.log")  # fmt: skip
+    record = RunRecord(job_id="arn:task/1", exit_code=0, executor="ecs", attempt="a1",
+                       started_at="2026-11-22T00:00:00+00:00",
+                       finished_at="2026-11-22T01:00:00+00:00")  # fmt: skip
+    prepared = attempts.Prepared(job=job, rows=1, log_uri=str(job.log_path))
+    written: list[str] = []
+    real_write = storage.write_bytes
+    monkeypatch.setattr(
+        storage, "write_bytes", lambda uri, data: (written.append(uri), real_write(uri, data))
+    )
+
+    with pytest.raises(ProgramFailed, match=r"exited 0 but wrote no estimates\.csv"):
+        attempts.collect(layout, prepared, record)
+
+    compute = layout.attempt_compute("asthma", spec.slug, "a1")
+    assert written.count(compute) == 1  # its outcome known before it is written
+    (submission,) = json.loads(Path(compute).read_text())["submissions"]
+    assert submission["status"] == "failed"
+    (row,) = run_rows(layout, "asthma", spec)
+    assert row["status"] == "failed"
