@@ -37,6 +37,7 @@ when read back.
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 from collections import deque
@@ -159,8 +160,15 @@ def _cleanse(
     cleansed_rows = np.bincount(keys["cohort"][staying], minlength=len(codes))
     answered = _answered(keys, staying, len(codes), len(stream.share_columns))
     schemas = [_cohort_schema(stream.share_columns, answered[i]) for i in range(len(codes))]
+    del keys["first"], keys["second"], keys["submitted"], keys["answered"]
+    _trim()
     _write_outputs(stream, files, order, keys["cohort"], superseded, codes, schemas, sink, workers)
     return _summary(stream, codes, [files[i] for i in order], superseded, cleansed_rows, answered)
+
+
+# jemalloc hands freed pages back to the system after this long (arrow's default: 1 s, in
+# which pass 1 judges a few dozen batches whose freed pages stayed resident)
+_DECAY_MS = 100
 
 
 @contextmanager
@@ -171,18 +179,39 @@ def _memory_pool() -> Iterator[None]:
     set per thread. Measured on the 1 M-row sample export (128 MiB), 2 threads, a fresh
     process each, 3 runs: peak RSS 494-552 MiB with mimalloc, 408-488 with jemalloc,
     352-449 with the system allocator, which took 10-15 % more CPU than jemalloc
-    (docs/benchmarks.md)."""
+    (docs/benchmarks.md). jemalloc's freed pages go back to the system after ``_DECAY_MS``
+    (1 M rows, 3 runs each: peak RSS 380-412 MiB with 100 ms, 430-540 with arrow's 1 s;
+    0 ms, at once, 365-399 at 10-20 % more CPU)."""
     try:
         pool = pa.jemalloc_memory_pool()
     except NotImplementedError:  # an arrow built without it: its default
         yield
         return
+    pa.jemalloc_set_decay_ms(_DECAY_MS)
     previous = pa.default_memory_pool()
     pa.set_memory_pool(pool)
     try:
         yield
     finally:
         pa.set_memory_pool(previous)
+
+
+def _give_back() -> None:
+    """Gives the memory of the batches done back to the system (after each batch): arrow's
+    allocator keeps freed blocks for reuse, so that the batches' memory would add up."""
+    pa.default_memory_pool().release_unused()
+
+
+def _trim() -> None:
+    """Gives the C allocator's free pages back to the system, where it is glibc's (numpy
+    allocates from it, and its per-thread arenas kept what pass 1's judging freed: 40 MiB
+    at 1 M rows); once, between the passes (after every batch it cost pass 1 much time)."""
+    try:
+        libc = ctypes.CDLL(None)
+    except (OSError, TypeError):  # no C library to load this way
+        return
+    if hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def _spill_judged(
@@ -246,9 +275,7 @@ def _spill_judged(
                     )
                 while len(judging) >= workers:
                     spill_oldest()
-                    # arrow's allocator keeps freed blocks for reuse; given back, the
-                    # batches' memory does not add up over the export
-                    pa.default_memory_pool().release_unused()
+                    _give_back()
                 job = judges.submit(_judge, batch, stream, codes, rules, key, inline)
                 judging.append((batch, job))
             while judging:
@@ -369,6 +396,7 @@ def _write_outputs(
             writing.append(writes)
             while len(writing) > workers:  # bounded memory: that many batches' writes
                 _wait(writing.popleft())
+                _give_back()
 
         try:
             for i in order:
