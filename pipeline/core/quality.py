@@ -93,14 +93,21 @@ def frame_mix(frame: pd.DataFrame, segment: str) -> dict[str, float]:
     return {str(k): float(v) / total for k, v in totals.items()} if total else {}
 
 
+def frame_mixes(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """The frame's share of physicians per value of each ``MIX_SEGMENTS`` it has: what
+    every cohort's mix checks compare with (the same for every cohort of a date)."""
+    return {s: frame_mix(frame, s) for s in MIX_SEGMENTS if s in frame.columns}
+
+
 def quality_checks(
     figures: Mapping[str, Any],
     history: Sequence[Mapping[str, Any]],
-    frame: pd.DataFrame,
+    population: Mapping[str, Mapping[str, float]],
     thresholds: QualityThresholds,
 ) -> pd.DataFrame:
     """Compare one cohort's ``figures`` with the ``history`` (figures of recent
-    deliveries, newest first) and the physician ``frame``. One row per check."""
+    deliveries, newest first) and the physician frame's ``population`` mixes
+    (``frame_mixes``). One row per check."""
     n = len(history)
     recent = f"the last {n} deliveries" if n != 1 else "the last delivery"
     rows = int(figures["rows"])
@@ -108,7 +115,7 @@ def quality_checks(
         _row_count_check(rows, history, recent, thresholds),
         _rejection_rate_check(float(figures["rejection_rate"]), history, recent, thresholds),
         _rejection_reasons_check(figures, history, recent, thresholds),
-        *(_mix_check(segment, figures, rows, frame, thresholds) for segment in MIX_SEGMENTS),
+        *(_mix_check(segment, figures, rows, population, thresholds) for segment in MIX_SEGMENTS),
     ]
     return pd.DataFrame(checks, columns=list(CHECK_COLUMNS))
 
@@ -206,14 +213,15 @@ def _rejection_reasons_check(
 
 
 def _mix_check(
-    segment: str, figures: Mapping[str, Any], rows: int, frame: pd.DataFrame, t: QualityThresholds
+    segment: str,
+    figures: Mapping[str, Any],
+    rows: int,
+    mixes: Mapping[str, Mapping[str, float]],
+    t: QualityThresholds,
 ) -> CheckRow:
     """``dq_<segment>_mix``: reads the respondents' and the frame's shares of ``segment``;
     decides whether their largest gap is too wide (a small cohort: a warning at most)."""
-    sample, population = (
-        figures.get(segment) or {},
-        frame_mix(frame, segment) if segment in frame.columns else {},
-    )
+    sample, population = figures.get(segment) or {}, mixes.get(segment) or {}
     name = f"dq_{segment}_mix"
     if not sample or not population:
         return (name, WARNING, True, f"no {segment} to compare (no rows or no frame)")

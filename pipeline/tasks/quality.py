@@ -17,7 +17,7 @@ import pandas as pd
 
 from pipeline import config, metrics, storage
 from pipeline.core.cleanse import REASONS
-from pipeline.core.quality import QualityThresholds, cohort_figures, quality_checks
+from pipeline.core.quality import QualityThresholds, cohort_figures, frame_mixes, quality_checks
 from pipeline.core.validate import blocking_failures
 from pipeline.errors import DataQualityFailed
 from pipeline.layout import Layout
@@ -58,26 +58,25 @@ def recent_figures(layout: Layout, cohort: str, limit: int) -> list[dict]:
 _NO_REJECTIONS = pd.DataFrame({"cohort": [], "reasons": []}, dtype="string")
 
 
-def cleansed_outputs(layout: Layout) -> tuple[dict, dict[str, pd.DataFrame], pd.DataFrame]:
+def cleansed_outputs(layout: Layout) -> tuple[dict, dict[str, pd.DataFrame], dict]:
     """What every cohort's check reads of the date's cleansing: its summary, its
-    rejections by cohort, the frame. Read once per cleansing (its summary's version: one
-    HEAD request) rather than once per cohort: at 200 cohorts, 600 reads of the same
-    three files and 200 parses of the whole rejections table."""
+    rejections by cohort, the frame's mixes (``frame_mixes``). Read once per cleansing
+    (its summary's version: one HEAD request) rather than once per cohort: at 200 cohorts,
+    600 reads of the same three files, 200 parses of the whole rejections table and 400
+    group-bys of the frame."""
     uri = layout.cleanse_summary()
     return _cleansed_outputs(layout, storage.version(uri))
 
 
 @functools.lru_cache(maxsize=4)
-def _cleansed_outputs(
-    layout: Layout, _version: str
-) -> tuple[dict, dict[str, pd.DataFrame], pd.DataFrame]:
+def _cleansed_outputs(layout: Layout, _version: str) -> tuple[dict, dict[str, pd.DataFrame], dict]:
     summary = storage.read_json(layout.cleanse_summary())
     rejections = storage.read_parquet(layout.rejections(), columns=["cohort", "reasons"])
     by_cohort = {
         str(code): rows for code, rows in rejections.groupby(rejections["cohort"].astype("string"))
     }
     frame = pd.read_csv(io.BytesIO(storage.read_bytes(layout.frame())))
-    return summary, by_cohort, frame
+    return summary, by_cohort, frame_mixes(frame)
 
 
 class CheckData(RunDateTask):
@@ -97,7 +96,7 @@ class CheckData(RunDateTask):
     def run(self) -> None:
         layout, cohort = self.layout, self.cohort
         self.report("checking the cleansed data against recent deliveries", progress=0)
-        summary, rejected, frame = cleansed_outputs(layout)
+        summary, rejected, population = cleansed_outputs(layout)
         rejections = rejected.get(cohort, _NO_REJECTIONS)
         try:
             cleansed = storage.read_parquet(
@@ -108,7 +107,7 @@ class CheckData(RunDateTask):
         thresholds = quality_thresholds()
         figures = cohort_figures(cohort, summary, rejections, cleansed, REASONS)
         history = recent_figures(layout, cohort, thresholds.history)
-        checks = quality_checks(figures, history, frame, thresholds)
+        checks = quality_checks(figures, history, population, thresholds)
         metrics.record_quality(cohort, figures, checks.to_dict("records"))
         errors = blocking_failures(checks)
         failed = checks[~checks["passed"]]

@@ -8,7 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.core.quality import QualityThresholds, cohort_figures, quality_checks
+from pipeline.core.quality import (
+    QualityThresholds,
+    cohort_figures,
+    frame_mixes,
+    quality_checks,
+)
 from pipeline.core.regress import compare, format_diff
 from pipeline.core.spec import Tolerance, load_spec
 from pipeline.core.validate import blocking_failures, drift_checks
@@ -90,31 +95,37 @@ FRAME = pd.DataFrame(
 
 def test_data_quality_against_recent_deliveries_and_the_frame() -> None:
     history = [_figures(100, 5, {"speeder": 5}), _figures(110, 5, {"speeder": 5})]
-    checks = quality_checks(_figures(104, 6, {"speeder": 6}), history, FRAME, QualityThresholds())
+    checks = quality_checks(
+        _figures(104, 6, {"speeder": 6}), history, frame_mixes(FRAME), QualityThresholds()
+    )
     assert checks["passed"].all(), checks
     assert list(checks["check"]) == [
         "dq_row_count", "dq_rejection_rate", "dq_rejection_reasons", "dq_specialty_mix",
         "dq_region_mix",
     ]  # fmt: skip
     # A broken export: a third of the rows, most of them rejected as duplicates.
-    broken = quality_checks(_figures(35, 65, {"duplicate": 60, "speeder": 5}), history, FRAME,
-                            QualityThresholds())  # fmt: skip
+    broken = quality_checks(_figures(35, 65, {"duplicate": 60, "speeder": 5}), history,
+                            frame_mixes(FRAME), QualityThresholds())  # fmt: skip
     errors = blocking_failures(broken).set_index("check")["detail"]
     assert set(errors.index) == {"dq_row_count", "dq_rejection_rate", "dq_rejection_reasons"}
     assert "largest: duplicate" in errors["dq_rejection_reasons"]
     # The frame gap: 100 % internists vs 80 % of the frame's physicians.
     strict = QualityThresholds(mix_warn_gap=0.1, mix_fail_gap=0.5, mix_min_rows=50)
-    mix = quality_checks(history[0], history, FRAME, strict).set_index("check")
+    mix = quality_checks(history[0], history, frame_mixes(FRAME), strict).set_index("check")
     assert not mix.loc["dq_specialty_mix", "passed"]
     assert mix.loc["dq_specialty_mix", "severity"] == "warning"
     assert "20.0 points" in mix.loc["dq_specialty_mix", "detail"]
 
 
 def test_a_first_delivery_passes_with_a_note_but_no_rows_is_an_error() -> None:
-    first = quality_checks(_figures(50, 1, {"speeder": 1}), [], FRAME, QualityThresholds())
+    first = quality_checks(
+        _figures(50, 1, {"speeder": 1}), [], frame_mixes(FRAME), QualityThresholds()
+    )
     assert first["passed"].all()
     assert "first delivery" in first.set_index("check").loc["dq_row_count", "detail"]
-    empty = quality_checks(_figures(0, 9, {"speeder": 9}), [], FRAME, QualityThresholds())
+    empty = quality_checks(
+        _figures(0, 9, {"speeder": 9}), [], frame_mixes(FRAME), QualityThresholds()
+    )
     assert list(blocking_failures(empty)["check"]) == ["dq_row_count"]
 
 
@@ -146,8 +157,8 @@ def test_spec_reads_golden_cases_and_drift_overrides(tmp_path: Path) -> None:
 def test_a_small_cohort_is_not_stopped_by_its_mix() -> None:
     frame = FRAME.assign(n_physicians=[10, 90])  # 10 % internists; the cohort has 100 %
     figures = _figures(20, 1, {"speeder": 1})
-    small = quality_checks(figures, [], frame, QualityThresholds()).set_index("check")
+    small = quality_checks(figures, [], frame_mixes(frame), QualityThresholds()).set_index("check")
     assert small.loc["dq_specialty_mix", "severity"] == "warning"
     assert "with at least 100 rows" in small.loc["dq_specialty_mix", "detail"]
-    large = quality_checks(figures, [], frame, QualityThresholds(mix_min_rows=10))
+    large = quality_checks(figures, [], frame_mixes(frame), QualityThresholds(mix_min_rows=10))
     assert list(blocking_failures(large)["check"]) == ["dq_specialty_mix"]
