@@ -498,6 +498,29 @@ def test_parse_numbers_matches_the_grammar_on_random_text() -> None:
             assert number == expected and not is_bad, repr(value)
 
 
+def test_parse_numbers_of_a_chunked_mostly_empty_column_of_repeated_values() -> None:
+    # the share columns' way: the filled cells gathered, each distinct value parsed once
+    rng = random.Random(7)
+    alphabet = "0123456789" * 3 + ".,,-+ １a"
+    pool = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8))) for _ in range(60)]
+    pool += ["1,234", "33.3", "１，２００", "1.2.3", " ", "\u3000"]
+    chunks = [
+        [rng.choice(pool) if rng.random() < 0.2 else "" for _ in range(3000)] for _ in range(3)
+    ]
+    values = [value for chunk in chunks for value in chunk]
+    column = pa.chunked_array([pa.array(chunk, pa.large_string()) for chunk in chunks])
+    numbers, bad = parse_numbers(column)
+    assert bad.any() and (~np.isnan(numbers)).any()
+    for value, number, is_bad in zip(values, numbers.tolist(), bad.tolist(), strict=True):
+        expected = reference_number(value)
+        if not unicodedata.normalize("NFKC", value).strip():
+            assert np.isnan(number) and not is_bad, repr(value)
+        elif expected is None:
+            assert np.isnan(number) and is_bad, repr(value)
+        else:
+            assert number == expected and not is_bad, repr(value)
+
+
 @pytest.mark.parametrize(
     ("text", "number"),
     [

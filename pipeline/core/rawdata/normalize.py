@@ -90,9 +90,30 @@ def parse_number_cells(
             # mostly empty (share columns): the filled cells, gathered into one array, are
             # read at once (far fewer numpy calls than chunk by chunk)
             chunked = pa.chunked_array(chunks, pa.large_string())
-            rows, numbers, bad_rows = _number_cells([take_rows(chunked, filled).combine_chunks()])
+            rows, numbers, bad_rows = _distinct_number_cells(
+                take_rows(chunked, filled).combine_chunks()
+            )
             return filled[rows], numbers, filled[bad_rows]
     return _number_cells(chunks)
+
+
+def _distinct_number_cells(text: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_number_cells`` of one array of filled cells, each distinct value parsed once when
+    they repeat (shares: a few hundred values in 120 000 cells of a batch; 1 M rows, 16
+    share columns: 0.19 -> 0.14 CPU-s)."""
+    encoded = text.dictionary_encode()
+    distinct = encoded.dictionary
+    if len(distinct) * 4 > len(text):  # mostly distinct: the cells as they are
+        return _number_cells([text])
+    rows, numbers, bad_rows = _number_cells([distinct])
+    value = np.full(len(distinct), np.nan)
+    value[rows] = numbers
+    bad = np.zeros(len(distinct), dtype=bool)
+    bad[bad_rows] = True
+    index = encoded.indices.to_numpy()  # no nulls: filled cells only
+    cells = value[index]
+    got = np.flatnonzero(~np.isnan(cells))
+    return got, cells[got], np.flatnonzero(bad[index])
 
 
 def _filled_rows(chunks: list[pa.Array]) -> np.ndarray:
