@@ -443,7 +443,7 @@ def _stages(raw_dir: Path, workers: int | None) -> None:
         def write_batch(self, batch: Any) -> None:
             start = time.thread_time()
             self.writer.write_batch(batch)
-            add("pass 1: spill writes (spill thread)", start)
+            add("pass 1: spill writes (main thread)", start)
 
         def close(self) -> None:
             self.writer.close()
