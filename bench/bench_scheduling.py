@@ -10,8 +10,8 @@ configuration: wall time, wall time per task
 spent outside task bodies (wall × workers − Σ task run time, over tasks), and luigid's
 CPU seconds and the run's calls to it (from luigid's access log: per task, and the five
 most frequent API methods); for the first one, the summed run time of each task family
-(IngestResults share the one `duckdb_writer` slot, so their sum bounds the wall time
-from below).
+(a run time includes the task's waits: IngestResults wait for the DuckDB file's one
+writer, one transaction at a time).
 Scale (issue 9), side by side for the local scheduler and luigid (tuned waits): the largest
 number of cohorts whose run takes at most 60 s (a line through the 200- and 400-cohort
 runs, then confirmed by a run at the predicted number). Targets: 200 cohorts through
@@ -205,8 +205,8 @@ def run() -> dict[str, object]:
                     for key, value in _describe(result).items():
                         metrics[f"{name}: {key}"] = value
                     if (scheduler, wait) == ("local", "tuned"):
-                        # Where the time goes: IngestResults hold the one duckdb_writer
-                        # slot, so their sum is a lower bound of the wall time.
+                        # Where the time goes (a task's run time includes its waits: an
+                        # IngestResults for the DuckDB file's one writer at a time).
                         for family, seconds in sorted(result["by_family"].items()):
                             metrics[f"{name}: sum of {family} run times_s"] = round(seconds, 1)
                     if server is not None:

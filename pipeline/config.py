@@ -232,8 +232,8 @@ SETTINGS: dict[str, dict[str, str]] = {
         "share_sum_tolerance": NUMBER,
         "respondent_key_env": TEXT,
     },
-    # luigi reads [resources] as integers; the tasks use these two.
-    "resources": {"model_slots": WHOLE, "duckdb_writer": WHOLE},
+    # luigi reads [resources] as integers; the local executor's programs use this one.
+    "resources": {"model_slots": WHOLE},
     "ecs": {
         **dict.fromkeys(
             (

@@ -17,7 +17,7 @@ and hold their executor's slots instead (``[resources] model_slots`` locally,
 ``[ecs]/[batch] max_running`` in the cloud, where they share one AWS client, one batched
 poller and one lease). Every task stays an ordinary luigi task with its own status,
 progress and tracking URL in luigid, and luigi's scheduler still decides what runs next
-(priorities, the ``duckdb_writer`` resource).
+(priorities, resources).
 No process is forked, so nothing a thread holds (an import lock, a log stream's lock, a
 DuckDB connection) can be inherited half-taken by a child.
 
