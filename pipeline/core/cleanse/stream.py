@@ -304,13 +304,18 @@ class _SpillStream:
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path, self.schema = path, schema
+        # text is spilled with 32-bit offsets (a batch holds far less than 2 GiB of it): of
+        # the raw values' bytes, the 64-bit offsets were two thirds
+        self.stored = pa.schema(
+            [f.with_type(pa.string()) if f.type == pa.large_string() else f for f in schema]
+        )
         self.sink = pa.OSFile(str(path), "wb")
-        self.writer = pa.ipc.new_stream(self.sink, schema, options=SPILL_OPTIONS)
+        self.writer = pa.ipc.new_stream(self.sink, self.stored, options=SPILL_OPTIONS)
         self.ranges: list[tuple[int, int]] = []  # each batch's bytes (the first: the schema's too)
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
         start = self.sink.tell()
-        self.writer.write_batch(batch)
+        self.writer.write_batch(batch.cast(self.stored))  # the text's bytes are not copied
         self.ranges.append((start, self.sink.tell()))
 
     def close(self) -> None:
@@ -330,7 +335,7 @@ class _SpillStream:
         source.seek(start - first)
         while (message := pa.ipc.read_message(source)).type != "record batch":
             pass  # the stream's schema, before its first batch
-        return pa.ipc.read_record_batch(message, self.schema)
+        return pa.ipc.read_record_batch(message, self.stored).cast(self.schema)
 
 
 def _spill_writers(part: _File, judged: _Judged, table: pa.Table) -> tuple[_SpillStream, ...]:
