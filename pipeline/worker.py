@@ -224,8 +224,7 @@ class Reporter:
         self.last: dict[str, Any] = {}
         self.interval = REPORT_SECONDS if interval is None else interval
         self._pending: dict[str, Any] = {}
-        self._timer: threading.Timer | None = None
-        self._lock = threading.Lock()  # _pending and _timer
+        self._lock = threading.Lock()  # _pending
         self._sending = threading.Lock()  # values leave in the order they were taken
 
     def _call(self, name: str, value: Any) -> None:
@@ -236,10 +235,7 @@ class Reporter:
             return
         with self._lock:
             self._pending[name] = value
-            if self._timer is None:
-                self._timer = threading.Timer(self.interval, self.flush)
-                self._timer.daemon = True
-                self._timer.start()
+        _FLUSHES.add(self, time.monotonic() + self.interval)
 
     def _send(self, name: str, value: Any) -> None:
         try:
@@ -250,11 +246,9 @@ class Reporter:
     def flush(self) -> None:
         """Send the status message and progress not sent yet."""
         with self._sending:
+            _FLUSHES.discard(self)
             with self._lock:
                 pending, self._pending = self._pending, {}
-                if self._timer is not None:
-                    self._timer.cancel()  # a no-op when the timer itself flushes
-                    self._timer = None
             for name, value in pending.items():
                 self._send(name, value)
 
@@ -278,6 +272,48 @@ class Reporter:
         for name in self.KEPT:
             if name in self.last:
                 self._send(name, self.last[name])
+
+
+class _DueFlushes:
+    """Reporters with a status message or progress waiting for their interval to end,
+    flushed by one daemon thread of the process (a timer thread per task costs a thread
+    start each, slow while the GIL is busy)."""
+
+    def __init__(self) -> None:
+        self._due: dict[Reporter, float] = {}
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, reporter: Reporter, at: float) -> None:
+        with self._wake:
+            if reporter in self._due:
+                return  # already due earlier
+            self._due[reporter] = at
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="reports", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def discard(self, reporter: Reporter) -> None:
+        with self._wake:
+            self._due.pop(reporter, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                now = time.monotonic()
+                ready = [r for r, at in self._due.items() if at <= now]
+                if not ready:
+                    self._wake.wait(min(self._due.values()) - now if self._due else None)
+                    continue
+            for reporter in ready:
+                try:
+                    reporter.flush()
+                except Exception:  # a status line is never worth this thread
+                    logger.warning("could not send a status report", exc_info=True)
+
+
+_FLUSHES = _DueFlushes()
 
 
 class TaskThread:
