@@ -209,8 +209,13 @@ def read_json(uri: str) -> Any:
     return json.loads(read_bytes(uri))
 
 
+def json_bytes(value: Any) -> bytes:
+    """How every JSON record of the storage root is written (sorted keys, indented)."""
+    return json.dumps(value, indent=2, sort_keys=True, default=str).encode() + b"\n"
+
+
 def write_json(uri: str, value: Any) -> None:
-    write_bytes(uri, json.dumps(value, indent=2, sort_keys=True, default=str).encode() + b"\n")
+    write_bytes(uri, json_bytes(value))
 
 
 def read_parquet(uri: str, columns: list[str] | None = None) -> pd.DataFrame:
@@ -326,9 +331,36 @@ def append_text(uri: str, text: str, spool_dir: Path, *, upload_within: float = 
     with spool.open("a", encoding="utf-8") as fh:
         fh.write(text)
     if upload_within > 0:
-        _pending.later(uri, spool, upload_within)
+        _pending.later(uri, spool.read_bytes, upload_within)
     else:
-        _pending.upload(uri, spool)
+        _pending.upload(uri, spool.read_bytes)
+
+
+def write_within(uri: str, data: bytes, within: float) -> None:
+    """Write ``data`` to ``uri``: on S3 within ``within`` seconds (0: now), in one request
+    however often it is written again meanwhile, the last data winning (a task's timing
+    record: "running" when it starts, its outcome when it ends, one PUT for a task that
+    ends within the time); a local file at once. ``flush_appended`` writes it now."""
+    if not is_s3(uri):
+        write_bytes(uri, data)
+        return
+    with _records_lock:
+        _records[uri] = data
+    # Each upload sends what is latest when its turn comes: one the daemon thread took
+    # as the record was written again cannot overwrite it with older bytes.
+    latest = functools.partial(_records.__getitem__, uri)
+    if within > 0:
+        _pending.later(uri, latest, within)
+        return
+    try:
+        _pending.upload(uri, latest)
+    finally:
+        with _records_lock:
+            _records.pop(uri, None)  # written: an upload still waiting for it finds none
+
+
+_records: dict[str, bytes] = {}  # write_within's latest bytes by URI, until written now
+_records_lock = threading.Lock()
 
 
 def started_here(uri: str) -> bool:
@@ -345,60 +377,64 @@ _new_logs: set[str] = set()
 
 
 def flush_appended(uri: str | None = None) -> None:
-    """Upload now what ``append_text`` left pending for ``uri`` (for every log if None)."""
+    """Upload now what ``append_text`` or ``write_within`` left pending for ``uri`` (for
+    every one if None)."""
     _pending.flush(uri)
 
 
 class _PendingUploads:
-    """Appended logs waiting for their upload, by URI; a daemon thread uploads each when
-    it is due, ``flush`` at once, and the process's exit flushes the rest. Uploads of one
-    log go one at a time, each reading its spool file inside its turn: the last upload
-    holds every line appended before it started."""
+    """Objects waiting for their upload, by URI, each with where its bytes come from (a
+    log's spool file, read when it goes up; a record's latest bytes); a daemon thread
+    uploads each when it is due, ``flush`` at once, and the process's exit flushes the
+    rest. Uploads of one URI go one at a time, each reading its source inside its turn:
+    the last upload holds every line appended, or the last record written, before it
+    started; an upload now takes the URI's pending one with it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._due: dict[str, tuple[float, Path]] = {}
+        self._due: dict[str, tuple[float, Callable[[], bytes]]] = {}
         self._turns: dict[str, threading.Lock] = {}
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def later(self, uri: str, spool: Path, within: float) -> None:
+    def later(self, uri: str, source: Callable[[], bytes], within: float) -> None:
         with self._lock:
-            if uri not in self._due:
-                self._due[uri] = (time.monotonic() + within, spool)
+            when = self._due[uri][0] if uri in self._due else time.monotonic() + within
+            self._due[uri] = (when, source)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="log-upload", daemon=True)
                 self._thread.start()
                 atexit.register(self._flush_at_exit)
         self._wake.set()
 
-    def upload(self, uri: str, spool: Path) -> None:
+    def upload(self, uri: str, source: Callable[[], bytes]) -> None:
         with self._lock:
+            self._due.pop(uri, None)  # this upload holds what it would have sent
             turn = self._turns.setdefault(uri, threading.Lock())
         with turn:
-            write_bytes(uri, spool.read_bytes())
+            write_bytes(uri, source())
 
     def flush(self, uri: str | None = None) -> None:
-        for each, spool in self._take(lambda u, _when: uri is None or u == uri):
-            self.upload(each, spool)
+        for each, source in self._take(lambda u, _when: uri is None or u == uri):
+            self.upload(each, source)
 
     def _flush_at_exit(self) -> None:
         with contextlib.suppress(Exception):  # the storage may be gone: nothing to tell
             self.flush()
 
-    def _take(self, which: Callable[[str, float], bool]) -> list[tuple[str, Path]]:
+    def _take(self, which: Callable[[str, float], bool]) -> list[tuple[str, Callable[[], bytes]]]:
         with self._lock:
-            taken = [(u, spool) for u, (when, spool) in self._due.items() if which(u, when)]
-            for u, _spool in taken:
+            taken = [(u, source) for u, (when, source) in self._due.items() if which(u, when)]
+            for u, _source in taken:
                 del self._due[u]
             return taken
 
     def _loop(self) -> None:
         while True:
             now = time.monotonic()
-            for uri, spool in self._take(lambda _u, when, now=now: when <= now):
+            for uri, source in self._take(lambda _u, when, now=now: when <= now):
                 with contextlib.suppress(Exception):  # the next line or the flush retries
-                    self.upload(uri, spool)
+                    self.upload(uri, source)
             with self._lock:
                 wait = min((when for when, _ in self._due.values()), default=now + 60) - now
             self._wake.wait(timeout=max(wait, 0.05))

@@ -139,8 +139,11 @@ def _write_timing(task: RunDateTask, **fields: Any) -> None:
         **fields,
     }
     task._timing = record  # type: ignore[attr-defined]
+    # "running" goes up within LOG_UPLOAD_SECONDS, as the task's log lines do: a task that
+    # ends sooner writes its record once, with its outcome.
+    within = LOG_UPLOAD_SECONDS if fields.get("status") == "running" else 0.0
     with contextlib.suppress(OSError, PipelineError):
-        storage.write_json(uri, record)
+        storage.write_within(uri, storage.json_bytes(record), within)
 
 
 def log_url(uri: str) -> str:

@@ -126,6 +126,31 @@ def test_appended_lines_within_the_upload_time_go_up_together(cloud: Cloud, tmp_
     assert storage.read_bytes(log).endswith(b"RUNNING\ndone\n")
 
 
+def test_a_record_written_again_within_its_time_goes_up_once_the_last(cloud: Cloud) -> None:
+    """A task's timing record: "running" pending, then its outcome written now, is one
+    PUT of the outcome; a pending record alone goes up when its time is over."""
+    import time
+
+    record = f"{cloud.root}/2026-11-25/logs/tasks/CheckData_x.json"
+    made = requests_made(storage.s3_client())
+    storage.write_within(record, b'{"status": "running"}', 60)
+    assert made == []  # pending
+    storage.write_within(record, b'{"status": "succeeded"}', 0)
+    assert made == ["PutObject"]
+    storage.flush_appended()
+    assert made == ["PutObject"]  # the pending "running" went with it, not after it
+    assert storage.read_bytes(record) == b'{"status": "succeeded"}'
+    made.clear()
+    storage.write_within(record, b'{"status": "running"}', 0.2)
+    storage.write_within(record, b'{"status": "running", "pid": 1}', 0.2)  # the last wins
+    deadline = time.monotonic() + 10
+    while not made and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert made == ["PutObject"]
+    assert storage.read_bytes(record) == b'{"status": "running", "pid": 1}'
+
+
 def test_every_cohorts_check_reads_the_cleansing_once(cloud: Cloud) -> None:
     """The summary, rejections and frame every CheckData reads are read once per cleansing
     (a HEAD request each time after), and again once cleansing wrote them anew."""
