@@ -14,8 +14,9 @@ to a ``Sink`` as they are made instead of returned:
    up to 256 cohorts; ``submitted_at``; a bit per share column answered), a raw file per
    key.
 2. ``duplicate`` is decided on those keys, read back whole, one array per key
-   (``latest_only``, as in ``cleanse``); then the spill is read back a batch at a time:
-   the cleansed rows that stay go to their cohort, the superseded ones become
+   (``latest_only``, as in ``cleanse``); then the spill is read back a batch at a time
+   (a memory map of the batch's bytes: no copy): the cleansed rows that stay go to their
+   cohort, the superseded ones become
    ``duplicate`` rejections (raw JSON from the spilled raw values), merged in export
    order with the batch's other rejections.
 
@@ -69,9 +70,10 @@ from pipeline.core.rawdata.stream import Batch, ExportStream
 from pipeline.errors import ConfigError
 
 REJECTIONS = "rejections"
-# The spill takes about 5x the export's size on disk (the raw values with arrow's offsets,
-# the cleansed rows with every share column); compression="lz4" cuts that to about 1.7x
-# for about a tenth more time (measured on the 1 M-row sample export, 2 cores).
+# The spill takes about 4x the export's size on disk (the raw values with their offsets,
+# the cleansed rows with every share column; 5x with the 64-bit offsets it had until
+# 2026-12-06); compression="lz4" cut that to about 1.7x for about a tenth more time
+# (measured on the 1 M-row sample export, 2 cores).
 SPILL_OPTIONS = pa.ipc.IpcWriteOptions(compression=None)
 _SPILLS = ("rejected", "eligible", "raw")  # arrow IPC, per response file
 _POSITION = "_position"  # a row's place in its batch (merging the rejections)
