@@ -134,6 +134,8 @@ def raw_json(raw: dict[str, pa.Array], rows: np.ndarray, respondent_key: pa.Arra
     taken = take_table_rows(pa.table(raw), rows)  # the rejected rows: few
     for name, cells in zip(taken.column_names, taken.columns, strict=True):
         cells = cells.chunk(0)
+        if cells.type != pa.large_string():  # (pass 2's spilled raw values: 32-bit offsets)
+            cells = cells.cast(pa.large_string())
         if name == "respondent_id":
             name, cells = "respondent_key", pc.fill_null(respondent_key, _lit(""))
         key = json.dumps(name, ensure_ascii=False)

@@ -324,7 +324,7 @@ class _SpillStream:
         self.writer.close()
         self.sink.close()
 
-    def batch(self, index: int) -> pa.RecordBatch:
+    def batch(self, index: int, wide: bool = True) -> pa.RecordBatch:
         """Batch ``index`` as written, its buffers in a memory map of its bytes alone (no
         copy): the map is unmapped once the last array using it is dropped, so pass 2's
         resident memory is the batches it works on, not the spill files it has read (a
@@ -337,7 +337,8 @@ class _SpillStream:
         source.seek(start - first)
         while (message := pa.ipc.read_message(source)).type != "record batch":
             pass  # the stream's schema, before its first batch
-        return pa.ipc.read_record_batch(message, self.stored).cast(self.schema)
+        batch = pa.ipc.read_record_batch(message, self.stored)
+        return batch.cast(self.schema) if wide else batch  # (or with 32-bit offsets)
 
 
 def _spill_writers(part: _File, judged: _Judged, table: pa.Table) -> tuple[_SpillStream, ...]:
@@ -405,7 +406,7 @@ def _write_outputs(
                     cohort = cohorts[at : at + spilled.num_rows]
                     at += spilled.num_rows
                     other = pa.Table.from_batches([rejected.batch(b)])
-                    values = raw.batch(b)
+                    values = raw.batch(b, wide=False)  # only the duplicates' are read
                     while len(emitting) >= workers:
                         write_oldest()
                     emitting.append(
