@@ -51,34 +51,48 @@ JSON (``--extra-rows 0`` skips the growth measurement).
 Issue 25 (cleansing on every core, 2026-12-06): pass 1 judges, and pass 2 splits and
 encodes, one batch per core at once (``workers``); ``speedup`` is what that gives over one
 worker in the same process. The outputs are the same bytes as with one worker (tests).
-Where the CPU goes, ``python bench/bench_cleansing.py --stages RAW_DIR`` (thread CPU
-seconds summed per stage; 1 M rows, 2 workers, load 4.6; 3.6 CPU-s for the process in
-3.4 s): judging 1.07 (pool), the CSV parse with the CP932 decoding 0.61 (one reader
-thread, ``rawdata/stream.py``), Parquet writes 0.52 (pool; an output's writes one after
-another), the spill's read-back 0.38 (one thread), splitting 0.24 (pool), the spill's
-writes 0.22 (one thread), sha256 and line counts 0.13 (one thread), ``duplicate`` and the
-answered shares between the passes 0.07 (one thread). (py-spy, ``record --threads``, puts
-the number parsing of the share columns, ``rawdata/normalize.py``, first inside judging.)
-So with both cores busy all the time the cleansing would need about 3.6 / 2 = 1.8 s
-against a parse of about 0.5 s: 3.6 times, above the target of 3 however it is scheduled.
-And on this machine the cores were not both there to take: at load 2-4 the bare parse,
-too, got about one core (its CPU seconds about its wall time), and so did the cleansing,
-with 2 workers or one (1 M rows, load 2.5-4.1, medians of 3: 3.27 s and 3.47 s with 4 MiB
-batches, 3.25 s and 3.24 s with 16 MiB ones; ``cpu_ratio`` 5.2-5.5). Judging also holds
-the GIL much of its time (``py-spy record --gil`` samples: about 0.7 of its 1.07 CPU-s;
-many numpy and pyarrow calls per batch with Python in between, the share columns' number
-parsing in ``rawdata/normalize.py`` and the timestamps first), which limits what a second
-judging thread adds even on an idle machine. Cutting CPU is what would move the ratio
-here: the reader, the number parsing (``rawdata/``), the Parquet writer's settings
-(``tasks/cleanse.py``), outside ``pipeline/core/cleanse/``. On a machine busier than its
-cores, more threads only share the same CPU: the ratio then follows ``cpu_ratio``.
+On this machine's 2 cores, often busy with other work, CPU seconds are what moves the
+ratio, so they were cut (2026-12-06, same day; 1 M rows, thread CPU seconds): pass 2
+maps each spilled batch's bytes instead of reading them into memory (the main thread's
+read-back 0.35 -> 0.05); the spill keeps text with 32-bit offsets (the raw values'
+64-bit offsets were two thirds of their spill; 10 M rows: the kernel's copying of the
+spill 14.0 -> 8.4 CPU-s) and pass 2 widens only the duplicates' raw values; the share
+columns' number parsing parses each distinct value once (0.19 -> 0.14); the outputs
+store ``respondent_key`` without snappy, and it, ``raw`` and the category columns
+without min/max statistics (Parquet writes 0.46 -> 0.33); the spill is written by the
+thread that hands out the batches. Where the CPU goes now, ``python
+bench/bench_cleansing.py --stages RAW_DIR`` (thread CPU seconds summed per stage; 1 M
+rows, 2 workers, load about 1, 3 runs: 2.9-3.1 CPU-s for the process in 1.8 s): judging
+0.99-1.07 (pool), the CSV parse with the CP932 decoding 0.59-0.63 (one reader thread,
+``rawdata/stream.py``; it now also takes the page faults of the mapped file), Parquet
+writes 0.33 (pool), splitting 0.24-0.25 (pool), the spill's writes 0.19-0.20 and its
+read-back 0.05-0.06 (main thread), sha256 and line counts 0.12-0.13 (one thread),
+``duplicate`` and the answered shares between the passes 0.06-0.10; the rest, about
+0.4, is the threads' handing over of batches and the GIL (futex wake-ups), arrow's
+read-ahead and the kernel's page faults. Pass 1 takes 1.2-1.3 s of the 1.8 (2.1 CPU-s,
+1.7 cores busy), pass 2 0.45 s (0.8 CPU-s). So even with both cores its own the
+cleansing needs about 3.0 / 2 = 1.5 s, and the bare parse, on both idle cores, took
+0.39 s in the run below (0.65 s in the 03:07 run, at load 4-5): 3.8 times at best. No
+stage is a third of the whole: judging is many numpy and pyarrow calls per batch with
+Python in between (py-spy ``record --gil``: it holds the GIL about half its CPU time;
+the biggest single pieces are the share and the timestamp parsing, about 0.18 each, the
+dictionary encoding of the category columns and the respondent ids' normalising and
+keyed hashing, 0.06-0.08 each), the CSV parse is arrow's own (UTF-8 validation
+included), and the Parquet writes are snappy and dictionary pages. Reaching 3 on this
+machine would take about half the CPU seconds that are left, not a cut in one stage.
 
-Memory (same export, a fresh process each, 2 workers, 3 runs, load 6-7): peak RSS
-494-552 MiB with arrow's default mimalloc, 408-488 with jemalloc (what cleansing uses
-now, ``stream._memory_pool``), 352-449 with the system allocator at 10-15 % more CPU than
-jemalloc; jemalloc returning freed pages at once (``jemalloc_set_decay_ms(0)``) reached
-379-401 MiB (2.96-3.13 times the export) at about 25 % more CPU. The baseline (imports,
-``ExportStream``) is about 130-150 MiB of it; arrow's own peak allocation 105-115 MiB.
+Memory (same export, a fresh process each, 2 workers): before the cuts above, peak RSS
+494-552 MiB with arrow's default mimalloc, 408-488 with jemalloc (what cleansing uses,
+``stream._memory_pool``), 352-449 with the system allocator at 10-15 % more CPU. Most of
+it was not live data (arrow's own peak allocation about 100 MiB, numpy's 45) but freed
+pages the allocators kept. Now (3-4 runs each): jemalloc gives freed pages back after
+100 ms instead of arrow's 1 s (the reader as it was: 430-540 -> 380-410 MiB; 300 ms:
+385-410; 0 ms cost 10-20 % more CPU); arrow reads each response file from a memory map,
+dropped from the process after each batch, instead of reading up to 32 MiB of it ahead
+into its own memory; the spill is written without a thread of its own holding a batch
+more, the keys pass 2 does not need are dropped before it and glibc's free pages are
+trimmed once between the passes: 334-370 MiB (2.6-2.9 times the export). The baseline
+(imports, ``ExportStream``) is about 130 MiB of it.
 """
 
 from __future__ import annotations
