@@ -135,16 +135,10 @@ def forget_loaded(warehouse: str | None = None, run_date: dt.date | None = None)
 class IngestSurvey(WarehouseTask):
     """Loads ``cleanse/cohorts/*.parquet`` into ``survey_responses`` and
     ``rejections.parquet`` into ``survey_rejections``, replacing the run date's rows.
-    Runs as soon as cleansing is done, so QA can start before any model finishes."""
+    Needs only cleansing: it loads while the programs run (after the data checks, which
+    have the programs' priority), so QA can start before any model finishes."""
 
     raw = RawParameter(default="", description="Raw export directory (for cleansing).")
-
-    # Ahead of the data checks, whose priority is RunModel's (luigi gives a task the
-    # priority of what needs it): otherwise it waits until every cohort is checked, and
-    # its load (the whole survey, one transaction) then holds the DuckDB file's writer
-    # while the first cohorts' results wait to be loaded (200 cohorts, local, no-op
-    # program: 7.8 s of the run's last 18 s). It takes one --workers slot.
-    priority = 150
 
     def requires(self) -> CleanseSurvey:
         return CleanseSurvey(run_date=self.run_date, raw=self.raw)
