@@ -75,7 +75,7 @@ import luigi.interface
 import luigi.rpc
 import luigi.scheduler
 import luigi.worker
-from luigi.task_status import DONE, FAILED, PENDING, RUNNING
+from luigi.task_status import DISABLED, DONE, FAILED, PENDING, RUNNING
 
 from pipeline import storage
 from pipeline.errors import PipelineError
@@ -377,6 +377,28 @@ class LocalScheduler(luigi.scheduler.Scheduler):
             self._pruned_at = now
             self.prune()
         return super().get_work(*args, **kwargs)
+
+    def count_pending(self, worker: str) -> dict[str, Any]:
+        """luigi's reply, without its walk up every pending task's dependencies when no
+        task is DISABLED: the walk only looks for a DISABLED one upstream (luigi answers
+        every ``get_work`` with this count: two thirds of its time at 200 cohorts)."""
+        state = self._state
+        if next(iter(state.get_active_tasks_by_status(DISABLED)), None) is not None:
+            return super().count_pending(worker)
+        me = state.get_worker(worker)
+        running = []
+        for task in me.get_tasks(state, RUNNING):
+            other = state.get_worker(task.worker_running)
+            if other is not None:
+                running.append({"task_id": task.id, "worker": str(other), **other.info})
+        pending = list(me.get_tasks(state, PENDING, FAILED))
+        return {
+            "n_pending_tasks": len(pending),
+            "n_unique_pending": sum(len(t.workers) == 1 for t in pending),
+            "n_pending_last_scheduled": sum(t.workers.peek(last=True) == worker for t in pending),
+            "worker_state": me.state,
+            "running_tasks": running,
+        }
 
 
 class _Serialized:

@@ -212,3 +212,20 @@ def test_task_thread_offers_what_the_worker_reads_from_a_running_task() -> None:
     missing = sorted(name for name in read if not hasattr(thread, name))
     assert not missing, f"luigi's Worker reads {missing} from a running task; TaskThread lacks it"
     assert thread.worker_timeout == 3 and thread.task is process.task
+
+
+def test_the_scheduler_state_local_scheduler_reads() -> None:
+    """``LocalScheduler.count_pending`` (pipeline/worker.py) reads luigi's scheduler state
+    directly: ``_state`` and what it offers. Its reply equals luigi's own
+    (tests/ops/test_pipelining.py); this names what an upgrade would take away."""
+    scheduler = luigi.scheduler.Scheduler()
+    state = scheduler._state
+    assert list(inspect.signature(state.get_active_tasks_by_status).parameters) == ["statuses"]
+    assert list(inspect.signature(state.get_worker).parameters) == ["worker_id"]
+    scheduler.add_task(worker="w", task_id="t", status="PENDING")
+    worker = state.get_worker("w")
+    assert list(inspect.signature(worker.get_tasks).parameters) == ["state", "statuses"]
+    assert isinstance(worker.info, dict) and isinstance(worker.state, str)
+    (task,) = worker.get_tasks(state, "PENDING")
+    assert task.workers.peek(last=True) == "w"
+    assert "worker" in inspect.signature(luigi.scheduler.Scheduler.count_pending).parameters

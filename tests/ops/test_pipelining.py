@@ -63,3 +63,44 @@ def test_the_local_scheduler_prunes_once_a_second_not_on_every_get_work(monkeypa
     clock[0] += worker.LOCAL_PRUNE_SECONDS
     scheduler.get_work(worker="w")
     assert len(pruned) == 2
+
+
+def test_the_local_scheduler_counts_pending_tasks_as_luigi_does() -> None:
+    """``LocalScheduler.count_pending`` skips luigi's walk up the dependencies when no task
+    is DISABLED; its reply is luigi's own, with a DISABLED task or without."""
+    import luigi.scheduler
+
+    from pipeline import worker
+
+    scheduler = worker.LocalScheduler()
+    scheduler.add_worker("w", [("host", "here")])
+    scheduler.add_worker("other", [("host", "there")])
+    add = scheduler.add_task
+    add(worker="w", task_id="root", status="PENDING", deps=["a", "b", "c"], runnable=True)
+    add(worker="w", task_id="a", status="PENDING", deps=["a0"], runnable=True)
+    add(worker="w", task_id="a0", status="DONE", runnable=True)
+    add(worker="w", task_id="b", status="PENDING", deps=["b0"], runnable=True)
+    add(worker="other", task_id="b", status="PENDING", deps=["b0"], runnable=True)
+    add(worker="w", task_id="b0", status="FAILED", runnable=True)
+    add(worker="w", task_id="c", status="PENDING", runnable=True)
+    add(worker="other", task_id="d", status="PENDING", runnable=True)
+    assert scheduler.get_work(worker="w")["task_id"] in ("a", "c")  # one RUNNING here
+    assert scheduler.get_work(worker="other")["task_id"] == "d"  # one RUNNING elsewhere
+    add(worker="w", task_id="d", status="PENDING", runnable=True)  # ours too, running there
+
+    def both(worker_id: str) -> tuple[dict, dict]:
+        ours = scheduler.count_pending(worker_id)
+        luigis = luigi.scheduler.Scheduler.count_pending(scheduler, worker_id)
+        return ours, luigis
+
+    for worker_id in ("w", "other"):
+        ours, luigis = both(worker_id)
+        assert ours == luigis
+    before = both("w")[0]
+    assert before["n_pending_tasks"] >= 3 and before["running_tasks"]
+    # A DISABLED task: the tasks above it (b, root) no longer count, as in luigi.
+    add(worker="w", task_id="b0", status="DISABLED", runnable=True)
+    ours, luigis = both("w")
+    assert ours == luigis
+    # Only the one of a, c not running is left: b0 is DISABLED, b and root are above it.
+    assert ours["n_pending_tasks"] == 1 < before["n_pending_tasks"]
