@@ -3,18 +3,24 @@ results, and the ones the service interrupted and the executor resubmitted."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
-from pipeline.core.spec import spec_from_dict
+from pipeline import storage
+from pipeline.core.spec import ProgramSpec, spec_from_dict
+from pipeline.errors import ProgramFailed
 from pipeline.executors import attempts
 from pipeline.executors.base import Job, RunRecord
 from pipeline.layout import Layout
 from pipeline.manifest import run_rows
 
 
-def test_interrupted_tasks_are_abandoned_rows_next_to_the_succeeded_one(tmp_path: Path) -> None:
+def _toy_attempt(tmp_path: Path) -> tuple[ProgramSpec, Layout, Path, Job]:
+    """Attempt a1 of a toy program for asthma: its spec, layout, output dir (made, empty)
+    and job."""
     spec = spec_from_dict(
         {"name": "toy", "version": "1", "command": ["toy", "{output_dir}"],
          "outputs": {"results": "estimates.csv"}}
@@ -22,11 +28,16 @@ def test_interrupted_tasks_are_abandoned_rows_next_to_the_succeeded_one(tmp_path
     layout = Layout(str(tmp_path / "work"), "2026-11-22")
     out = Path(layout.attempt("asthma", spec.slug, "a1", "out"))
     out.mkdir(parents=True)
-    pd.DataFrame({"treatment": ["t"], "estimate": [1.0], "ci_low": [0.5], "ci_high": [1.5]}
-                 ).to_csv(out / "estimates.csv", index=False)  # fmt: skip
     job = Job(run_date="2026-11-22", cohort="asthma", spec=spec, attempt="a1",
               job_uri=layout.attempt("asthma", spec.slug, "a1", "job.json"),
               output_uri=str(out), log_path=tmp_path / "a1.log")  # fmt: skip
+    return spec, layout, out, job
+
+
+def test_interrupted_tasks_are_abandoned_rows_next_to_the_succeeded_one(tmp_path: Path) -> None:
+    spec, layout, out, job = _toy_attempt(tmp_path)
+    pd.DataFrame({"treatment": ["t"], "estimate": [1.0], "ci_low": [0.5], "ci_high": [1.5]}
+                 ).to_csv(out / "estimates.csv", index=False)  # fmt: skip
     common = {"executor": "ecs", "attempt": "a1", "started_at": "2026-11-22T00:00:00+00:00",
               "finished_at": "2026-11-22T01:00:00+00:00"}  # fmt: skip
     spot = RunRecord(job_id="arn:task/1", exit_code=143,
@@ -48,23 +59,7 @@ def test_interrupted_tasks_are_abandoned_rows_next_to_the_succeeded_one(tmp_path
 def test_a_program_that_exits_0_without_results_is_recorded_failed_once(
     tmp_path: Path, monkeypatch
 ) -> None:
-    import json
-
-    import pytest
-
-    from pipeline import storage
-    from pipeline.errors import ProgramFailed
-
-    spec = spec_from_dict(
-        {"name": "toy", "version": "1", "command": ["toy", "{output_dir}"],
-         "outputs": {"results": "estimates.csv"}}
-    )  # fmt: skip
-    layout = Layout(str(tmp_path / "work"), "2026-11-22")
-    out = Path(layout.attempt("asthma", spec.slug, "a1", "out"))
-    out.mkdir(parents=True)  # the program wrote nothing
-    job = Job(run_date="2026-11-22", cohort="asthma", spec=spec, attempt="a1",
-              job_uri=layout.attempt("asthma", spec.slug, "a1", "job.json"),
-              output_uri=str(out), log_path=tmp_path / "a1.log")  # fmt: skip
+    spec, layout, _out, job = _toy_attempt(tmp_path)  # the program wrote nothing
     record = RunRecord(job_id="arn:task/1", exit_code=0, executor="ecs", attempt="a1",
                        started_at="2026-11-22T00:00:00+00:00",
                        finished_at="2026-11-22T01:00:00+00:00")  # fmt: skip
