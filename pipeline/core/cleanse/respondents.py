@@ -129,16 +129,22 @@ def _repeated(values: np.ndarray) -> np.ndarray:
 
 def hex_keys(respondents: Respondents, rows: np.ndarray, nulls: bool = False) -> pa.Array:
     """``respondent_key`` text of ``rows`` (with ``nulls``, null where there is no id)."""
-    words = np.empty((len(rows), 2), dtype=">u8")
-    words[:, 0], words[:, 1] = respondents.first[rows], respondents.second[rows]
+    valid = respondents.present[rows] if nulls else None
+    return hex_text(respondents.first[rows], respondents.second[rows], valid)
+
+
+def hex_text(first: np.ndarray, second: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    """``respondent_key`` text of the hash halves ``first``, ``second`` (null where
+    ``valid`` is false, when given)."""
+    words = np.empty((len(first), 2), dtype=">u8")
+    words[:, 0], words[:, 1] = first, second
     digits = np.frombuffer(binascii.hexlify(words.data), dtype=np.uint8)
-    offsets = np.arange(0, len(rows) * KEY_HEX_DIGITS + 1, KEY_HEX_DIGITS, dtype=np.int64)
-    valid = respondents.present[rows]
-    missing = int(len(rows) - np.count_nonzero(valid)) if nulls else 0
+    offsets = np.arange(0, len(first) * KEY_HEX_DIGITS + 1, KEY_HEX_DIGITS, dtype=np.int64)
+    missing = 0 if valid is None else int(len(first) - np.count_nonzero(valid))
     validity = pa.py_buffer(np.packbits(valid, bitorder="little")) if missing else None
     return pa.Array.from_buffers(
         pa.large_string(),
-        len(rows),
+        len(first),
         [validity, pa.py_buffer(offsets), pa.py_buffer(digits)],
         missing,
     )

@@ -5,18 +5,21 @@
 to a ``Sink`` as they are made instead of returned:
 
 1. Every batch of ``ExportStream.batches`` is parsed and judged by the same functions as
-   ``cleanse`` (``parse_columns``, ``RULES``, ``rejections``, ``cleansed``). Its rejected
-   rows are final (with their raw JSON); its other rows are cleansed, but ``duplicate``
-   needs the whole export. Both go to a spill directory (arrow IPC, uncompressed, three
-   files per response file), with the batch's raw values as parsed (for the raw JSON of
-   the rows that turn out to be duplicates), and so do the eligible rows' keys: what
+   ``cleanse`` (``parse_columns``, ``RULES``, ``rejections``). Its rejected rows are final
+   (with their raw JSON); its other rows are eligible, but ``duplicate`` needs the whole
+   export. Both go to a spill directory (arrow IPC, uncompressed, four files per response
+   file, each batch an IPC stream of its own), the eligible rows as what their cleansed
+   columns are made of (``_eligible``, ``_share_cells``: category indices, the hash's
+   halves, the answered share cells), with the batch's raw values as parsed (for the raw
+   JSON of the rows that turn out to be duplicates), and so do the eligible rows' keys: what
    ``duplicate`` and the summary need (the keyed hash, 16 bytes; the cohort, a byte for
    up to 256 cohorts; ``submitted_at``; a bit per share column answered), a raw file per
    key.
 2. ``duplicate`` is decided on those keys, read back whole, one array per key
    (``latest_only``, as in ``cleanse``); then the spill is read back a batch at a time
-   (a memory map of the batch's bytes: no copy): the cleansed rows that stay go to their
-   cohort, the superseded ones become
+   (a memory map of the batch's bytes: no copy): the cleansed columns of the rows that
+   stay are made (``_Kept``, ``cleanse``'s values) and go to their cohort, the superseded
+   ones become
    ``duplicate`` rejections (raw JSON from the spilled raw values), merged in export
    order with the batch's other rejections.
 
@@ -62,20 +65,26 @@ from pipeline.core.cleanse.contract import (
     TIMESTAMP_TYPE,
     CleanseRules,
 )
-from pipeline.core.cleanse.output import cleansed, raw_json, rejections
-from pipeline.core.cleanse.respondents import latest_only
+from pipeline.core.cleanse.output import (
+    patients_column,
+    raw_json,
+    rejections,
+    timestamp_column,
+)
+from pipeline.core.cleanse.respondents import hex_text, latest_only
 from pipeline.core.cleanse.rules import RULES, reason_bits
-from pipeline.core.rawdata import repeated_text
+from pipeline.core.cleanse.values import Parsed
+from pipeline.core.rawdata import repeated_text, take_rows
 from pipeline.core.rawdata.stream import Batch, ExportStream
 from pipeline.errors import ConfigError
 
 REJECTIONS = "rejections"
-# The spill takes about 4x the export's size on disk (the raw values with their offsets,
-# the cleansed rows with every share column; 5x with the 64-bit offsets it had until
-# 2026-12-06); compression="lz4" cut that to about 1.7x for about a tenth more time
-# (measured on the 1 M-row sample export, 2 cores).
+# The spill takes about 2.9x the export's size on disk, most of it the raw values with
+# their offsets (4x when the eligible rows were spilled as cleansed, every share column a
+# float64, 5x with the 64-bit offsets it had until 2026-12-06); compression="lz4" cut the
+# 4x to about 1.7x for about a tenth more time (the 1 M-row sample export, 2 cores).
 SPILL_OPTIONS = pa.ipc.IpcWriteOptions(compression=None)
-_SPILLS = ("rejected", "eligible", "raw")  # arrow IPC, per response file
+_SPILLS = ("rejected", "eligible", "shares", "raw")  # arrow IPC, per response file
 _POSITION = "_position"  # a row's place in its batch (merging the rejections)
 
 
@@ -100,12 +109,14 @@ class _File:
 
     rejected: Path
     eligible: Path
+    shares: Path
     raw: Path
     keys: _KeyFiles
-    spills: tuple[_SpillStream, ...] = ()  # rejected, eligible, raw: once opened
+    spills: tuple[_SpillStream, ...] = ()  # rejected, eligible, shares, raw: once opened
     rows: int = 0
     eligible_rows: int = 0
     batches: int = 0
+    starts: list[int] = field(default_factory=list)  # each batch's first record
     counts: np.ndarray | int = 0  # rows per cohort (last: none)
     flagged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
 
@@ -114,6 +125,7 @@ class _File:
         self.keys.append(judged.keys)
         self.eligible_rows += len(judged.keys["first"])
         self.batches += 1
+        self.starts.append(judged.start)
         self.rows += judged.rows
         self.counts = self.counts + judged.counts
         for reason, count in judged.flagged.items():
@@ -246,8 +258,9 @@ def _spill_judged(
             judged = job.result()
             part = files[batch.file]
             if batch.file not in writers:
-                writers[batch.file] = part.spills = _spill_writers(part, judged, batch.table)
-            pieces = (judged.rejected, judged.eligible, batch.table)  # raw: as parsed
+                writers[batch.file] = part.spills = _spill_writers(part)
+            # the raw values as parsed
+            pieces = (judged.rejected, judged.eligible, judged.shares, batch.table)
             for writer, piece in zip(writers[batch.file], pieces, strict=True):
                 writer.write_batch(_one_batch(piece))
             part.add(judged)
@@ -287,7 +300,7 @@ def _spill_judged(
 
 class _Inline(Executor):
     """An executor that runs every job at once in the caller's thread: ``parse_columns``
-    and ``cleansed`` take an executor for their independent columns; in pass 1 a whole
+    takes an executor for its independent columns; in pass 1 a whole
     batch is one job of the batch pool, and its columns run one after another in it."""
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
@@ -300,58 +313,55 @@ class _Inline(Executor):
 
 
 class _SpillStream:
-    """One spill file (arrow IPC, a stream of record batches), written a batch at a time;
-    each batch's place in the file is kept, so that pass 2 maps just that batch's bytes
-    (``batch``)."""
+    """One spill file, written a batch at a time, each batch an arrow IPC stream of its own
+    (its schema, dictionaries and record batch): pass 2 maps just that batch's bytes
+    (``batch``), and a batch's dictionaries (the category columns' distinct values) are
+    its own."""
 
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self.path, self.schema = path, schema
-        # text is spilled with 32-bit offsets (a batch holds far less than 2 GiB of it): of
-        # the raw values' bytes, the 64-bit offsets were two thirds
-        self.stored = pa.schema(
-            [f.with_type(pa.string()) if f.type == pa.large_string() else f for f in schema]
-        )
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.sink = pa.OSFile(str(path), "wb")
-        self.writer = pa.ipc.new_stream(self.sink, self.stored, options=SPILL_OPTIONS)
-        self.ranges: list[tuple[int, int]] = []  # each batch's bytes (the first: the schema's too)
+        self.ranges: list[tuple[int, int]] = []  # each batch's bytes
 
     def write_batch(self, batch: pa.RecordBatch) -> None:
+        # text is spilled with 32-bit offsets (a batch holds far less than 2 GiB of it): of
+        # the raw values' bytes, the 64-bit offsets were two thirds
+        stored = _narrow(batch.schema)
         start = self.sink.tell()
-        self.writer.write_batch(batch.cast(self.stored))  # the text's bytes are not copied
+        with pa.ipc.new_stream(self.sink, stored, options=SPILL_OPTIONS) as writer:
+            writer.write_batch(batch.cast(stored))  # the text's bytes are not copied
         self.ranges.append((start, self.sink.tell()))
 
     def close(self) -> None:
-        self.writer.close()
         self.sink.close()
 
     def batch(self, index: int, wide: bool = True) -> pa.RecordBatch:
         """Batch ``index`` as written, its buffers in a memory map of its bytes alone (no
         copy): the map is unmapped once the last array using it is dropped, so pass 2's
         resident memory is the batches it works on, not the spill files it has read (a
-        map of a whole file kept every page read resident: 700 MiB at 1 M rows)."""
+        map of a whole file kept every page read resident: 700 MiB at 1 M rows). With
+        ``wide``, its text has 64-bit offsets again (else the spilled 32-bit ones)."""
         start, end = self.ranges[index]
         first = start - start % mmap.ALLOCATIONGRANULARITY
         with open(self.path, "rb") as handle:
             mapped = mmap.mmap(handle.fileno(), end - first, offset=first, access=mmap.ACCESS_READ)
-        source = pa.BufferReader(pa.py_buffer(mapped))  # the buffer keeps the map alive
-        source.seek(start - first)
-        while (message := pa.ipc.read_message(source)).type != "record batch":
-            pass  # the stream's schema, before its first batch
-        batch = pa.ipc.read_record_batch(message, self.stored)
-        return batch.cast(self.schema) if wide else batch  # (or with 32-bit offsets)
+        source = pa.py_buffer(mapped).slice(start - first)  # the buffer keeps the map alive
+        batch = pa.ipc.open_stream(source).read_next_batch()
+        return batch.cast(_wide(batch.schema)) if wide else batch
 
 
-def _spill_writers(part: _File, judged: _Judged, table: pa.Table) -> tuple[_SpillStream, ...]:
-    """Opens a response file's spill streams (rejected, eligible, raw) with the schemas of
-    its first judged batch."""
-    return tuple(
-        _SpillStream(path, schema)
-        for path, schema in (
-            (part.rejected, judged.rejected.schema),
-            (part.eligible, judged.eligible.schema),
-            (part.raw, table.schema),
-        )
-    )
+def _narrow(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([f.with_type(pa.string()) if f.type == _TEXT else f for f in schema])
+
+
+def _wide(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([f.with_type(_TEXT) if f.type == pa.string() else f for f in schema])
+
+
+def _spill_writers(part: _File) -> tuple[_SpillStream, ...]:
+    """Opens a response file's spill streams (rejected, eligible, shares, raw)."""
+    paths = (part.rejected, part.eligible, part.shares, part.raw)
+    return tuple(_SpillStream(path) for path in paths)
 
 
 def _write_outputs(
@@ -399,20 +409,23 @@ def _write_outputs(
 
         try:
             for i in order:
-                rejected, eligible, raw = files[i].spills
+                rejected, eligible, shares, raw = files[i].spills
                 for b in range(files[i].batches):
-                    spilled = pa.Table.from_batches([eligible.batch(b)])
-                    dropped = superseded[at : at + spilled.num_rows]
-                    cohort = cohorts[at : at + spilled.num_rows]
-                    at += spilled.num_rows
-                    other = pa.Table.from_batches([rejected.batch(b)])
-                    values = raw.batch(b, wide=False)  # only the duplicates' are read
+                    spilled = _Spilled(
+                        files[i].starts[b],
+                        eligible.batch(b, wide=False),  # the rows taken are widened
+                        shares.batch(b),
+                        pa.Table.from_batches([rejected.batch(b)]),
+                        raw.batch(b, wide=False),  # only the duplicates' are read
+                    )
+                    n = spilled.eligible.num_rows
+                    dropped, cohort = superseded[at : at + n], cohorts[at : at + n]
+                    at += n
                     while len(emitting) >= workers:
                         write_oldest()
                     emitting.append(
                         emitters.submit(
-                            _emit, stream, i, spilled, dropped, cohort, other, values, codes,
-                            schemas,
+                            _emit, stream, i, spilled, dropped, cohort, codes, schemas
                         )
                     )  # fmt: skip
             while emitting:
@@ -473,8 +486,10 @@ def _summary(
 @dataclass
 class _Judged:
     rows: int
+    start: int  # the batch's first record in its file
     rejected: pa.Table  # final rejections, but lines: ``source_row`` is the record index
-    eligible: pa.Table  # cleansed columns (every share column) and the raw values
+    eligible: pa.Table  # the eligible rows' columns as pass 2 needs them (``_eligible``)
+    shares: pa.Table  # their share cells (``_share_cells``)
     keys: dict[str, np.ndarray]
     counts: np.ndarray
     flagged: dict[str, int]
@@ -500,25 +515,76 @@ def _judge(
     mask = reason_bits(flags)
     rejected_rows, eligible = np.flatnonzero(mask), np.flatnonzero(mask == 0)
     rejected = pool.submit(rejections, parsed, mask, rejected_rows)
-    kept = cleansed(parsed, eligible, pool)
-    kept = kept.append_column(_POSITION, pa.array(eligible))
     present = np.zeros((n, len(stream.share_columns)), dtype=bool)
     for j, column in enumerate(parsed.shares.columns):
         present[column.rows, j] = True
     cohort = parsed.cohort_index
+    keys = {
+        "first": parsed.respondents.first[eligible],
+        "second": parsed.respondents.second[eligible],
+        "cohort": cohort[eligible],
+        "submitted": parsed.submitted.micros[eligible],
+        "answered": np.packbits(present[eligible], axis=1),
+    }
     return _Judged(
         rows=n,
+        start=batch.start,
         rejected=rejected.result().append_column(_POSITION, pa.array(rejected_rows)),
-        eligible=kept,
-        keys={
-            "first": parsed.respondents.first[eligible],
-            "second": parsed.respondents.second[eligible],
-            "cohort": cohort[eligible],
-            "submitted": parsed.submitted.micros[eligible],
-            "answered": np.packbits(present[eligible], axis=1),
-        },
+        eligible=_eligible(parsed, eligible, keys),
+        shares=_share_cells(parsed, eligible),
+        keys=keys,
         counts=np.bincount(np.where(cohort < 0, len(codes), cohort), minlength=len(codes) + 1),
         flagged={reason: int(np.count_nonzero(flags[reason])) for reason in RULES},
+    )
+
+
+def _eligible(parsed: Parsed, eligible: np.ndarray, keys: dict[str, np.ndarray]) -> pa.Table:
+    """What pass 2 makes the ``eligible`` rows' output columns of: the cohort's and the
+    source file's text are the same for every row of a cohort's piece (the cohort's code,
+    the batch's file) and are not spilled; ``respondent_key`` is spilled as its two 64-bit
+    halves, the category columns as dictionary indices into their batch's distinct values,
+    ``source_row`` as the row's place in the batch, the share columns apart
+    (``_share_cells``): about a third of the cleansed columns' bytes."""
+    categories = parsed.categories
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {
+        "response_id": take_rows(parsed.response_id, eligible),
+        "first": pa.array(keys["first"]),
+        "second": pa.array(keys["second"]),
+        **{
+            name: pa.DictionaryArray.from_arrays(
+                pa.array(categories[name].index[eligible].astype(np.int32)),
+                categories[name].values,
+            )
+            for name in _CATEGORIES
+        },
+        "started_at": timestamp_column(parsed.started, eligible),
+        "submitted_at": timestamp_column(parsed.submitted, eligible),
+        "n_patients": patients_column(parsed.patients, eligible),
+        _POSITION: pa.array(eligible.astype(np.int32)),
+    }
+    return pa.table(columns)
+
+
+def _share_cells(parsed: Parsed, eligible: np.ndarray) -> pa.Table:
+    """The answered share cells of the ``eligible`` rows, column by column: the share
+    column's number, the row's place among the eligible rows and the number (a row
+    answers a few of the share columns: 16 float64 columns were half the spill)."""
+    position = np.full(parsed.n, -1, dtype=np.int64)
+    position[eligible] = np.arange(len(eligible))
+    number = np.min_scalar_type(max(len(parsed.shares.columns) - 1, 0))  # a byte for 256
+    which, rows, numbers = [np.zeros(0, number)], [np.zeros(0, np.int32)], [np.zeros(0)]
+    for j, cells in enumerate(parsed.shares.columns):
+        at = position[cells.rows]
+        taken = at >= 0
+        rows.append(at[taken].astype(np.int32))
+        numbers.append(cells.numbers[taken])
+        which.append(np.full(len(rows[-1]), j, dtype=number))
+    return pa.table(
+        {
+            "column": pa.array(np.concatenate(which)),
+            "row": pa.array(np.concatenate(rows)),
+            "value": pa.array(np.concatenate(numbers)),
+        }
     )
 
 
@@ -625,14 +691,23 @@ def _cohort_schema(shares: list[str], answered: np.ndarray) -> pa.Schema:
     return pa.schema([(name, types.get(name, _TEXT)) for name in names])
 
 
+@dataclass
+class _Spilled:
+    """One batch of pass 1, read back from the spill."""
+
+    start: int  # the batch's first record in its file
+    eligible: pa.RecordBatch  # the eligible rows' columns (``_eligible``)
+    shares: pa.RecordBatch  # their share cells (``_share_cells``)
+    rejected: pa.Table  # its rejections (``source_row``: record indexes)
+    raw: pa.RecordBatch  # every row's values as parsed
+
+
 def _emit(
     stream: ExportStream,
     file: int,
-    kept: pa.Table,
+    spilled: _Spilled,
     dropped: np.ndarray,
     cohort: np.ndarray,
-    rejected: pa.Table,
-    raw: pa.RecordBatch,
     codes: pa.Array,
     schemas: list[pa.Schema],
 ) -> list[tuple[str, pa.Table]]:
@@ -640,29 +715,29 @@ def _emit(
     superseded ones and the batch's other rejections, in export order, for ``REJECTIONS``
     (the pieces to write, in the order to write them)."""
     pieces: list[tuple[str, pa.Table]] = []
-    lines = stream.line_numbers(file, kept.column("source_row").to_numpy())
-    kept = kept.set_column(kept.schema.get_field_index("source_row"), "source_row", pa.array(lines))
+    kept = _Kept(stream, file, spilled, codes)
     staying = ~dropped
     for i in np.unique(cohort[staying]).tolist():
-        rows = kept.select(schemas[i].names).filter(pa.array(staying & (cohort == i)))
-        pieces.append((cohort_output(codes[i].as_py()), rows.cast(schemas[i])))
+        rows = np.flatnonzero(staying & (cohort == i))
+        pieces.append((cohort_output(codes[i].as_py()), kept.cleansed(rows, i, schemas[i])))
+    rejected = spilled.rejected
     lines = stream.line_numbers(file, rejected.column("source_row").to_numpy())
     rejected = rejected.set_column(
         rejected.schema.get_field_index("source_row"), "source_row", pa.array(lines)
     )
     if dropped.any():
         rows = np.flatnonzero(dropped)
-        at = kept.column(_POSITION).to_numpy()[rows]  # in the batch as read
-        values = {name: raw.column(name) for name in stream.columns}
+        at = kept.position[rows]  # in the batch as read
+        values = {name: spilled.raw.column(name) for name in stream.columns}
         duplicates = pa.table(
             {
-                "cohort": kept.column("cohort").take(rows),
-                "response_id": kept.column("response_id").take(rows),
+                "cohort": codes.take(pa.array(cohort[rows])),
+                "response_id": kept.response_id(rows),
                 "reasons": repeated_text("duplicate", len(rows)),
-                "source_file": kept.column("source_file").take(rows),
-                "source_row": kept.column("source_row").take(rows),
-                "raw": raw_json(values, at, kept.column("respondent_key").take(rows).chunk(0)),
-                _POSITION: kept.column(_POSITION).take(rows),
+                "source_file": repeated_text(kept.source_file, len(rows)),
+                "source_row": pa.array(kept.lines[rows]),
+                "raw": raw_json(values, at, kept.respondent_key(rows)),
+                _POSITION: pa.array(at),
             }
         )
         rejected = pa.concat_tables([rejected, duplicates.cast(rejected.schema)])
@@ -670,6 +745,75 @@ def _emit(
     if rejected.num_rows:
         pieces.append((REJECTIONS, rejected.drop_columns([_POSITION]).cast(REJECTION_SCHEMA)))
     return pieces
+
+
+class _Kept:
+    """A spilled batch's eligible rows (``_eligible``, ``_share_cells``): their output
+    columns, made for the rows taken (``cleansed``: one cohort's staying rows)."""
+
+    def __init__(self, stream: ExportStream, file: int, spilled: _Spilled, codes: pa.Array):
+        self.eligible, self.codes = spilled.eligible, codes
+        self.position = self.eligible.column(_POSITION).to_numpy().astype(np.int64)
+        self.lines = stream.line_numbers(file, spilled.start + self.position)
+        self.source_file = stream.files[file].rel
+        cells = spilled.shares
+        self.cell_rows = cells.column("row").to_numpy()
+        self.cell_values = cells.column("value").to_numpy()
+        shares = len(stream.share_columns)
+        which = cells.column("column").to_numpy()
+        self.bounds = np.searchsorted(which, np.arange(shares + 1)).tolist()
+        self.share_index = {name: j for j, name in enumerate(stream.share_columns)}
+
+    def response_id(self, rows: np.ndarray) -> pa.Array:
+        return self.eligible.column("response_id").take(pa.array(rows)).cast(_TEXT)
+
+    def respondent_key(self, rows: np.ndarray) -> pa.Array:
+        first = self.eligible.column("first").to_numpy()
+        second = self.eligible.column("second").to_numpy()
+        return hex_text(first[rows], second[rows])
+
+    def category(self, name: str, rows: np.ndarray) -> pa.Array:
+        column = self.eligible.column(name)
+        return column.dictionary.take(pa.array(column.indices.to_numpy()[rows]))
+
+    def share(self, name: str, rows: np.ndarray, at: np.ndarray) -> pa.Array:
+        """A share column of ``rows`` (NaN where not answered); ``at``: each eligible row's
+        place among ``rows`` (-1: not taken)."""
+        j = self.share_index[name]
+        lo, hi = self.bounds[j], self.bounds[j + 1]
+        column = np.full(len(rows), np.nan)  # NaN stays NaN: pandas' missing float
+        place = at[self.cell_rows[lo:hi]]
+        taken = place >= 0
+        column[place[taken]] = self.cell_values[lo:hi][taken]
+        return pa.array(column)
+
+    def cleansed(self, rows: np.ndarray, cohort: int, schema: pa.Schema) -> pa.Table:
+        """``rows`` (of cohort number ``cohort``) in the cohort's ``schema``."""
+        at = np.full(self.eligible.num_rows, -1, dtype=np.int64)
+        at[rows] = np.arange(len(rows))
+        columns = []
+        for name in schema.names:
+            if name == "cohort":
+                column = repeated_text(self.codes[cohort].as_py(), len(rows))
+            elif name == "response_id":
+                column = self.response_id(rows)
+            elif name == "respondent_key":
+                column = self.respondent_key(rows)
+            elif name in _CATEGORIES:
+                column = self.category(name, rows)
+            elif name == "source_file":
+                column = repeated_text(self.source_file, len(rows))
+            elif name == "source_row":
+                column = pa.array(self.lines[rows])
+            elif name in self.share_index:
+                column = self.share(name, rows, at)
+            else:  # the timestamps, n_patients
+                column = self.eligible.column(name).take(pa.array(rows))
+            columns.append(column)
+        return pa.Table.from_arrays(columns, schema=schema)
+
+
+_CATEGORIES = ("specialty", "region", "facility_type", "attention_check")
 
 
 def _labels(stream: ExportStream, codes: pa.Array) -> list[str]:
