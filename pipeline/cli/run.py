@@ -301,7 +301,7 @@ def execute(deliver: Deliver, args: argparse.Namespace, console: RunConsole) -> 
         url = scheduler_url(args)
         check_scheduler(url)
         env["scheduler_url"] = url
-    with interrupted_by_sigterm(), console.capturing(), connections.shared():
+    with interrupted_by_sigterm(), console.capturing():
         result = luigi.build(
             [deliver],
             # A task found or made complete stays so for the run (rerun removes outputs
@@ -347,27 +347,32 @@ def main(args: argparse.Namespace) -> int:
     console = RunConsole(
         local_log, verbose=getattr(args, "verbose", False), variants=len(deliver.programs) > 1
     )
-    uploader = None
-    try:
-        with contextlib.ExitStack() as stack:
-            if storage.is_s3(log_uri):
-                uploader = stack.enter_context(
-                    LogUploader(local_log, log_uri, log_upload_interval())
+    # One DuckDB connection for the run's loads and its summary, whose warehouse counts
+    # then need no second opening of the file (closed, and checkpointed, at the end).
+    with connections.shared():
+        uploader = None
+        try:
+            with contextlib.ExitStack() as stack:
+                if storage.is_s3(log_uri):
+                    uploader = stack.enter_context(
+                        LogUploader(local_log, log_uri, log_upload_interval())
+                    )
+                if args.local_scheduler:
+                    stack.enter_context(run_lock(deliver))
+                print(
+                    f"Run {deliver.run_date} of {len(deliver.preflight())} cohort(s) × "
+                    f"{len(deliver.programs)} program(s) on {deliver.executor}; log: {log_uri}",
+                    flush=True,
                 )
-            if args.local_scheduler:
-                stack.enter_context(run_lock(deliver))
+                code = execute(deliver, args, console)
+        except AlreadyRunning as exc:
+            print(f"pipeline run: {exc}", file=sys.stderr)
+            return luigi.retcodes.retcode().already_running
+        if uploader is not None and uploader.error:
             print(
-                f"Run {deliver.run_date} of {len(deliver.preflight())} cohort(s) × "
-                f"{len(deliver.programs)} program(s) on {deliver.executor}; log: {log_uri}",
-                flush=True,
+                f"pipeline run: could not upload the run's log: {uploader.error}", file=sys.stderr
             )
-            code = execute(deliver, args, console)
-    except AlreadyRunning as exc:
-        print(f"pipeline run: {exc}", file=sys.stderr)
-        return luigi.retcodes.retcode().already_running
-    if uploader is not None and uploader.error:
-        print(f"pipeline run: could not upload the run's log: {uploader.error}", file=sys.stderr)
-    print_summary(deliver, seconds=time.monotonic() - started, code=code, log=log_uri)
+        print_summary(deliver, seconds=time.monotonic() - started, code=code, log=log_uri)
     return code
 
 
