@@ -34,6 +34,7 @@ from pipeline.errors import StorageError
 _client: S3Client | None = None
 _client_lock = threading.Lock()
 POOL_CONNECTIONS = 64  # the run's threads share the client: keep their connections
+SINGLE_PUT_BYTES = 256 * 1024**2  # a target written larger than this goes up in parts
 
 
 def s3_client() -> S3Client:
@@ -60,19 +61,40 @@ def _api() -> Any:
 
 @functools.cache
 def _file_target_class() -> type[luigi.target.FileSystemTarget]:
-    from luigi.contrib.s3 import S3Target
+    from luigi.contrib.s3 import AtomicS3File, S3Target
+
+    class PutS3File(AtomicS3File):
+        """luigi's atomic S3 file (a local temp file, uploaded when closed) whose upload
+        is one ``PutObject`` through the shared client. luigi's ``put_multipart`` builds a
+        transfer manager, with its thread pool, per file: at 200 cohorts, 200 of them
+        one after another while cleansing's outputs land. A file above
+        ``SINGLE_PUT_BYTES`` still goes up in parts, luigi's way."""
+
+        def move_to_final_destination(self) -> None:
+            if Path(self.tmp_path).stat().st_size > SINGLE_PUT_BYTES:
+                super().move_to_final_destination()
+                return
+            bucket, key = _bucket_key(self.path)
+            with open(self.tmp_path, "rb") as body:
+                _api().put_object(Bucket=bucket, Key=key, Body=body)
 
     class FileS3Target(S3Target):
         """A file under an ``s3://`` storage root: ``exists`` is one HEAD request, or
         none inside ``listed()``. (luigi's also looks for a "directory" of that name when
         there is no such object: three requests for every target not written yet, the
-        common case when luigi checks which tasks are complete.)"""
+        common case when luigi checks which tasks are complete.) Written through
+        ``PutS3File``."""
 
         def exists(self) -> bool:
             known = _listed_answer(self.path)
             if known is not None:
                 return known
             return _object_exists(*_bucket_key(self.path))
+
+        def open(self, mode: str = "r") -> Any:
+            if mode == "w":
+                return self.format.pipe_writer(PutS3File(self.path, self.fs, **self.s3_options))
+            return super().open(mode)
 
     return FileS3Target
 

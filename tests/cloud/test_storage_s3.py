@@ -86,6 +86,33 @@ def test_each_call_is_as_few_requests_as_it_can_be(cloud: Cloud) -> None:
     assert made == ["HeadObject", "ListObjectsV2"]  # no directory-marker GETs
 
 
+def test_a_target_written_goes_up_in_one_put_and_a_large_one_in_parts(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cleansing writes its outputs through targets: one PutObject each, not a transfer
+    manager per file; above ``SINGLE_PUT_BYTES`` luigi's multi-part upload."""
+    from s3transfer.manager import TransferManager
+
+    def no_manager(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a transfer manager (and its thread pool) for a small file")
+
+    uri = f"{cloud.root}/2026-11-23/cleanse/cohorts/asthma.parquet"
+    made = requests_made(storage.s3_client())
+    with monkeypatch.context() as patched:
+        patched.setattr(TransferManager, "__init__", no_manager)
+        with storage.target(uri).open("w") as fh:
+            fh.write(b"a cohort's rows")
+    assert made == ["PutObject"]
+    assert storage.read_bytes(uri) == b"a cohort's rows"
+    monkeypatch.setattr(storage, "SINGLE_PUT_BYTES", 1024**2)
+    large = bytes(range(256)) * (9 * 4096)  # 9 MiB: above boto3's multi-part threshold
+    made.clear()
+    with storage.target(uri).open("w") as fh:
+        fh.write(large)
+    assert made[0] == "CreateMultipartUpload" and made[-1] == "CompleteMultipartUpload"
+    assert storage.read_bytes(uri) == large
+
+
 def test_scheduling_answers_from_one_listing(cloud: Cloud) -> None:
     """Inside ``listed(dir)``, whether a target below it exists costs no request; what is
     written inside the block is not seen there (it is for scheduling, before runs)."""
