@@ -176,16 +176,26 @@ def test_outputs_land_only_when_every_one_is_complete(tmp_path: Path) -> None:
         sink.open(REJECTIONS, schema)
         sink.write(cohort_output("diabetes"), pa.table({"cohort": pa.array(["a"], schema[0].type)}))
         raise InputError("a later file is malformed")
-    # nothing landed under its own name (luigi removes its temporary files once dropped)
-    assert not [p for p in (tmp_path / "work").rglob("*.parquet") if p.is_file()]
+    # nothing landed under its own name, and no temporary file is left
+    assert not [p for p in (tmp_path / "work").rglob("*") if p.is_file()]
 
+    codes = [f"cohort-{i:02d}" for i in range(40)]
     with ExitStack() as stack:
         sink = ParquetOutputs(layout, stack)
-        sink.open(cohort_output("diabetes"), schema)
-        sink.write(cohort_output("diabetes"), pa.table({"cohort": pa.array(["a"], schema[0].type)}))
+        for code in codes:
+            sink.open(cohort_output(code), schema)
+            sink.write(cohort_output(code), pa.table({"cohort": pa.array([code], schema[0].type)}))
+        sink.open(REJECTIONS, schema)
+        assert not Path(layout.cohort_input(codes[0])).exists()
         sink.close()
-    written = Path(layout.cohort_input("diabetes")).read_bytes()
-    assert pq.read_table(io.BytesIO(written)).to_pandas()["cohort"].tolist() == ["a"]
+        # landed when close() returns (side by side), not later with the stack
+        for code in codes:
+            written = Path(layout.cohort_input(code)).read_bytes()
+            assert pq.read_table(io.BytesIO(written)).to_pandas()["cohort"].tolist() == [code]
+        assert Path(layout.rejections()).exists()
+    assert sorted(p.name for p in (tmp_path / "work").rglob("*") if p.is_file()) == sorted(
+        [f"{code}.parquet" for code in codes] + ["rejections.parquet"]
+    )
 
 
 def _rows(count: int) -> str:
