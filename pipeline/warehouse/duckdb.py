@@ -302,11 +302,14 @@ class DuckDBWarehouse(WarehouseBase):
                     faults.point("duckdb.load")  # mid-transaction: rows deleted and inserted
                     counts[name] = len(frame)
                 log = ", ".join(INGEST_LOG.column_names)
-                con.executemany(
-                    f"INSERT INTO {INGEST_LOG.name} ({log}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [[run_date, cohort, name, n, load_id, now, variant]
-                     for name, n in counts.items()],
-                )  # fmt: skip
+                row = f"({', '.join('?' * len(INGEST_LOG.column_names))})"
+                if counts:  # one statement for the load's rows (executemany: one a row)
+                    con.execute(
+                        f"INSERT INTO {INGEST_LOG.name} ({log}) VALUES "
+                        + ", ".join([row] * len(counts)),
+                        [v for name, n in counts.items()
+                         for v in (run_date, cohort, name, n, load_id, now, variant)],
+                    )  # fmt: skip
                 con.commit()
             except BaseException:
                 cached.catalog = None
