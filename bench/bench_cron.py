@@ -8,7 +8,10 @@ marks every job SUCCEEDED as it is submitted (its state manager cannot hold them
 each cohort's run ends at once, without outputs, and fails while the others are being
 submitted: what is timed is submission, beside 200 failures being recorded. Measured from the
 command's start: when the last cohort's ECS task is RUNNING (`lastStatus`) / the last
-Batch job is submitted (jobs seen in any status), and the proportional set size of the
+Batch job is submitted (jobs seen in any status; polled every 0.5 s, ECS with a listing
+and a description per 100 tasks, Batch with one name-filtered ListJobs: the poll's own
+load on moto, which shares the two cores with the run, was seven calls a poll until
+2026-12-06), and the proportional set size of the
 orchestrator's whole process tree (its process group: the CLI, luigi's worker processes,
 the wrapper's children) sampled every 0.25 s from `/proc/PID/smaps_rollup`, its peak
 reported. Scheduler: `--local-scheduler` and a real `luigid` on 127.0.0.1 (luigid is its
