@@ -192,8 +192,10 @@ def _submitted_batch(c: dict[str, Any]) -> int:
     # A name filter lists jobs of every status in one call (Batch ignores jobStatus with
     # filters): the poll itself loads moto, which shares this machine's cores with the
     # run being measured (one call a poll, not one per status: seven).
-    pages = c["batch"].get_paginator("list_jobs").paginate(
-        jobQueue=QUEUE, filters=[{"name": "JOB_NAME", "values": ["*"]}]
+    pages = (
+        c["batch"]
+        .get_paginator("list_jobs")
+        .paginate(jobQueue=QUEUE, filters=[{"name": "JOB_NAME", "values": ["*"]}])
     )
     return len({j["jobId"] for page in pages for j in page["jobSummaryList"]})
 
