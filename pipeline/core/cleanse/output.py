@@ -34,13 +34,18 @@ def number_column(values: np.ndarray, rows: np.ndarray) -> pa.Array:
     return pa.array(values[rows])
 
 
+def reason_column(mask: np.ndarray, rows: np.ndarray) -> pa.Array:
+    """``reasons`` of ``rows`` (``mask``: a bit per reason): ``;``-joined, in ``REASONS`` order."""
+    return pa.array(_REASON_TEXT[mask[rows]], pa.large_string())
+
+
 def rejections(parsed: Parsed, mask: np.ndarray, rows: np.ndarray) -> pa.Table:
     """The rejected ``rows`` with their reasons (``mask``: a bit per reason) and raw JSON."""
     return pa.table(
         {
             "cohort": parsed.disease.take(rows),
             "response_id": take_rows(parsed.response_id, rows),
-            "reasons": pa.array(_REASON_TEXT[mask[rows]], pa.large_string()),
+            "reasons": reason_column(mask, rows),
             "source_file": parsed.source_file.take(rows),
             "source_row": pa.array(parsed.source_row[rows]),
             "raw": raw_json(parsed.raw, rows, hex_keys(parsed.respondents, rows, nulls=True)),

@@ -68,7 +68,7 @@ from pipeline.core.cleanse.contract import (
 from pipeline.core.cleanse.output import (
     patients_column,
     raw_json,
-    rejections,
+    reason_column,
     timestamp_column,
 )
 from pipeline.core.cleanse.respondents import hex_text, latest_only
@@ -514,7 +514,6 @@ def _judge(
     flags = {reason: rule(parsed, rules) for reason, rule in RULES.items()}
     mask = reason_bits(flags)
     rejected_rows, eligible = np.flatnonzero(mask), np.flatnonzero(mask == 0)
-    rejected = pool.submit(rejections, parsed, mask, rejected_rows)
     present = np.zeros((n, len(stream.share_columns)), dtype=bool)
     for j, column in enumerate(parsed.shares.columns):
         present[column.rows, j] = True
@@ -529,12 +528,32 @@ def _judge(
     return _Judged(
         rows=n,
         start=batch.start,
-        rejected=rejected.result().append_column(_POSITION, pa.array(rejected_rows)),
+        rejected=_rejected(parsed, mask, rejected_rows),
         eligible=_eligible(parsed, eligible, keys),
         shares=_share_cells(parsed, eligible),
         keys=keys,
         counts=np.bincount(np.where(cohort < 0, len(codes), cohort), minlength=len(codes) + 1),
         flagged={reason: int(np.count_nonzero(flags[reason])) for reason in RULES},
+    )
+
+
+def _rejected(parsed: Parsed, mask: np.ndarray, rows: np.ndarray) -> pa.Table:
+    """The rejected ``rows`` as pass 2 makes their rejections of (``_emit``): their raw
+    JSON is made there, with the duplicates' (one ``raw_json`` a batch, not two), from the
+    spilled raw values and the respondent hash's halves (``keyed``: the row has an id);
+    ``source_file`` is the batch's file."""
+    respondents = parsed.respondents
+    return pa.table(
+        {
+            "cohort": parsed.disease.take(rows),
+            "response_id": take_rows(parsed.response_id, rows),
+            "reasons": reason_column(mask, rows),
+            "source_row": pa.array(parsed.source_row[rows]),
+            "first": pa.array(respondents.first[rows]),
+            "second": pa.array(respondents.second[rows]),
+            "keyed": pa.array(respondents.present[rows]),
+            _POSITION: pa.array(rows),
+        }
     )
 
 
@@ -727,24 +746,44 @@ def _emit(
     )
     if dropped.any():
         rows = np.flatnonzero(dropped)
-        at = kept.position[rows]  # in the batch as read
-        values = {name: spilled.raw.column(name) for name in stream.columns}
+        eligible = spilled.eligible
         duplicates = pa.table(
             {
                 "cohort": codes.take(pa.array(cohort[rows])),
                 "response_id": kept.response_id(rows),
                 "reasons": repeated_text("duplicate", len(rows)),
-                "source_file": repeated_text(kept.source_file, len(rows)),
                 "source_row": pa.array(kept.lines[rows]),
-                "raw": raw_json(values, at, kept.respondent_key(rows)),
-                _POSITION: pa.array(at),
+                "first": eligible.column("first").take(pa.array(rows)),
+                "second": eligible.column("second").take(pa.array(rows)),
+                "keyed": pa.array(np.ones(len(rows), dtype=bool)),
+                _POSITION: pa.array(kept.position[rows]),
             }
         )
         rejected = pa.concat_tables([rejected, duplicates.cast(rejected.schema)])
         rejected = rejected.take(pc.sort_indices(rejected.column(_POSITION)))
     if rejected.num_rows:
-        pieces.append((REJECTIONS, rejected.drop_columns([_POSITION]).cast(REJECTION_SCHEMA)))
+        pieces.append((REJECTIONS, _rejections(stream, file, spilled.raw, rejected)))
     return pieces
+
+
+def _rejections(
+    stream: ExportStream, file: int, raw: pa.RecordBatch, rejected: pa.Table
+) -> pa.Table:
+    """A batch's ``rejected`` rows (in export order) as written: with their raw JSON, from
+    the batch's raw values as parsed."""
+    at = rejected.column(_POSITION).to_numpy()  # in the batch as read
+    keyed = rejected.column("keyed").to_numpy(zero_copy_only=False)
+    key = hex_text(rejected.column("first").to_numpy(), rejected.column("second").to_numpy(), keyed)
+    values = {name: raw.column(name) for name in stream.columns}
+    columns = {
+        "cohort": rejected.column("cohort"),
+        "response_id": rejected.column("response_id"),
+        "reasons": rejected.column("reasons"),
+        "source_file": repeated_text(stream.files[file].rel, rejected.num_rows),
+        "source_row": rejected.column("source_row"),
+        "raw": raw_json(values, at, key),
+    }
+    return pa.table(columns).cast(REJECTION_SCHEMA)
 
 
 class _Kept:
