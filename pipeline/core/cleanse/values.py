@@ -161,6 +161,20 @@ class Numbers:
         n = len(columns[0])
         joined = pa.chunked_array([c for column in columns for c in text_chunks(column)])
         rows, numbers, bad_rows = parse_number_cells(joined)
+        ends = np.arange(1, len(columns) + 1) * n
+        if np.all(rows[1:] > rows[:-1]) and np.all(bad_rows[1:] > bad_rows[:-1]):
+            # in order (as the filled cells are): each column's cells are a slice
+            cuts, bad_cuts = np.searchsorted(rows, ends), np.searchsorted(bad_rows, ends)
+            starts, bad_starts = np.concatenate([[0], cuts]), np.concatenate([[0], bad_cuts])
+            return [
+                cls(
+                    rows[starts[j] : cuts[j]] - j * n,
+                    numbers[starts[j] : cuts[j]],
+                    bad_rows[bad_starts[j] : bad_cuts[j]] - j * n,
+                    n,
+                )
+                for j in range(len(columns))
+            ]
         which, bad_which = rows // max(n, 1), bad_rows // max(n, 1)
         out = []
         for j in range(len(columns)):
