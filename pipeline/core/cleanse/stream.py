@@ -266,7 +266,7 @@ def _spill_judged(
             part.add(judged)
 
         try:
-            for batch in stream.batches():
+            for batch in stream.batches(dictionary=_DICTIONARY_COLUMNS):
                 if batch.restart:  # the file again from its start: what was judged goes
                     while judging:
                         spill_oldest()
@@ -853,6 +853,9 @@ class _Kept:
 
 
 _CATEGORIES = ("specialty", "region", "facility_type", "attention_check")
+# read dictionary-encoded (``coded`` takes their distinct values as read; the raw spill
+# holds an index a row)
+_DICTIONARY_COLUMNS = ("disease", *_CATEGORIES)
 
 
 def _labels(stream: ExportStream, codes: pa.Array) -> list[str]:

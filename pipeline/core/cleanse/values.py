@@ -72,8 +72,12 @@ def coded(values: pa.Array | pa.ChunkedArray) -> Coded:
 
 def encode_dictionary(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.ChunkedArray]:
     """The distinct values of a text column and each row's index into them (null: null),
-    the chunks encoded against one dictionary."""
-    encoded = as_chunked(values).dictionary_encode()
+    the chunks encoded against one dictionary. A dictionary-encoded column (as
+    ``ExportStream.batches`` reads the category columns) is taken as it is."""
+    if pa.types.is_dictionary(values.type):
+        encoded = values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
+    else:
+        encoded = as_chunked(values).dictionary_encode()
     # arrow encodes the chunks against one memo: they share the final dictionary (unifying
     # anyway would hash every chunk's copy again)
     if len({id(c.dictionary.buffers()[-1]) for c in encoded.chunks}) > 1 and not all(
@@ -83,7 +87,10 @@ def encode_dictionary(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.
     if encoded.num_chunks == 0:
         return pa.array([], pa.large_string()), pa.chunked_array([], pa.int32())
     distinct = encoded.chunk(0).dictionary
-    return distinct, pa.chunked_array([c.indices for c in encoded.chunks], pa.int32())
+    if distinct.type != pa.large_string():
+        distinct = distinct.cast(pa.large_string())
+    indices = [c.indices.cast(pa.int32()) for c in encoded.chunks]
+    return distinct, pa.chunked_array(indices, pa.int32())
 
 
 def diseases(values: pa.Array, codes: pa.Array) -> tuple[Coded, np.ndarray]:

@@ -30,7 +30,7 @@ import io
 import mmap
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,18 +127,20 @@ class ExportStream:
         self._special = {rel: path for rel, path in files if rel in (COHORTS_FILE, FRAME_FILE)}
         self.checksums: dict[str, str] = {}
 
-    def batches(self) -> Iterator[Batch]:
-        """The response records, file after file, a batch at a time (see the class)."""
+    def batches(self, dictionary: Collection[str] = ()) -> Iterator[Batch]:
+        """The response records, file after file, a batch at a time (see the class). The
+        ``dictionary`` columns come dictionary-encoded (the same values, each distinct one
+        stored once per batch: for columns of few values, such as categories)."""
         with ThreadPoolExecutor(max_workers=1) as helper:
             scans = {rel: helper.submit(_scan, path) for rel, path in self._special.items()}
             for item in self.files:
                 item.scan = helper.submit(_scan, item.path)
-            yield from _ahead(self._batches())
+            yield from _ahead(self._batches(frozenset(dictionary)))
             digests = {rel: job.result()[0] for rel, job in scans.items()}
             digests |= {item.rel: item.scan.result()[0] for item in self.files}  # type: ignore[union-attr]
         self.checksums = {rel: digests[rel] for rel in sorted(digests)}
 
-    def _batches(self) -> Iterator[Batch]:
+    def _batches(self, dictionary: frozenset[str]) -> Iterator[Batch]:
         for index, item in enumerate(self.files):
             with open(item.path, "rb") as fh:
                 start = fh.read(1 << 16)
@@ -146,7 +148,7 @@ class ExportStream:
             for encoding in encodings:
                 item.encoding, item.records = encoding, 0
                 try:
-                    for table in _read(item, encoding):
+                    for table in _read(item, encoding, dictionary):
                         yield Batch(index, self._aligned(table), item.records)
                         item.records += table.num_rows
                     break
@@ -190,10 +192,16 @@ class _NotUtf8(Exception):
     pass
 
 
-def _read(item: ResponseFile, encoding: str) -> Iterator[pa.Table]:
-    """The records of one response file, a batch at a time, as ``large_string`` columns."""
+def _read(item: ResponseFile, encoding: str, dictionary: frozenset[str]) -> Iterator[pa.Table]:
+    """The records of one response file, a batch at a time, as ``large_string`` columns
+    (``dictionary``: dictionary-encoded ones; arrow's reader encodes them as it converts,
+    at no more cost than making their text)."""
     raw_bytes = encoding != UTF8
     value_type = pa.large_binary() if raw_bytes else pa.large_string()
+    types = {
+        name: pa.dictionary(pa.int32(), value_type) if name in dictionary else value_type
+        for name in item.names
+    }
     source, mapped = _mapped(item.path)
     try:
         reader = pacsv.open_csv(
@@ -203,7 +211,7 @@ def _read(item: ResponseFile, encoding: str) -> Iterator[pa.Table]:
             ),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(item.names, value_type),
+                column_types=types,
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
@@ -243,11 +251,20 @@ def _mapped(path: Path) -> tuple[pa.BufferReader | str, mmap.mmap | None]:
 
 def _decoded(table: pa.Table, item: ResponseFile) -> pa.Table:
     try:
-        columns = [decode_chunk(column.chunk(0), CP932) for column in table.columns]
+        columns = [_decoded_chunk(column.chunk(0)) for column in table.columns]
     except UnicodeDecodeError:
         decode_bytes(file_bytes(item.path), item.rel)  # raises, naming the line and offset
         raise
     return pa.Table.from_arrays(columns, names=table.column_names)
+
+
+def _decoded_chunk(values: pa.Array) -> pa.Array:
+    """``decode_chunk`` of CP932 values; of a dictionary-encoded column, its distinct values."""
+    if pa.types.is_dictionary(values.type):
+        return pa.DictionaryArray.from_arrays(
+            values.indices, decode_chunk(values.dictionary, CP932)
+        )
+    return decode_chunk(values, CP932)
 
 
 def _scan(path: Path) -> tuple[str, int, int]:
