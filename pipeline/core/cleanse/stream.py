@@ -4,14 +4,15 @@
 ``cleanse(read_raw_export(raw_dir), ...)`` (the reference; tests compare the two), written
 to a ``Sink`` as they are made instead of returned:
 
-1. Every batch of ``ExportStream.batches`` is parsed and judged by the same functions as
-   ``cleanse`` (``parse_columns``, ``RULES``, ``rejections``). Its rejected rows are final
-   (with their raw JSON); its other rows are eligible, but ``duplicate`` needs the whole
-   export. Both go to a spill directory (arrow IPC, uncompressed, four files per response
-   file, each batch an IPC stream of its own), the eligible rows as what their cleansed
-   columns are made of (``_eligible``, ``_share_cells``: category indices, the hash's
-   halves, the answered share cells), with the batch's raw values as parsed (for the raw
-   JSON of the rows that turn out to be duplicates), and so do the eligible rows' keys: what
+1. Every batch of ``ExportStream.batches`` (the category columns read
+   dictionary-encoded) is parsed and judged by the same functions as ``cleanse``
+   (``parse_columns``, ``RULES``). Its rejected rows are final; its other rows are
+   eligible, but ``duplicate`` needs the whole export. Both go to a spill directory
+   (arrow IPC, uncompressed, four files per response file, each batch an IPC stream of
+   its own): the rejected rows without their raw JSON (``_rejected``), the eligible rows
+   as what their cleansed columns are made of (``_eligible``, ``_share_cells``: category
+   indices, the hash's halves, the answered share cells), the batch's raw values as
+   parsed (for the raw JSON); and so do the eligible rows' keys: what
    ``duplicate`` and the summary need (the keyed hash, 16 bytes; the cohort, a byte for
    up to 256 cohorts; ``submitted_at``; a bit per share column answered), a raw file per
    key.
@@ -19,9 +20,9 @@ to a ``Sink`` as they are made instead of returned:
    (``latest_only``, as in ``cleanse``); then the spill is read back a batch at a time
    (a memory map of the batch's bytes: no copy): the cleansed columns of the rows that
    stay are made (``_Kept``, ``cleanse``'s values) and go to their cohort, the superseded
-   ones become
-   ``duplicate`` rejections (raw JSON from the spilled raw values), merged in export
-   order with the batch's other rejections.
+   ones become ``duplicate`` rejections, merged in export order with the batch's other
+   rejections, and all of them get their raw JSON from the spilled raw values
+   (``_rejections``, ``raw_json`` as in ``cleanse``).
 
 Both passes use every core: up to ``workers`` batches (one per core unless told) are
 judged, and in pass 2 split, at once on a thread pool (arrow and numpy release the GIL),
@@ -79,10 +80,11 @@ from pipeline.core.rawdata.stream import Batch, ExportStream
 from pipeline.errors import ConfigError
 
 REJECTIONS = "rejections"
-# The spill takes about 2.9x the export's size on disk, most of it the raw values with
+# The spill takes about 2.3x the export's size on disk, most of it the raw values with
 # their offsets (4x when the eligible rows were spilled as cleansed, every share column a
-# float64, 5x with the 64-bit offsets it had until 2026-12-06); compression="lz4" cut the
-# 4x to about 1.7x for about a tenth more time (the 1 M-row sample export, 2 cores).
+# float64, and the category columns as text, 5x with the 64-bit offsets it had until
+# 2026-12-06); compression="lz4" cut the 4x to about 1.7x for about a tenth more time
+# (the 1 M-row sample export, 2 cores).
 SPILL_OPTIONS = pa.ipc.IpcWriteOptions(compression=None)
 _SPILLS = ("rejected", "eligible", "shares", "raw")  # arrow IPC, per response file
 _POSITION = "_position"  # a row's place in its batch (merging the rejections)
