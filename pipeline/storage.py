@@ -331,6 +331,32 @@ def listdir(uri: str) -> list[str]:
     return sorted(f"s3://{bucket}/{k}" for k in _keys(bucket, key.rstrip("/") + "/"))
 
 
+@_s3_errors
+def versions(uri: str) -> dict[str, str]:
+    """``listdir`` with each file's ``version`` (what changes when it is written again: the
+    ETag on S3, in the same LIST requests; modification time and size on disk)."""
+    if not is_s3(uri):
+        root = Path(uri)
+        if not root.is_dir():
+            return {}
+        return {
+            str(p): f"{st.st_mtime_ns}-{st.st_size}"
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and (st := p.stat())
+        }
+    bucket, key = _bucket_key(uri)
+    pages = (
+        _api()
+        .get_paginator("list_objects_v2")
+        .paginate(Bucket=bucket, Prefix=key.rstrip("/") + "/")
+    )
+    return {
+        f"s3://{bucket}/{o['Key']}": str(o["ETag"])
+        for page in pages
+        for o in page.get("Contents", [])
+    }
+
+
 def append_text(uri: str, text: str, spool_dir: Path, *, upload_within: float = 0.0) -> None:
     """Append ``text`` to the log at ``uri``. Local files are appended to; an ``s3://`` log
     is kept in a local spool file under ``spool_dir`` (seeded from the object once) and

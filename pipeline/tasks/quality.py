@@ -44,15 +44,41 @@ def quality_thresholds() -> QualityThresholds:
 
 def recent_figures(layout: Layout, cohort: str, limit: int) -> list[dict]:
     """The figures of the cohort's latest ``limit`` deliveries before ``layout``'s date
-    that passed this gate (newest first), from ``quality-history/<cohort>/<date>.json``."""
+    that passed this gate (newest first), from ``quality-history/<cohort>/<date>.json``,
+    each with the ``version`` of its file that was read.
+
+    A delivery's record also carries the records it was compared with (``recent``), so
+    the newest one answers for the others: one LIST and one GET however long the history
+    (it was one GET a delivery). A record is read itself when the newest does not carry
+    it, or carried another version of it (its date was run again since)."""
     if limit <= 0:
         return []
-    dates = []
-    for entry in storage.listdir(layout.quality_history(cohort)):
-        match = _DATE.search(entry)
-        if match and match[1] < layout.run_date:
-            dates.append((match[1], entry))
-    return [storage.read_json(uri) for _, uri in sorted(dates, reverse=True)[:limit]]
+    listed = storage.versions(layout.quality_history(cohort))
+    dates = sorted(
+        (match[1], uri)
+        for uri in listed
+        if (match := _DATE.search(uri)) and match[1] < layout.run_date
+    )[::-1][:limit]
+    carried: dict[str, dict] = {}
+    records = []
+    for date, uri in dates:
+        record = carried.get(date)
+        if record is None or record.get("version") != listed[uri]:
+            record = storage.read_json(uri)
+            if not carried:
+                carried = {r["run_date"]: r for r in record.get("recent", [])}
+        record = {k: v for k, v in record.items() if k != "recent"}
+        records.append({**record, "version": listed[uri]})
+    return records
+
+
+def record_figures(layout: Layout, cohort: str, figures: dict, history: list[dict]) -> None:
+    """The cohort's figures of ``layout``'s date into its quality history, with the
+    ``history`` they were compared with (``recent_figures``: what a later delivery reads
+    from this record instead of from each of theirs)."""
+    storage.write_json(
+        layout.quality_figures(cohort), {"run_date": layout.run_date, **figures, "recent": history}
+    )
 
 
 _NO_REJECTIONS = pd.DataFrame({"cohort": [], "reasons": []}, dtype="string")
@@ -118,7 +144,7 @@ class CheckData(RunDateTask):
                 "Fix the export (or, if the change is real, the [quality] thresholds: "
                 "docs/quality.md) and re-run."
             )
-        storage.write_json(layout.quality_figures(cohort), {"run_date": layout.run_date, **figures})
+        record_figures(layout, cohort, figures, history)
         storage.write_parquet(self.output().path, checks)
         self.report(
             f"{len(checks) - len(failed)}/{len(checks)} data-quality checks passed"

@@ -210,3 +210,72 @@ def test_a_log_this_process_started_is_known_as_such(cloud: Cloud, tmp_path) -> 
     assert storage.started_here(new) and not storage.started_here(new)  # asked once
     assert not storage.started_here(old)
     assert storage.read_bytes(old) == b"an earlier run\nagain\n"
+
+
+def _deliver(root: str, date: str, rows: int, cohort: str = "asthma") -> dict:
+    """What CheckData records for a delivery that passed: its figures, with the history it
+    was compared with."""
+    from pipeline.layout import Layout
+    from pipeline.tasks.quality import recent_figures, record_figures
+
+    layout = Layout(root, date)
+    figures = {"rows": rows, "rejected": 1, "rejection_rate": 1 / (rows + 1)}
+    record_figures(layout, cohort, figures, recent_figures(layout, cohort, 5))
+    return {"run_date": date, **figures}
+
+
+def _read_each(root: str, dates: list[str], cohort: str = "asthma") -> list[dict]:
+    """The history as each delivery's own record has it (one GET a delivery)."""
+    from pipeline.layout import Layout
+
+    records = []
+    for date in dates:
+        record = storage.read_json(Layout(root, date).quality_figures(cohort))
+        records.append({k: v for k, v in record.items() if k != "recent"})
+    return records
+
+
+def _without_versions(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "version"} for r in records]
+
+
+def test_a_cohorts_quality_history_is_one_list_and_one_get(cloud: Cloud) -> None:
+    """Every delivery's data check compares with the cohort's last five: read from the
+    newest record, which carries the ones before it, not one GET each; a date run again
+    since (another version of its record) is read itself."""
+    from pipeline.layout import Layout
+    from pipeline.tasks.quality import recent_figures
+
+    dates = [f"2026-0{m}-01" for m in range(1, 8)]
+    written = [_deliver(cloud.root, date, 100 + i) for i, date in enumerate(dates[:6])]
+    made = requests_made(storage.s3_client())
+    history = recent_figures(Layout(cloud.root, dates[6]), "asthma", 5)
+    assert made == ["ListObjectsV2", "GetObject"]
+    assert _without_versions(history) == written[1:][::-1]
+    assert _without_versions(history) == _read_each(cloud.root, dates[1:6][::-1])
+
+    # 2026-04-01 is run again (other figures) after the records that carry it were written
+    rerun = _deliver(cloud.root, dates[3], 999)
+    made.clear()
+    history = recent_figures(Layout(cloud.root, dates[6]), "asthma", 5)
+    assert made == ["ListObjectsV2", "GetObject", "GetObject"]  # the newest, then the rerun
+    assert _without_versions(history)[2] == rerun
+    assert _without_versions(history) == _read_each(cloud.root, dates[1:6][::-1])
+
+
+def test_records_that_carry_no_history_are_read_each(cloud: Cloud) -> None:
+    """Records written before they carried their history are read one by one, as before."""
+    from pipeline.layout import Layout
+    from pipeline.tasks.quality import recent_figures
+
+    dates = ["2026-01-01", "2026-02-01", "2026-03-01"]
+    for i, date in enumerate(dates[:2]):
+        layout = Layout(cloud.root, date)
+        storage.write_json(layout.quality_figures("copd"), {"run_date": date, "rows": i})
+    made = requests_made(storage.s3_client())
+    history = recent_figures(Layout(cloud.root, dates[2]), "copd", 5)
+    assert made == ["ListObjectsV2", "GetObject", "GetObject"]
+    assert _without_versions(history) == [
+        {"run_date": "2026-02-01", "rows": 1},
+        {"run_date": "2026-01-01", "rows": 0},
+    ]
