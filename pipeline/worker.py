@@ -61,6 +61,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import logging
+import math
 import os
 import signal
 import socket
@@ -283,6 +284,7 @@ class _DueFlushes:
         self._due: dict[Reporter, float] = {}
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._until = math.inf  # when the thread wakes by itself next
 
     def add(self, reporter: Reporter, at: float) -> None:
         with self._wake:
@@ -292,7 +294,8 @@ class _DueFlushes:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="reports", daemon=True)
                 self._thread.start()
-            self._wake.notify()
+            if at < self._until:  # else it is seen when the thread wakes (one a task end)
+                self._wake.notify()
 
     def discard(self, reporter: Reporter) -> None:
         with self._wake:
@@ -304,7 +307,9 @@ class _DueFlushes:
                 now = time.monotonic()
                 ready = [r for r, at in self._due.items() if at <= now]
                 if not ready:
-                    self._wake.wait(min(self._due.values()) - now if self._due else None)
+                    self._until = min(self._due.values(), default=math.inf)
+                    self._wake.wait(self._until - now if self._due else None)
+                    self._until = -math.inf  # awake: it sees every add before it waits again
                     continue
             for reporter in ready:
                 try:

@@ -28,9 +28,9 @@ class _Counting(luigi.scheduler.Scheduler):
         return super().set_task_progress_percentage(task_id, progress_percentage)
 
 
-def _reporter(scheduler: _Counting, interval: float) -> Reporter:
-    scheduler.add_task(worker="w", task_id="t", status="RUNNING")
-    inner = luigi.worker.TaskStatusReporter(scheduler, "t", "w", None)
+def _reporter(scheduler: _Counting, interval: float, task_id: str = "t") -> Reporter:
+    scheduler.add_task(worker="w", task_id=task_id, status="RUNNING")
+    inner = luigi.worker.TaskStatusReporter(scheduler, task_id, "w", None)
     return Reporter(inner, interval=interval)
 
 
@@ -52,6 +52,27 @@ def test_lines_within_an_interval_reach_the_scheduler_once_the_latest() -> None:
     reporter.flush()
     assert scheduler.messages == ["line 9", "last"]  # nothing twice
     assert reporter.last["update_status_message"] == "last"  # kept for a luigid that lost it
+
+
+def test_a_line_due_before_the_others_is_sent_at_its_time() -> None:
+    """The one thread that sends due lines sleeps until the first is due: a line due
+    sooner wakes it; one due later waits for its turn without waking it."""
+    scheduler = _Counting()
+    slow = _reporter(scheduler, interval=3.0, task_id="slow")
+    later = _reporter(scheduler, interval=4.0, task_id="later")
+    fast = _reporter(scheduler, interval=0.2, task_id="fast")
+    started = time.monotonic()
+    slow.update_status_message("slow line")
+    later.update_status_message("later line")
+    fast.update_status_message("fast line")
+    while "fast line" not in scheduler.messages and time.monotonic() - started < 10:
+        time.sleep(0.02)
+    assert scheduler.messages == ["fast line"]
+    assert time.monotonic() - started < 2.0  # not held until the slow line's turn
+    while len(scheduler.messages) < 3 and time.monotonic() - started < 10:
+        time.sleep(0.02)
+    assert scheduler.messages == ["fast line", "slow line", "later line"]
+    assert time.monotonic() - started >= 4.0
 
 
 class _Chatty(luigi.Task):
