@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline.errors import WarehouseError
@@ -220,18 +222,28 @@ def infer_type(series: pd.Series) -> str:
 
 
 def coerce(series: pd.Series, type_: str) -> pd.Series:
-    """``series`` converted to the pandas type that holds the table type ``type_``."""
+    """``series`` converted to the pandas type that holds the table type ``type_`` (as it
+    is when it has that type already)."""
     if type_ == STRING:
-        return series.astype("string")
+        return series if series.dtype == _STRING else series.astype(_STRING)
     if type_ == INT64:
-        return pd.to_numeric(series, errors="raise").astype("Int64")
+        if series.dtype == _INT64:
+            return series
+        return pd.to_numeric(series, errors="raise").astype(_INT64)
     if type_ == FLOAT64:
-        return pd.to_numeric(series, errors="raise").astype("float64")
+        if series.dtype == np.float64:
+            return series
+        return pd.to_numeric(series, errors="raise").astype(np.float64)
     if type_ == BOOL:
-        return series.astype("boolean")
+        return series if series.dtype == _BOOL else series.astype(_BOOL)
     if type_ == DATE:
         return pd.to_datetime(series).dt.date
     return pd.to_datetime(series, utc=True, format="ISO8601")
+
+
+# the pandas types as objects: a type named by a string is looked up in pandas' registry
+# at every conversion (a tenth of a load's conversions)
+_STRING, _INT64, _BOOL = pd.StringDtype(), pd.Int64Dtype(), pd.BooleanDtype()
 
 
 def conform(
@@ -248,33 +260,40 @@ def conform(
     if table not in TABLES:
         raise WarehouseError(f"unknown table {table!r} (known: {', '.join(TABLES)})")
     spec = TABLES[table]
-    out = frame.copy()
-    out["run_date"] = run_date
+    # The columns as Series, the load's own values as scalars: one frame is built at the
+    # end (a copy of the frame and a column inserted into it at a time cost more than the
+    # conversions, at a load's few rows).
+    columns: dict[str, Any] = dict(frame.items())
+    columns["run_date"] = run_date
     if cohort is not None:
-        out["cohort"] = cohort
+        columns["cohort"] = cohort
     if variant is not None:
         if table not in VARIANT_TABLES or cohort is None:
             raise WarehouseError(
                 f"{table}: only {', '.join(VARIANT_TABLES)} of one cohort load per variant"
             )
-        out["variant"] = variant
-    for name in spec.optional - set(out.columns):
-        out[name] = None
-    missing = [name for name in spec.column_names if name not in out.columns]
+        columns["variant"] = variant
+    for name in spec.optional - set(columns):
+        columns[name] = None
+    missing = [name for name in spec.column_names if name not in columns]
     if missing:
         raise WarehouseError(f"{table}: load is missing columns {', '.join(missing)}")
-    extras = [c for c in out.columns if c not in spec.column_names]
+    extras = [c for c in columns if c not in spec.column_names]
     allowed = [c for c in extras if spec.extra == "*" or (spec.extra and c.startswith(spec.extra))]
     refused = sorted(set(extras) - set(allowed))
     if refused:
         raise WarehouseError(f"{table}: unexpected columns {', '.join(refused)}")
-    schema = [*spec.columns, *((c, infer_type(out[c])) for c in allowed)]
+    schema = [*spec.columns, *((c, infer_type(columns[c])) for c in allowed)]
+    out = {}
     for name, type_ in schema:
+        values = columns[name]
+        if not isinstance(values, pd.Series):  # a scalar, as assigning it would spread it
+            values = pd.Series(values, index=frame.index)
         try:
-            out[name] = coerce(out[name], type_)
+            out[name] = coerce(values, type_)
         except (ValueError, TypeError) as exc:
             raise WarehouseError(f"{table}.{name}: cannot convert to {type_}: {exc}") from None
-    return out[[name for name, _ in schema]], schema
+    return pd.DataFrame(out, index=frame.index), schema
 
 
 def survey_reference_tables(summary: dict, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
