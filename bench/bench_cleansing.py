@@ -81,6 +81,46 @@ keyed hashing, 0.06-0.08 each), the CSV parse is arrow's own (UTF-8 validation
 included), and the Parquet writes are snappy and dictionary pages. Reaching 3 on this
 machine would take about half the CPU seconds that are left, not a cut in one stage.
 
+Later the same day (10:20-11:20 UTC, same 1 M-row export, the outputs the same bytes,
+sha256 of every file): pass 1 spills the eligible rows as what their cleansed columns
+are made of, and pass 2 makes those columns for the rows that stay (the category columns
+as indices into the batch's distinct values, the hash's halves, only the answered share
+cells; the cohort's and the file's text made per piece): the spill 532 -> 307 MB, pass
+1's cleansed columns 0.13 -> 0.045 CPU-s; the rejections' raw JSON is made in pass 2
+together with the duplicates' (one ``raw_json`` a batch, not two; the rejected spill 25
+-> 3 MB); the category columns are read dictionary-encoded (arrow's CSV reader encodes
+them as it converts, ``coded`` no longer hashes every row, CP932 decodes distinct values
+only; the raw spill 205 -> 165 MB); both timestamp columns go through one
+``parse_timestamps`` call (0.144 -> 0.124) and the share cells are cut per column by
+slices (0.163 -> 0.140). Judging all batches on one thread: 0.82 -> 0.47 CPU-s. By
+stage (3 runs, 2 workers, load 2.7-2.9: 2.4-2.6 CPU-s for the process in 2.0-2.3 s):
+judging 0.65-0.66 (was 0.99-1.07), the CSV parse with the CP932 decoding 0.53-0.56,
+Parquet writes 0.34-0.37, splitting 0.25-0.34 (was 0.24-0.25: it now makes the cleansed
+columns and every rejection's raw JSON), the spill's writes 0.13 (was 0.19-0.20), sha256
+and line counts 0.12-0.13, read-back, ``duplicate`` and answered shares 0.03-0.05 each;
+the rest, 0.25-0.35, handing over and the kernel. The machine was shared all along
+(load 2-5 from other work): five runs of this benchmark, 11:04-11:17 UTC, gave ratio
+3.31-4.45 (the bare parse 0.46-0.70 s, against 0.36-0.39 on idle cores), cpu_ratio
+3.22-4.05, 2.32-2.63 CPU-s a cleansing (was 3.03), peak RSS 307-323 MiB (2.40-2.52 times
+the export), 10 M rows 17.2-27.0 s and 692-698 MiB (was 22.7 s, 719 MiB); the table
+below is the last. The code before and after, one after the other at the same load (3-5,
+``--extra-rows 0``, 2 runs each): ratio 6.24 and 4.95 -> 4.05 and 4.59, cpu_ratio 4.20
+and 4.48 -> 3.57 and 3.90, 2.76 -> 2.32-2.37 CPU-s a cleansing. Measured and not kept:
+``pc.strptime`` for the fixed timestamp layouts (0.071 CPU-s against 0.078 for the
+bytes: no gain worth a second path), arrow's cast for the number cells of only
+``[0-9.+-]`` bytes (a byte count per cell picks them: ``n_patients`` 0.049 -> 0.053,
+shares 0.146 -> 0.139), the share cells' distinct values by packing their bytes into
+64-bit keys for ``pandas.factorize`` (0.10 for the keys alone, against 0.15 for the
+whole parse), the share columns read dictionary-encoded too (the reader thread +0.12 for
+two files), ``n_patients`` parsed with the shares (0.198 -> 0.204), 2, 8 or 16 MiB
+batches (judging 0.90, 0.87, 0.81 against 0.88 at 4: little of it is per call), no
+``release_unused`` after each batch, glibc's trim and mmap thresholds raised,
+``gc.freeze()`` (all within the noise), jemalloc's decay at 300 ms (5 runs each: page
+faults 85-97 k -> 76-88 k, 2.20 -> 2.16 CPU-s, but peak RSS 300-323 -> 315-349 MiB) or
+1000 ms (faults 50 k, peak 400 MiB: over 3 times), and the sha256 and line counts by
+``bytearray.count`` on one reused buffer (0.14 -> 0.28) or with the CR count skipped by
+a ``find`` (two of the three files have CRLF line ends: no change).
+
 Memory (same export, a fresh process each, 2 workers): before the cuts above, peak RSS
 494-552 MiB with arrow's default mimalloc, 408-488 with jemalloc (what cleansing uses,
 ``stream._memory_pool``), 352-449 with the system allocator at 10-15 % more CPU. Most of
@@ -91,8 +131,9 @@ pages the allocators kept. Now (3-4 runs each): jemalloc gives freed pages back 
 dropped from the process after each batch, instead of reading up to 32 MiB of it ahead
 into its own memory; the spill is written without a thread of its own holding a batch
 more, the keys pass 2 does not need are dropped before it and glibc's free pages are
-trimmed once between the passes: 334-370 MiB (2.6-2.9 times the export). The baseline
-(imports, ``ExportStream``) is about 130 MiB of it.
+trimmed once between the passes: 334-370 MiB (2.6-2.9 times the export); with the
+smaller spill and the category columns dictionary-encoded (above) 300-323 MiB (2.3-2.5
+times). The baseline (imports, ``ExportStream``) is about 130 MiB of it.
 """
 
 from __future__ import annotations
