@@ -274,6 +274,8 @@ class DuckDBWarehouse(WarehouseBase):
         *,
         variant: str | None = None,
     ) -> dict[str, int]:
+        import duckdb
+
         conformed = {
             name: conform(name, frame, run_date=run_date, cohort=cohort, variant=variant)
             for name, frame in tables.items()
@@ -311,6 +313,13 @@ class DuckDBWarehouse(WarehouseBase):
                          for v in (run_date, cohort, name, n, load_id, now, variant)],
                     )  # fmt: skip
                 con.commit()
+                if cohort is None:
+                    # The survey's load (every cohort's rows) goes into the file now, while
+                    # the programs run, not when the run ends and the connection closes;
+                    # readers of the file then replay a short WAL. Skipped (an error) if
+                    # another transaction is open: the close does it then.
+                    with contextlib.suppress(duckdb.Error):
+                        con.execute("CHECKPOINT")
             except BaseException:
                 cached.catalog = None
                 con.rollback()

@@ -207,6 +207,24 @@ def test_loads_of_a_run_share_one_connection_and_its_catalog(tmp_path: Path) -> 
     assert got == [("a", 5.0, 7.0), ("b", 3.0, 9.0), ("c", 6.0, None)]
 
 
+def test_the_survey_load_is_checkpointed_as_it_commits(tmp_path: Path) -> None:
+    """The run's connection stays open while the programs run: the survey's load (every
+    cohort's rows) goes into the file then, not into a WAL that readers of the file
+    replay and that the run's end writes back; a cohort's load waits for the close."""
+    from pipeline.warehouse import connections
+
+    path = tmp_path / "w.duckdb"
+    wal = tmp_path / "w.duckdb.wal"
+    wh = open_warehouse(f"duckdb://{path}")
+    with connections.shared():
+        wh.replace(D1, "a", {"model_estimates": estimates([1, 2])})
+        assert wal.exists() and wal.stat().st_size > 0  # a cohort's load: in the WAL
+        wh.replace(D1, None, {"model_estimates": estimates([3]).assign(cohort="x")})
+        assert connections._entries  # the connection is still open
+        assert not wal.exists() or wal.stat().st_size == 0
+    assert rows(path, "SELECT count(*) FROM model_estimates") == [(1,)]
+
+
 @pytest.mark.parametrize("shared", [True, False], ids=["pipeline-run", "own-connections"])
 def test_first_loads_from_many_threads_at_once_all_land(tmp_path: Path, shared: bool) -> None:
     """Cohorts that finish together ingest at once, from threads of one process (the run's
