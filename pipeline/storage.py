@@ -305,10 +305,16 @@ def remove(uri: str) -> None:
         _api().delete_objects(Bucket=bucket, Delete={"Objects": chunk, "Quiet": True})
 
 
-def _keys(bucket: str, prefix: str) -> list[str]:
-    """Every key below ``prefix`` (a LIST request per 1,000)."""
+def _objects(bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+    """Every object below ``prefix`` as the listing describes it (a LIST request per 1,000)."""
     pages = _api().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+    for page in pages:
+        yield from page.get("Contents", [])
+
+
+def _keys(bucket: str, prefix: str) -> list[str]:
+    """Every key below ``prefix``."""
+    return [o["Key"] for o in _objects(bucket, prefix)]
 
 
 @_s3_errors
@@ -345,15 +351,8 @@ def versions(uri: str) -> dict[str, str]:
             if p.is_file() and (st := p.stat())
         }
     bucket, key = _bucket_key(uri)
-    pages = (
-        _api()
-        .get_paginator("list_objects_v2")
-        .paginate(Bucket=bucket, Prefix=key.rstrip("/") + "/")
-    )
     return {
-        f"s3://{bucket}/{o['Key']}": str(o["ETag"])
-        for page in pages
-        for o in page.get("Contents", [])
+        f"s3://{bucket}/{o['Key']}": str(o["ETag"]) for o in _objects(bucket, key.rstrip("/") + "/")
     }
 
 

@@ -152,15 +152,14 @@ class ParquetOutputs:
         # AWS: 200 cohorts one after another would hold every check up by seconds), and
         # a writer's last row group is encoded as it closes (arrow releases the GIL).
         with ThreadPoolExecutor(LANDING_THREADS, thread_name_prefix="landing") as pool:
-            for _landed in pool.map(self._land, cohorts):
+            for _ in pool.map(self._land, cohorts):
                 faults.point("cleanse.cohort")
         if REJECTIONS in self.writers:
             self._land(REJECTIONS)
 
-    def _land(self, name: str) -> str:
+    def _land(self, name: str) -> None:
         self.writers[name].close()  # the Parquet footer: the target stays open
         self.targets.pop(name).close()  # it lands (a rename; on S3 the upload)
-        return name
 
     def _discard(self) -> None:
         """What did not land (an error on the way) is dropped: its temp file goes."""
