@@ -1,6 +1,10 @@
 """What a person sees while ``pipeline run`` works: what runs, per-cohort progress,
 warnings and (printed by the CLI) a summary. luigi's own log — DEBUG lines, tracebacks —
 goes to the run's log file, whose path the summary prints; ``--verbose`` shows it live.
+The pipeline's own warnings (its ``pipeline.*`` loggers: a luigid that does not answer,
+a run waiting for luigid to release a killed run's tasks, a cloud program submitted
+again, no capacity) are shown as they happen as well, each text once (the log file has
+every one, with its traceback if any), at most MAX_WARNINGS of them.
 
 On a terminal the progress is a live table drawn by rich; elsewhere (cron, Jenkins, a
 pipe) it is one timestamped line per step that ends and per program that starts.
@@ -32,6 +36,7 @@ from pipeline.steps import CHAIN, DATE, DELIVERY, VARIANT, Step, step_of
 STEPS = CHAIN  # the columns of a cohort's row; date-wide steps show above the table
 STYLE = {"done": "green", "failed": "bold red", "running": "cyan", "pending": "dim"}
 MAX_ROWS = 20  # cohorts shown in the live table; the rest are counted
+MAX_WARNINGS = 20  # distinct warnings shown on the console; the rest only in the log
 DEBUG_LOGGERS = ("luigi", "luigi-interface", "pipeline")  # logged at DEBUG to the run log
 
 
@@ -62,7 +67,7 @@ class RunConsole:
         self.shared: dict[str, str] = {}  # cleanse, survey ingest
         # Steps of one cohort whatever the variant (quality): shown on each variant's row.
         self.per_cohort: dict[str, dict[str, str]] = {}
-        self.warnings: list[str] = []
+        self.warnings: list[str] = []  # shown on the console, in order
         self._lock = threading.Lock()
 
     # -- logging -------------------------------------------------------------------------
@@ -93,6 +98,8 @@ class RunConsole:
             live_log = logging.StreamHandler(sys.stderr)
             live_log.setFormatter(handler.formatter)
             root.addHandler(live_log)
+        else:  # --verbose shows them in the live log already
+            root.addHandler(_ConsoleWarnings(self))
         logging.captureWarnings(True)
         # luigi warns about config sections that are not task parameters ([pipeline], ...):
         # they are ours, read by pipeline.config, so the file is the place for it.
@@ -116,6 +123,21 @@ class RunConsole:
                 logger.setLevel(level)
             for old in saved[1]:
                 root.addHandler(old)
+
+    def warn(self, message: str) -> None:
+        """Show a warning's first line, unless it was shown before or MAX_WARNINGS were."""
+        line = message.strip().splitlines()[0] if message.strip() else ""
+        with self._lock:
+            if not line or line in self.warnings or len(self.warnings) > MAX_WARNINGS:
+                return
+            self.warnings.append(line)
+            if len(self.warnings) > MAX_WARNINGS:
+                line = "more warnings: see the run's log"
+            text = f"{datetime.now():%H:%M:%S} warning: {line}"
+            if self.live is not None:
+                self.console.print(escape(text))  # above the live table
+            else:
+                print(text, file=self.out, flush=True)
 
     # -- events from the worker ----------------------------------------------------------
     def scheduled(self, task: luigi.Task, status: str) -> None:
@@ -218,6 +240,22 @@ class RunConsole:
         shared = "  ".join(f"{k}: [{STYLE[v]}]{v}[/]" for k, v in self.shared.items())
         table.title = shared or None
         return table
+
+
+class _ConsoleWarnings(logging.Handler):
+    """The pipeline's own warnings and errors (``pipeline.*`` loggers) to the console."""
+
+    def __init__(self, console: RunConsole) -> None:
+        super().__init__(logging.WARNING)
+        self.run_console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name != "pipeline" and not record.name.startswith("pipeline."):
+            return
+        try:
+            self.run_console.warn(record.getMessage())
+        except Exception:  # the console is never worth the thread that logged
+            self.handleError(record)
 
 
 def _shown_step(task: luigi.Task) -> Step | None:

@@ -200,7 +200,8 @@ class RunLocks:
                     self._held[path] = (fh, users - 1)
 
 
-logger = logging.getLogger("luigi-interface")
+# Its warnings are shown on the run's console too (pipeline.console: every "pipeline" logger).
+logger = logging.getLogger("pipeline.worker")
 
 
 class Reporter:

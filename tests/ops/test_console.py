@@ -133,3 +133,43 @@ def test_variants_share_the_cohort_steps(pipeline_home: Path, tmp_path: Path) ->
     )
     console.started(models[1])
     assert out.getvalue().splitlines()[-1].endswith(f" {names[1]} model started")
+
+
+def test_the_pipelines_warnings_reach_the_console_once_each(tmp_path: Path) -> None:
+    """A warning of the pipeline's own (a run waiting for luigid, a cloud program submitted
+    again) is shown as it happens, its first line, each text once; luigi's and other
+    libraries' log lines stay in the file, which has every warning."""
+    import logging
+
+    from pipeline.console import MAX_WARNINGS, RunConsole
+
+    out = io.StringIO()
+    console = RunConsole(tmp_path / "run.log", out=out)
+    waiting = "12 task(s) of this run are RUNNING in luigid under worker(s) W: waiting"
+    with console.capturing():
+        logging.getLogger("pipeline.worker").warning(waiting)
+        logging.getLogger("pipeline.worker").warning(waiting)
+        logging.getLogger("luigi-interface").warning("luigi's own warning")
+        logging.getLogger("botocore").error("a library's error")
+        logging.getLogger("pipeline.executors").info("an info line")
+        try:
+            raise OSError("disk full")
+        except OSError:
+            logging.getLogger("pipeline.executors").warning("could not write x", exc_info=True)
+    lines = out.getvalue().splitlines()
+    assert [re.sub(r"^\d\d:\d\d:\d\d ", "", line) for line in lines] == [
+        f"warning: {waiting}",
+        "warning: could not write x",
+    ], lines
+    log = (tmp_path / "run.log").read_text()
+    assert log.count(waiting) == 2 and "luigi's own warning" in log and "disk full" in log
+
+    # A flood (a luigid down for long, every task's status) stops at MAX_WARNINGS lines.
+    out = io.StringIO()
+    console = RunConsole(tmp_path / "flood.log", out=out)
+    with console.capturing():
+        for n in range(3 * MAX_WARNINGS):
+            logging.getLogger("pipeline.worker").warning("luigid did not take status of %d", n)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == MAX_WARNINGS + 1, lines
+    assert lines[-1].endswith("warning: more warnings: see the run's log")

@@ -329,6 +329,10 @@ def test_d_killed_orchestrator_and_luigid_the_same_command_finishes_the_day(day:
     assert code == 30, out  # [retcode] task_failed: the failing cohort, nothing else
     assert f"cohorts: {COHORTS * VARIANTS - VARIANTS} done, {VARIANTS} failed" in out, out
     assert "not run" not in out, out
+    # The operator watching it is told that it takes over a run that stopped (having
+    # waited for luigid to release that run's tasks, when luigid had not yet).
+    told = r"^\d\d:\d\d:\d\d warning: .*(of a run that stopped|stopped answering)"
+    assert re.search(told, out, re.M), out
     assert day.agent.errors == []
     # No program ran twice: one wrapper start per cohort x variant (from the agent's
     # record), one program start each (the programs' own record); the broken cohort ran
