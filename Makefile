@@ -49,12 +49,13 @@ run: sample-data ## run the whole pipeline for every sample cohort on embedded d
 test: install-dev browser lint checkov ## lint, checkov, then the whole test suite (starts moto_server, luigid, ... by itself)
 	$(BIN)/python -m pytest --junitxml=reports/junit.xml
 
-# Every program spec with golden cases (docs/quality.md); override: make regress PROGRAMS=...
+# Every program spec and variant with golden cases (docs/quality.md, docs/variants.md);
+# override: make regress PROGRAMS=...
 # The result is recorded where `pipeline approve` looks for it: the storage root (on a
 # laptop $PIPELINE_HOME/work), or REGRESS_ROOT=<root>, or REGRESS_ENVS=<env>[,<env>...]:
 # the storage root of each of those stacks (Terraform output storage_root), as Jenkins
 # does for the stacks it deploys. A branch stack not deployed yet is skipped with a note.
-PROGRAMS ?= $(wildcard programs/*/program.toml)
+PROGRAMS ?= $(wildcard programs/*/program.toml programs/variants/*.toml)
 REGRESS_EXECUTOR ?= local
 REGRESS_ROOT ?=
 REGRESS_ENVS ?=

@@ -57,6 +57,7 @@ class GoldenCase:
 
 
 DRIFT_KEYS = ("warn_change", "fail_change")
+GOLDEN_FILES = ("input", "frame", "expected")  # a golden case's files
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ def _read_spec(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         raise SpecError(f"{path}: program spec not found{where}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: not valid TOML: {exc}") from None
+    _anchor_golden(data, path.parent)
     base_name = data.pop("extends", None)
     if base_name is None:
         return data
@@ -184,6 +186,19 @@ def _read_spec(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def _anchor_golden(data: dict[str, Any], directory: Path) -> None:
+    """A ``[[golden]]`` case's files are relative to the spec that declares it: made
+    absolute here, so a variant elsewhere that inherits the case reads the base's files."""
+    golden = data.get("golden")
+    if not isinstance(golden, list):
+        return  # a wrong type is reported by spec_from_dict
+    for case in golden:
+        if isinstance(case, dict):
+            for key in GOLDEN_FILES:
+                if isinstance(case.get(key), str) and case[key]:
+                    case[key] = os.path.normpath(directory.absolute() / case[key])
 
 
 def with_params(spec: ProgramSpec, overrides: dict[str, Any]) -> ProgramSpec:
@@ -306,7 +321,8 @@ def spec_from_dict(data: dict[str, Any], *, source: str = "<spec>") -> ProgramSp
 
 
 def _golden_cases(value: Any, source: str, fail: Any) -> tuple[GoldenCase, ...]:
-    """``[[golden]]`` tables; paths relative to the spec file's directory."""
+    """``[[golden]]`` tables; paths relative to the directory of the spec file that declares
+    them (``_anchor_golden``), else of ``source``."""
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise fail("golden", "must be an array of tables ([[golden]])")
     base = Path(source).absolute().parent if source and not source.startswith("<") else Path.cwd()

@@ -43,6 +43,26 @@ def test_a_variant_extends_its_base_relative_to_itself(tmp_path: Path) -> None:
     assert same.fingerprint == BASE.fingerprint
 
 
+def test_a_variant_inherits_its_bases_golden_cases_with_the_bases_files(
+    tmp_path: Path,
+) -> None:
+    """An inherited golden case's files are the base's, wherever the variant is."""
+    assert BASE.golden
+    base = os.path.relpath(ESTIMATOR_SPEC, tmp_path / "v")
+    variant = load_spec(write(tmp_path / "v" / "b30.toml", f'extends = "{base}"\n'))
+    assert variant.golden == BASE.golden
+    for case in variant.golden:
+        for name in (case.input, case.frame, case.expected):
+            assert Path(name).is_file(), name
+    # A variant's own cases are relative to the variant's file.
+    own = load_spec(write(tmp_path / "v" / "own.toml", f'extends = "{base}"\n'
+                          '[[golden]]\nname = "mine"\ncohort = "asthma"\ninput = "g/in.parquet"\n'
+                          'frame = "g/frame.csv"\nexpected = "g/expected.csv"\n'))  # fmt: skip
+    assert [(c.name, c.expected) for c in own.golden] == [
+        ("mine", str(tmp_path / "v" / "g" / "expected.csv"))
+    ]
+
+
 def test_bad_extends_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"missing\.toml: program spec not found \(extended by"):
         load_spec(write(tmp_path / "a.toml", 'extends = "missing.toml"\n'))

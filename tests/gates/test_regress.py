@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pandas as pd
 
 from pipeline.core.spec import load_spec
 from pipeline.warehouse import open_warehouse
-from tests.conftest import ESTIMATOR_SPEC
-from tests.ops.conftest import noop_spec, pipeline
+from tests.conftest import ESTIMATOR_SPEC, REPO
+from tests.ops.conftest import home_env, noop_spec, pipeline
 from tests.warehouse.helpers import results, survey
 
 D1 = dt.date(2026, 11, 22)
@@ -30,6 +32,38 @@ def test_estimator_golden_case_passes(tmp_path: Path) -> None:
     # It ran through the wrapper, like a cohort of a delivery.
     case = tmp_path / "work" / "regress" / spec.slug / "cases" / "small"
     assert list(case.glob("*/model/diabetes/*/attempts/*/out/manifest.json"))
+
+
+def test_the_shipped_variant_passes_its_own_golden_case(tmp_path: Path) -> None:
+    """The example variant (docs/variants.md) can be approved the normal way: its golden
+    case reads the base's input and frame, and expects the results of its own params."""
+    variant = REPO / "programs" / "variants" / "bootstrap-400.toml"
+    result = pipeline(tmp_path, "regress", "--program", str(variant))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok: 45 of 45 values within tolerance" in result.stdout
+    spec, base = load_spec(variant), load_spec(ESTIMATOR_SPEC)
+    assert [(c.input, c.frame) for c in spec.golden] == [(c.input, c.frame) for c in base.golden]
+    assert spec.golden[0].expected != base.golden[0].expected  # its own numbers
+    recorded = json.loads((tmp_path / "work" / "regress" / spec.slug / "result.json").read_text())
+    assert recorded["passed"] and recorded["program_fingerprint"] == spec.fingerprint
+
+
+def test_make_regress_records_every_shipped_spec_and_variant(tmp_path: Path) -> None:
+    """What Jenkins' Regress stage runs (`make regress`, its default PROGRAMS) records a
+    passing result for the champion and for every variant under programs/variants/, so
+    either can be approved."""
+    assert subprocess.run(["make", "-q", "install"], cwd=REPO).returncode == 0, "venv stale"
+    root = tmp_path / "root"
+    result = subprocess.run(
+        ["make", "--no-print-directory", "regress", f"REGRESS_ROOT={root}"], cwd=REPO,
+        env={**os.environ, **home_env(tmp_path / "home")}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    specs = [ESTIMATOR_SPEC, *sorted((REPO / "programs" / "variants").glob("*.toml"))]
+    for path in specs:
+        record = json.loads((root / "regress" / load_spec(path).slug / "result.json").read_text())
+        assert record["passed"], (path, record)
 
 
 def golden_noop(home: Path, expected_y: float) -> Path:

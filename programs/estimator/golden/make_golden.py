@@ -1,12 +1,17 @@
 """Regenerate the estimator's golden case (``[[golden]]`` in ../program.toml).
 
     .venv/bin/python programs/estimator/golden/make_golden.py
+    .venv/bin/python programs/estimator/golden/make_golden.py --spec VARIANT.toml
 
 Writes ``small/input.parquet`` and ``small/frame.csv`` from the pipeline's sample data
 (fixed seed, one small cohort, cleansed as the pipeline cleanses it) and
 ``small/expected.csv``: the estimator's results on them with the spec's params. Run it
 only when a change of the results is intended and reviewed: the expected file is what
 ``pipeline regress`` holds every later version to.
+
+With ``--spec``, only the expected results of that spec's golden cases (a variant's, e.g.
+programs/variants/bootstrap-400.toml): the estimator's results on each case's input and
+frame with the spec's params, written to the case's ``expected`` file.
 """
 
 from __future__ import annotations
@@ -21,6 +26,28 @@ HERE = Path(__file__).resolve().parent
 SPEC = HERE.parent / "program.toml"
 SEED, COHORTS, RESPONDENTS = 20261122, 2, 150
 KEY = b"golden-case-key-not-a-secret"
+
+
+def expected_of(spec_path: Path) -> None:
+    from pipeline.core.spec import load_spec
+
+    spec = load_spec(spec_path)
+    for case in spec.golden:
+        expected = Path(case.expected)
+        expected.parent.mkdir(parents=True, exist_ok=True)
+        estimates(Path(case.input), Path(case.frame), case.cohort, spec.params, expected)
+        print(f"golden case {case.name!r} of {spec.slug}: {expected}")
+
+
+def estimates(inp: Path, frame: Path, cohort: str, params: dict, expected: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "estimator", "--input", str(inp), "--frame", str(frame),
+             "--cohort", cohort, "--output-dir", tmp, "--bootstrap", str(params["bootstrap"]),
+             "--seed", str(params["seed"])],
+            check=True,
+        )  # fmt: skip
+        expected.write_bytes((Path(tmp) / "estimates.csv").read_bytes())
 
 
 def main() -> None:
@@ -42,16 +69,14 @@ def main() -> None:
     rows.reset_index(drop=True).to_parquet(out / "input.parquet", index=False)
     export.frame.to_csv(out / "frame.csv", index=False)
     params = tomllib.loads(SPEC.read_text())["params"]
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(
-            [sys.executable, "-m", "estimator", "--input", str(out / "input.parquet"),
-             "--frame", str(out / "frame.csv"), "--cohort", cohort, "--output-dir", tmp,
-             "--bootstrap", str(params["bootstrap"]), "--seed", str(params["seed"])],
-            check=True,
-        )  # fmt: skip
-        (out / "expected.csv").write_bytes((Path(tmp) / "estimates.csv").read_bytes())
+    estimates(out / "input.parquet", out / "frame.csv", cohort, params, out / "expected.csv")
     print(f"golden case 'small': cohort {cohort}, {len(rows)} rows -> {out}")
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--spec"] and len(sys.argv) == 3:
+        expected_of(Path(sys.argv[2]))
+    elif len(sys.argv) == 1:
+        main()
+    else:
+        sys.exit(f"usage: {sys.argv[0]} [--spec SPEC.toml]")
