@@ -143,8 +143,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def scheduler_url(args: argparse.Namespace) -> str:
     return args.scheduler_url or (
-        f"http://{config.get('core', 'default_scheduler_host', 'localhost')}:"
-        f"{config.get('core', 'default_scheduler_port', '8082')}"
+        f"http://{config.get('core', 'scheduler_host', 'localhost')}:"
+        f"{config.get('core', 'scheduler_port', '8082')}"
     )
 
 

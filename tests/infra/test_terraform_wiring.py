@@ -70,7 +70,7 @@ def test_staging_names_differ_and_reach_the_worker_through_the_cloud_override():
             "PIPELINE_BATCH_JOB_DEFINITION",
             "${module.batch.job_definition_name}",
         ),
-        ("core", "default_scheduler_host"): (
+        ("core", "scheduler_host"): (
             "PIPELINE_SCHEDULER_HOST",
             "${module.luigid.hostname}",
         ),
@@ -138,8 +138,8 @@ print(json.dumps({
     "launch_type": config.get("ecs", "launch_type", "FARGATE"),
     "capacity_provider": config.get("ecs", "capacity_provider"),
     "log_group": config.get("batch", "log_group"),
-    "host": config.get("core", "default_scheduler_host"),
-    "port": config.get("core", "default_scheduler_port"),
+    "host": config.get("core", "scheduler_host"),
+    "port": config.get("core", "scheduler_port"),
     "executor": config.executor_name(),
 }))
 """
@@ -163,7 +163,7 @@ print(json.dumps({
 
 
 def test_luigid_listens_on_luigi_cfg_port():
-    port = luigi_cfg().getint("core", "default_scheduler_port")
+    port = luigi_cfg().getint("core", "scheduler_port")
     luigid = Module(REPO / "terraform/modules/luigid")
     assert luigid.labelled("variable")["port"]["default"] == port
     for env in ("prod", "staging", "branch"):

@@ -10,7 +10,7 @@ variable "name" {
 
 variable "port" {
   type        = number
-  description = "Port luigid listens on; equals luigi.cfg [core] default_scheduler_port (tests/infra checks it)."
+  description = "Port luigid listens on; equals luigi.cfg [core] scheduler_port (tests/infra checks it)."
   default     = 8082
 
   validation {

@@ -14,8 +14,8 @@ output "luigi_cfg" {
   description = "The cloud settings as a luigi.cfg override, for running the pipeline by hand from a machine inside the VPC (LUIGI_CONFIG_PATH)."
   value       = <<-EOT
     [core]
-    default_scheduler_host = ${module.luigid.hostname}
-    default_scheduler_port = ${module.luigid.port}
+    scheduler_host = ${module.luigid.hostname}
+    scheduler_port = ${module.luigid.port}
 
     [storage]
     root = ${module.storage.storage_root}
