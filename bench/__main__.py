@@ -10,6 +10,7 @@ of them, with the machine and the command that produced each.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import os
@@ -61,11 +62,19 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Run benchmarks (all, or the ones named), keep their results in "
+        "bench/results/NAME.json and rewrite docs/benchmarks.md from every result.",
+    )
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"benchmarks to run: {', '.join(available())}"
+    )
+    argv = parser.parse_args(argv).names
     names = argv or available()
     unknown = sorted(set(names) - set(available()))
     if unknown:
-        print(f"unknown benchmark(s): {', '.join(unknown)}; have: {', '.join(available())}")
-        return 2
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}; have: {', '.join(available())}")
     RESULTS.mkdir(exist_ok=True)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     for name in names:

@@ -40,8 +40,14 @@ def test_cleansing_names_every_reason_and_setting() -> None:
 def test_program_spec_names_every_key_and_placeholder() -> None:
     text = doc("program-spec.md")
     for key in ("name", "version", "command", "input_format", "timeout", "image", "cpu",
-                "memory", "[outputs] results", "[params]"):  # fmt: skip
+                "memory", "[outputs] results", "[params]", "spot", "checkpoint_dir",
+                "checkpoint_interval", "[[golden]]", "[drift]", "extends"):  # fmt: skip
         assert f"| `{key}` |" in text, key
+    # "Any other top-level key is an error": every key the reader knows is in the table.
+    with pytest.raises(spec.SpecError) as known:
+        spec.spec_from_dict({"not-a-key": 1}, source="x.toml")
+    for key in re.search(r"known: ([^)]*)\)", str(known.value))[1].split(", "):
+        assert re.search(rf"\| `(\[+)?{key}(\]+)?( results)?` \|", text), key
     for placeholder in spec.PLACEHOLDERS:
         assert f"`{{{placeholder}}}`" in text, placeholder
 
@@ -76,3 +82,25 @@ def test_links_in_the_docs_resolve() -> None:
                 continue
             assert (page.parent / target).resolve().exists(), f"{page}: {target}"
             assert (page.parent / target).resolve().is_relative_to(REPO), f"{page}: {target}"
+
+
+def test_the_docs_name_the_example_programs_by_their_current_slugs() -> None:
+    """A slug (name-version-fingerprint) changes with the spec's command: the commands the
+    docs show (`--variant SLUG`) and their sample outputs name the shipped specs' slugs."""
+    slugs = {spec.load_spec(path).slug
+             for path in [REPO / "programs" / "estimator" / "program.toml",
+                          *REPO.joinpath("programs", "variants").glob("*.toml")]}  # fmt: skip
+    for page in [REPO / "README.md", *REPO.joinpath("docs").rglob("*.md")]:
+        for found in re.findall(
+            r"\bestimator-\d+\.\d+\.\d+-[0-9a-f]{10}\b", page.read_text("utf-8")
+        ):
+            assert found in slugs, f"{page.relative_to(REPO)}: {found} (the specs: {sorted(slugs)})"
+
+
+def test_operations_names_every_checked_settings_section() -> None:
+    from pipeline import config
+
+    text = (REPO / "docs" / "operations.md").read_text("utf-8")
+    checked = text.split("## Settings and their errors", 1)[1].split("`pipeline.config.check()`")[0]
+    for section in config.SETTINGS:
+        assert f"[{section}]" in checked, section

@@ -3,8 +3,8 @@ registers itself in ``COMMANDS``.
 
 Exit codes: 0 done, 2 an error the user can act on (one line on stderr, no traceback),
 130 interrupted, 141 (128 + SIGPIPE, what a shell reports for a program killed by a
-closed pipe) when whoever reads the output stops early, e.g. ``pipeline status --json |
-head -1``: nothing more is written and nothing is said. Sub-commands may return others
+closed pipe) when whoever reads the output stops early, e.g. ``pipeline status --run-date D
+--json | head -1``: nothing more is written and nothing is said. Sub-commands may return others
 (``pipeline run`` returns luigi's ``[retcode]`` codes).
 """
 
