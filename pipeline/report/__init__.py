@@ -79,9 +79,8 @@ def load(status: RunStatus) -> list[CohortData]:
     cohorts = []
     for row in status.cohorts:
         common = {"run_date": date, "cohort": row.cohort, "program": row.program}
-        label = labels.get(row.cohort, row.cohort)
-        several = len(status.programs) > 1
-        data = CohortData(status.name(row), f"{label} [{row.variant}]" if several else label)
+        # Headed "label (code)": the code is "cohort [variant]" when the date ran several.
+        data = CohortData(status.name(row), labels.get(row.cohort, row.cohort))
         results = RunModel(**common).output()["results"].path
         if storage.exists(results):
             data.results = storage.read_parquet(results)

@@ -172,6 +172,11 @@ def test_the_report_shows_both_variants(delivered: Delivery, tmp_path: Path) -> 
         assert html.count(f">{slug}</td>") == 3  # the status table: one row per cohort
         for code in delivered.codes:  # each variant's own estimates, each under its name
             assert html.count(f'aria-label="estimates of {code} [{slug}]"') == 1, (code, slug)
+    # Each heading names its cohort and variant once: "label (code [variant])".
+    headings = re.findall(r"<h3>(.*?)</h3>", html)
+    estimates = [h for h in headings if "[" in h]
+    assert len(estimates) == len(delivered.codes) * len(delivered.slugs), headings
+    assert all(h.count("[") == 1 for h in estimates), estimates
 
 
 def test_a_variant_failing_for_one_cohort_is_named_and_not_shown_as_loaded(
