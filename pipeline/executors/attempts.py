@@ -23,7 +23,7 @@ import hashlib
 import io
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -376,6 +376,18 @@ def _record_compute(layout: Layout, job: Job, record: RunRecord, status: str) ->
     storage.write_json(uri, compute_record(job, record, status, manifest))
 
 
+def _wrapper_exit_code(layout: Layout, job: Job) -> int:
+    """The program's exit code in this attempt's manifest (0 if none): what the wrapper
+    saw. A service may report a stopped container's exit code as 0 when it never learnt
+    one (moto does for every ECS task), which would make a failed program read as one
+    that exited 0 without results."""
+    manifest = _read_json(layout.attempt_manifest(job.cohort, job.spec.slug, job.attempt))
+    if not manifest or manifest.get("attempt") != job.attempt:
+        return 0
+    code = manifest.get("exit_code")
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
+
+
 def collect(layout: Layout, prepared: Prepared, record: RunRecord) -> pd.DataFrame:
     """Record the attempt and, when it succeeded, write the cohort's results and run
     record; raises ``ProgramFailed`` with the log tail when it did not."""
@@ -394,9 +406,14 @@ def collect(layout: Layout, prepared: Prepared, record: RunRecord) -> pd.DataFra
         try:
             results = storage.read_table(results_uri)  # one GET: missing is the exception
         except FileNotFoundError:
-            problem = (
-                f"exited 0 but wrote no {spec.results} (outputs.results) under {job.output_uri}"
-            )
+            said = _wrapper_exit_code(layout, job)
+            if said:  # the service said 0 for the container; its wrapper said otherwise
+                tail = record.error or "\n".join(tail_lines(job.log_path, 20))
+                record = replace(record, exit_code=said, error=tail)
+            else:
+                problem = (
+                    f"exited 0 but wrote no {spec.results} (outputs.results) under {job.output_uri}"
+                )
         except ValueError as exc:
             problem = f"wrote unreadable results {results_uri}: {exc}"
     # The attempt's compute record, once, with its outcome known.

@@ -134,8 +134,8 @@ def test_a_failing_cohort_fails_alone_with_its_log_tail(
     assert run.returncode == 30, out  # [retcode] task_failed
     assert f"cohorts: {len(cohorts) - 1} done, 1 failed" in out, out
     line = next(line for line in out.splitlines() if line.strip().startswith(failing))
-    # moto reports exit code 0 for every stopped task: the failure is the missing results.
-    assert "FAILED at model" in line and "wrote no estimates.csv" in line
+    # moto reports exit code 0 for every stopped task; the wrapper's manifest says 3.
+    assert "FAILED at model" in line and "exited with 3 on ecs" in line, line
     # The error carries the program's last lines, and the program log is in storage.
     failures = storage.listdir(f"{cloud.root}/{DATE}/logs/failures")
     text = "".join(storage.read_bytes(uri).decode() for uri in failures)

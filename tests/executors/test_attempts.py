@@ -79,3 +79,30 @@ def test_a_program_that_exits_0_without_results_is_recorded_failed_once(
     assert submission["status"] == "failed"
     (row,) = run_rows(layout, "asthma", spec)
     assert row["status"] == "failed"
+
+
+def test_a_failed_program_reads_as_failed_when_the_service_reports_its_container_exit_0(
+    tmp_path: Path,
+) -> None:
+    """ECS may report 0 for a stopped container it learnt no exit code of (moto always
+    does): the wrapper's manifest says what the program did, and the error says that."""
+    spec, layout, _out, job = _toy_attempt(tmp_path)
+    storage.write_json(layout.attempt_manifest("asthma", spec.slug, "a1"),
+                       {"attempt": "a1", "exit_code": 3, "outputs": {}})  # fmt: skip
+    job.log_path.write_text("toy: reference table is corrupt\n")
+    record = RunRecord(job_id="arn:task/1", exit_code=0, executor="ecs", attempt="a1",
+                       started_at="2026-11-22T00:00:00+00:00",
+                       finished_at="2026-11-22T01:00:00+00:00")  # fmt: skip
+    prepared = attempts.Prepared(job=job, rows=1, log_uri=str(job.log_path))
+
+    with pytest.raises(ProgramFailed, match=r"exited with 3 on ecs") as failed:
+        attempts.collect(layout, prepared, record)
+
+    assert "reference table is corrupt" in str(failed.value)  # the program's last lines
+    (row,) = run_rows(layout, "asthma", spec)
+    assert (row["status"], row["exit_code"]) == ("failed", 3)
+    # A manifest of another attempt (a stale one) says nothing about this one.
+    storage.write_json(layout.attempt_manifest("asthma", spec.slug, "a1"),
+                       {"attempt": "a0", "exit_code": 3, "outputs": {}})  # fmt: skip
+    with pytest.raises(ProgramFailed, match=r"exited 0 but wrote no estimates\.csv"):
+        attempts.collect(layout, prepared, record)

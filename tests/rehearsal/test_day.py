@@ -228,6 +228,7 @@ def test_c_a_laptop_sees_the_run_while_it_goes(day: Day) -> None:
         if row["cohort"] == day.failing:
             model = row["steps"]["model"]
             assert "ProgramFailed" in model["error"], model
+            assert "exited with 3 on ecs" in model["error"], model  # what the program did
             assert "model did not converge" in (model["detail"] or "") + model["error"], model
             logs = re.findall(r"s3://\S+\.log", (model["detail"] or "") + model["error"])
             assert logs, model
