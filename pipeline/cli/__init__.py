@@ -66,6 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+# What an interrupted command leaves, for the person who interrupted it.
+RESUME = {
+    command: ": the programs it was running were stopped; the same command carries on "
+    "from what is done"
+    for command in ("run", "rerun")
+}
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         config.check()  # a misspelt key or a word for a number: say so before doing anything
@@ -83,7 +91,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"pipeline {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"pipeline {args.command}: interrupted", file=sys.stderr)
+        print(f"pipeline {args.command}: interrupted{RESUME.get(args.command, '')}",
+              file=sys.stderr)  # fmt: skip
         return 130
 
 

@@ -88,8 +88,9 @@ def test_sigterm_stops_every_program_and_wrapper(pipeline_home: Path, tmp_path: 
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert time.monotonic() - started < 30
-    assert proc.returncode != 0, out
+    assert proc.returncode == 130, out
     assert "Traceback" not in out
+    assert "interrupted: the programs it was running were stopped; the same command" in out
     deadline = time.monotonic() + 15
     while (programs(tmp_path) or wrappers(pipeline_home)) and time.monotonic() < deadline:
         time.sleep(0.2)
