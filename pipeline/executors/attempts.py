@@ -19,10 +19,12 @@ holds one ``succeeded`` row per cohort's delivered results.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -361,7 +363,13 @@ def compute_record(
     }
 
 
-def _record_compute(layout: Layout, job: Job, record: RunRecord, status: str) -> None:
+def _record_compute(
+    layout: Layout,
+    job: Job,
+    record: RunRecord,
+    status: str,
+    manifest: Callable[[], dict[str, Any] | None],
+) -> None:
     uri = layout.attempt_compute(job.cohort, job.spec.slug, job.attempt)
     existing = _read_json(uri) if not record.interrupted else None
     if existing and record.job_id in {s.get("job_id") for s in existing.get("submissions", [])}:
@@ -370,21 +378,21 @@ def _record_compute(layout: Layout, job: Job, record: RunRecord, status: str) ->
         existing["submissions"][-1]["status"] = status
         storage.write_json(uri, existing)
         return
-    manifest = _read_json(layout.attempt_manifest(job.cohort, job.spec.slug, job.attempt))
-    if manifest and manifest.get("attempt") != job.attempt:
-        manifest = None
-    storage.write_json(uri, compute_record(job, record, status, manifest))
+    storage.write_json(uri, compute_record(job, record, status, manifest()))
 
 
-def _wrapper_exit_code(layout: Layout, job: Job) -> int:
-    """The program's exit code in this attempt's manifest (0 if none): what the wrapper
-    saw. A service may report a stopped container's exit code as 0 when it never learnt
-    one (moto does for every ECS task), which would make a failed program read as one
-    that exited 0 without results."""
+def _attempt_manifest(layout: Layout, job: Job) -> dict[str, Any] | None:
+    """This attempt's ``manifest.json`` (None: missing, unreadable or another attempt's)."""
     manifest = _read_json(layout.attempt_manifest(job.cohort, job.spec.slug, job.attempt))
-    if not manifest or manifest.get("attempt") != job.attempt:
-        return 0
-    code = manifest.get("exit_code")
+    return manifest if manifest and manifest.get("attempt") == job.attempt else None
+
+
+def _exit_code(manifest: dict[str, Any] | None) -> int:
+    """The program's exit code in a manifest (0 if none): what the wrapper saw. A service
+    may report a stopped container's exit code as 0 when it never learnt one (moto does
+    for every ECS task), which would make a failed program read as one that exited 0
+    without results."""
+    code = (manifest or {}).get("exit_code")
     return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 
@@ -401,12 +409,13 @@ def collect(layout: Layout, prepared: Prepared, record: RunRecord) -> pd.DataFra
         )
     problem = ""
     results = pd.DataFrame()
+    manifest = functools.cache(lambda: _attempt_manifest(layout, job))  # one GET at most
     if record.exit_code == 0:
         results_uri = layout.attempt_results(cohort, spec.slug, job.attempt, spec.results)
         try:
             results = storage.read_table(results_uri)  # one GET: missing is the exception
         except FileNotFoundError:
-            said = _wrapper_exit_code(layout, job)
+            said = _exit_code(manifest())
             if said:  # the service said 0 for the container; its wrapper said otherwise
                 tail = record.error or "\n".join(tail_lines(job.log_path, 20))
                 record = replace(record, exit_code=said, error=tail)
@@ -418,7 +427,7 @@ def collect(layout: Layout, prepared: Prepared, record: RunRecord) -> pd.DataFra
             problem = f"wrote unreadable results {results_uri}: {exc}"
     # The attempt's compute record, once, with its outcome known.
     succeeded = record.exit_code == 0 and not problem
-    _record_compute(layout, job, record, SUCCEEDED if succeeded else FAILED)
+    _record_compute(layout, job, record, SUCCEEDED if succeeded else FAILED, manifest)
     if record.exit_code != 0:
         storage.write_json(attempt_run, run_row(job, record, FAILED))
         tail = "\n".join(f"    {line}" for line in record.error.splitlines()[-20:])

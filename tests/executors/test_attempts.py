@@ -82,7 +82,7 @@ def test_a_program_that_exits_0_without_results_is_recorded_failed_once(
 
 
 def test_a_failed_program_reads_as_failed_when_the_service_reports_its_container_exit_0(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch
 ) -> None:
     """ECS may report 0 for a stopped container it learnt no exit code of (moto always
     does): the wrapper's manifest says what the program did, and the error says that."""
@@ -94,9 +94,15 @@ def test_a_failed_program_reads_as_failed_when_the_service_reports_its_container
                        started_at="2026-11-22T00:00:00+00:00",
                        finished_at="2026-11-22T01:00:00+00:00")  # fmt: skip
     prepared = attempts.Prepared(job=job, rows=1, log_uri=str(job.log_path))
+    read: list[str] = []
+    real_read = storage.read_bytes
+    monkeypatch.setattr(storage, "read_bytes", lambda uri: (read.append(uri), real_read(uri))[1])
 
     with pytest.raises(ProgramFailed, match=r"exited with 3 on ecs") as failed:
         attempts.collect(layout, prepared, record)
+
+    # The manifest is read once (for the exit code and the compute record).
+    assert read.count(layout.attempt_manifest("asthma", spec.slug, "a1")) == 1, read
 
     assert "reference table is corrupt" in str(failed.value)  # the program's last lines
     (row,) = run_rows(layout, "asthma", spec)
