@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "status",
         help="show the state of every cohort and step of a run date",
         description="Cohorts × steps (cleanse, quality, model, validate, ingest) with state, "
-        "duration, executor, cost and, for failures, the error line and the log. Reads the targets and "
-        "failure files; with --scheduler-url also asks luigid what is running.",
+        "duration, executor, cost and, for failures, the error line and the log. Reads the "
+        "targets and failure files; with --scheduler-url also asks luigid what is running.",
     )
     parser.add_argument("--run-date", required=True, type=run_date, help="YYYY-MM-DD")
     parser.add_argument(
