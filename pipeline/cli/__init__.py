@@ -68,9 +68,11 @@ def main(argv: list[str] | None = None) -> int:
 
 # What an interrupted command leaves, for the person who interrupted it.
 RESUME = {
-    command: ": the programs it was running were stopped; the same command carries on "
-    "from what is done"
-    for command in ("run", "rerun")
+    "run": ": the programs it was running were stopped; the same command carries on from "
+    "what is done",
+    # Run again, a rerun would remove what it redid before the interrupt once more.
+    "rerun": ": the programs it was running were stopped; `pipeline run` for the date "
+    "carries on from what is done",
 }
 
 
