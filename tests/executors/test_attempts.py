@@ -56,19 +56,33 @@ def test_interrupted_tasks_are_abandoned_rows_next_to_the_succeeded_one(tmp_path
     assert all(r["program_fingerprint"] == spec.fingerprint for r in rows)
 
 
+def _reported_exit_0(job: Job) -> tuple[RunRecord, attempts.Prepared]:
+    """Attempt a1 as ECS reports it: its container exited 0."""
+    record = RunRecord(job_id="arn:task/1", exit_code=0, executor="ecs", attempt="a1",
+                       started_at="2026-11-22T00:00:00+00:00",
+                       finished_at="2026-11-22T01:00:00+00:00")  # fmt: skip
+    return record, attempts.Prepared(job=job, rows=1, log_uri=str(job.log_path))
+
+
+def _recorded(monkeypatch, name: str) -> list[str]:
+    """The URIs ``storage.<name>`` is called with from now on (it still does its work)."""
+    calls: list[str] = []
+    real = getattr(storage, name)
+
+    def recording(uri: str, *args: object) -> object:
+        calls.append(uri)
+        return real(uri, *args)
+
+    monkeypatch.setattr(storage, name, recording)
+    return calls
+
+
 def test_a_program_that_exits_0_without_results_is_recorded_failed_once(
     tmp_path: Path, monkeypatch
 ) -> None:
     spec, layout, _out, job = _toy_attempt(tmp_path)  # the program wrote nothing
-    record = RunRecord(job_id="arn:task/1", exit_code=0, executor="ecs", attempt="a1",
-                       started_at="2026-11-22T00:00:00+00:00",
-                       finished_at="2026-11-22T01:00:00+00:00")  # fmt: skip
-    prepared = attempts.Prepared(job=job, rows=1, log_uri=str(job.log_path))
-    written: list[str] = []
-    real_write = storage.write_bytes
-    monkeypatch.setattr(
-        storage, "write_bytes", lambda uri, data: (written.append(uri), real_write(uri, data))
-    )
+    record, prepared = _reported_exit_0(job)
+    written = _recorded(monkeypatch, "write_bytes")
 
     with pytest.raises(ProgramFailed, match=r"exited 0 but wrote no estimates\.csv"):
         attempts.collect(layout, prepared, record)
@@ -90,13 +104,8 @@ def test_a_failed_program_reads_as_failed_when_the_service_reports_its_container
     storage.write_json(layout.attempt_manifest("asthma", spec.slug, "a1"),
                        {"attempt": "a1", "exit_code": 3, "outputs": {}})  # fmt: skip
     job.log_path.write_text("toy: reference table is corrupt\n")
-    record = RunRecord(job_id="arn:task/1", exit_code=0, executor="ecs", attempt="a1",
-                       started_at="2026-11-22T00:00:00+00:00",
-                       finished_at="2026-11-22T01:00:00+00:00")  # fmt: skip
-    prepared = attempts.Prepared(job=job, rows=1, log_uri=str(job.log_path))
-    read: list[str] = []
-    real_read = storage.read_bytes
-    monkeypatch.setattr(storage, "read_bytes", lambda uri: (read.append(uri), real_read(uri))[1])
+    record, prepared = _reported_exit_0(job)
+    read = _recorded(monkeypatch, "read_bytes")
 
     with pytest.raises(ProgramFailed, match=r"exited with 3 on ecs") as failed:
         attempts.collect(layout, prepared, record)
