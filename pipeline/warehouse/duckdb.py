@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import os
 import re
 import time
 import uuid
@@ -159,6 +160,8 @@ class DuckDBWarehouse(WarehouseBase):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         import duckdb
 
+        if not read_only and not self.path.exists():
+            self._create()
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         delay = 0.05
         while True:
@@ -166,9 +169,36 @@ class DuckDBWarehouse(WarehouseBase):
                 return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                    raise WarehouseError(f"{self.path}: cannot open: {exc}") from None
+                    empty = self.path.is_file() and self.path.stat().st_size == 0
+                    hint = (
+                        " (the file is empty, nothing was ever loaded into it: left by a run "
+                        "killed while it created the file; remove it and run again)"
+                        if empty
+                        else ""
+                    )
+                    raise WarehouseError(f"{self.path}: cannot open: {exc}{hint}") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    def _create(self) -> None:
+        """Make the warehouse file whole, then put it in place: DuckDB writes a new file's
+        header after creating it, and a run killed in between (the first load of a first
+        delivery) left an empty file that no later run could open ("not a valid DuckDB
+        database file"). The header is written under a temporary name, and the file is
+        linked to its name only if none is there yet (another process may have made it
+        meanwhile)."""
+        import duckdb
+
+        temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.new")
+        try:
+            duckdb.connect(str(temporary)).close()
+            faults.point("duckdb.create")  # made, not yet in place
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, self.path)
+        except (duckdb.Error, OSError) as exc:
+            raise WarehouseError(f"{self.path}: cannot create: {exc}") from None
+        finally:
+            temporary.unlink(missing_ok=True)
 
     @staticmethod
     def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:

@@ -107,6 +107,22 @@ def test_duckdb_delivery_killed_at_every_point(tmp_path: Path) -> None:
     assert {s for _c, s, _n in runs} <= {"succeeded", "abandoned"}
 
 
+def test_a_run_killed_while_it_creates_the_duckdb_file_leaves_none(tmp_path: Path) -> None:
+    """The first load of a first delivery creates the warehouse file (the survey's load,
+    early in the run). A run killed while DuckDB wrote the new file's header left an empty
+    file that no later run could open; killed there now, it leaves no file (a separate
+    delivery: where the chain above is, the file exists already)."""
+    delivery = make_delivery(tmp_path, "")
+    delivery.warehouse = f"duckdb://{delivery.home / 'w.duckdb'}"
+    assert delivery.run(fault="duckdb.create") == -9, delivery.last_output[-3000:]
+    delivery.wait_no_leftovers()
+    assert not (delivery.home / "w.duckdb").exists()
+    assert delivery.run() == 0, delivery.last_output[-3000:]
+    with duckdb.connect(str(delivery.home / "w.duckdb"), read_only=True) as con:
+        runs = con.execute("SELECT cohort FROM pipeline_runs WHERE status = 'succeeded'")
+        assert sorted(c for (c,) in runs.fetchall()) == sorted(delivery.codes)
+
+
 @pytest.fixture
 def bigquery(httpserver: HTTPServer) -> FakeBigQuery:
     return FakeBigQuery(httpserver)

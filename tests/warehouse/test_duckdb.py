@@ -256,3 +256,18 @@ def test_first_loads_from_many_threads_at_once_all_land(tmp_path: Path, shared: 
     assert errors == []
     got = rows(path, "SELECT cohort, count(*) FROM model_estimates GROUP BY 1 ORDER BY 1")
     assert got == [(c, 2) for c in cohorts]
+
+
+def test_a_new_warehouse_file_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    """DuckDB writes a new file's header after creating it: the file is made under a
+    temporary name and linked into place whole, so a run killed in between leaves no file
+    (tests/faults: the `duckdb.create` kill point) and nothing is left beside it."""
+    path = tmp_path / "wh" / "w.duckdb"
+    open_warehouse(f"duckdb://{path}").replace(D1, "a", {"model_estimates": estimates([1])})
+    assert rows(path, "SELECT count(*) FROM model_estimates") == [(1,)]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["w.duckdb"]
+    # A file left empty by a run killed before that was made atomic says what to do.
+    empty = tmp_path / "empty.duckdb"
+    empty.touch()
+    with pytest.raises(WarehouseError, match=r"the file is empty.*remove it and run again"):
+        open_warehouse(f"duckdb://{empty}").replace(D1, "a", {"model_estimates": estimates([1])})
