@@ -193,8 +193,13 @@ class DuckDBWarehouse(WarehouseBase):
         try:
             duckdb.connect(str(temporary)).close()
             faults.point("duckdb.create")  # made, not yet in place
-            with contextlib.suppress(FileExistsError):
+            try:
                 os.link(temporary, self.path)
+            except FileExistsError:
+                pass
+            except OSError:  # a file system without hard links (SMB, FAT): rename, which
+                if not self.path.exists():  # replaces, into a place still empty
+                    os.replace(temporary, self.path)
         except (duckdb.Error, OSError) as exc:
             raise WarehouseError(f"{self.path}: cannot create: {exc}") from None
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import duckdb
@@ -258,7 +259,7 @@ def test_first_loads_from_many_threads_at_once_all_land(tmp_path: Path, shared: 
     assert got == [(c, 2) for c in cohorts]
 
 
-def test_a_new_warehouse_file_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+def test_a_new_warehouse_file_appears_whole_or_not_at_all(tmp_path: Path, monkeypatch) -> None:
     """DuckDB writes a new file's header after creating it: the file is made under a
     temporary name and linked into place whole, so a run killed in between leaves no file
     (tests/faults: the `duckdb.create` kill point) and nothing is left beside it."""
@@ -266,6 +267,12 @@ def test_a_new_warehouse_file_appears_whole_or_not_at_all(tmp_path: Path) -> Non
     open_warehouse(f"duckdb://{path}").replace(D1, "a", {"model_estimates": estimates([1])})
     assert rows(path, "SELECT count(*) FROM model_estimates") == [(1,)]
     assert sorted(p.name for p in path.parent.iterdir()) == ["w.duckdb"]
+    # On a file system without hard links (SMB, FAT) it is renamed into place instead.
+    elsewhere = tmp_path / "nolinks" / "w.duckdb"
+    monkeypatch.setattr(os, "link", lambda *_: (_ for _ in ()).throw(PermissionError(1, "no")))
+    open_warehouse(f"duckdb://{elsewhere}").replace(D1, "a", {"model_estimates": estimates([2])})
+    assert rows(elsewhere, "SELECT sum(estimate) FROM model_estimates") == [(2.0,)]
+    assert sorted(p.name for p in elsewhere.parent.iterdir()) == ["w.duckdb"]
     # A file left empty by a run killed before that was made atomic says what to do.
     empty = tmp_path / "empty.duckdb"
     empty.touch()
