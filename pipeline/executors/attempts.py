@@ -187,13 +187,21 @@ def _read_json(uri: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _attempt_manifest(
+    layout: Layout, cohort: str, spec: ProgramSpec, attempt: str
+) -> dict[str, Any] | None:
+    """The attempt's ``manifest.json`` (None: missing, unreadable or another attempt's)."""
+    manifest = _read_json(layout.attempt_manifest(cohort, spec.slug, attempt))
+    return manifest if manifest and manifest.get("attempt") == attempt else None
+
+
 def complete_manifest(
     layout: Layout, cohort: str, spec: ProgramSpec, attempt: str
 ) -> dict[str, Any] | None:
     """The attempt's manifest when it says the program exited 0 for this attempt and the
     results file's sha256 matches the one the manifest recorded; else None."""
-    manifest = _read_json(layout.attempt_manifest(cohort, spec.slug, attempt))
-    if not manifest or manifest.get("exit_code") != 0 or manifest.get("attempt") != attempt:
+    manifest = _attempt_manifest(layout, cohort, spec, attempt)
+    if not manifest or manifest.get("exit_code") != 0:
         return None
     expected = (manifest.get("outputs") or {}).get(spec.results)
     results_uri = layout.attempt_results(cohort, spec.slug, attempt, spec.results)
@@ -381,12 +389,6 @@ def _record_compute(
     storage.write_json(uri, compute_record(job, record, status, manifest()))
 
 
-def _attempt_manifest(layout: Layout, job: Job) -> dict[str, Any] | None:
-    """This attempt's ``manifest.json`` (None: missing, unreadable or another attempt's)."""
-    manifest = _read_json(layout.attempt_manifest(job.cohort, job.spec.slug, job.attempt))
-    return manifest if manifest and manifest.get("attempt") == job.attempt else None
-
-
 def _exit_code(manifest: dict[str, Any] | None) -> int:
     """The program's exit code in a manifest (0 if none): what the wrapper saw. A service
     may report a stopped container's exit code as 0 when it never learnt one (moto does
@@ -409,7 +411,8 @@ def collect(layout: Layout, prepared: Prepared, record: RunRecord) -> pd.DataFra
         )
     problem = ""
     results = pd.DataFrame()
-    manifest = functools.cache(lambda: _attempt_manifest(layout, job))  # one GET at most
+    # One GET at most, shared by the exit code of a run without results and its record.
+    manifest = functools.cache(lambda: _attempt_manifest(layout, cohort, spec, job.attempt))
     if record.exit_code == 0:
         results_uri = layout.attempt_results(cohort, spec.slug, job.attempt, spec.results)
         try:
