@@ -16,6 +16,7 @@ frame with the spec's params, written to the case's ``expected`` file.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import tempfile
@@ -74,9 +75,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--spec"] and len(sys.argv) == 3:
-        expected_of(Path(sys.argv[2]))
-    elif len(sys.argv) == 1:
-        main()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--spec", type=Path, help="only the expected results of SPEC's cases")
+    args = parser.parse_args()
+    if args.spec:
+        expected_of(args.spec)
     else:
-        sys.exit(f"usage: {sys.argv[0]} [--spec SPEC.toml]")
+        main()
