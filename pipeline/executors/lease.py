@@ -10,9 +10,12 @@ renewed for ``[reaper] lease_ttl`` seconds).
 
 A restarted worker that re-attaches to a task a killed worker left running
 (``CloudExecutor.reattach``) *adopts* that task's lease: it writes the document under
-the task's own lease id too (with ``adopted_by``), renews it with its own and deletes it
-when the task ends. The task's tags never change, and the reaper needs no new rule: a
-task nobody adopted keeps its stale lease and is stopped once it expired.
+the task's own lease id too (with ``adopted_by``), renews it with its own, and deletes it
+when this process ends (``close_keepers``, at exit), not when the task ends: the killed
+worker's other tasks carry the same lease id, and one the restart has not re-attached yet
+would be stopped by the next ``pipeline reap`` the moment the lease is gone. The task's tags
+never change, and the reaper needs no new rule: a task nobody adopted keeps its stale lease
+and is stopped once it expired.
 
 When the worker is one of luigi's task processes (``--workers`` > 1) and luigi's main
 process dies, the lease stops being renewed: the run it belonged to is over, whatever
@@ -21,6 +24,7 @@ this process still does.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import multiprocessing
@@ -198,17 +202,11 @@ class LeaseKeeper:
         self._write()
 
     def disown(self, lease_id: str) -> None:
-        """Stop renewing an adopted lease; its last holder deletes it."""
+        """One re-attached task of ``lease_id`` ended. The lease is still renewed with ours
+        and deleted by ``close``: other tasks of the killed worker may carry it and not be
+        re-attached yet."""
         with self._lock:
-            left = self._adopted.get(lease_id, 0) - 1
-            if left > 0:
-                self._adopted[lease_id] = left
-                return
-            self._adopted.pop(lease_id, None)
-        try:
-            self.store.delete(lease_uri(self.root, lease_id))
-        except Exception as exc:
-            log.warning("could not delete adopted lease %s: %s", lease_id, exc)
+            self._adopted[lease_id] = max(0, self._adopted.get(lease_id, 0) - 1)
 
     def acquire(self) -> str:
         """Hold the lease (writing it first if nobody held it); returns its id."""
@@ -237,10 +235,25 @@ class LeaseKeeper:
             thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout=5)
+        self._delete(self.uri)
+
+    def close(self) -> None:
+        """This process is done: stop renewing, delete our lease and every adopted one."""
+        with self._lock:
+            self._holders = 0
+            self._stop.set()
+            thread, self._thread = self._thread, None
+            adopted, self._adopted = list(self._adopted), {}
+        if thread is not None:
+            thread.join(timeout=5)
+        for uri in [self.uri, *(lease_uri(self.root, lease_id) for lease_id in adopted)]:
+            self._delete(uri)
+
+    def _delete(self, uri: str) -> None:
         try:
-            self.store.delete(self.uri)
+            self.store.delete(uri)
         except Exception as exc:  # an expired lease is as good as a deleted one
-            log.warning("could not delete lease %s: %s", self.uri, exc)
+            log.warning("could not delete lease %s: %s", uri, exc)
 
     def _write(self) -> None:
         now = time.time()
@@ -286,6 +299,18 @@ def keeper(root: str) -> LeaseKeeper:
     key = (os.getpid(), root)
     with _keepers_lock:
         if key not in _keepers:
+            if not _keepers:
+                atexit.register(close_keepers)
             interval, ttl = lease_settings()
             _keepers[key] = LeaseKeeper(root, interval=interval, ttl=ttl)
         return _keepers[key]
+
+
+def close_keepers() -> None:
+    """Close this process's keepers (at exit: every entry point, luigi's CLI included)."""
+    with _keepers_lock:
+        mine = [k for (pid, _root), k in _keepers.items() if pid == os.getpid()]
+        for key in [key for key in _keepers if key[0] == os.getpid()]:
+            del _keepers[key]
+    for kept in mine:
+        kept.close()

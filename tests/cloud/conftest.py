@@ -287,9 +287,10 @@ def _setup(cloud: Cloud) -> None:
 @pytest.fixture
 def cloud(
     moto_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pipeline_home: Path
-) -> Cloud:
+) -> Iterator[Cloud]:
     """The moto server, reset, with this test's resources and the environment pointing
-    at it (dummy credentials; PIPELINE_STORAGE_ROOT on its S3)."""
+    at it (dummy credentials; PIPELINE_STORAGE_ROOT on its S3). Afterwards the leases an
+    executor called in this process holds are closed, as the process's exit would."""
     _post(f"{moto_server}/moto-api/reset")
     _post(f"{moto_server}/moto-api/config", {"batch": {"use_docker": False}})
     env = aws_env(moto_server)
@@ -305,7 +306,10 @@ def cloud(
     # Tasks stay RUNNING until stopped, however often they are described.
     cloud.set_transition("ecs::task", {"progression": "manual", "times": 10**9})
     _setup(cloud)
-    return cloud
+    yield cloud
+    from pipeline.executors import lease
+
+    lease.close_keepers()
 
 
 def write_toy_program(directory: Path, mode: str = "ok", timeout: str = "5m") -> Path:

@@ -135,3 +135,30 @@ def test_pipeline_reap_command(cloud: Cloud, tmp_path: Path) -> None:
                           reaper={"executors": "ecs"}))})  # fmt: skip
     assert broken.returncode == 1
     assert "cannot list ecs cluster nope" in broken.stderr
+
+
+def test_a_killed_workers_lease_outlives_its_first_reattached_task(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    """A restart re-attaches a killed worker's tasks one by one, and all of them carry the
+    killed worker's lease. The first one to end (a program that finished while nobody
+    watched) must not delete that lease: a reap in between would stop every task of it not
+    re-attached yet (found by the rehearsal: the lease vanished under the restart)."""
+    write_lease(cloud.root, "killed", time.time() - 5)
+    arns = [start_ecs_task(cloud, tmp_path, c, "killed", time.time() + 3600) for c in "ab"]
+    keeper = LeaseKeeper(cloud.root, interval=0.2, ttl=1)
+    keeper.acquire()
+    keeper.adopt("killed")  # the finished task: re-attached, collected, ended
+    keeper.disown("killed")
+    keeper.release()
+    common = {"ecs": cloud.ecs, "cluster": CLUSTER, "ttl": 1, "default_root": cloud.root}
+    assert reap(**common).reaped == []
+    keeper.acquire()
+    keeper.adopt("killed")  # the running task, re-attached later
+    time.sleep(1.5)  # longer than the TTL: only our renewals keep it fresh
+    assert reap(**common).reaped == []
+    keeper.disown("killed")
+    keeper.release()
+    keeper.close()  # the restart's process ends: its lease and the adopted one go with it
+    assert storage.listdir(f"{cloud.root}/_leases") == []
+    assert sorted(r.id for r in reap(**common).reaped) == sorted(arns)
