@@ -25,9 +25,11 @@ ECS ``RunTask`` failures such as ``RESOURCE:CPU``, or throttling past every retr
 tried again after a jittered exponential backoff until the cohort's deadline, each wait
 shown in luigid; no task exists while it waits, and an interrupt ends the wait at once.
 
-``CloudExecutor.reattach`` is steps 3-5 for a task a killed orchestrator left running
+``CloudExecutor.reattach`` is steps 3-6 for a task a killed orchestrator left running
 (``find_running`` finds it by its tags): the restarted worker renews the task's own
-lease id next to its own (``LeaseKeeper.adopt``), so the reaper keeps the task.
+lease id next to its own (``LeaseKeeper.adopt``), so the reaper keeps the task; an
+interruption of the re-attached task is submitted again from the submission its
+``submission`` tag names (``submission_of``).
 """
 
 from __future__ import annotations
@@ -283,7 +285,9 @@ def task_environment(job: Job) -> dict[str, str]:
     }
 
 
-def task_tags(job: Job, *, lease_id: str, lease_root: str, deadline: float) -> dict[str, str]:
+def task_tags(
+    job: Job, *, lease_id: str, lease_root: str, deadline: float, submission: int = 1
+) -> dict[str, str]:
     """Tags of every task/job: what the reaper, cost reports and people filter on."""
     key, value = aws.PIPELINE_TAG
     return {
@@ -296,7 +300,17 @@ def task_tags(job: Job, *, lease_id: str, lease_root: str, deadline: float) -> d
         "lease": lease_id,
         "lease_store": lease_root,
         "deadline": str(int(deadline)),
+        "submission": str(submission),  # a restart that re-attaches goes on counting
     }
+
+
+def submission_of(tags: dict[str, str]) -> int:
+    """Which submission of its job a task is, from its tags. A task submitted before the
+    ``submission`` tag existed: an on-demand one under ``spot = "first"`` (the only
+    capacity tag that is not Spot) was at least the second, any other the first."""
+    if tags.get("submission", "").isdigit():
+        return int(tags["submission"])
+    return 2 if tags.get("capacity") == ON_DEMAND else 1
 
 
 def deadline_grace() -> float:
@@ -498,7 +512,7 @@ class CloudExecutor:
         its record, exactly as ``run`` would have."""
         root = require_s3_root(self.name)
 
-        def follow(keeper: lease.LeaseKeeper, _lease_id: str) -> RunRecord:
+        def follow(keeper: lease.LeaseKeeper, lease_id: str) -> RunRecord:
             old = tags.get("lease", "")
             if old:
                 keeper.adopt(old)  # written now, renewed with ours, deleted on release
@@ -512,10 +526,16 @@ class CloudExecutor:
                         f"re-attached to {task_id} ({self.where()}) left by lease {old}; "
                         f"lease {keeper.lease_id} deadline {_iso(deadline)}\n"
                     )
-                record, _state, _stopped = self._follow(
+                record, state, stopped_by_us = self._follow(
                     job, events, keeper, task_id, deadline, time.time(), verb="re-attached to",
                     capacity=tags.get("capacity", ""),
                 )  # fmt: skip
+                # Interrupted after the restart (a Spot reclaim hours in): submitted again,
+                # counting on from the re-attached submission, as the killed run would have.
+                submission = submission_of(tags)
+                if self._submit_again(job, events, record, state, stopped_by_us, submission):
+                    return self._run(job, events, keeper, lease_id, root,
+                                     submission=submission + 1, interrupted=[record])  # fmt: skip
                 return record
             finally:
                 if old:
@@ -542,46 +562,69 @@ class CloudExecutor:
                 keeper.release()
 
     def _run(
-        self, job: Job, events: Events, keeper: lease.LeaseKeeper, lease_id: str, root: str
+        self,
+        job: Job,
+        events: Events,
+        keeper: lease.LeaseKeeper,
+        lease_id: str,
+        root: str,
+        *,
+        submission: int = 1,
+        interrupted: list[RunRecord] | None = None,
     ) -> RunRecord:
         """Submit, and submit the same job document again while the infrastructure (not the
         program) ended it and submissions remain. The interrupted container uploaded no
         finished outputs (the wrapper uploads at its end, ``manifest.json`` last), and the
-        new attempt overwrites whatever it did upload."""
-        limit = max(1, self.max_submissions(job))
-        interrupted: list[RunRecord] = []
-        submission = 1
+        new attempt overwrites whatever it did upload. ``submission``/``interrupted``: where
+        a restart goes on from after its re-attached task was interrupted."""
+        interrupted = list(interrupted or [])
         while True:
             record, state, stopped_by_us = self._run_once(
                 job, events, keeper, lease_id, root, submission
             )
-            if (
-                state.interruption
-                and not stopped_by_us
-                and record.exit_code != 0
-                and submission < limit
-            ):
-                record.interruption = state.interruption
+            if self._submit_again(job, events, record, state, stopped_by_us, submission):
                 interrupted.append(record)
-                log.warning("cohort %s: %s %s interrupted (%s); submitting again (%d of %d)",
-                            job.cohort, self.name, record.job_id, state.interruption,
-                            submission + 1, limit)  # fmt: skip
-                again = self.capacity(job, submission + 1).replace("_", "-")
-                events.status(
-                    f"{job.spec.name} {job.spec.version} interrupted on {self.name} "
-                    f"{_short(record.job_id)} ({state.interruption}); submitting again "
-                    f"({submission + 1} of {limit}, {again})"
-                )
-                with job.log_path.open("a", encoding="utf-8") as fh:
-                    fh.write(
-                        f"[{self.name}] {datetime.now(UTC).isoformat(timespec='seconds')} "
-                        f"{record.job_id} interrupted: {state.interruption}; submitting the "
-                        f"same job again ({submission + 1} of {limit}) on {again} capacity\n"
-                    )
                 submission += 1
                 continue
             record.interrupted = interrupted
             return record
+
+    def _submit_again(
+        self,
+        job: Job,
+        events: Events,
+        record: RunRecord,
+        state: TaskState,
+        stopped_by_us: str,
+        submission: int,
+    ) -> bool:
+        """Whether the infrastructure (not the program, not us) ended ``submission`` and
+        another one is allowed; if so, records the interruption and says so everywhere."""
+        limit = max(1, self.max_submissions(job))
+        if not (
+            state.interruption
+            and not stopped_by_us
+            and record.exit_code != 0
+            and submission < limit
+        ):
+            return False
+        record.interruption = state.interruption
+        log.warning("cohort %s: %s %s interrupted (%s); submitting again (%d of %d)",
+                    job.cohort, self.name, record.job_id, state.interruption,
+                    submission + 1, limit)  # fmt: skip
+        again = self.capacity(job, submission + 1).replace("_", "-")
+        events.status(
+            f"{job.spec.name} {job.spec.version} interrupted on {self.name} "
+            f"{_short(record.job_id)} ({state.interruption}); submitting again "
+            f"({submission + 1} of {limit}, {again})"
+        )
+        with job.log_path.open("a", encoding="utf-8") as fh:
+            fh.write(
+                f"[{self.name}] {datetime.now(UTC).isoformat(timespec='seconds')} "
+                f"{record.job_id} interrupted: {state.interruption}; submitting the "
+                f"same job again ({submission + 1} of {limit}) on {again} capacity\n"
+            )
+        return True
 
     def _run_once(
         self,
@@ -600,7 +643,9 @@ class CloudExecutor:
         # against it like a task that stays PENDING.
         deadline = first + spec.timeout_seconds + grace
         capacity = self.capacity(job, submission)
-        tags = task_tags(job, lease_id=lease_id, lease_root=root, deadline=deadline)
+        tags = task_tags(
+            job, lease_id=lease_id, lease_root=root, deadline=deadline, submission=submission
+        )
         env = task_environment(job)
         chosen: dict[str, str] = {}
         if self.spot_first(job) or capacity == SPOT:

@@ -38,6 +38,7 @@ from pipeline.executors.batch import (
     retry_strategy,
     spot_retry_strategy,
 )
+from pipeline.executors.cloud import task_environment, task_tags, wrapper_command
 from pipeline.executors.ecs import EcsExecutor
 from pipeline.wrapper import IMDS_ENV, Checkpoints
 from tests.cloud.conftest import (
@@ -230,7 +231,8 @@ def test_an_interruption_is_resubmitted_on_demand_with_the_same_job_document(
     envs = [{e["name"]: e["value"] for e in r["overrides"]["containerOverrides"][0]
              ["environment"]} for r in requests]  # fmt: skip
     assert [e[CAPACITY_ENV] for e in envs] == [SPOT, ON_DEMAND]
-    assert {t["key"]: t["value"] for t in two["tags"]}["capacity"] == ON_DEMAND
+    tags = [{t["key"]: t["value"] for t in r["tags"]} for r in requests]
+    assert [(t["capacity"], t["submission"]) for t in tags] == [(SPOT, "1"), (ON_DEMAND, "2")]
     # The second submission resumed from the checkpoint the first one saved on SIGTERM.
     first_out, second_out = agent.outputs
     assert "checkpoint" in first_out and "saved (stopped: Spot interruption" in first_out
@@ -242,6 +244,47 @@ def test_an_interruption_is_resubmitted_on_demand_with_the_same_job_document(
     manifest = storage.read_json(f"{job.output_uri}/manifest.json")
     assert manifest["capacity"] == ON_DEMAND and manifest["checkpoint"]["restored"]
     assert "ckpt/progress" not in manifest["outputs"]  # the checkpoint has its own store
+
+
+def test_a_restart_submits_again_when_its_reattached_spot_task_is_interrupted(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    """The orchestrator that submitted a Spot task died, its restart re-attached to the
+    task, and then Spot reclaimed it. The restart submits the job again on on-demand,
+    counting on from the re-attached submission, as the killed run would have (until
+    2026-12-06 the cohort failed, as if its program had)."""
+    job = steps_job(tmp_path, steps=12, pause=0.25)
+    agent = SpotAgent(cloud, interrupt_after=1.5)
+    with AgentFront(cloud.url, agent) as front:
+        ecs = boto3.session.Session().client(
+            "ecs", region_name="us-east-1", endpoint_url=front.url, config=aws.client_config()
+        )
+        requests: list[dict[str, Any]] = []
+        ecs.meta.events.register(
+            "provide-client-params.ecs.RunTask", lambda params, **_: requests.append(dict(params))
+        )
+        # What the killed orchestrator's first submission left: its tags and environment.
+        deadline = time.time() + 3600
+        tags = {**task_tags(job, lease_id="killed-1", lease_root=cloud.root, deadline=deadline),
+                "capacity": SPOT}  # fmt: skip
+        env = {**task_environment(job), CAPACITY_ENV: SPOT}
+        with agent:
+            killed = EcsExecutor(SPOT_SETTINGS, client=ecs)
+            task_id = killed.submit(job, wrapper_command(job), env, tags, deadline, capacity=SPOT)
+            record = EcsExecutor(SPOT_SETTINGS, client=ecs).reattach(job, task_id, tags, Events())
+    assert not agent.errors, agent.errors
+
+    assert record.exit_code == 0 and record.capacity == ON_DEMAND
+    (abandoned,) = record.interrupted
+    assert abandoned.job_id == task_id and abandoned.capacity == SPOT
+    assert abandoned.interruption == "SpotInterruption: Your Spot Task was interrupted."
+    assert [provider(r) for r in requests] == [SPOT_PROVIDER, ON_DEMAND_PROVIDER]
+    again = {t["key"]: t["value"] for t in requests[1]["tags"]}
+    assert again["submission"] == "2" and again["capacity"] == ON_DEMAND
+    assert again["lease"] not in ("", "killed-1")  # the restart's own lease
+    assert "restored checkpoint" in agent.outputs[1]
+    log = job.log_path.read_text()
+    assert f"re-attached to {task_id}" in log and "submitting the same job again (2 of 3)" in log
 
 
 def test_without_checkpoints_one_spot_attempt_then_one_on_demand_attempt(
