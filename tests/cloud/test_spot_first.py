@@ -13,12 +13,14 @@ with a status reason of our choosing."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import http.client
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +191,10 @@ class AgentFront(RunTaskFront):
         request.wfile.write(payload)
 
 
-def run_ecs(cloud: Cloud, job: Job, agent: SpotAgent) -> tuple[Any, list[dict[str, Any]]]:
+@contextlib.contextmanager
+def agent_ecs(cloud: Cloud, agent: SpotAgent) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
+    """An ECS client whose DescribeTasks answers carry what ``agent`` saw, and the
+    parameters of every RunTask it makes; the agent runs meanwhile."""
     with AgentFront(cloud.url, agent) as front:
         ecs = boto3.session.Session().client(
             "ecs", region_name="us-east-1", endpoint_url=front.url, config=aws.client_config()
@@ -198,10 +203,14 @@ def run_ecs(cloud: Cloud, job: Job, agent: SpotAgent) -> tuple[Any, list[dict[st
         ecs.meta.events.register(
             "provide-client-params.ecs.RunTask", lambda params, **_: requests.append(dict(params))
         )
-        executor = EcsExecutor(SPOT_SETTINGS, client=ecs)
         with agent:
-            record = executor.run(job, Events())
+            yield ecs, requests
     assert not agent.errors, agent.errors
+
+
+def run_ecs(cloud: Cloud, job: Job, agent: SpotAgent) -> tuple[Any, list[dict[str, Any]]]:
+    with agent_ecs(cloud, agent) as (ecs, requests):
+        record = EcsExecutor(SPOT_SETTINGS, client=ecs).run(job, Events())
     return record, requests
 
 
@@ -255,24 +264,15 @@ def test_a_restart_submits_again_when_its_reattached_spot_task_is_interrupted(
     2026-12-06 the cohort failed, as if its program had)."""
     job = steps_job(tmp_path, steps=12, pause=0.25)
     agent = SpotAgent(cloud, interrupt_after=1.5)
-    with AgentFront(cloud.url, agent) as front:
-        ecs = boto3.session.Session().client(
-            "ecs", region_name="us-east-1", endpoint_url=front.url, config=aws.client_config()
-        )
-        requests: list[dict[str, Any]] = []
-        ecs.meta.events.register(
-            "provide-client-params.ecs.RunTask", lambda params, **_: requests.append(dict(params))
-        )
-        # What the killed orchestrator's first submission left: its tags and environment.
-        deadline = time.time() + 3600
-        tags = {**task_tags(job, lease_id="killed-1", lease_root=cloud.root, deadline=deadline),
-                "capacity": SPOT}  # fmt: skip
-        env = {**task_environment(job), CAPACITY_ENV: SPOT}
-        with agent:
-            killed = EcsExecutor(SPOT_SETTINGS, client=ecs)
-            task_id = killed.submit(job, wrapper_command(job), env, tags, deadline, capacity=SPOT)
-            record = EcsExecutor(SPOT_SETTINGS, client=ecs).reattach(job, task_id, tags, Events())
-    assert not agent.errors, agent.errors
+    # What the killed orchestrator's first submission left: its tags and environment.
+    deadline = time.time() + 3600
+    tags = {**task_tags(job, lease_id="killed-1", lease_root=cloud.root, deadline=deadline),
+            "capacity": SPOT}  # fmt: skip
+    env = {**task_environment(job), CAPACITY_ENV: SPOT}
+    with agent_ecs(cloud, agent) as (ecs, requests):
+        killed = EcsExecutor(SPOT_SETTINGS, client=ecs)
+        task_id = killed.submit(job, wrapper_command(job), env, tags, deadline, capacity=SPOT)
+        record = EcsExecutor(SPOT_SETTINGS, client=ecs).reattach(job, task_id, tags, Events())
 
     assert record.exit_code == 0 and record.capacity == ON_DEMAND
     (abandoned,) = record.interrupted
