@@ -10,12 +10,13 @@ renewed for ``[reaper] lease_ttl`` seconds).
 
 A restarted worker that re-attaches to a task a killed worker left running
 (``CloudExecutor.reattach``) *adopts* that task's lease: it writes the document under
-the task's own lease id too (with ``adopted_by``), renews it with its own, and deletes it
-when this process ends (``close_keepers``, at exit), not when the task ends: the killed
-worker's other tasks carry the same lease id, and one the restart has not re-attached yet
-would be stopped by the next ``pipeline reap`` the moment the lease is gone. The task's tags
-never change, and the reaper needs no new rule: a task nobody adopted keeps its stale lease
-and is stopped once it expired.
+the task's own lease id too (with ``adopted_by``) and renews it with its own while it
+follows the task. When the last task it follows under that id ends, the lease is left to
+expire, and deleted when this process ends (``close_keepers``, at exit), not at once:
+the killed worker's other tasks carry the same lease id, and one the restart has not
+re-attached yet would be stopped by the next ``pipeline reap`` the moment the lease is
+gone. The task's tags never change, and the reaper needs no new rule: a task nobody
+adopted keeps its stale lease and is stopped once it expired.
 
 When the worker is one of luigi's task processes (``--workers`` > 1) and luigi's main
 process dies, the lease stops being renewed: the run it belonged to is over, whatever
@@ -194,19 +195,28 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
         self._started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self._adopted: dict[str, int] = {}  # lease ids of re-attached tasks → holders
+        self._disowned: set[str] = set()  # adopted ones no task holds now: deleted by close
 
     def adopt(self, lease_id: str) -> None:
         """Also keep ``lease_id`` (a killed worker's) fresh while this lease is held."""
         with self._lock:
             self._adopted[lease_id] = self._adopted.get(lease_id, 0) + 1
+            self._disowned.discard(lease_id)
         self._write()
 
     def disown(self, lease_id: str) -> None:
-        """One re-attached task of ``lease_id`` ended. The lease is still renewed with ours
-        and deleted by ``close``: other tasks of the killed worker may carry it and not be
-        re-attached yet."""
+        """One re-attached task of ``lease_id`` ended; its last one stops the renewals.
+        The lease is left to expire, not deleted: other tasks of the killed worker carry it
+        and may not be re-attached yet (a restart takes them one by one), and a reap in
+        between would stop them at once. Those nobody re-attaches within ``ttl`` are reaped
+        like any orphan; ``close`` deletes it."""
         with self._lock:
-            self._adopted[lease_id] = max(0, self._adopted.get(lease_id, 0) - 1)
+            left = self._adopted.get(lease_id, 0) - 1
+            if left > 0:
+                self._adopted[lease_id] = left
+                return
+            self._adopted.pop(lease_id, None)
+            self._disowned.add(lease_id)
 
     def acquire(self) -> str:
         """Hold the lease (writing it first if nobody held it); returns its id."""
@@ -243,7 +253,8 @@ class LeaseKeeper:
             self._holders = 0
             self._stop.set()
             thread, self._thread = self._thread, None
-            adopted, self._adopted = list(self._adopted), {}
+            adopted = [*self._adopted, *self._disowned]
+            self._adopted, self._disowned = {}, set()
         if thread is not None:
             thread.join(timeout=5)
         for uri in [self.uri, *(lease_uri(self.root, lease_id) for lease_id in adopted)]:

@@ -143,22 +143,29 @@ def test_a_killed_workers_lease_outlives_its_first_reattached_task(
     """A restart re-attaches a killed worker's tasks one by one, and all of them carry the
     killed worker's lease. The first one to end (a program that finished while nobody
     watched) must not delete that lease: a reap in between would stop every task of it not
-    re-attached yet (found by the rehearsal: the lease vanished under the restart)."""
-    write_lease(cloud.root, "killed", time.time() - 5)
+    re-attached yet (found by the rehearsal: the lease vanished under the restart). Left
+    to expire instead, it keeps them for a TTL, and no longer: one nobody re-attaches
+    is an orphan like any other."""
+    write_lease(cloud.root, "killed", time.time() - 0.5)
     arns = [start_ecs_task(cloud, tmp_path, c, "killed", time.time() + 3600) for c in "ab"]
     keeper = LeaseKeeper(cloud.root, interval=0.2, ttl=1)
-    keeper.acquire()
-    keeper.adopt("killed")  # the finished task: re-attached, collected, ended
-    keeper.disown("killed")
-    keeper.release()
     common = {"ecs": cloud.ecs, "cluster": CLUSTER, "ttl": 1, "default_root": cloud.root}
+
+    def follow_one() -> None:  # re-attach a task of the killed worker, see it end
+        keeper.acquire()
+        keeper.adopt("killed")
+        keeper.disown("killed")
+        keeper.release()
+
+    follow_one()  # the task that finished while nobody watched
     assert reap(**common).reaped == []
     keeper.acquire()
-    keeper.adopt("killed")  # the running task, re-attached later
+    keeper.adopt("killed")  # a running one, re-attached later
     time.sleep(1.5)  # longer than the TTL: only our renewals keep it fresh
     assert reap(**common).reaped == []
     keeper.disown("killed")
     keeper.release()
+    time.sleep(1.5)  # no re-attached task holds it: it expires
+    assert sorted(r.id for r in reap(**common).reaped) == sorted(arns)
     keeper.close()  # the restart's process ends: its lease and the adopted one go with it
     assert storage.listdir(f"{cloud.root}/_leases") == []
-    assert sorted(r.id for r in reap(**common).reaped) == sorted(arns)

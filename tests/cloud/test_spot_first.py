@@ -374,9 +374,12 @@ def test_checkpoints_of_other_inputs_are_not_restored(cloud: Cloud, tmp_path: Pa
 
 
 # -- Batch: the Spot queue first, the on-demand queue after a lost Spot host -----------
+@pytest.mark.parametrize("restarted", [False, True], ids=["submitted", "re-attached"])
 def test_batch_lost_spot_host_is_resubmitted_to_the_on_demand_queue(
-    cloud: Cloud, tmp_path: Path
+    cloud: Cloud, tmp_path: Path, restarted: bool
 ) -> None:
+    """Also when the Spot job was submitted by a killed run and re-attached by its restart:
+    the restart submits the on-demand job the killed run would have."""
     settings = dataclasses.replace(BATCH_SETTINGS, spot="first", spot_job_queue="spot-queue")
     batch, logs = aws.batch_client(), aws.logs_client()
     sent: list[dict[str, Any]] = []
@@ -389,7 +392,8 @@ def test_batch_lost_spot_host_is_resubmitted_to_the_on_demand_queue(
     with Stubber(batch) as stub, Stubber(logs):
         done = {"startedAt": 1_100_000, "stoppedAt": 1_130_000}
         for job_id, status, attempt in (("j-spot", "FAILED", lost), ("j-od", "SUCCEEDED", done)):
-            stub.add_response("submit_job", {"jobName": "steps", "jobId": job_id}, None)
+            if job_id == "j-od" or not restarted:
+                stub.add_response("submit_job", {"jobName": "steps", "jobId": job_id}, None)
             stub.add_response("describe_jobs", {"jobs": [{
                 "jobName": "steps", "jobId": job_id, "jobQueue": "q", "status": status,
                 "jobDefinition": "d", "startedAt": 1, "attempts": [attempt],
@@ -398,15 +402,24 @@ def test_batch_lost_spot_host_is_resubmitted_to_the_on_demand_queue(
                 {"jobs": [job_id]})  # fmt: skip
         executor = BatchExecutor(settings, client=batch, logs_client=logs)
         executor._definitions[job.spec.image] = "d"  # the image's definition is known
-        record = executor.run(job, Events())
+        if restarted:  # the tags the killed run's Spot submission carries
+            tags = {**task_tags(job, lease_id="killed-1", lease_root=cloud.root,
+                                deadline=time.time() + 3600), "capacity": SPOT}  # fmt: skip
+            record = executor.reattach(job, "j-spot", tags, Events())
+        else:
+            record = executor.run(job, Events())
         stub.assert_no_pending_responses()
-    assert [s["jobQueue"] for s in sent] == ["spot-queue", BATCH_SETTINGS.job_queue]
-    assert sent[0]["retryStrategy"] == spot_retry_strategy()
-    assert sent[1]["retryStrategy"] == retry_strategy(BATCH_SETTINGS.attempts)
-    assert sent[0]["containerOverrides"]["command"] == sent[1]["containerOverrides"]["command"]
+    queues = [s["jobQueue"] for s in sent]
+    assert queues == ([] if restarted else ["spot-queue"]) + [BATCH_SETTINGS.job_queue]
+    assert sent[-1]["retryStrategy"] == retry_strategy(BATCH_SETTINGS.attempts)
+    assert sent[-1]["tags"]["submission"] == "2"
+    if not restarted:
+        assert sent[0]["retryStrategy"] == spot_retry_strategy()
+        assert sent[0]["containerOverrides"]["command"] == sent[1]["containerOverrides"]["command"]
     assert record.exit_code == 0 and record.capacity == ON_DEMAND
     (abandoned,) = record.interrupted
-    assert abandoned.capacity == SPOT and abandoned.interruption.startswith("Host EC2")
+    assert abandoned.job_id == "j-spot" and abandoned.capacity == SPOT
+    assert abandoned.interruption.startswith("Host EC2")
     assert abandoned.vcpu_seconds == 120.0  # 60 s billed x 2 vCPU
 
 
