@@ -245,6 +245,8 @@ def run() -> dict[str, object]:
                 (n1, t1, _), (n2, t2, _) = points
                 slope = (t2 - t1) / (n2 - n1)
                 best = min(2000, max(10, int(n2 + (BUDGET - t2) / slope) // 10 * 10))
+                while best in (n1, n2):  # a width not measured yet, on the budget's side
+                    best += 10 if t2 <= BUDGET else -10
                 result = _run(root / f"scale-{scheduler}-{best}", _raw(root, best),
                               f"2026-04-{next(day):02d}", url=url, default_waits=False)  # fmt: skip
                 points.append((best, result["wall"], result["cpu"]))
