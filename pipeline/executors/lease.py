@@ -310,8 +310,6 @@ def keeper(root: str) -> LeaseKeeper:
     key = (os.getpid(), root)
     with _keepers_lock:
         if key not in _keepers:
-            if not _keepers:
-                atexit.register(close_keepers)
             interval, ttl = lease_settings()
             _keepers[key] = LeaseKeeper(root, interval=interval, ttl=ttl)
         return _keepers[key]
@@ -320,8 +318,10 @@ def keeper(root: str) -> LeaseKeeper:
 def close_keepers() -> None:
     """Close this process's keepers (at exit: every entry point, luigi's CLI included)."""
     with _keepers_lock:
-        mine = [k for (pid, _root), k in _keepers.items() if pid == os.getpid()]
-        for key in [key for key in _keepers if key[0] == os.getpid()]:
-            del _keepers[key]
-    for kept in mine:
-        kept.close()
+        mine = [key for key in _keepers if key[0] == os.getpid()]
+        closing = [_keepers.pop(key) for key in mine]
+    for each in closing:
+        each.close()
+
+
+atexit.register(close_keepers)
