@@ -515,7 +515,7 @@ class CloudExecutor:
         def follow(keeper: lease.LeaseKeeper, lease_id: str) -> RunRecord:
             old = tags.get("lease", "")
             if old:
-                keeper.adopt(old)  # written now, renewed with ours, deleted on release
+                keeper.adopt(old)  # written now, renewed with ours; expires after disown
             try:
                 deadline = float(tags.get("deadline") or 0) or time.time() + (
                     job.spec.timeout_seconds + deadline_grace()
