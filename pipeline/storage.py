@@ -10,6 +10,7 @@ and one LIST): at a delivery's width these calls are most of what the orchestrat
 from __future__ import annotations
 
 import atexit
+import bisect
 import contextlib
 import functools
 import io
@@ -99,29 +100,53 @@ def _file_target_class() -> type[luigi.target.FileSystemTarget]:
     return FileS3Target
 
 
-_listings: dict[str, frozenset[str]] = {}  # prefix -> the URIs below it, while listed()
+class _Listing:
+    """The URIs below one listed prefix, sorted: a file's existence, a "directory"'s and
+    a listing below it are answered from them without a request."""
+
+    def __init__(self, uris: list[str]) -> None:
+        self.uris, self.known = uris, frozenset(uris)
+
+    def below(self, uri: str) -> list[str]:
+        prefix = uri.rstrip("/") + "/"
+        start = bisect.bisect_left(self.uris, prefix)
+        end = start
+        while end < len(self.uris) and self.uris[end].startswith(prefix):
+            end += 1
+        return self.uris[start:end]
+
+
+_listings: dict[str, _Listing] = {}  # prefix -> what is below it, while listed()
+
+
+def _listing_of(uri: str) -> _Listing | None:
+    for prefix, listing in list(_listings.items()):  # a copy: another thread may list
+        if uri.startswith(prefix):
+            return listing
+    return None
 
 
 def _listed_answer(uri: str) -> bool | None:
-    for prefix, uris in _listings.items():
-        if uri.startswith(prefix):
-            return uri in uris
-    return None
+    listing = _listing_of(uri)
+    return None if listing is None else uri in listing.known
 
 
 @contextlib.contextmanager
 def listed(uri: str) -> Iterator[None]:
-    """Answer whether targets below the ``s3://`` directory ``uri`` exist from one
-    listing of it (a LIST request per 1,000 objects) instead of a HEAD request each, until
-    the block ends. For luigi's scheduling, which asks every task of a delivery whether it
-    is complete, one after another: a thousand HEAD requests at 200 cohorts. What is
-    written below ``uri`` inside the block is not seen: use it only while nothing runs.
-    Local directories are not listed (a file's existence costs nothing there)."""
+    """Answer what is below the ``s3://`` directory ``uri`` from one listing of it (a LIST
+    request per 1,000 objects) until the block ends: whether a target or a file exists
+    (``exists``: instead of a HEAD request each) and what a directory below it holds
+    (``listdir``: instead of a LIST each). For luigi's scheduling, which asks every task of
+    a delivery whether it is complete, one after another (a thousand HEAD requests at 200
+    cohorts), and for ``pipeline status``, which looks at every step of every cohort. What
+    is written below ``uri`` inside the block is not seen: use it only while nothing runs
+    (or, for a status, to see one moment of the run). Local directories are not listed (a
+    file's existence costs nothing there)."""
     if not is_s3(uri):
         yield
         return
     prefix = uri.rstrip("/") + "/"
-    _listings[prefix] = frozenset(listdir(prefix))
+    _listings[prefix] = _Listing(listdir(prefix))
     try:
         yield
     finally:
@@ -263,6 +288,9 @@ def exists(uri: str) -> bool:
     """A file, or a "directory" (a prefix of ``s3://`` keys)."""
     if not is_s3(uri):
         return Path(uri).exists()
+    listing = _listing_of(uri)
+    if listing is not None:
+        return uri in listing.known or bool(listing.below(uri))
     bucket, key = _bucket_key(uri)
     if _object_exists(bucket, key):
         return True
@@ -333,6 +361,9 @@ def listdir(uri: str) -> list[str]:
     if not is_s3(uri):
         root = Path(uri)
         return sorted(str(p) for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    listing = _listing_of(uri)
+    if listing is not None:
+        return listing.below(uri)
     bucket, key = _bucket_key(uri)
     return sorted(f"s3://{bucket}/{k}" for k in _keys(bucket, key.rstrip("/") + "/"))
 

@@ -8,7 +8,7 @@
 - ``table``: the columns and the text table that ``pipeline status`` and the report show.
 """
 
-from pipeline.status.collect import alive, collect, last_run, run_manifest
+from pipeline.status.collect import alive, collect
 from pipeline.status.model import STATES, STEPS, CohortStatus, RunStatus, StepStatus
 
 __all__ = [
@@ -19,6 +19,4 @@ __all__ = [
     "StepStatus",
     "alive",
     "collect",
-    "last_run",
-    "run_manifest",
 ]

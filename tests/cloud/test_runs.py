@@ -108,6 +108,36 @@ def test_logs_and_failures_in_s3_are_read_from_another_home(
     assert list(elsewhere.iterdir()) == []  # status wrote nothing locally
 
 
+def test_status_of_a_delivery_lists_the_date_once_and_reads_each_record_once(
+    cloud: Cloud, codes: list[str], tmp_path: Path
+) -> None:
+    """``pipeline status`` (and the summary ``pipeline run`` ends with) on an S3 root: what
+    exists under the date comes from one listing of it, not a HEAD request per target and a
+    LIST per cohort's attempts, and each record is read once: at 200 cohorts it made 3,600
+    requests one after another."""
+    import datetime as dt
+
+    from pipeline.status import collect
+    from tests.cloud.test_storage_s3 import requests_made
+
+    spec = write_toy_program(tmp_path, mode=f"fail-for:{codes[0]}")
+    result = run_pipeline(cloud, "run", "--run-date", DATE, "--local-scheduler",
+                          "--workers", "2", "--program", str(spec))  # fmt: skip
+    assert result.returncode == 30, result.stdout + result.stderr
+    made = requests_made(storage.s3_client())
+    status = collect(dt.date.fromisoformat(DATE), programs=[str(spec)], publication=False)
+    states = {row.cohort: row.state for row in status.cohorts}
+    assert states == {codes[0]: "failed", **dict.fromkeys(codes[1:], "done")}
+    failed = next(r for r in status.cohorts if r.cohort == codes[0]).steps["model"]
+    assert failed.error.startswith("ProgramFailed") and failed.log
+    assert all(r.compute.vcpu_seconds > 0 for r in status.cohorts)
+    assert "HeadObject" not in made
+    assert made.count("ListObjectsV2") == 1  # the date's objects, fewer than 1,000
+    # per cohort: its four steps' timing records, the model's run.json, the attempt's
+    # run.json and manifest, the ingest's marker (the failed one: its failure record)
+    assert made.count("GetObject") <= 8 * len(codes) + 3, made
+
+
 def luigi_errors(out: str) -> str:
     """The ERROR lines of the luigi log a run's summary names (for failure messages)."""
     import re

@@ -134,6 +134,26 @@ def test_scheduling_answers_from_one_listing(cloud: Cloud) -> None:
     assert storage.target(f"{base}/quality/c9.parquet").exists()  # after it: HEAD again
 
 
+def test_files_and_directories_below_a_listing_are_answered_from_it(cloud: Cloud) -> None:
+    """Inside ``listed(dir)`` (``pipeline status``), ``exists`` of a file or a "directory"
+    and ``listdir`` below it cost no request, and answer as they do outside it."""
+    base = f"{cloud.root}/2026-11-25"
+    files = [f"{base}/model/a/v/attempts/1/run.json", f"{base}/model/a/v/attempts/1/out/x.csv",
+             f"{base}/model/ab/v/run.json", f"{base}/logs/tasks/t.json"]  # fmt: skip
+    for uri in files:
+        storage.write_bytes(uri, b"x")
+    asked = [f"{base}/model/a/v/attempts", f"{base}/model/a", f"{base}/model/a/v/run.json",
+             f"{base}/model/ab/v/run.json", f"{base}/logs/tasks/", f"{base}/nothing"]  # fmt: skip
+    outside = [(storage.exists(u), storage.listdir(u)) for u in asked]
+    made = requests_made(storage.s3_client())
+    with storage.listed(base):
+        inside = [(storage.exists(u), storage.listdir(u)) for u in asked]
+    assert made == ["ListObjectsV2"]
+    assert inside == outside
+    # model/ab is not below model/a: a prefix of a name is no directory
+    assert inside[1] == (True, sorted(files[:2]))
+
+
 def test_appended_lines_within_the_upload_time_go_up_together(cloud: Cloud, tmp_path) -> None:
     import time
 
