@@ -96,6 +96,7 @@ class WarehouseTask(RunDateTask):
 LOADED_TTL_SECONDS = 10.0
 _loaded: dict[tuple[str, dt.date], tuple[float, dict[tuple[str | None, str, str], int]]] = {}
 _loaded_lock = threading.Lock()
+_asking: dict[tuple[str, dt.date], threading.Lock] = {}  # one count query at a time each
 
 
 def loaded(
@@ -103,25 +104,35 @@ def loaded(
 ) -> dict[tuple[str | None, str, str], int]:
     """Rows per (cohort, variant, table) of ``run_date`` in ``warehouse``, at most
     LOADED_TTL_SECONDS old unless ``fresh`` (an unreachable or empty warehouse holds
-    nothing)."""
+    nothing). Threads asking at once share one query: ``pipeline status`` checks every
+    cohort's ingest on sixteen threads, and each would have queried the warehouse (on
+    BigQuery, a query job each); a ``fresh`` answer is one whose query started after it
+    was asked for."""
     key = (warehouse, run_date)
+    asked = time.monotonic()
     with _loaded_lock:
-        cached = _loaded.get(key)
-        if cached and not fresh and time.monotonic() - cached[0] < LOADED_TTL_SECONDS:
+        gate = _asking.setdefault(key, threading.Lock())
+    with gate:
+        with _loaded_lock:
+            cached = _loaded.get(key)
+        if cached and (
+            cached[0] >= asked or (not fresh and asked - cached[0] < LOADED_TTL_SECONDS)
+        ):
             return cached[1]
-    try:
-        frame = open_warehouse(warehouse).loaded_counts(run_date)
-    except PipelineError:
-        frame = pd.DataFrame(columns=["cohort", "variant", "table_name", "row_count"])
-    counts = {
-        (None if pd.isna(r.cohort) else str(r.cohort), str(r.variant), str(r.table_name)): int(
-            r.row_count
-        )
-        for r in frame.itertuples()
-    }
-    with _loaded_lock:
-        _loaded[key] = (time.monotonic(), counts)
-    return counts
+        started = time.monotonic()
+        try:
+            frame = open_warehouse(warehouse).loaded_counts(run_date)
+        except PipelineError:
+            frame = pd.DataFrame(columns=["cohort", "variant", "table_name", "row_count"])
+        counts = {
+            (None if pd.isna(r.cohort) else str(r.cohort), str(r.variant), str(r.table_name)): int(
+                r.row_count
+            )
+            for r in frame.itertuples()
+        }
+        with _loaded_lock:
+            _loaded[key] = (started, counts)
+        return counts
 
 
 def forget_loaded(warehouse: str | None = None, run_date: dt.date | None = None) -> None:

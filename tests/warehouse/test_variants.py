@@ -11,8 +11,9 @@ import pytest
 
 from pipeline.compare import compare
 from pipeline.errors import WarehouseError
-from pipeline.warehouse import Warehouse
-from tests.warehouse.helpers import results, survey
+from pipeline.warehouse import Warehouse, open_warehouse
+from tests.warehouse.bqfake import FakeBigQuery
+from tests.warehouse.helpers import BQ_URI, results, survey
 from tests.warehouse.test_semantics import select
 
 D1 = dt.date(2026, 11, 22)
@@ -82,6 +83,35 @@ def test_loaded_counts_tell_what_each_variant_holds(warehouse: Warehouse) -> Non
     assert counts[("a", B, "pipeline_runs")] == 1
     assert counts[("a", "", "survey_responses")] == 3
     assert warehouse.loaded_counts(dt.date(2026, 1, 1)).empty
+
+
+def test_threads_asking_what_is_loaded_at_once_share_one_query(bq: FakeBigQuery) -> None:
+    """``pipeline status`` checks every cohort's ingest on sixteen threads: one BigQuery
+    query job answers them all, not one each; a fresh answer is asked for again."""
+    import threading
+
+    from pipeline.tasks.ingest import forget_loaded, loaded
+
+    open_warehouse(BQ_URI).replace(D1, None, survey({"a": 3}))
+    forget_loaded()
+    before = len(bq.job_inserts("query"))
+    start, answers = threading.Barrier(8), []
+
+    def ask() -> None:
+        start.wait()
+        answers.append(loaded(BQ_URI, D1))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answers) == 8 and all(a[("a", "", "survey_responses")] == 3 for a in answers)
+    assert len(bq.job_inserts("query")) == before + 1
+    loaded(BQ_URI, D1)  # within the TTL: the same answer
+    assert len(bq.job_inserts("query")) == before + 1
+    loaded(BQ_URI, D1, fresh=True)
+    assert len(bq.job_inserts("query")) == before + 2
 
 
 def ingest_two_variants(warehouse: Warehouse) -> None:
