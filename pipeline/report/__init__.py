@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -21,6 +22,7 @@ from pipeline import storage
 from pipeline.report import charts
 from pipeline.report.variants import variants_section
 from pipeline.status import RunStatus
+from pipeline.status.collect import READERS
 from pipeline.status.table import COLUMNS, cost_lines
 from pipeline.steps import ROW, STEPS, VARIANT
 from pipeline.tasks import RunModel, ValidateResults
@@ -70,14 +72,16 @@ class CohortData:
 
 
 def load(status: RunStatus) -> list[CohortData]:
-    """Each cohort's results and checks, where they exist, from the targets."""
+    """Each row's results and checks, where they exist, from the targets (in the order of
+    ``status.cohorts``); on S3 what exists comes from one listing of the date and the
+    files are read ``READERS`` at a time, as ``pipeline status`` does."""
     labels = {
         code: info.get("label", code)
         for code, info in ((status.summary or {}).get("cohorts") or {}).items()
     }
     date = dt.date.fromisoformat(status.run_date)
-    cohorts = []
-    for row in status.cohorts:
+
+    def one(row: Any) -> CohortData:
         common = {"run_date": date, "cohort": row.cohort, "program": row.program}
         # Headed "label (code)": the code is "cohort [variant]" when the date ran several.
         data = CohortData(status.name(row), labels.get(row.cohort, row.cohort))
@@ -87,8 +91,10 @@ def load(status: RunStatus) -> list[CohortData]:
         checks = ValidateResults(**common).output().path
         if storage.exists(checks):
             data.checks = storage.read_parquet(checks)
-        cohorts.append(data)
-    return cohorts
+        return data
+
+    with storage.listed(status.work), ThreadPoolExecutor(READERS) as pool:
+        return list(pool.map(one, status.cohorts))
 
 
 def render(status: RunStatus, cohorts: list[CohortData]) -> str:
@@ -104,7 +110,7 @@ def render(status: RunStatus, cohorts: list[CohortData]) -> str:
         _status_table(status),
         "<h2 id='estimates'>Estimates with confidence intervals</h2>",
         _estimates(cohorts),
-        variants_section(status),
+        variants_section(status, cohorts),
         "<h2 id='rejections'>Rejections by reason</h2>",
         _rejections(status),
         "<h2 id='timeline'>Timeline</h2>",

@@ -8,30 +8,14 @@ ran more than one variant; ``pipeline compare`` gives the numbers.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from html import escape
+from typing import Any
 
 import pandas as pd
 
-from pipeline import storage
 from pipeline.report import charts
 from pipeline.status import RunStatus
-from pipeline.tasks import RunModel
-
-
-def load_variants(status: RunStatus) -> dict[str, dict[str, pd.DataFrame]]:
-    """variant slug → cohort → results, for every program of the date, from the targets."""
-    date = dt.date.fromisoformat(status.run_date)
-    out: dict[str, dict[str, pd.DataFrame]] = {}
-    for program in status.programs:
-        cohorts = sorted({row.cohort for row in status.cohorts})
-        for cohort in cohorts:
-            task = RunModel(run_date=date, cohort=cohort, program=program)
-            path = task.output()["results"].path
-            if storage.exists(path):
-                out.setdefault(task.spec.slug, {})[cohort] = storage.read_parquet(path)
-    return out
 
 
 def _num(value: object) -> float:
@@ -81,14 +65,24 @@ def variants_chart(results: dict[str, dict[str, pd.DataFrame]]) -> str:
     return "".join(parts)
 
 
-def variants_section(status: RunStatus) -> str:
-    """The section's HTML; empty when the date ran one variant."""
+def variants_section(status: RunStatus, cohorts: list[Any]) -> str:
+    """The section's HTML; empty when the date ran one variant. ``cohorts``: what
+    ``pipeline.report.load`` read for ``status.cohorts``, row by row."""
     if len(status.programs) < 2:
         return ""
+    slugs = {row.program: row.variant for row in status.cohorts}
+    # variant slug -> cohort -> results, the variants in the order of status.programs
+    results: dict[str, dict[str, pd.DataFrame]] = {
+        slugs[p]: {} for p in status.programs if p in slugs
+    }
+    for row, data in zip(status.cohorts, cohorts, strict=True):
+        if data.results is not None:
+            results[row.variant][row.cohort] = data.results
+    results = {slug: by_cohort for slug, by_cohort in results.items() if by_cohort}
     return (
         "<h2 id='variants'>Variants side by side</h2>"
         "<p class='muted'>Each program variant's estimates with their confidence "
         "intervals; <code>pipeline compare --run-date "
         f"{escape(status.run_date)}</code> gives the differences and costs.</p>"
-        + variants_chart(load_variants(status))
+        + variants_chart(results)
     )

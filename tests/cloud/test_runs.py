@@ -111,10 +111,10 @@ def test_logs_and_failures_in_s3_are_read_from_another_home(
 def test_status_of_a_delivery_lists_the_date_once_and_reads_each_record_once(
     cloud: Cloud, codes: list[str], tmp_path: Path
 ) -> None:
-    """``pipeline status`` (and the summary ``pipeline run`` ends with) on an S3 root: what
-    exists under the date comes from one listing of it, not a HEAD request per target and a
-    LIST per cohort's attempts, and each record is read once: at 200 cohorts it made 3,600
-    requests one after another."""
+    """``pipeline status`` (and the summary ``pipeline run`` ends with, and the report) on
+    an S3 root: what exists under the date comes from one listing of it, not a HEAD request
+    per target and a LIST per cohort's attempts, and each record is read once: at 200
+    cohorts it made 3,600 requests one after another."""
     import datetime as dt
 
     from pipeline.status import collect
@@ -136,6 +136,16 @@ def test_status_of_a_delivery_lists_the_date_once_and_reads_each_record_once(
     # per cohort: its four steps' timing records, the model's run.json, the attempt's
     # run.json and manifest, the ingest's marker (the failed one: its failure record)
     assert made.count("GetObject") <= 8 * len(codes) + 3, made
+    # pipeline report then reads each row's results and checks where they exist
+    from pipeline import report
+
+    made.clear()
+    loaded = report.load(status)
+    assert [d.results is not None for d in loaded] == [r.state == "done" for r in status.cohorts]
+    assert made.count("ListObjectsV2") == 1 and "HeadObject" not in made
+    assert made.count("GetObject") == sum(
+        (d.results is not None) + (d.checks is not None) for d in loaded
+    )
 
 
 def luigi_errors(out: str) -> str:

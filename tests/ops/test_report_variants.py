@@ -45,6 +45,6 @@ def test_section_only_when_several_variants_ran() -> None:
         run_date="2026-11-22", work="", logs="", program="p", warehouse="duckdb:///x",
         survey_ingest=None, cohorts=[], programs=["p"],  # type: ignore[arg-type]
     )  # fmt: skip
-    assert variants_section(status) == ""
+    assert variants_section(status, []) == ""
     status.programs = ["p", "p?bootstrap=30"]
-    assert "Variants side by side" in variants_section(status)
+    assert "Variants side by side" in variants_section(status, [])
