@@ -294,6 +294,8 @@ class WarehouseBase(ABC):
     # How package SQL names the staging and the published dataset.
     staging_dataset: str
     published_dataset: str
+    # The staging columns the published tables and the views were last made for (_publish)
+    _published_for: dict[str, list[tuple[str, str]]] | None = None
 
     @abstractmethod
     def _publisher(self, run_date: dt.date, cohort: str) -> AbstractContextManager[Publisher]:
@@ -370,16 +372,22 @@ class WarehouseBase(ABC):
         self, publisher: Publisher, approval: Approval, params: Mapping[str, Any]
     ) -> dict[str, int]:
         """Give the published tables the staging tables' columns, (re)create the views
-        and run the publish transaction; returns the rows it copies per table."""
+        and run the publish transaction; returns the rows it copies per table. The tables
+        and views are made again only when the staging columns differ from the ones this
+        object made them for: ``pipeline approve`` of a delivery approves its cohorts one
+        after another, and doing it for each was 7 table updates and a script of 5 view
+        statements per cohort (on BigQuery, seconds each)."""
         columns = {table: publisher.staged_columns(table) for table in PUBLISHED_TABLES}
-        for table, cols in columns.items():
-            publisher.ensure_published(table, cols)
-        publisher.run(
-            views_script(self.published_dataset),
-            {},
-            kind="views",
-            what=f"creating the clients' views in {self.published_dataset}",
-        )
+        if columns != self._published_for:
+            for table, cols in columns.items():
+                publisher.ensure_published(table, cols)
+            publisher.run(
+                views_script(self.published_dataset),
+                {},
+                kind="views",
+                what=f"creating the clients' views in {self.published_dataset}",
+            )
+            self._published_for = columns
         counted = publisher.select(
             counts_sql(), params, what=f"counting rows of cohort {approval.cohort}"
         )

@@ -22,7 +22,7 @@ from pipeline.warehouse.bigquery import (
     make_client,
 )
 from pipeline.warehouse.schema import APPROVALS, INGEST_LOG, TABLES, VARIANT_TABLES
-from tests.warehouse.bqfake import FakeBigQuery
+from tests.warehouse.bqfake import FakeBigQuery, _qualified
 from tests.warehouse.helpers import BQ_URI, DATASET, FAST, PROJECT, estimates, results, survey
 
 D0, D1 = dt.date(2026, 10, 22), dt.date(2026, 11, 22)
@@ -293,6 +293,32 @@ def test_permission_denied_names_the_job_and_the_missing_role(
     )
     assert not replace_jobs(bq)
     assert not [t for t in bq.tables if t[2].startswith("_load_")]
+
+
+def test_approving_a_deliverys_cohorts_makes_the_published_tables_and_views_once(
+    bq: FakeBigQuery, bq_warehouse: BigQueryWarehouse
+) -> None:
+    """``pipeline approve`` approves a delivery's cohorts one after another on one
+    warehouse object: the published tables and the clients' views are made for the first
+    and not again while the staging columns stay the same."""
+    codes = ["a", "b", "c"]
+    bq_warehouse.replace(D1, None, survey(dict.fromkeys(codes, 2)))
+    for code in codes:
+        bq_warehouse.replace(D1, code, results([1, 2]))
+    table_calls = len(bq.requests)
+    for code in codes:
+        bq_warehouse.approve(D1, code, "Jane")
+    views = [q for q in bq.queries() if "CREATE OR REPLACE VIEW" in q]
+    assert len(views) == 1
+    published = f"/datasets/{DATASET}_published/tables"
+    touched = [r for r in bq.requests[table_calls:] if published in r.path]
+    assert len(touched) <= len(TABLES) * 2  # made (or looked at) once, not per cohort
+    estimates = _qualified(PROJECT, f"{DATASET}_published", "model_estimates")
+    rows = bq.sql(f"SELECT cohort, COUNT(*) FROM {estimates} GROUP BY 1 ORDER BY 1")
+    assert rows == [(code, 2) for code in codes]
+    # another process (a new object) makes them again
+    BigQueryWarehouse(BQ_URI, settings=FAST).approve(D1, "a", "Ken")
+    assert len([q for q in bq.queries() if "CREATE OR REPLACE VIEW" in q]) == 2
 
 
 def test_failed_load_job_names_the_job_and_changes_nothing(
