@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -246,19 +247,27 @@ def spot_costs(
     uninterrupted on-demand delivery (``SpotCost``). Variants none of whose submissions
     ran on Spot are left out."""
     models = layout.models().rstrip("/") + "/"
-    per_variant: dict[str, list[dict[str, Any]]] = {}
+    wanted: list[tuple[str, str]] = []  # (variant, its attempt's compute record)
     for uri in storage.listdir(layout.models()):
         parts = uri.removeprefix(models).split("/")
         if len(parts) != 5 or uri != layout.attempt_compute(parts[0], parts[1], parts[3]):
             continue
         if (cohorts and parts[0] not in cohorts) or (variants and parts[1] not in variants):
             continue
+        wanted.append((parts[1], uri))
+
+    def read(uri: str) -> Any:
         try:
-            record = storage.read_json(uri)
+            return storage.read_json(uri)
         except (OSError, ValueError):
-            continue
-        if isinstance(record, dict) and record.get("submissions"):
-            per_variant.setdefault(parts[1], []).append(record)
+            return None
+
+    per_variant: dict[str, list[dict[str, Any]]] = {}
+    with ThreadPoolExecutor(storage.READERS) as pool:  # one GET each: at width, hundreds
+        records = pool.map(read, [uri for _, uri in wanted])
+        for (variant, _), record in zip(wanted, records, strict=True):
+            if isinstance(record, dict) and record.get("submissions"):
+                per_variant.setdefault(variant, []).append(record)
 
     def priced(submission: dict[str, Any], capacity: str) -> float:
         return estimate_cost(

@@ -100,6 +100,11 @@ def _file_target_class() -> type[luigi.target.FileSystemTarget]:
     return FileS3Target
 
 
+# Reads in flight where a command reads many small files (pipeline status, report, compare):
+# on S3 each waits on the network, and the shared client keeps POOL_CONNECTIONS.
+READERS = 16
+
+
 class _Listing:
     """The URIs below one listed prefix, sorted: a file's existence, a "directory"'s and
     a listing below it are answered from them without a request."""

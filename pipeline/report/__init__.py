@@ -22,7 +22,6 @@ from pipeline import storage
 from pipeline.report import charts
 from pipeline.report.variants import variants_section
 from pipeline.status import RunStatus
-from pipeline.status.collect import READERS
 from pipeline.status.table import COLUMNS, cost_lines
 from pipeline.steps import ROW, STEPS, VARIANT
 from pipeline.tasks import RunModel, ValidateResults
@@ -74,7 +73,7 @@ class CohortData:
 def load(status: RunStatus) -> list[CohortData]:
     """Each row's results and checks, where they exist, from the targets (in the order of
     ``status.cohorts``); on S3 what exists comes from one listing of the date and the
-    files are read ``READERS`` at a time, as ``pipeline status`` does."""
+    files are read ``storage.READERS`` at a time, as ``pipeline status`` does."""
     labels = {
         code: info.get("label", code)
         for code, info in ((status.summary or {}).get("cohorts") or {}).items()
@@ -93,7 +92,7 @@ def load(status: RunStatus) -> list[CohortData]:
             data.checks = storage.read_parquet(checks)
         return data
 
-    with storage.listed(status.work), ThreadPoolExecutor(READERS) as pool:
+    with storage.listed(status.work), ThreadPoolExecutor(storage.READERS) as pool:
         return list(pool.map(one, status.cohorts))
 
 

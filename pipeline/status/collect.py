@@ -32,8 +32,6 @@ from pipeline.tasks.cleanse import known_cohorts
 from pipeline.tasks.params import canonical_program
 from pipeline.warehouse import open_warehouse
 
-READERS = 16  # storage reads in flight while collecting: on S3 each waits on the network
-
 
 def collect(
     date: dt.date,
@@ -51,7 +49,7 @@ def collect(
     the SQL transpiler's import, that ``pipeline run``'s summary does not show).
 
     On an ``s3://`` storage root what exists under the date is answered from one listing
-    of it (``storage.listed``), and the records are read ``READERS`` at a time: at 200
+    of it (``storage.listed``), and the records are read ``storage.READERS`` at a time: at 200
     cohorts that was 3,600 requests one after another (12-14 s on a loopback moto, minutes
     over the internet; docs/operations.md)."""
     layout = Layout.of(date)
@@ -59,7 +57,7 @@ def collect(
     warehouse = survey_task.warehouse
     with (
         storage.listed(layout.base),
-        ThreadPoolExecutor(READERS, thread_name_prefix="status") as pool,
+        ThreadPoolExecutor(storage.READERS, thread_name_prefix="status") as pool,
     ):
         timings = _timings(layout, pool)
         chosen = [canonical_program(p) for p in programs or []] or _programs_run(timings)
