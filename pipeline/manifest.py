@@ -48,7 +48,12 @@ def manifest_columns(manifest: dict[str, Any] | None, spec: ProgramSpec) -> dict
 
 def read_manifest(layout: Layout, cohort: str, spec: ProgramSpec, attempt: str) -> dict | None:
     uri = manifest_uri(layout, cohort, spec, attempt)
-    return storage.read_json(uri) if attempt and storage.exists(uri) else None
+    if not attempt or not storage.exists(uri):
+        return None
+    try:
+        return storage.read_json(uri)
+    except FileNotFoundError:  # removed since it was listed (a rerun)
+        return None
 
 
 def run_rows(layout: Layout, cohort: str, spec: ProgramSpec) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -194,17 +195,20 @@ def _step(
         and record.get("host") == socket.gethostname()
         and not alive(record)
     )
+    failure = None
     if task.complete():
         status.state = "done"
     elif record.get("status") == "running" and alive(record):
         status.state = "running"  # again, after an earlier failure perhaps
     elif storage.exists(layout.failure(task.task_id)):
+        failure = _still_there(storage.read_bytes, layout.failure(task.task_id))
+    if failure is not None:
         status.state = "failed"
-        text = storage.read_bytes(layout.failure(task.task_id)).decode(errors="replace")
+        text = failure.decode(errors="replace")
         lines = text.strip().splitlines()
         status.error = lines[0] if lines else "failed"
         status.detail = "\n".join(lines[1:]) or None
-    elif record.get("status") == "running":
+    elif status.state == "pending" and record.get("status") == "running":
         status.message = (
             f"last seen running on {record.get('host')} (pid {record.get('pid')}) at "
             f"{record.get('started_at')}; that process is gone or not on this machine"
@@ -237,10 +241,20 @@ def _model_step(
 def last_run(task: RunModel) -> dict[str, Any] | None:
     """The final run.json when the model is done, else the latest attempt's, if any."""
     final = task.output()["run"].path
-    if storage.exists(final):
-        return storage.read_json(final)
+    if storage.exists(final) and (run := _still_there(storage.read_json, final)) is not None:
+        return run
     runs = run_records(task.layout, task.cohort, task.spec, interrupted=False)
-    return storage.read_json(runs[-1]) if runs else None
+    return _still_there(storage.read_json, runs[-1]) if runs else None
+
+
+def _still_there(read: Callable[[str], Any], uri: str) -> Any:
+    """``read(uri)`` of a file the date's listing has, or None when it is gone by now: a
+    status sees one moment of a run that goes on (a retry that succeeds removes its
+    failure record, a rerun its outputs)."""
+    try:
+        return read(uri)
+    except FileNotFoundError:
+        return None
 
 
 def run_manifest(task: RunModel, run: dict[str, Any] | None) -> dict[str, Any] | None:

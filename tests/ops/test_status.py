@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.ops.conftest import DATE, Run, free_port
+import pytest
+
+from tests.ops.conftest import DATE, Run, free_port, home_env
 
 
 def test_table_shows_each_cohort_and_step(failed_run: Run) -> None:
@@ -65,3 +67,39 @@ def test_unreachable_scheduler_falls_back_to_targets(failed_run: Run) -> None:
     assert result.returncode == 0
     assert f"luigid at {url} not reachable" in result.stderr
     assert "cohorts: 2 done, 1 failed" in result.stdout
+
+
+def test_records_gone_since_they_were_looked_at_are_not_an_error(
+    failed_run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A status sees one moment of a run that goes on: a retry that succeeds removes its
+    failure record, a rerun the program's run records, between the listing (or the
+    existence check) and the read. The status then shows what is left, and does not
+    stop with a traceback."""
+    import datetime as dt
+
+    from pipeline import storage
+    from pipeline.status import collect
+
+    for key, value in home_env(failed_run.home).items():
+        monkeypatch.setenv(key, value)
+    read_bytes, read_json = storage.read_bytes, storage.read_json
+
+    def gone(read, removed: str):
+        def reading(uri: str):
+            if removed in uri:
+                raise FileNotFoundError(f"no such file: {uri}")
+            return read(uri)
+
+        return reading
+
+    monkeypatch.setattr(storage, "read_bytes", gone(read_bytes, "/logs/failures/"))
+    monkeypatch.setattr(storage, "read_json", gone(read_json, "run.json"))
+    status = collect(dt.date.fromisoformat(DATE), programs=[str(failed_run.spec)])
+    bad, *good = failed_run.codes
+    rows = {row.cohort: row for row in status.cohorts}
+    assert rows[bad].steps["model"].state == "pending"  # its failure record is gone
+    assert rows[bad].steps["model"].error is None
+    assert rows[bad].extra["manifest"] is None  # and its run records
+    for code in good:
+        assert rows[code].state == "done"
