@@ -111,14 +111,19 @@ def result_uri(root: str, name: str, version: str, fingerprint: str) -> str:
     return regress_result(root, f"{name}-{version}-{fingerprint}")
 
 
-PROGRAM_OF_COHORT = """
-SELECT program_name, program_version, program_fingerprint
+# The program builds whose runs produced a date's ingested results: one query for every
+# cohort a command approves.
+BUILDS_OF_DATE = """
+SELECT cohort, COALESCE(variant, '') AS variant, program_name, program_version,
+  program_fingerprint, finished_at
 FROM pipeline_runs
-WHERE run_date = @run_date AND cohort = @cohort AND status = 'succeeded'
-  AND (@variant = '' OR variant = @variant)
-ORDER BY finished_at DESC
-LIMIT 1
+WHERE run_date = @run_date AND status = 'succeeded'
 """
+
+
+def program_builds(warehouse: Any, run_date: Any) -> pd.DataFrame:
+    """The rows ``approval_gate`` looks up a cohort's program build in (``builds``)."""
+    return warehouse.query(BUILDS_OF_DATE, {"run_date": run_date})
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,7 @@ def approval_gate(
     *,
     variant: str | None = None,
     spec: str = "",
+    builds: pd.DataFrame | None = None,
 ) -> Gate:
     """Check the golden cases of the program build whose run produced the cohort's
     ingested results of ``variant`` (``pipeline_runs``; any variant when None or ""):
@@ -164,21 +170,25 @@ def approval_gate(
     approval unless ``accept`` gives a reason (then ``Gate.accepted`` is that reason).
     Results without a program build (ingested before run manifests; or nothing ingested,
     which the warehouse refuses) pass with a note. ``spec`` names the spec to suggest
-    running ``pipeline regress`` on."""
+    running ``pipeline regress`` on; ``builds`` the date's ``program_builds`` when the
+    caller read them already (else they are read here)."""
     from pipeline.errors import WarehouseError
 
     reason = accept.strip()
     try:
-        rows = warehouse.query(
-            PROGRAM_OF_COHORT,
-            {"run_date": run_date, "cohort": cohort, "variant": variant or ""},
-        )
+        builds = program_builds(warehouse, run_date) if builds is None else builds
     except WarehouseError as exc:
         why = f"the program build of cohort {cohort} could not be looked up: {exc}"
         return _refuse_unless_accepted("", None, why, reason, "")
+    rows = builds[builds["cohort"] == cohort]
+    if variant:
+        rows = rows[rows["variant"] == variant]
+    rows = rows.sort_values("finished_at", ascending=False, na_position="last")
     if rows.empty or pd.isna(rows.iloc[0]["program_fingerprint"]):
         return Gate("", None, note="program build unknown: golden cases not checked")
-    name, version, fingerprint = (str(rows.iloc[0][c]) for c in rows.columns[:3])
+    name, version, fingerprint = (
+        str(rows.iloc[0][c]) for c in ("program_name", "program_version", "program_fingerprint")
+    )
     program = f"{name} {version} ({fingerprint})"
     slug = f"{name}-{version}-{fingerprint}"
     uri = result_uri(root, name, version, fingerprint)

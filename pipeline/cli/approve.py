@@ -6,17 +6,16 @@ import argparse
 import contextlib
 import datetime as dt
 import sys
-from typing import Any
 
 from pipeline import config
 from pipeline.cli.run import absolute_path, run_date
 from pipeline.errors import PipelineError, WarehouseError
 from pipeline.layout import Layout
-from pipeline.regress import approval_gate
+from pipeline.regress import approval_gate, program_builds
 from pipeline.tasks.cleanse import known_cohorts, refuse_unknown_cohorts
 from pipeline.tasks.params import canonical_program, load_program
-from pipeline.warehouse import open_warehouse
-from pipeline.warehouse.shared import choose_variant, variants_sql
+from pipeline.warehouse import connections, open_warehouse
+from pipeline.warehouse.shared import choose_variant
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,6 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # One connection to a DuckDB file for the whole command, not one per query: opening
+    # the file and checkpointing it at close were most of a cohort's approval.
+    with connections.shared():
+        return approve(args)
+
+
+def approve(args: argparse.Namespace) -> int:
     uri = args.warehouse or config.warehouse_uri()
     warehouse = open_warehouse(uri)
     date = args.run_date
@@ -97,18 +103,27 @@ def main(args: argparse.Namespace) -> int:
     refused = []
     root = config.storage_root()
     print(f"  golden cases: looking for `pipeline regress` records under {root}")
+    # What every cohort is decided on, read once: a query per cohort, one after another,
+    # was seconds each on BigQuery (the publish transaction still checks what changed).
+    facts = warehouse.approval_facts(date)
+    builds = None
+    with contextlib.suppress(WarehouseError):  # the gate refuses each cohort, saying why
+        builds = program_builds(warehouse, date)
     for cohort in cohorts:
         try:
             # The gate checks the build of the variant that is published, not another one.
-            publish = publishing_variant(warehouse, date, cohort, variant, champion)
+            publish = choose_variant(
+                facts.variants(cohort), variant, run_date=date, cohort=cohort, champion=champion
+            )
         except WarehouseError as exc:
             refused.append(cohort)
             print(f"  {cohort:<20} REFUSED: {exc}", file=sys.stderr)
             continue
         hint = spec if publish and publish in (variant, champion) else ""
         gate = approval_gate(
-            warehouse, root, date, cohort, args.accept_regression, variant=publish, spec=hint
-        )
+            warehouse, root, date, cohort, args.accept_regression, variant=publish, spec=hint,
+            builds=builds,
+        )  # fmt: skip
         if gate.refused:
             refused.append(cohort)
             print(f"  {cohort:<20} REFUSED: {gate.refused}", file=sys.stderr)
@@ -116,7 +131,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             approval = warehouse.approve(
                 date, cohort, args.by, variant=publish or variant, champion=champion,
-                accepted_regression=gate.accepted or None,
+                accepted_regression=gate.accepted or None, facts=facts,
             )  # fmt: skip
         except WarehouseError as exc:
             refused.append(cohort)
@@ -134,16 +149,6 @@ def main(args: argparse.Namespace) -> int:
         f"{warehouse.published_dataset}; clients read its v_* views"
     )
     return 1 if refused else 0
-
-
-def publishing_variant(
-    warehouse: Any, date: dt.date, cohort: str, variant: str | None, champion: str | None
-) -> str:
-    """The variant ``warehouse.approve`` publishes for the cohort (the same choice, from
-    the same rows): the named one, else the champion when ingested, else the only one;
-    "" for rows loaded before variants (or nothing ingested: approve says so)."""
-    found = warehouse.query(variants_sql(), {"run_date": date, "cohort": cohort})
-    return choose_variant(found, variant, run_date=date, cohort=cohort, champion=champion)
 
 
 def check_cohorts(date: dt.date, asked: list[str]) -> None:

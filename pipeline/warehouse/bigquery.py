@@ -742,13 +742,16 @@ class BigQueryWarehouse(WarehouseBase):
             raise
 
     @contextlib.contextmanager
-    def _publisher(self, run_date: dt.date, cohort: str) -> Iterator[_Publisher]:
-        """``approve``'s operations as jobs labelled with the cohort, once both datasets
-        have their tables; failures are WarehouseErrors already."""
+    def _publisher(self, run_date: dt.date, cohort: str | None) -> Iterator[_Publisher]:
+        """``approve``'s operations as jobs labelled with the cohort ("all" for the date's
+        facts), once both datasets have their tables; failures are WarehouseErrors
+        already."""
         self._ensure_layout()
-        yield _Publisher(
-            self, {"run_date": label_value(run_date.isoformat()), "cohort": label_value(cohort)}
-        )
+        labels = {
+            "run_date": label_value(run_date.isoformat()),
+            "cohort": label_value(cohort or "all"),
+        }
+        yield _Publisher(self, labels)
 
 
 class _Publisher:

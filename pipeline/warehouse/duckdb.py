@@ -421,7 +421,7 @@ class DuckDBWarehouse(WarehouseBase):
         return f"{self.path} (schema {STAGING})"
 
     @contextlib.contextmanager
-    def _publisher(self, run_date: dt.date, cohort: str) -> Iterator[_Publisher]:
+    def _publisher(self, run_date: dt.date, cohort: str | None) -> Iterator[_Publisher]:
         """``approve``'s operations on one read-write connection with both datasets'
         tables; a DuckDB error is a WarehouseError saying nothing was published."""
         import duckdb
@@ -431,7 +431,7 @@ class DuckDBWarehouse(WarehouseBase):
                 self._ensure_layout(con)
                 yield _Publisher(self, con)
             except duckdb.Error as exc:
+                doing = f"publishing cohort {cohort}" if cohort else "reading the cohorts"
                 raise WarehouseError(
-                    f"{self.path}: publishing cohort {cohort} of {run_date} failed, nothing was "
-                    f"published: {exc}"
+                    f"{self.path}: {doing} of {run_date} failed, nothing was published: {exc}"
                 ) from None

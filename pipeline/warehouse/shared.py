@@ -111,13 +111,50 @@ def _value(row: pd.Series, name: str) -> Any:
     return None if pd.isna(value) else value
 
 
-def variants_sql() -> str:
-    """The variants of (@run_date, @cohort) in the staging dataset, with their program."""
-    return (
-        f"SELECT {VARIANT_OF_ROW} AS variant, MAX(program_name) AS program_name, "
-        "MAX(program_version) AS program_version FROM validation_checks "
-        "WHERE run_date = @run_date AND cohort = @cohort GROUP BY 1 ORDER BY 1"
-    )
+@dataclass(frozen=True)
+class ApprovalFacts:
+    """What approving cohorts of one run date is decided on, read once for the date (two
+    queries, however many cohorts a command approves): one row per (cohort, variant) of
+    the staging dataset (``sql/approval_facts.sql``) and its rows per table
+    (``loaded_counts_sql``). The publish transaction checks again what could have changed
+    since they were read: a failed error check, a new ingest."""
+
+    run_date: dt.date
+    checks: pd.DataFrame
+    counts: pd.DataFrame
+
+    def variants(self, cohort: str) -> pd.DataFrame:
+        """The cohort's variants with validation checks (``choose_variant``'s choice)."""
+        rows = self.checks[
+            (self.checks["cohort"] == cohort) & (self.checks["validation_checks"] > 0)
+        ]
+        return rows.reset_index(drop=True)
+
+    def check(self, cohort: str, variant: str) -> pd.DataFrame:
+        """The one row ``approval_from_check`` turns into a sign-off or a refusal; with
+        nulls and zeros when nothing of the cohort's variant is in the staging dataset."""
+        rows = self.checks[(self.checks["cohort"] == cohort) & (self.checks["variant"] == variant)]
+        if len(rows):
+            return rows.reset_index(drop=True)
+        survey = self.checks["survey_ingested_at"].max()  # the date's: on every row
+        empty = {c: [None] for c in self.checks.columns}
+        empty.update(cohort=[cohort], variant=[variant], validation_checks=[0], programs=[0],
+                     model_estimates=[0], survey_ingested_at=[survey])  # fmt: skip
+        return pd.DataFrame(empty)
+
+    def rows(self, cohort: str, variant: str) -> dict[str, int]:
+        """The rows publishing copies per published table: the variant's of the variant
+        tables, the cohort's of the others."""
+        counts = self.counts[self.counts["cohort"] == cohort]
+        return {
+            table: int(
+                counts[
+                    (counts["table_name"] == table)
+                    & ((counts["variant"] == variant) if table in VARIANT_TABLES else True)
+                ]["row_count"].sum()
+            )
+            for table in PUBLISHED_TABLES
+        }
 
 
 def choose_variant(
@@ -128,7 +165,7 @@ def choose_variant(
     cohort: str,
     champion: str | None = None,
 ) -> str:
-    """The variant to approve among the ``found`` ones (``variants_sql``): ``wanted``
+    """The variant to approve among the ``found`` ones (``ApprovalFacts.variants``): ``wanted``
     when named; else the ``champion`` (the configured program's slug) when ingested; else
     the only variant when it is the champion-less or pre-variant one. Refuses with what
     there is."""
@@ -173,7 +210,7 @@ def approval_from_check(
     now: dt.datetime | None = None,
     accepted_regression: str | None = None,
 ) -> Approval:
-    """Turn the one row of ``sql/approval_check.sql`` (for ``variant``) into an Approval,
+    """Turn the row of ``ApprovalFacts.check`` (for ``variant``) into an Approval,
     or refuse with a WarehouseError that says why and what to do."""
     if not approved_by.strip():
         raise WarehouseError("--by must name who signs off (e.g. --by 'Jane Doe')")
@@ -298,13 +335,33 @@ class WarehouseBase(ABC):
     _published_for: dict[str, list[tuple[str, str]]] | None = None
 
     @abstractmethod
-    def _publisher(self, run_date: dt.date, cohort: str) -> AbstractContextManager[Publisher]:
-        """The backend's operations for approving one cohort, with both datasets' tables
-        in place; a failure of the backend leaves as a WarehouseError."""
+    def _publisher(
+        self, run_date: dt.date, cohort: str | None
+    ) -> AbstractContextManager[Publisher]:
+        """The backend's operations for approving one cohort (None: for reading the date's
+        facts), with both datasets' tables in place; a failure of the backend leaves as a
+        WarehouseError."""
 
     def _staging_place(self) -> str:
         """Where the staging dataset is, as refusals name it."""
         return self.staging_dataset
+
+    def approval_facts(self, run_date: dt.date) -> ApprovalFacts:
+        """What approving cohorts of ``run_date`` is decided on (``ApprovalFacts``)."""
+        with self._publisher(run_date, None) as publisher:
+            return self._facts(publisher, run_date)
+
+    def _facts(self, publisher: Publisher, run_date: dt.date) -> ApprovalFacts:
+        params = {"run_date": run_date}
+        checks = publisher.select(
+            sql_text("sql/approval_facts.sql", published=self.published_dataset),
+            params,
+            what=f"checking the cohorts of {run_date} before approval",
+        )
+        counts = publisher.select(
+            loaded_counts_sql(), params, what=f"counting the rows of {run_date}"
+        )
+        return ApprovalFacts(run_date, checks, counts)
 
     def approve(
         self,
@@ -315,68 +372,45 @@ class WarehouseBase(ABC):
         variant: str | None = None,
         champion: str | None = None,
         accepted_regression: str | None = None,
+        facts: ApprovalFacts | None = None,
     ) -> Approval:
         """Record the sign-off of (run_date, cohort) with one program ``variant`` (default:
         the ``champion`` when ingested, else the only one) and publish its rows of every
         table from the staging to the published dataset in one transaction; refuses a
         cohort that is not ingested or whose error checks failed (WarehouseError, nothing
-        changes)."""
+        changes). Decided on ``facts`` (``approval_facts``: a command approving many
+        cohorts reads them once), else on facts read now."""
+        if facts is not None and facts.run_date != run_date:
+            raise ValueError(f"facts of {facts.run_date} given to approve {run_date}")
         with self._publisher(run_date, cohort) as publisher:
-            params: dict[str, Any] = {"run_date": run_date, "cohort": cohort}
-            params["variant"] = self._variant_to_approve(publisher, params, variant, champion)
-            approval = self._checked_approval(publisher, params, approved_by, accepted_regression)
-            rows = self._publish(publisher, approval, params)
-        return dataclasses.replace(approval, rows=rows)
+            facts = facts or self._facts(publisher, run_date)
+            chosen = choose_variant(
+                facts.variants(cohort),
+                variant,
+                run_date=run_date,
+                cohort=cohort,
+                champion=champion,
+            )
+            approval = approval_from_check(
+                facts.check(cohort, chosen),
+                run_date=run_date,
+                cohort=cohort,
+                approved_by=approved_by,
+                staging=self._staging_place(),
+                approval_id=uuid.uuid4().hex,
+                variant=chosen,
+                accepted_regression=accepted_regression,
+            )
+            self._publish(publisher, approval)
+        return dataclasses.replace(approval, rows=facts.rows(cohort, chosen))
 
-    def _variant_to_approve(
-        self,
-        publisher: Publisher,
-        params: Mapping[str, Any],
-        wanted: str | None,
-        champion: str | None,
-    ) -> str:
-        """The variant to publish among those ingested (``choose_variant``)."""
-        run_date, cohort = params["run_date"], params["cohort"]
-        found = publisher.select(
-            variants_sql(), params, what=f"listing the variants of cohort {cohort} of {run_date}"
-        )
-        return choose_variant(found, wanted, run_date=run_date, cohort=cohort, champion=champion)
-
-    def _checked_approval(
-        self,
-        publisher: Publisher,
-        params: Mapping[str, Any],
-        approved_by: str,
-        accepted_regression: str | None,
-    ) -> Approval:
-        """The sign-off of the chosen variant, or a refusal saying why
-        (``approval_from_check``)."""
-        run_date, cohort = params["run_date"], params["cohort"]
-        check = publisher.select(
-            sql_text("sql/approval_check.sql", published=self.published_dataset),
-            params,
-            what=f"checking cohort {cohort} of {run_date} before approval",
-        )
-        return approval_from_check(
-            check,
-            run_date=run_date,
-            cohort=cohort,
-            approved_by=approved_by,
-            staging=self._staging_place(),
-            approval_id=uuid.uuid4().hex,
-            variant=params["variant"],
-            accepted_regression=accepted_regression,
-        )
-
-    def _publish(
-        self, publisher: Publisher, approval: Approval, params: Mapping[str, Any]
-    ) -> dict[str, int]:
+    def _publish(self, publisher: Publisher, approval: Approval) -> None:
         """Give the published tables the staging tables' columns, (re)create the views
-        and run the publish transaction; returns the rows it copies per table. The tables
-        and views are made again only when the staging columns differ from the ones this
-        object made them for: ``pipeline approve`` of a delivery approves its cohorts one
-        after another, and doing it for each was 7 table updates and a script of 5 view
-        statements per cohort (on BigQuery, seconds each)."""
+        and run the publish transaction. The tables and views are made again only when
+        the staging columns differ from the ones this object made them for: ``pipeline
+        approve`` of a delivery approves its cohorts one after another, and doing it for
+        each was 7 table updates and a script of 5 view statements per cohort (on
+        BigQuery, seconds each)."""
         columns = {table: publisher.staged_columns(table) for table in PUBLISHED_TABLES}
         if columns != self._published_for:
             for table, cols in columns.items():
@@ -388,9 +422,6 @@ class WarehouseBase(ABC):
                 what=f"creating the clients' views in {self.published_dataset}",
             )
             self._published_for = columns
-        counted = publisher.select(
-            counts_sql(), params, what=f"counting rows of cohort {approval.cohort}"
-        )
         script = publish_script(
             self.staging_dataset,
             self.published_dataset,
@@ -403,7 +434,6 @@ class WarehouseBase(ABC):
             what=f"publishing cohort {approval.cohort} of {approval.run_date} to "
             f"{self.published_dataset}; rolled back, nothing was published",
         )
-        return {str(r.table_name): int(r.row_count) for r in counted.itertuples()}
 
 
 def merge_status(ingested: pd.DataFrame, approved: pd.DataFrame) -> pd.DataFrame:
@@ -423,17 +453,6 @@ def empty_status() -> pd.DataFrame:
     return merge_status(
         pd.DataFrame({"cohort": pd.Series(dtype="string"), "ingested_at": pd.Series()}),
         pd.DataFrame(),
-    )
-
-
-def counts_sql() -> str:
-    """Rows of (@run_date, @cohort) per published table in the staging dataset, of
-    @variant for the variant tables: what publishing copies."""
-    return "\nUNION ALL\n".join(
-        f"SELECT '{table}' AS table_name, COUNT(*) AS row_count FROM {table} "
-        "WHERE run_date = @run_date AND cohort = @cohort"
-        + (f" AND {VARIANT_OF_ROW} = @variant" if table in VARIANT_TABLES else "")
-        for table in PUBLISHED_TABLES
     )
 
 

@@ -494,7 +494,9 @@ def test_approve_publishes_in_one_transaction_with_the_sign_off(
     before = len(bq.queries())
     bq_warehouse.approve(D1, "a", "Jane Doe")
     jobs = [r.body for r in bq.job_inserts("query")][before:]
-    views, publish = jobs[-3], jobs[-1]
+    # The date's facts (two queries), the clients' views, the publish transaction.
+    assert len(jobs) == 4
+    views, publish = jobs[-2], jobs[-1]
     assert "CREATE OR REPLACE VIEW `test-project.survey_published.v_estimates` AS" in query_of(
         views
     )

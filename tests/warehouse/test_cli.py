@@ -18,7 +18,7 @@ from pipeline.warehouse import open_warehouse
 from pipeline.warehouse.qa import Thresholds, check_files, failures, run_qa
 from pipeline.warehouse.schema import survey_reference_tables
 from tests.warehouse.bqfake import FakeBigQuery
-from tests.warehouse.helpers import BQ_URI, results, survey
+from tests.warehouse.helpers import BQ_URI, DATASET, PROJECT, results, survey
 
 D1 = dt.date(2026, 11, 22)
 
@@ -150,3 +150,33 @@ def test_row_counts_match_a_real_cleansing(tmp_path: Path) -> None:
     assert len(counts) == len(cleansed.summary["cohorts"]) + 1  # + rejections of no cohort
     assert counts["passed"].all(), counts.to_string()
     assert failures(qa).empty
+
+
+def test_approving_a_delivery_on_bigquery_queries_once_per_date_not_per_cohort(
+    bq: FakeBigQuery, capsys
+) -> None:
+    """What approve decides on (variants, checks, row counts, program builds) is read in
+    a few queries for the date; then each cohort costs its publish transaction only."""
+    wh = open_warehouse(BQ_URI)
+    good = ["a", "b", "c", "d"]
+    wh.replace(D1, None, survey(dict.fromkeys([*good, "e"], 2)))
+    for code in good:
+        wh.replace(D1, code, results([10, 20]))
+    wh.replace(D1, "e", results([], passed=False))
+    before = len(bq.queries())
+    args = ["approve", "--run-date", "2026-11-22", "--by", "Jane", "--warehouse", BQ_URI]
+    assert main(args) == 1  # e is refused
+    out = capsys.readouterr()
+    assert "4 of 5 cohort(s) published" in out.out
+    assert "e                    REFUSED: cohort e of 2026-11-22 cannot be approved" in out.err
+    queries = bq.queries()[before:]
+    publishes = [q for q in queries if q.startswith("BEGIN TRANSACTION;")]
+    assert len(publishes) == len(good)
+    # The rest is per command: the cohorts, the facts, the builds, the clients' views.
+    others = [q for q in queries if q not in publishes]
+    assert len(others) <= 6, others
+    assert not [q for q in others if "@cohort" in q]
+    estimates = f'"{PROJECT}"."{DATASET}_published".model_estimates'
+    assert bq.sql(f"SELECT cohort, COUNT(*) FROM {estimates} GROUP BY 1 ORDER BY 1") == [
+        (code, 2) for code in good
+    ]

@@ -247,3 +247,18 @@ def test_qa_compares_estimates_with_the_previous_published_delivery(
     # A looser threshold turns the error into a warning.
     loose = run_qa(warehouse, D1, Thresholds(0.2, 2.0)).set_index(["check", "cohort"])
     assert loose.loc[("estimates_vs_previous", "b"), "severity"] == "warning"
+
+
+def test_a_reingest_after_the_facts_were_read_is_not_published(warehouse: Warehouse) -> None:
+    """`pipeline approve` reads what it decides on once for the date, then publishes one
+    cohort after another: a cohort re-ingested in between is refused by the publish
+    transaction, which checks again, and nothing of it is published."""
+    ingest(warehouse, D1, {"a": [1, 2], "b": [3]})
+    facts = warehouse.approval_facts(D1)
+    warehouse.replace(D1, "a", results([3, 4, 5], version="1.1"))
+    with pytest.raises(WarehouseError, match="cohort a was re-ingested while being approved"):
+        warehouse.approve(D1, "a", "Jane", facts=facts)
+    assert warehouse.approve(D1, "b", "Jane", facts=facts).rows["model_estimates"] == 1
+    assert select(warehouse, "SELECT cohort FROM `{published}.approvals`") == [("b",)]
+    assert warehouse.approve(D1, "a", "Jane").program_version == "1.1"  # read again
+    assert select(warehouse, "SELECT COUNT(*) FROM `{published}.model_estimates`") == [(4,)]
