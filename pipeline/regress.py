@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,6 +163,7 @@ def approval_gate(
     variant: str | None = None,
     spec: str = "",
     builds: pd.DataFrame | None = None,
+    find: Callable[[str, str, str, str], dict[str, Any] | None] | None = None,
 ) -> Gate:
     """Check the golden cases of the program build whose run produced the cohort's
     ingested results of ``variant`` (``pipeline_runs``; any variant when None or ""):
@@ -171,7 +173,8 @@ def approval_gate(
     Results without a program build (ingested before run manifests; or nothing ingested,
     which the warehouse refuses) pass with a note. ``spec`` names the spec to suggest
     running ``pipeline regress`` on; ``builds`` the date's ``program_builds`` when the
-    caller read them already (else they are read here)."""
+    caller read them already (else they are read here); ``find`` looks up the record
+    (``find_result``; a command gating many cohorts of one build passes it cached)."""
     from pipeline.errors import WarehouseError
 
     reason = accept.strip()
@@ -192,7 +195,7 @@ def approval_gate(
     program = f"{name} {version} ({fingerprint})"
     slug = f"{name}-{version}-{fingerprint}"
     uri = result_uri(root, name, version, fingerprint)
-    result = find_result(root, name, version, fingerprint)
+    result = (find or find_result)(root, name, version, fingerprint)
     if result is None:
         why = (
             f"{program} (spec {slug}) has no passing golden-case record: no `pipeline "

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import sys
 
 from pipeline import config
 from pipeline.cli.run import absolute_path, run_date
 from pipeline.errors import PipelineError, WarehouseError
 from pipeline.layout import Layout
-from pipeline.regress import approval_gate, program_builds
+from pipeline.regress import approval_gate, find_result, program_builds
 from pipeline.tasks.cleanse import known_cohorts, refuse_unknown_cohorts
 from pipeline.tasks.params import canonical_program, load_program
 from pipeline.warehouse import connections, open_warehouse
@@ -109,6 +110,7 @@ def approve(args: argparse.Namespace) -> int:
     builds = None
     with contextlib.suppress(WarehouseError):  # the gate refuses each cohort, saying why
         builds = program_builds(warehouse, date)
+    find = functools.cache(find_result)  # the cohorts of a delivery share their builds
     for cohort in cohorts:
         try:
             # The gate checks the build of the variant that is published, not another one.
@@ -122,7 +124,7 @@ def approve(args: argparse.Namespace) -> int:
         hint = spec if publish and publish in (variant, champion) else ""
         gate = approval_gate(
             warehouse, root, date, cohort, args.accept_regression, variant=publish, spec=hint,
-            builds=builds,
+            builds=builds, find=find,
         )  # fmt: skip
         if gate.refused:
             refused.append(cohort)

@@ -94,11 +94,18 @@ def run_make(step: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )  # fmt: skip
 
 
-def deliver(uri: str, spec: ProgramSpec, *, later: bool = False) -> None:
-    """A delivered (ingested, not approved) cohort ``a`` of D1 with results of ``spec``'s
-    build, as its variant."""
+def deliver(
+    uri: str,
+    spec: ProgramSpec,
+    *,
+    later: bool = False,
+    cohort: str = "a",
+    cohorts: list[str] | None = None,
+) -> None:
+    """A delivered (ingested, not approved) ``cohort`` of D1 (of the survey of
+    ``cohorts``) with results of ``spec``'s build, as its variant."""
     warehouse = open_warehouse(uri)
-    warehouse.replace(D1, None, survey({"a": 3}))
+    warehouse.replace(D1, None, survey(dict.fromkeys(cohorts or [cohort], 3)))
     data = results([10.0, 20.0])
     for name in data:
         data[name] = data[name].assign(
@@ -109,7 +116,7 @@ def deliver(uri: str, spec: ProgramSpec, *, later: bool = False) -> None:
     if later:
         runs["finished_at"] = runs["finished_at"] + pd.Timedelta(hours=1)
     data["pipeline_runs"] = runs
-    warehouse.replace(D1, "a", data, variant=spec.slug)
+    warehouse.replace(D1, cohort, data, variant=spec.slug)
 
 
 def approvals(uri: str) -> list[list[object]]:
@@ -256,3 +263,33 @@ def test_make_regress_on_a_laptop_records_under_the_local_root(tmp_path: Path) -
     assert made.returncode == 0, made.stdout + made.stderr
     record = tmp_path / "work" / "regress" / spec.slug / "result.json"
     assert record.is_file() and f"recorded in {record}" in made.stdout
+
+
+def test_a_delivery_of_one_build_reads_its_record_once(
+    tmp_path: Path, s3: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every cohort of a delivery is gated on the same build's record: approve reads it
+    from the storage root once, not once per cohort (two requests each, to S3 from
+    wherever approve runs)."""
+    from pipeline import storage
+    from pipeline.cli import main
+    from tests.cloud.test_storage_s3 import requests_made
+
+    spec_path = golden_noop(tmp_path, expected_y=55.0)
+    spec = load_spec(spec_path)
+    root = f"s3://{BUCKET}/survey-pipeline/work"
+    passed = pipeline(tmp_path, "regress", "--program", str(spec_path), "--root", root, **s3)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    uri = f"duckdb://{tmp_path / 'warehouse.duckdb'}"
+    codes = ["a", "b", "c"]
+    for code in codes:
+        deliver(uri, spec, cohort=code, cohorts=codes)
+    for key, value in {**s3, "PIPELINE_STORAGE_ROOT": root}.items():
+        monkeypatch.setenv(key, value)
+    made = requests_made(storage.s3_client())
+    args = ["approve", "--run-date", str(D1), "--by", "Jane", "--warehouse", uri]
+    assert main([*args, "--variant", spec.slug]) == 0
+    # the record (a HEAD and a GET), and the date's raw-file pin that --cohort codes are
+    # checked against (a HEAD and a LIST), once for the command
+    assert made.count("GetObject") == 1 and len(made) <= 4, made
+    assert approvals(uri) == [["Jane", spec.slug, None]] * len(codes)
