@@ -172,7 +172,8 @@ def _status_table(status: RunStatus) -> str:
 
 
 def _estimates(cohorts: list[CohortData]) -> str:
-    parts = []
+    parts: list[str | None] = []  # None: the next chart drawn
+    drawn = []
     for cohort in cohorts:
         parts.append(f"<h3>{escape(cohort.label)} <span class='muted'>({escape(cohort.code)})"
                      "</span></h3>")  # fmt: skip
@@ -194,15 +195,13 @@ def _estimates(cohorts: list[CohortData]) -> str:
             )
             for r in cohort.results.to_dict("records")
         ]
-        parts.append(
-            charts.forest(
-                rows,
-                title="estimate and confidence interval per treatment",
-                label=f"estimates of {cohort.code}",
-            )
-        )
-        parts.append(_values_table(rows))
-    return "".join(parts) or "<p class='muted'>no cohorts</p>"
+        title = "estimate and confidence interval per treatment"
+        drawn.append((rows, title, f"estimates of {cohort.code}"))
+        parts += [None, _values_table(rows)]
+    svgs = iter(charts.forests(drawn))
+    return "".join(next(svgs) if p is None else p for p in parts) or (
+        "<p class='muted'>no cohorts</p>"
+    )
 
 
 def _values_table(rows: list[charts.Interval]) -> str:

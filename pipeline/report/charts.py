@@ -22,9 +22,12 @@ import functools
 import importlib.util
 import io
 import math
+import multiprocessing
+import os
 import re
 import unicodedata
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
@@ -41,6 +44,7 @@ from pipeline.steps import DATE, STEPS, VARIANT
 WIDTH_IN = 7.5  # 720 CSS px
 ROW_IN = 0.32
 LABEL_COLUMNS = 30  # wrap y labels at this many columns (a CJK character takes two)
+MIN_CHARTS_PER_WORKER = 8  # fewer are drawn here: a process is not worth its start
 BLUE, RED, GREY = "#4e79a7", "#c62828", "#777777"
 # The timeline shows the date's steps and each variant's (pipeline.steps), a colour each.
 TIMELINE_STEPS = tuple(step.name for step in STEPS if step.scope in (DATE, VARIANT))
@@ -126,6 +130,24 @@ def forest(rows: Sequence[Interval], *, title: str, label: str) -> str:
         if min(values) < 0 < max(values):
             ax.axvline(0, color=GREY, linewidth=0.8, zorder=0)
         return _svg(fig, label, tips)
+
+
+def forests(charts: Sequence[tuple[Sequence[Interval], str, str]]) -> list[str]:
+    """``forest(rows, title=title, label=label)`` of each (rows, title, label), in order,
+    drawn on every core: a report of a wide delivery has a chart per cohort and variant
+    (600 at 200 cohorts × 2 variants, about 55 ms each), and drawing holds the GIL, so
+    the charts are drawn by forked processes (the same bytes as drawn here)."""
+    workers = min(os.cpu_count() or 1, len(charts) // MIN_CHARTS_PER_WORKER)
+    if workers < 2:
+        return [_forest(chart) for chart in charts]
+    fork = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=fork) as pool:
+        return list(pool.map(_forest, charts, chunksize=MIN_CHARTS_PER_WORKER))
+
+
+def _forest(chart: tuple[Sequence[Interval], str, str]) -> str:
+    rows, title, label = chart
+    return forest(rows, title=title, label=label)
 
 
 def bars(items: Sequence[tuple[str, float]], *, title: str, label: str, total=None) -> str:

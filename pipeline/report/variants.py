@@ -31,7 +31,7 @@ def variants_chart(results: dict[str, dict[str, pd.DataFrame]]) -> str:
     estimate and interval per variant, so a reader sees where variants disagree."""
     variants = list(results)
     cohorts = sorted({cohort for by_cohort in results.values() for cohort in by_cohort})
-    parts = []
+    drawn = []
     for cohort in cohorts:
         rows = []
         treatments = sorted(
@@ -57,12 +57,10 @@ def variants_chart(results: dict[str, dict[str, pd.DataFrame]]) -> str:
                         flagged=not (low <= est <= high),
                     )
                 )  # fmt: skip
-        parts.append(
-            charts.forest(rows, title=cohort, label=f"{cohort}: estimates of each variant")
-        )
-    if not parts:
+        drawn.append((rows, cohort, f"{cohort}: estimates of each variant"))
+    if not drawn:
         return "<p class='muted'>No variant has results yet.</p>"
-    return "".join(parts)
+    return "".join(charts.forests(drawn))
 
 
 def variants_section(status: RunStatus, cohorts: list[Any]) -> str:

@@ -198,3 +198,16 @@ def test_other_commands_do_not_import_matplotlib() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             timeout=60, check=True)  # fmt: skip
     assert result.stdout.strip() == "False"
+
+
+def test_a_wide_reports_charts_are_drawn_in_processes_the_same_and_in_order() -> None:
+    """A report of 200 cohorts draws hundreds of forest charts: on more than one core
+    they are drawn by forked processes, byte for byte what one process draws, in order."""
+    wanted = [
+        ([charts.Interval(f"t{k}", 10.0 * i + k, 10.0 * i, 10.0 * i + 9) for k in range(3)],
+         f"cohort {i}", f"estimates of c{i}")
+        for i in range(3 * charts.MIN_CHARTS_PER_WORKER)
+    ]  # fmt: skip
+    drawn = charts.forests(wanted)
+    assert drawn == [charts.forest(rows, title=t, label=label) for rows, t, label in wanted]
+    assert len(set(drawn)) == len(wanted)
