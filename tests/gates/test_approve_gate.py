@@ -286,6 +286,9 @@ def test_a_delivery_of_one_build_reads_its_record_once(
         deliver(uri, spec, cohort=code, cohorts=codes)
     for key, value in {**s3, "PIPELINE_STORAGE_ROOT": root}.items():
         monkeypatch.setenv(key, value)
+    # The process's S3 client is made once, for the endpoint of the first test that used
+    # it: this one needs its own (this directory's moto server).
+    monkeypatch.setattr(storage, "_client", None)
     made = requests_made(storage.s3_client())
     args = ["approve", "--run-date", str(D1), "--by", "Jane", "--warehouse", uri]
     assert main([*args, "--variant", spec.slug]) == 0
