@@ -15,8 +15,8 @@ from pipeline.layout import Layout
 from pipeline.regress import approval_gate, find_result, program_builds
 from pipeline.tasks.cleanse import known_cohorts, refuse_unknown_cohorts
 from pipeline.tasks.params import canonical_program, load_program
-from pipeline.warehouse import connections, open_warehouse
-from pipeline.warehouse.shared import choose_variant
+from pipeline.warehouse import Approval, connections, open_warehouse
+from pipeline.warehouse.shared import PUBLISH_BATCH, choose_variant
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="sign off cohorts of a run date and publish them to the clients' views",
         description="Record who signs off which cohort's results (and of which program "
         "variant), and copy that cohort's rows of every table from the staging to the "
-        "published dataset in one transaction per cohort — of one variant only: the "
+        "published dataset — all of a cohort's tables or none, in transactions of up to "
+        f"{PUBLISH_BATCH} cohorts (one that fails is tried again in halves, so a refused "
+        "cohort does not hold back the others) — of "
+        "one variant only: the "
         "champion ([pipeline] program) unless --program or --variant names another. "
         "Cohorts that are not ingested or whose error checks failed are refused and stay "
         "unpublished, and so are cohorts whose program build has no passing golden-case "
@@ -111,27 +114,21 @@ def approve(args: argparse.Namespace) -> int:
     with contextlib.suppress(WarehouseError):  # the gate refuses each cohort, saying why
         builds = program_builds(warehouse, date)
     find = functools.cache(find_result)  # the cohorts of a delivery share their builds
+    checked: list[tuple[Approval, str]] = []  # with the gate's note
     for cohort in cohorts:
         try:
             # The gate checks the build of the variant that is published, not another one.
             publish = choose_variant(
                 facts.variants(cohort), variant, run_date=date, cohort=cohort, champion=champion
             )
-        except WarehouseError as exc:
-            refused.append(cohort)
-            print(f"  {cohort:<20} REFUSED: {exc}", file=sys.stderr)
-            continue
-        hint = spec if publish and publish in (variant, champion) else ""
-        gate = approval_gate(
-            warehouse, root, date, cohort, args.accept_regression, variant=publish, spec=hint,
-            builds=builds, find=find,
-        )  # fmt: skip
-        if gate.refused:
-            refused.append(cohort)
-            print(f"  {cohort:<20} REFUSED: {gate.refused}", file=sys.stderr)
-            continue
-        try:
-            approval = warehouse.approve(
+            hint = spec if publish and publish in (variant, champion) else ""
+            gate = approval_gate(
+                warehouse, root, date, cohort, args.accept_regression, variant=publish,
+                spec=hint, builds=builds, find=find,
+            )  # fmt: skip
+            if gate.refused:
+                raise WarehouseError(gate.refused)
+            approval = warehouse.check_approval(
                 date, cohort, args.by, variant=publish or variant, champion=champion,
                 accepted_regression=gate.accepted or None, facts=facts,
             )  # fmt: skip
@@ -139,13 +136,25 @@ def approve(args: argparse.Namespace) -> int:
             refused.append(cohort)
             print(f"  {cohort:<20} REFUSED: {exc}", file=sys.stderr)
             continue
-        rows = ", ".join(f"{n:,} {table}" for table, n in approval.rows.items() if n)
+        checked.append((approval, gate.note))
+    if checked:
+        # Together: one transaction for many cohorts, where BigQuery ran each cohort's
+        # statements as child jobs of their own, seconds each.
+        print(f"  publishing {len(checked)} cohort(s)")
+    outcomes = warehouse.publish([approval for approval, _ in checked])
+    for (approval, note), outcome in zip(checked, outcomes, strict=True):
+        cohort = approval.cohort
+        if isinstance(outcome, WarehouseError):
+            refused.append(cohort)
+            print(f"  {cohort:<20} REFUSED: {outcome}", file=sys.stderr)
+            continue
+        rows = ", ".join(f"{n:,} {table}" for table, n in outcome.rows.items() if n)
         print(
-            f"  {cohort:<20} approved ({approval.program_name} {approval.program_version}"
-            f"{', ' + approval.variant if approval.variant else ''}), published: {rows}"
+            f"  {cohort:<20} approved ({outcome.program_name} {outcome.program_version}"
+            f"{', ' + outcome.variant if outcome.variant else ''}), published: {rows}"
         )
-        if gate.note:
-            print(f"  {'':<20} golden cases: {gate.note}")
+        if note:
+            print(f"  {'':<20} golden cases: {note}")
     print(
         f"  {len(cohorts) - len(refused)} of {len(cohorts)} cohort(s) published to "
         f"{warehouse.published_dataset}; clients read its v_* views"

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import pandas as pd
 
-from pipeline.errors import ConfigError
-from pipeline.warehouse.shared import STATUS_COLUMNS, Approval
+from pipeline.errors import ConfigError, WarehouseError
+from pipeline.warehouse.shared import STATUS_COLUMNS, Approval, ApprovalFacts
 
 __all__ = ["STATUS_COLUMNS", "Approval", "Warehouse", "open_warehouse", "warehouse_id"]
 
@@ -57,6 +57,30 @@ class Warehouse(Protocol):
         """One row per cohort ingested for ``run_date``: ``cohort, ingested_at,
         approved_by, approved_at, program_version, published_at, variant`` (its latest sign-off;
         nulls where not approved/published), ordered by cohort."""
+        ...
+
+    def approval_facts(self, run_date: dt.date) -> ApprovalFacts:
+        """What approving cohorts of ``run_date`` is decided on, read once for the date."""
+        ...
+
+    def check_approval(
+        self,
+        run_date: dt.date,
+        cohort: str,
+        approved_by: str,
+        *,
+        variant: str | None = None,
+        champion: str | None = None,
+        accepted_regression: str | None = None,
+        facts: ApprovalFacts | None = None,
+    ) -> Approval:
+        """The sign-off ``approve`` would publish, decided on ``facts`` (else read now);
+        nothing is written. Refuses as ``approve`` does."""
+        ...
+
+    def publish(self, approvals: Sequence[Approval]) -> list[Approval | WarehouseError]:
+        """Publish checked sign-offs of one run date, many cohorts per transaction; a
+        cohort refused inside a transaction is refused alone. Returns each one's outcome."""
         ...
 
     def approve(

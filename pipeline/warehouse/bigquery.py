@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,7 +160,13 @@ def parquet_bytes(frame: pd.DataFrame, schema: list[tuple[str, str]]) -> bytes:
     return buffer.getvalue()
 
 
-def _parameter(name: str, value: Any) -> bigquery.ScalarQueryParameter:
+def _parameter(name: str | None, value: Any) -> Any:
+    """A query parameter of ``value``'s type; a non-empty list of dicts is an
+    ARRAY<STRUCT> (``@approvals``), its fields typed by their values (None: STRING)."""
+    if isinstance(value, list):
+        items = [bigquery.StructQueryParameter(None, *(_parameter(k, v) for k, v in d.items()))
+                 for d in value]  # fmt: skip
+        return bigquery.ArrayQueryParameter(name, "STRUCT", items)
     if isinstance(value, pd.Timestamp):
         value = value.to_pydatetime()
     if isinstance(value, bool):
@@ -742,14 +748,15 @@ class BigQueryWarehouse(WarehouseBase):
             raise
 
     @contextlib.contextmanager
-    def _publisher(self, run_date: dt.date, cohort: str | None) -> Iterator[_Publisher]:
-        """``approve``'s operations as jobs labelled with the cohort ("all" for the date's
-        facts), once both datasets have their tables; failures are WarehouseErrors
-        already."""
+    def _publisher(self, run_date: dt.date, cohorts: Sequence[str]) -> Iterator[_Publisher]:
+        """``approve``'s operations as jobs labelled with the cohort (when one; "all" for
+        the date's facts, "several" for a transaction of several cohorts), once both
+        datasets have their tables; failures are WarehouseErrors already."""
         self._ensure_layout()
+        cohort = cohorts[0] if len(cohorts) == 1 else "several" if cohorts else "all"
         labels = {
             "run_date": label_value(run_date.isoformat()),
-            "cohort": label_value(cohort or "all"),
+            "cohort": label_value(cohort),
         }
         yield _Publisher(self, labels)
 

@@ -14,7 +14,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from pipeline.warehouse.shared import (
     empty_status,
     loaded_counts_sql,
     merge_status,
+    named_cohorts,
     previous_estimates_sql,
     scope_sql,
     sql_text,
@@ -59,7 +60,11 @@ def _quote(name: str) -> str:
 
 def _param(value: Any) -> Any:
     # DuckDB converts aware datetimes through pytz; connections run in UTC, so naive UTC
-    # values mean the same instant.
+    # values mean the same instant. A list of dicts is an ARRAY<STRUCT> (``@approvals``).
+    if isinstance(value, list):
+        return [_param(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _param(v) for k, v in value.items()}
     if isinstance(value, pd.Timestamp):
         value = value.to_pydatetime()
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
@@ -421,7 +426,7 @@ class DuckDBWarehouse(WarehouseBase):
         return f"{self.path} (schema {STAGING})"
 
     @contextlib.contextmanager
-    def _publisher(self, run_date: dt.date, cohort: str | None) -> Iterator[_Publisher]:
+    def _publisher(self, run_date: dt.date, cohorts: Sequence[str]) -> Iterator[_Publisher]:
         """``approve``'s operations on one read-write connection with both datasets'
         tables; a DuckDB error is a WarehouseError saying nothing was published."""
         import duckdb
@@ -431,7 +436,7 @@ class DuckDBWarehouse(WarehouseBase):
                 self._ensure_layout(con)
                 yield _Publisher(self, con)
             except duckdb.Error as exc:
-                doing = f"publishing cohort {cohort}" if cohort else "reading the cohorts"
+                doing = f"publishing {named_cohorts(cohorts)}" if cohorts else "reading the cohorts"
                 raise WarehouseError(
                     f"{self.path}: {doing} of {run_date} failed, nothing was published: {exc}"
                 ) from None

@@ -11,7 +11,7 @@ import dataclasses
 import datetime as dt
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from importlib import resources
@@ -36,6 +36,10 @@ STATUS_COLUMNS = (
 # How SQL compares a row's variant with @variant: rows loaded before variants existed
 # (NULL) are the variant ''.
 VARIANT_OF_ROW = "COALESCE(variant, '')"
+# The most cohorts one publish transaction signs off: a BigQuery script's statements each
+# run as a child job, seconds each, so a delivery's cohorts are published together, in
+# bounded transactions (query parameters and DML sizes stay small).
+PUBLISH_BATCH = 100
 
 
 def sql_text(name: str, *, published: str) -> str:
@@ -89,20 +93,10 @@ class Approval:
     rows: dict[str, int] = field(default_factory=dict)
     accepted_regression: str | None = None
 
-    def params(self) -> dict[str, Any]:
-        """Query parameters of the publish transaction."""
+    def struct(self) -> dict[str, Any]:
+        """The sign-off as one element of the publish transaction's ``@approvals``."""
         return {
-            "run_date": self.run_date,
-            "cohort": self.cohort,
-            "approved_by": self.approved_by,
-            "approved_at": self.approved_at,
-            "program_name": self.program_name,
-            "program_version": self.program_version,
-            "ingested_at": self.ingested_at,
-            "approval_id": self.approval_id,
-            "variant": self.variant,
-            "program_fingerprint": self.program_fingerprint,
-            "accepted_regression": self.accepted_regression,
+            c: getattr(self, c) for c in APPROVAL_COLUMNS if c not in ("run_date", "published_at")
         }
 
 
@@ -258,48 +252,78 @@ def approval_from_check(
 
 
 def publish_script(staging: str, published: str, columns: dict[str, list[str]]) -> str:
-    """The publish transaction of one cohort and variant (BigQuery dialect, query
-    parameters ``@run_date, @cohort, @variant, @ingested_at, @approved_by, @approved_at,
-    @program_name, @program_version, @program_fingerprint, @approval_id,
-    @accepted_regression``): re-checks inside the transaction that the variant's error
-    checks passed and that it was not re-ingested since the approval was checked, then
-    replaces the cohort's rows of every published table by the staging rows — of the
-    approved variant only, so the published dataset never mixes variants — and records
-    the sign-off. ``columns`` gives each table's staging columns."""
-    scope = "run_date = @run_date AND cohort = @cohort"
-    chosen = f"{scope} AND {VARIANT_OF_ROW} = @variant"
+    """The publish transaction of a batch of sign-offs of one run date (BigQuery dialect,
+    query parameters ``@run_date`` and ``@approvals``: an array of ``Approval.struct()``,
+    one per cohort). Re-checks inside the transaction, for every cohort, that its
+    variant's error checks passed and that it was not re-ingested since the approval was
+    checked — naming the first cohort that fails either, and then nothing is published —
+    then replaces the cohorts' rows of every published table by the staging rows — of
+    each cohort's approved variant only, so the published dataset never mixes variants —
+    and records the sign-offs. Set-based: the same statements for one cohort or hundreds.
+    ``columns`` gives each table's staging columns."""
+    approving = "UNNEST(@approvals) AS a"
+    by_variant = f"a.cohort = s.cohort AND a.variant = {_variant_of('s')}"
+
+    def refuse(offending: str, message: str) -> str:
+        # ERROR() fails the query, and BigQuery rolls the transaction back.
+        return (
+            f"SELECT IF(bad IS NULL, NULL, ERROR(CONCAT('cohort ', bad, {message}))) "
+            f"FROM (SELECT MIN(a.cohort) AS bad FROM {approving} {offending});"
+        )
+
     lines = [
         "BEGIN TRANSACTION;",
-        # ERROR() fails the query, and BigQuery rolls the transaction back.
-        f"SELECT IF(EXISTS(SELECT 1 FROM {quote(f'{staging}.validation_checks')} "
-        f"WHERE {chosen} AND severity = 'error' AND NOT passed), "
-        "ERROR(CONCAT('cohort ', @cohort, ' has failed error checks: not published')), NULL);",
-        f"SELECT IF((SELECT MAX(ingested_at) FROM {quote(f'{staging}.ingest_log')} "
-        f"WHERE {chosen}) IS DISTINCT FROM @ingested_at, "
-        "ERROR(CONCAT('cohort ', @cohort, ' was re-ingested while being approved: '"
-        ", 'not published; check it again and re-run pipeline approve')), NULL);",
+        refuse(
+            f"JOIN {quote(f'{staging}.validation_checks')} AS s ON {by_variant} "
+            "WHERE s.run_date = @run_date AND s.severity = 'error' AND NOT s.passed",
+            "' has failed error checks: not published'",
+        ),
+        refuse(
+            f"LEFT JOIN (SELECT s.cohort, {_variant_of('s')} AS variant, MAX(s.ingested_at) "
+            f"AS ingested_at FROM {quote(f'{staging}.ingest_log')} AS s "
+            "WHERE s.run_date = @run_date GROUP BY 1, 2) AS l "
+            "ON l.cohort = a.cohort AND l.variant = a.variant "
+            "WHERE l.ingested_at IS DISTINCT FROM a.ingested_at",
+            "' was re-ingested while being approved: not published; check it again and "
+            "re-run pipeline approve'",
+        ),
     ]
     for table in PUBLISHED_TABLES:
         cols = ", ".join(quote(c) for c in columns[table])
+        picked = by_variant if table in VARIANT_TABLES else "a.cohort = s.cohort"
         lines += [
-            f"DELETE FROM {quote(f'{published}.{table}')} WHERE {scope};",
+            f"DELETE FROM {quote(f'{published}.{table}')} WHERE run_date = @run_date "
+            f"AND cohort IN (SELECT a.cohort FROM {approving});",
             f"INSERT INTO {quote(f'{published}.{table}')} ({cols}) "
-            f"SELECT {cols} FROM {quote(f'{staging}.{table}')} "
-            f"WHERE {chosen if table in VARIANT_TABLES else scope};",
+            f"SELECT {', '.join('s.' + quote(c) for c in columns[table])} "
+            f"FROM {quote(f'{staging}.{table}')} AS s JOIN {approving} ON {picked} "
+            "WHERE s.run_date = @run_date;",
         ]
-    approval_cols = (
-        "run_date, cohort, approved_by, approved_at, program_name, program_version, "
-        "ingested_at, published_at, approval_id, program_fingerprint, variant, "
-        "accepted_regression"
-    )
     lines += [
-        f"INSERT INTO {quote(f'{published}.approvals')} ({approval_cols}) VALUES (@run_date, "
-        "@cohort, @approved_by, @approved_at, @program_name, @program_version, @ingested_at, "
-        "CURRENT_TIMESTAMP(), @approval_id, @program_fingerprint, @variant, "
-        "@accepted_regression);",
+        f"INSERT INTO {quote(f'{published}.approvals')} ({', '.join(APPROVAL_COLUMNS)}) "
+        f"SELECT {', '.join(_approval_value(c) for c in APPROVAL_COLUMNS)} FROM {approving};",
         "COMMIT TRANSACTION;",
     ]
     return "\n".join(lines)
+
+
+APPROVAL_COLUMNS = (
+    "run_date", "cohort", "approved_by", "approved_at", "program_name", "program_version",
+    "ingested_at", "published_at", "approval_id", "program_fingerprint", "variant",
+    "accepted_regression",
+)  # fmt: skip
+
+
+def _variant_of(alias: str) -> str:
+    return f"COALESCE({alias}.variant, '')"
+
+
+def _approval_value(column: str) -> str:
+    if column == "run_date":
+        return "@run_date"
+    if column == "published_at":
+        return "CURRENT_TIMESTAMP()"
+    return f"a.{column}"
 
 
 class Publisher(Protocol):
@@ -336,11 +360,11 @@ class WarehouseBase(ABC):
 
     @abstractmethod
     def _publisher(
-        self, run_date: dt.date, cohort: str | None
+        self, run_date: dt.date, cohorts: Sequence[str]
     ) -> AbstractContextManager[Publisher]:
-        """The backend's operations for approving one cohort (None: for reading the date's
-        facts), with both datasets' tables in place; a failure of the backend leaves as a
-        WarehouseError."""
+        """The backend's operations for publishing ``cohorts`` (none: for reading the
+        date's facts), with both datasets' tables in place; a failure of the backend
+        leaves as a WarehouseError."""
 
     def _staging_place(self) -> str:
         """Where the staging dataset is, as refusals name it."""
@@ -348,7 +372,7 @@ class WarehouseBase(ABC):
 
     def approval_facts(self, run_date: dt.date) -> ApprovalFacts:
         """What approving cohorts of ``run_date`` is decided on (``ApprovalFacts``)."""
-        with self._publisher(run_date, None) as publisher:
+        with self._publisher(run_date, []) as publisher:
             return self._facts(publisher, run_date)
 
     def _facts(self, publisher: Publisher, run_date: dt.date) -> ApprovalFacts:
@@ -363,6 +387,70 @@ class WarehouseBase(ABC):
         )
         return ApprovalFacts(run_date, checks, counts)
 
+    def check_approval(
+        self,
+        run_date: dt.date,
+        cohort: str,
+        approved_by: str,
+        *,
+        variant: str | None = None,
+        champion: str | None = None,
+        accepted_regression: str | None = None,
+        facts: ApprovalFacts | None = None,
+    ) -> Approval:
+        """The sign-off of (run_date, cohort) with one program ``variant`` (default: the
+        ``champion`` when ingested, else the only one), decided on ``facts``
+        (``approval_facts``: a command approving many cohorts reads them once; else read
+        now), with the rows it will publish; nothing is written. Refuses (WarehouseError)
+        a cohort that is not ingested, has several variants and none was named, whose
+        error checks failed or that mixes program versions."""
+        if facts is None:
+            facts = self.approval_facts(run_date)
+        elif facts.run_date != run_date:
+            raise ValueError(f"facts of {facts.run_date} given to approve {run_date}")
+        chosen = choose_variant(
+            facts.variants(cohort), variant, run_date=run_date, cohort=cohort, champion=champion
+        )
+        approval = approval_from_check(
+            facts.check(cohort, chosen),
+            run_date=run_date,
+            cohort=cohort,
+            approved_by=approved_by,
+            staging=self._staging_place(),
+            approval_id=uuid.uuid4().hex,
+            variant=chosen,
+            accepted_regression=accepted_regression,
+        )
+        return dataclasses.replace(approval, rows=facts.rows(cohort, chosen))
+
+    def publish(self, approvals: Sequence[Approval]) -> list[Approval | WarehouseError]:
+        """Publish checked sign-offs (``check_approval``) of one run date, one cohort each:
+        up to ``PUBLISH_BATCH`` cohorts in one transaction (``publish_script``). When a
+        transaction of several fails (a cohort re-ingested or failed since its facts were
+        read, a conflict in the backend), each half of its cohorts is tried again in a
+        transaction of its own, down to single cohorts: one cohort's refusal never holds
+        back the others, and costs about two transactions per halving, not one per cohort.
+        Returns, in order, each sign-off as published or the WarehouseError that refused
+        it."""
+        if len({a.run_date for a in approvals}) > 1:
+            raise ValueError("publish() takes sign-offs of one run date")
+        if len({a.cohort for a in approvals}) < len(approvals):
+            raise ValueError("publish() takes one sign-off per cohort")
+        outcomes: list[Approval | WarehouseError] = []
+        for start in range(0, len(approvals), PUBLISH_BATCH):
+            outcomes += self._publish_halving(list(approvals[start : start + PUBLISH_BATCH]))
+        return outcomes
+
+    def _publish_halving(self, batch: list[Approval]) -> list[Approval | WarehouseError]:
+        try:
+            self._publish(batch)
+        except WarehouseError as exc:
+            if len(batch) == 1:
+                return [exc]
+            half = len(batch) // 2
+            return self._publish_halving(batch[:half]) + self._publish_halving(batch[half:])
+        return list(batch)
+
     def approve(
         self,
         run_date: dt.date,
@@ -374,66 +462,58 @@ class WarehouseBase(ABC):
         accepted_regression: str | None = None,
         facts: ApprovalFacts | None = None,
     ) -> Approval:
-        """Record the sign-off of (run_date, cohort) with one program ``variant`` (default:
-        the ``champion`` when ingested, else the only one) and publish its rows of every
-        table from the staging to the published dataset in one transaction; refuses a
-        cohort that is not ingested or whose error checks failed (WarehouseError, nothing
-        changes). Decided on ``facts`` (``approval_facts``: a command approving many
-        cohorts reads them once), else on facts read now."""
-        if facts is not None and facts.run_date != run_date:
-            raise ValueError(f"facts of {facts.run_date} given to approve {run_date}")
-        with self._publisher(run_date, cohort) as publisher:
-            facts = facts or self._facts(publisher, run_date)
-            chosen = choose_variant(
-                facts.variants(cohort),
-                variant,
-                run_date=run_date,
-                cohort=cohort,
-                champion=champion,
-            )
-            approval = approval_from_check(
-                facts.check(cohort, chosen),
-                run_date=run_date,
-                cohort=cohort,
-                approved_by=approved_by,
-                staging=self._staging_place(),
-                approval_id=uuid.uuid4().hex,
-                variant=chosen,
-                accepted_regression=accepted_regression,
-            )
-            self._publish(publisher, approval)
-        return dataclasses.replace(approval, rows=facts.rows(cohort, chosen))
+        """Record the sign-off of (run_date, cohort) and publish its rows of every table
+        from the staging to the published dataset in one transaction: ``check_approval``
+        then ``publish`` of the one cohort. Refuses with a WarehouseError (nothing
+        changes)."""
+        approval = self.check_approval(
+            run_date, cohort, approved_by, variant=variant, champion=champion,
+            accepted_regression=accepted_regression, facts=facts,
+        )  # fmt: skip
+        (outcome,) = self.publish([approval])
+        if isinstance(outcome, WarehouseError):
+            raise outcome
+        return outcome
 
-    def _publish(self, publisher: Publisher, approval: Approval) -> None:
+    def _publish(self, approvals: list[Approval]) -> None:
         """Give the published tables the staging tables' columns, (re)create the views
-        and run the publish transaction. The tables and views are made again only when
-        the staging columns differ from the ones this object made them for: ``pipeline
-        approve`` of a delivery approves its cohorts one after another, and doing it for
-        each was 7 table updates and a script of 5 view statements per cohort (on
-        BigQuery, seconds each)."""
-        columns = {table: publisher.staged_columns(table) for table in PUBLISHED_TABLES}
-        if columns != self._published_for:
-            for table, cols in columns.items():
-                publisher.ensure_published(table, cols)
-            publisher.run(
-                views_script(self.published_dataset),
-                {},
-                kind="views",
-                what=f"creating the clients' views in {self.published_dataset}",
+        and run the publish transaction of ``approvals``. The tables and views are made
+        again only when the staging columns differ from the ones this object made them
+        for: doing it for every transaction was 7 table updates and a script of 5 view
+        statements each (on BigQuery, seconds each)."""
+        run_date = approvals[0].run_date
+        with self._publisher(run_date, [a.cohort for a in approvals]) as publisher:
+            columns = {table: publisher.staged_columns(table) for table in PUBLISHED_TABLES}
+            if columns != self._published_for:
+                for table, cols in columns.items():
+                    publisher.ensure_published(table, cols)
+                publisher.run(
+                    views_script(self.published_dataset),
+                    {},
+                    kind="views",
+                    what=f"creating the clients' views in {self.published_dataset}",
+                )
+                self._published_for = columns
+            script = publish_script(
+                self.staging_dataset,
+                self.published_dataset,
+                {table: [name for name, _ in cols] for table, cols in columns.items()},
             )
-            self._published_for = columns
-        script = publish_script(
-            self.staging_dataset,
-            self.published_dataset,
-            {table: [name for name, _ in cols] for table, cols in columns.items()},
-        )
-        publisher.run(
-            script,
-            approval.params(),
-            kind="publish",
-            what=f"publishing cohort {approval.cohort} of {approval.run_date} to "
-            f"{self.published_dataset}; rolled back, nothing was published",
-        )
+            publisher.run(
+                script,
+                {"run_date": run_date, "approvals": [a.struct() for a in approvals]},
+                kind="publish",
+                what=f"publishing {named_cohorts([a.cohort for a in approvals])} of {run_date} to "
+                f"{self.published_dataset}; rolled back, nothing was published",
+            )
+
+
+def named_cohorts(cohorts: Sequence[str]) -> str:
+    """How messages name the cohorts of a publish transaction."""
+    if len(cohorts) == 1:
+        return f"cohort {cohorts[0]}"
+    shown = ", ".join(cohorts[:3]) + (", …" if len(cohorts) > 3 else "")
+    return f"{len(cohorts)} cohorts ({shown})"
 
 
 def merge_status(ingested: pd.DataFrame, approved: pd.DataFrame) -> pd.DataFrame:

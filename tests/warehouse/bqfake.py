@@ -531,8 +531,19 @@ class _HttpError(Exception):
 
 
 def _param_value(parameter: dict) -> Any:
-    type_ = parameter["parameterType"]["type"]
-    value = parameter.get("parameterValue", {}).get("value")
+    return _typed_value(parameter["parameterType"], parameter.get("parameterValue", {}))
+
+
+def _typed_value(kind: dict, given: dict) -> Any:
+    """A query parameter's value as DuckDB binds it (ARRAY: a list, STRUCT: a dict)."""
+    type_ = kind["type"]
+    if type_ == "ARRAY":
+        return [_typed_value(kind["arrayType"], v) for v in given.get("arrayValues", [])]
+    if type_ == "STRUCT":
+        fields = given.get("structValues", {})
+        return {f["name"]: _typed_value(f["type"], fields.get(f["name"], {}))
+                for f in kind["structTypes"]}  # fmt: skip
+    value = given.get("value")
     if value is None:
         return None
     if type_ == "DATE":

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import ConfigError, WarehouseError
-from pipeline.warehouse import open_warehouse
+from pipeline.warehouse import open_warehouse, shared
 from pipeline.warehouse.bigquery import (
     BigQuerySettings,
     BigQueryWarehouse,
@@ -34,6 +34,15 @@ def params(job: dict) -> dict[str, tuple[str, str | None]]:
     return {
         p["name"]: (p["parameterType"]["type"], p.get("parameterValue", {}).get("value"))
         for p in job["configuration"]["query"].get("queryParameters", [])
+    }
+
+
+def params_of(job: dict) -> dict[str, list]:
+    """A job's array parameters: each one's elements."""
+    return {
+        p["name"]: p["parameterValue"].get("arrayValues", [])
+        for p in job["configuration"]["query"].get("queryParameters", [])
+        if p["parameterType"]["type"] == "ARRAY"
     }
 
 
@@ -508,28 +517,71 @@ def test_approve_publishes_in_one_transaction_with_the_sign_off(
     assert writes == [query_of(publish)]  # the published dataset changes in this job only
     sql = query_of(publish)
     assert sql.startswith("BEGIN TRANSACTION;\n") and sql.endswith("\nCOMMIT TRANSACTION;")
+    approving = "UNNEST(@approvals) AS a"
     for table in TABLES:
         assert (
-            f"DELETE FROM `{PUBLISHED}.{table}` WHERE run_date = @run_date AND cohort = @cohort;"
-            in sql
+            f"DELETE FROM `{PUBLISHED}.{table}` WHERE run_date = @run_date AND cohort IN "
+            f"(SELECT a.cohort FROM {approving});" in sql
         )
-        # The variant tables: the approved variant's rows only.
-        variant = r" AND COALESCE\(variant, ''\) = @variant" if table in VARIANT_TABLES else ""
+        # The variant tables: each cohort's approved variant's rows only.
+        variant = r" AND a\.variant = COALESCE\(s\.variant, ''\)" if table in VARIANT_TABLES else ""
         assert re.search(
-            rf"INSERT INTO `{PUBLISHED}\.{table}` \(.*\) SELECT .* FROM `{STAGING}\.{table}` "
-            rf"WHERE run_date = @run_date AND cohort = @cohort{variant};",
+            rf"INSERT INTO `{PUBLISHED}\.{table}` \(.*\) SELECT s\..* FROM `{STAGING}\.{table}` "
+            rf"AS s JOIN UNNEST\(@approvals\) AS a ON a\.cohort = s\.cohort{variant} "
+            r"WHERE s\.run_date = @run_date;",
             sql,
         ), table
     assert f"INSERT INTO `{PUBLISHED}.approvals`" in sql
-    assert "severity = 'error' AND NOT passed), ERROR(" in sql  # re-checked inside
-    got = params(publish)
-    assert got["approved_by"] == ("STRING", "Jane Doe")
-    assert got["program_version"] == ("STRING", "1.0")
-    assert got["approved_at"][0] == got["ingested_at"][0] == "TIMESTAMP"
+    assert "s.severity = 'error' AND NOT s.passed)" in sql  # re-checked inside
+    (approvals,) = publish["configuration"]["query"]["queryParameters"][1:]
+    assert approvals["name"] == "approvals"
+    kind = approvals["parameterType"]
+    assert kind["type"] == "ARRAY" and kind["arrayType"]["type"] == "STRUCT"
+    fields = {f["name"]: f["type"]["type"] for f in kind["arrayType"]["structTypes"]}
+    assert fields["approved_at"] == fields["ingested_at"] == "TIMESTAMP"
+    (struct,) = approvals["parameterValue"]["arrayValues"]
+    values = {k: v.get("value") for k, v in struct["structValues"].items()}
+    assert values["cohort"] == "a" and values["approved_by"] == "Jane Doe"
+    assert values["program_version"] == "1.0"
     assert publish["configuration"]["labels"]["step"] == "publish"
+    assert publish["configuration"]["labels"]["cohort"] == "a"
     assert bq.sql(f'SELECT approved_by FROM "{PROJECT}"."{DATASET}_published".approvals') == [
         ("Jane Doe",)
     ]
+
+
+def test_a_delivery_is_published_in_one_transaction_and_a_refusal_in_it_stays_alone(
+    bq: FakeBigQuery, bq_warehouse: BigQueryWarehouse
+) -> None:
+    """Checked sign-offs of many cohorts go to BigQuery as one publish job; when its
+    transaction refuses a cohort (re-ingested since the facts were read), the cohorts are
+    tried again in halves, and the refused one alone stays unpublished."""
+    cohorts = ["a", "b", "c", "d"]
+    bq_warehouse.replace(D1, None, survey(dict.fromkeys(cohorts, 2)))
+    for code in cohorts:
+        bq_warehouse.replace(D1, code, results([1, 2]))
+    facts = bq_warehouse.approval_facts(D1)
+    checked = [bq_warehouse.check_approval(D1, c, "Jane", facts=facts) for c in cohorts]
+    bq_warehouse.replace(D1, "c", results([7, 8, 9]))  # after the facts were read
+    before = len(bq.job_inserts("query"))
+    outcomes = bq_warehouse.publish(checked)
+    assert [o.cohort for o in outcomes[:2] + outcomes[3:]] == ["a", "b", "d"]
+    assert isinstance(outcomes[2], WarehouseError)
+    assert "cohort c was re-ingested while being approved" in str(outcomes[2])
+    jobs = [r.body for r in bq.job_inserts("query")[before:]]
+    publishes = [j for j in jobs if j["configuration"]["labels"]["step"] == "publish"]
+    # All four (refused), then a+b (published), then c+d (refused), then c, then d.
+    assert [len(params_of(j)["approvals"]) for j in publishes] == [4, 2, 2, 1, 1]
+    assert [j["configuration"]["labels"]["cohort"] for j in publishes] == [
+        "several", "several", "several", "c", "d"
+    ]  # fmt: skip
+    published = f'"{PROJECT}"."{DATASET}_published"'
+    assert bq.sql(f"SELECT cohort FROM {published}.approvals ORDER BY 1") == [
+        ("a",), ("b",), ("d",)
+    ]  # fmt: skip
+    assert bq.sql(
+        f"SELECT cohort, COUNT(*) FROM {published}.model_estimates GROUP BY 1 ORDER BY 1"
+    ) == [("a", 2), ("b", 2), ("d", 2)]
 
 
 def test_failed_publish_leaves_the_published_dataset_untouched(
@@ -570,3 +622,24 @@ def test_refused_approval_issues_no_publish_job(
     with pytest.raises(WarehouseError, match="cohort b of 2026-11-22 cannot be approved"):
         bq_warehouse.approve(D1, "b", "Jane")
     assert not [q for q in bq.queries() if f"`{PUBLISHED}." in q and "BEGIN" in q]
+
+
+def test_a_wide_delivery_is_published_in_bounded_transactions(
+    bq: FakeBigQuery, bq_warehouse: BigQueryWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shared, "PUBLISH_BATCH", 2)
+    cohorts = ["a", "b", "c"]
+    bq_warehouse.replace(D1, None, survey(dict.fromkeys(cohorts, 2)))
+    for code in cohorts:
+        bq_warehouse.replace(D1, code, results([1, 2]))
+    facts = bq_warehouse.approval_facts(D1)
+    checked = [bq_warehouse.check_approval(D1, c, "Jane", facts=facts) for c in cohorts]
+    before = len(bq.job_inserts("query"))
+    assert bq_warehouse.publish(checked) == checked
+    jobs = [r.body for r in bq.job_inserts("query")[before:]]
+    publishes = [j for j in jobs if j["configuration"]["labels"]["step"] == "publish"]
+    assert [len(params_of(j)["approvals"]) for j in publishes] == [2, 1]
+    published = f'"{PROJECT}"."{DATASET}_published"'
+    assert bq.sql(f"SELECT cohort FROM {published}.approvals ORDER BY 1") == [
+        ("a",), ("b",), ("c",)
+    ]  # fmt: skip

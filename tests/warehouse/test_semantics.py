@@ -250,15 +250,20 @@ def test_qa_compares_estimates_with_the_previous_published_delivery(
 
 
 def test_a_reingest_after_the_facts_were_read_is_not_published(warehouse: Warehouse) -> None:
-    """`pipeline approve` reads what it decides on once for the date, then publishes one
-    cohort after another: a cohort re-ingested in between is refused by the publish
-    transaction, which checks again, and nothing of it is published."""
+    """`pipeline approve` reads what it decides on once for the date, then publishes the
+    cohorts together: a cohort re-ingested in between is refused by the publish
+    transaction, which checks again; the others are published without it (the
+    transaction is tried again in halves) and nothing of it is."""
     ingest(warehouse, D1, {"a": [1, 2], "b": [3]})
     facts = warehouse.approval_facts(D1)
+    checked = [warehouse.check_approval(D1, c, "Jane", facts=facts) for c in ("a", "b")]
     warehouse.replace(D1, "a", results([3, 4, 5], version="1.1"))
+    refused, published = warehouse.publish(checked)
+    assert isinstance(refused, WarehouseError)
+    assert "cohort a was re-ingested while being approved" in str(refused)
+    assert published == checked[1] and published.rows["model_estimates"] == 1
+    assert select(warehouse, "SELECT cohort FROM `{published}.approvals`") == [("b",)]
     with pytest.raises(WarehouseError, match="cohort a was re-ingested while being approved"):
         warehouse.approve(D1, "a", "Jane", facts=facts)
-    assert warehouse.approve(D1, "b", "Jane", facts=facts).rows["model_estimates"] == 1
-    assert select(warehouse, "SELECT cohort FROM `{published}.approvals`") == [("b",)]
     assert warehouse.approve(D1, "a", "Jane").program_version == "1.1"  # read again
     assert select(warehouse, "SELECT COUNT(*) FROM `{published}.model_estimates`") == [(4,)]

@@ -150,6 +150,38 @@ def test_approve_publishes_the_named_variant_only(warehouse: Warehouse) -> None:
     assert (status["approved_by"], status["variant"]) == ("Ken", A)
 
 
+def test_one_transaction_publishes_each_cohort_with_its_own_variant(
+    warehouse: Warehouse,
+) -> None:
+    """Cohorts published together (``pipeline approve`` of a delivery) each keep their
+    own variant: a's A and b's B, never the other's rows, with one approval each; a
+    cohort published later, in a transaction of its own, leaves them as they are."""
+    warehouse.replace(D1, None, survey({"a": 3, "b": 3, "c": 3}))
+    for code in ("a", "b", "c"):
+        warehouse.replace(D1, code, variant_results([1, 2], "aaaaaaaaaa"), variant=A)
+        warehouse.replace(D1, code, variant_results([5, 6, 7], "bbbbbbbbbb"), variant=B)
+    facts = warehouse.approval_facts(D1)
+    checked = [
+        warehouse.check_approval(D1, "a", "Jane", variant=A, facts=facts),
+        warehouse.check_approval(D1, "b", "Jane", variant=B, facts=facts),
+    ]
+    assert warehouse.publish(checked) == checked
+    published = "SELECT cohort, variant, COUNT(*) FROM `{published}.%s` GROUP BY 1, 2 ORDER BY 1"
+    assert select(warehouse, published % "model_estimates") == [("a", A, 2), ("b", B, 3)]
+    staged = select(warehouse, published.replace("`{published}.%s`", "validation_checks"))
+    assert select(warehouse, published % "validation_checks") == [
+        row for row in staged if row[:2] in (("a", A), ("b", B))
+    ]
+    assert select(warehouse, published % "approvals") == [("a", A, 1), ("b", B, 1)]
+    assert select(
+        warehouse, "SELECT cohort, COUNT(*) FROM `{published}.survey_responses` GROUP BY 1"
+    ) == [("a", 3), ("b", 3)]
+    warehouse.approve(D1, "c", "Ken", variant=A)
+    assert select(warehouse, published % "model_estimates") == [
+        ("a", A, 2), ("b", B, 3), ("c", A, 2)
+    ]  # fmt: skip
+
+
 def test_the_champion_must_be_ingested_unless_a_variant_is_named(warehouse: Warehouse) -> None:
     ingest_two_variants(warehouse)
     with pytest.raises(
