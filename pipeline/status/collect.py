@@ -60,7 +60,9 @@ def collect(
         storage.listed(layout.base),
         ThreadPoolExecutor(storage.READERS, thread_name_prefix="status") as pool,
     ):
-        timings = _timings(layout, pool)
+        records = _timing_records(layout)
+        # Which programs the date ran, when not told: from the RunModel records only.
+        timings = {} if programs else _read_timings(records, "RunModel_", pool)
         chosen = [canonical_program(p) for p in programs or []] or _programs_run(timings)
         codes = list(cohorts or []) or list(known_cohorts(layout, str(config.raw_dir()))["code"])
         remote = scheduler_tasks(scheduler_url, layout.run_date) if scheduler_url else {}
@@ -74,6 +76,10 @@ def collect(
         # a task several rows share (cleansing, a cohort's quality) is looked at once
         tasks = {t.task_id: t for chain in chains for t in chain.values()}
         tasks[survey.task_id] = survey
+        # The records of these tasks only: a one-cohort run's summary read every record
+        # of the date (1,400 at 200 cohorts x 2 programs).
+        unread = {t: records[t] for t in tasks if t in records and t not in timings}
+        timings.update(_read_timings(unread, "", pool))
 
         def status_of(task: RunDateTask) -> StepStatus:
             if isinstance(task, RunModel):
@@ -97,7 +103,7 @@ def collect(
         rows = list(pool.map(row_of, ends, chains))
         summary_uri = layout.cleanse_summary()
         summary = storage.read_json(summary_uri) if storage.exists(summary_uri) else None
-        ran = bool(timings) or storage.exists(layout.pin())
+        ran = bool(records) or storage.exists(layout.pin())
     if publication:
         _add_publication(rows, date, warehouse)
     return RunStatus(
@@ -115,8 +121,20 @@ def collect(
     )
 
 
-def _timings(layout: Layout, pool: ThreadPoolExecutor) -> dict[str, dict[str, Any]]:
-    """Every task's timing record of the date, by task id."""
+def _timing_records(layout: Layout) -> dict[str, str]:
+    """Every task's timing record of the date: its URI by task id (one listing)."""
+    return {
+        uri.rsplit("/", 1)[-1].removesuffix(".json"): uri
+        for uri in storage.listdir(layout.timings())
+        if uri.endswith(".json")
+    }
+
+
+def _read_timings(
+    records: dict[str, str], prefix: str, pool: ThreadPoolExecutor
+) -> dict[str, dict[str, Any]]:
+    """The timing records (``_timing_records``) of the task ids that start with ``prefix``,
+    by task id; a record gone or unreadable by now is left out."""
 
     def read(uri: str) -> dict[str, Any] | None:
         try:
@@ -124,7 +142,7 @@ def _timings(layout: Layout, pool: ThreadPoolExecutor) -> dict[str, dict[str, An
         except (OSError, ValueError):
             return None
 
-    uris = [uri for uri in storage.listdir(layout.timings()) if uri.endswith(".json")]
+    uris = [uri for task_id, uri in records.items() if task_id.startswith(prefix)]
     return {str(r.get("task_id")): r for r in pool.map(read, uris) if r is not None}
 
 

@@ -103,3 +103,42 @@ def test_records_gone_since_they_were_looked_at_are_not_an_error(
     assert rows[bad].extra["manifest"] is None  # and its run records
     for code in good:
         assert rows[code].state == "done"
+
+
+def test_a_status_of_one_cohort_reads_that_cohorts_timing_records_only(
+    failed_run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-cohort run's summary (``pipeline rerun --cohort``) is the status of that
+    cohort: it reads the records of its own tasks and the date's, not every cohort's.
+    Without programs named, the date's RunModel records say which programs ran."""
+    import datetime as dt
+
+    from pipeline import storage
+    from pipeline.status import collect
+
+    for key, value in home_env(failed_run.home).items():
+        monkeypatch.setenv(key, value)
+    read_json, read = storage.read_json, []
+
+    def spied(uri: str):
+        read.append(uri)
+        return read_json(uri)
+
+    monkeypatch.setattr(storage, "read_json", spied)
+    date = dt.date.fromisoformat(DATE)
+    bad, good, *_ = failed_run.codes
+    status = collect(date, cohorts=[good], programs=[str(failed_run.spec)])
+    (row,) = status.cohorts
+    assert row.cohort == good and row.state == "done"
+    assert all(s.seconds is not None for s in row.steps.values()), row.steps
+    timings = {Path(uri).name.split("_")[0] for uri in read if "/logs/tasks/" in uri}
+    assert timings == {"CleanseSurvey", "IngestSurvey", "CheckData", "RunModel",
+                       "ValidateResults", "IngestResults"}  # fmt: skip
+    records = [Path(uri).name for uri in read if "/logs/tasks/" in uri]
+    assert len(records) == 6 and not [r for r in records if bad.replace("-", "_") in r]
+
+    read.clear()
+    status = collect(date)  # every cohort, the programs from the records
+    assert sorted(row.cohort for row in status.cohorts) == sorted(failed_run.codes)
+    records = [uri for uri in read if "/logs/tasks/" in uri]
+    assert len(records) == len(set(records))  # each record once
