@@ -21,6 +21,7 @@ import io
 import logging
 import os
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,21 @@ from pipeline.warehouse.shared import (
 )
 
 log = logging.getLogger(__name__)
+
+# One replace transaction at a time per staging dataset in this process. BigQuery cancels
+# a transaction that mutates a table another transaction is mutating ("concurrent
+# update"), and the cohorts of a delivery whose programs started together end together:
+# their ingests fought, each cancelled one retried after a growing wait, and the last
+# could run out of [bigquery] retry_deadline. Queued here they follow one another; the
+# retry stays for another process's transactions. (DuckDB: ``connections.writer``.)
+_replacing: dict[str, threading.Lock] = {}
+_replacing_lock = threading.Lock()
+
+
+def _replace_lock(dataset: str) -> threading.Lock:
+    with _replacing_lock:
+        return _replacing.setdefault(dataset, threading.Lock())
+
 
 LABEL = "survey-pipeline"
 _PROJECT = r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]"
@@ -667,18 +683,19 @@ class BigQueryWarehouse(WarehouseBase):
                 params["cohort"] = cohort
             if variant is not None:
                 params["variant"] = variant
-            self._query_job(
-                self._replace_script(cohort, loads, variant),
-                params,
-                kind="replace",
-                what=f"replacing {', '.join(loads)} rows of run date {run_date}"
-                + (f", cohort {cohort}" if cohort else ", every cohort")
-                + "; rolled back, nothing was replaced",
-                labels={
-                    "run_date": label_value(run_date.isoformat()),
-                    "cohort": label_value(cohort or "all"),
-                },
-            )
+            with _replace_lock(self.staging_dataset):  # the loads above ran side by side
+                self._query_job(
+                    self._replace_script(cohort, loads, variant),
+                    params,
+                    kind="replace",
+                    what=f"replacing {', '.join(loads)} rows of run date {run_date}"
+                    + (f", cohort {cohort}" if cohort else ", every cohort")
+                    + "; rolled back, nothing was replaced",
+                    labels={
+                        "run_date": label_value(run_date.isoformat()),
+                        "cohort": label_value(cohort or "all"),
+                    },
+                )
         finally:
             for ref in created:
                 try:

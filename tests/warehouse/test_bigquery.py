@@ -643,3 +643,35 @@ def test_a_wide_delivery_is_published_in_bounded_transactions(
     assert bq.sql(f"SELECT cohort FROM {published}.approvals ORDER BY 1") == [
         ("a",), ("b",), ("c",)
     ]  # fmt: skip
+
+
+def test_replace_transactions_of_one_process_run_one_at_a_time(
+    bq: FakeBigQuery, bq_warehouse: BigQueryWarehouse
+) -> None:
+    """Cohorts that end together ingest together: BigQuery cancels a transaction that
+    mutates a table another one is mutating, so the process runs its replace transactions
+    one after another — none is started while another is still unfinished for its client
+    (from its insert to its last poll)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cohorts = [f"c{i}" for i in range(8)]
+    bq_warehouse.replace(D1, "c0", results([1]))  # the tables exist
+    before = len(bq.requests)
+    with ThreadPoolExecutor(len(cohorts)) as pool:
+        list(pool.map(lambda c: bq_warehouse.replace(D1, c, results([1, 2])), cohorts))
+    requests = bq.requests[before:]
+    inserts = {
+        i: r.body["jobReference"]["jobId"]
+        for i, r in enumerate(requests)
+        if r.method == "POST" and re.search(r"/jobs$", r.path)
+        and r.body["configuration"].get("labels", {}).get("step") == "replace"
+    }  # fmt: skip
+    assert len(inserts) == len(cohorts)
+    for start, job in inserts.items():
+        end = max(i for i, r in enumerate(requests) if job in r.path or i == start)
+        assert end > start  # the client polled the job it started
+        others = [inserts[i] for i in inserts if start < i <= end]
+        assert not others, f"{others} started while {job} was unfinished"
+    assert bq.sql(
+        f'SELECT COUNT(DISTINCT cohort), COUNT(*) FROM "{PROJECT}"."{DATASET}".model_estimates'
+    ) == [(len(cohorts), 2 * len(cohorts))]
