@@ -327,7 +327,7 @@ def _approval_value(column: str) -> str:
 
 
 class Publisher(Protocol):
-    """A backend's primitive operations for publishing one cohort: on one DuckDB
+    """A backend's primitive operations for publishing cohorts: on one DuckDB
     connection, or as BigQuery jobs. ``what`` says what a call does, for error messages."""
 
     def select(self, sql: str, params: Mapping[str, Any], *, what: str) -> pd.DataFrame:
