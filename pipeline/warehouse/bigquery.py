@@ -68,8 +68,8 @@ log = logging.getLogger(__name__)
 # One replace transaction at a time per staging dataset in this process. BigQuery cancels
 # a transaction that mutates a table another transaction is mutating ("concurrent
 # update"), and the cohorts of a delivery whose programs started together end together:
-# their ingests fought, each cancelled one retried after a growing wait, and the last
-# could run out of [bigquery] retry_deadline. Queued here they follow one another; the
+# their ingests would fight, each cancelled one retrying after a growing wait, and the
+# last could run out of [bigquery] retry_deadline. Queued here they follow one another; the
 # retry stays for another process's transactions. (DuckDB: ``connections.writer``.)
 _replacing: dict[str, threading.Lock] = {}
 _replacing_lock = threading.Lock()
